@@ -1,0 +1,304 @@
+//! The fields of `channels.imessage` and of each `accounts.<id>` (channel-behaviour.md §1.2),
+//! read into a [`Partial`] whose `None` means "not set at this level".
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use super::allow::{self, AllowEntry, GroupKey};
+use super::read::{self, Diag};
+use super::rules;
+
+/// Keys from the reference system's configs that are accepted and ignored (§1.4).
+pub const COMPAT_KEYS: &[&str] = &[
+    "historyLimit",
+    "dmHistoryLimit",
+    "dms",
+    "markdown",
+    "blockStreaming",
+    "blockStreamingCoalesce",
+    "heartbeat",
+    "healthMonitor",
+    "capabilities",
+    "sendReadReceipts",
+    "reactionNotifications",
+    "actions",
+    "sendTransport",
+    "contextVisibility",
+    "defaultTo",
+    "coalesceSameSenderDms",
+];
+const CATCHUP_COMPAT_KEYS: &[&str] = &["perRunLimit", "firstRunLookbackMinutes", "maxFailureRetries"];
+const GROUP_COMPAT_KEYS: &[&str] = &["tools", "toolsBySender", "systemPrompt"];
+
+pub const DM_POLICIES: &[&str] = &["pairing", "allowlist", "open", "disabled"];
+pub const GROUP_POLICIES: &[&str] = &["allowlist", "open", "disabled"];
+const SERVICES: &[&str] = &["imessage", "sms", "auto"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupEntry {
+    pub require_mention: Option<bool>,
+}
+
+pub type Groups = BTreeMap<GroupKey, GroupEntry>;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CatchupPartial {
+    pub enabled: Option<bool>,
+    pub max_age_minutes: Option<i64>,
+    pub late_tolerance_minutes: Option<i64>,
+}
+
+/// One level's explicitly set fields.
+#[derive(Debug, Clone, Default)]
+pub struct Partial {
+    pub enabled: Option<bool>,
+    pub name: Option<String>,
+    pub cli_path: Option<String>,
+    pub db_path: Option<String>,
+    pub remote_host: Option<String>,
+    pub service: Option<String>,
+    pub region: Option<String>,
+    pub dm_policy: Option<String>,
+    pub allow_from: Option<Vec<AllowEntry>>,
+    pub group_policy: Option<String>,
+    pub group_allow_from: Option<Vec<AllowEntry>>,
+    pub groups: Option<Groups>,
+    pub include_attachments: Option<bool>,
+    pub attachment_roots: Option<Vec<String>>,
+    pub remote_attachment_roots: Option<Vec<String>>,
+    pub media_max_mb: Option<i64>,
+    pub text_chunk_limit: Option<i64>,
+    pub chunk_mode: Option<String>,
+    pub response_prefix: Option<String>,
+    pub config_writes: Option<bool>,
+    pub probe_timeout_ms: Option<i64>,
+    pub send_timeout_ms: Option<i64>,
+    pub catchup: Option<CatchupPartial>,
+}
+
+impl Partial {
+    /// `self` overlaid by `over`: every field `over` sets replaces this one wholesale.
+    pub fn overlay(&self, over: &Partial) -> Partial {
+        macro_rules! pick {
+            ($($f:ident),*) => { Partial { $($f: over.$f.clone().or_else(|| self.$f.clone()),)* } };
+        }
+        pick!(
+            enabled, name, cli_path, db_path, remote_host, service, region, dm_policy, allow_from,
+            group_policy, group_allow_from, groups, include_attachments, attachment_roots,
+            remote_attachment_roots, media_max_mb, text_chunk_limit, chunk_mode, response_prefix,
+            config_writes, probe_timeout_ms, send_timeout_ms, catchup
+        )
+    }
+}
+
+fn line_free(s: &str) -> bool {
+    !s.contains(['\r', '\n', '\u{2028}', '\u{2029}'])
+}
+
+/// Reads the fields of one level. `channel_level` permits `accounts` and `defaultAccount`
+/// (which the caller reads).
+pub fn read_section(map: &Map<String, Value>, path: &str, channel_level: bool, diag: &mut Diag) -> Partial {
+    let mut p = Partial::default();
+    for (key, value) in map {
+        let at = read::field(path, key);
+        if value.is_null() {
+            continue;
+        }
+        match key.as_str() {
+            "enabled" => p.enabled = read::boolean(value, &at, diag),
+            "name" => {
+                p.name = read::string(value, &at, diag).and_then(|s| {
+                    let n = s.chars().count();
+                    if (1..=64).contains(&n) && line_free(s) {
+                        Some(s.to_string())
+                    } else {
+                        diag.error(&at, "must be 1 to 64 characters without line breaks");
+                        None
+                    }
+                })
+            }
+            "cliPath" => {
+                p.cli_path = read::string(value, &at, diag).and_then(|s| {
+                    if rules::is_safe_executable(s) {
+                        Some(s.to_string())
+                    } else {
+                        diag.error(&at, "not a safe executable path: line breaks, quotes and the characters ; & | $ < > and backtick are not allowed, and a bare command name may only use letters, digits and . _ + - and must not start with -");
+                        None
+                    }
+                })
+            }
+            "dbPath" => {
+                p.db_path = read::string(value, &at, diag).and_then(|s| {
+                    if !s.is_empty() && !s.contains(['\0', '\r', '\n']) {
+                        Some(s.to_string())
+                    } else {
+                        diag.error(&at, "must be a non-empty path without line breaks");
+                        None
+                    }
+                })
+            }
+            "remoteHost" => {
+                p.remote_host = read::string(value, &at, diag).and_then(|s| {
+                    if rules::is_valid_remote_host(s) {
+                        Some(s.trim().to_string())
+                    } else {
+                        diag.error(&at, "expected \"host\" or \"user@host\" (IPv6 in brackets); spaces, a leading \"-\", \"/\" and ssh options are not allowed");
+                        None
+                    }
+                })
+            }
+            "service" => {
+                p.service = read::one_of(value, &at, SERVICES, &read::one_of_reason(SERVICES), diag)
+            }
+            "region" => {
+                p.region = match value.as_str() {
+                    Some(s) if s.len() == 2 && s.bytes().all(|b| b.is_ascii_alphabetic()) => {
+                        Some(s.to_ascii_uppercase())
+                    }
+                    _ => {
+                        diag.error(&at, "must be a two-letter country code such as \"US\"");
+                        None
+                    }
+                }
+            }
+            "dmPolicy" => {
+                p.dm_policy =
+                    read::one_of(value, &at, DM_POLICIES, &read::one_of_reason(DM_POLICIES), diag)
+            }
+            "allowFrom" => p.allow_from = allow::read_list(value, &at, "allowFrom", diag),
+            "groupPolicy" => {
+                p.group_policy = read::one_of(
+                    value,
+                    &at,
+                    GROUP_POLICIES,
+                    &read::one_of_reason(GROUP_POLICIES),
+                    diag,
+                )
+            }
+            "groupAllowFrom" => {
+                p.group_allow_from = allow::read_list(value, &at, "groupAllowFrom", diag)
+            }
+            "groups" => p.groups = read_groups(value, &at, diag),
+            "includeAttachments" => p.include_attachments = read::boolean(value, &at, diag),
+            "attachmentRoots" => p.attachment_roots = read_roots(value, &at, diag),
+            "remoteAttachmentRoots" => p.remote_attachment_roots = read_roots(value, &at, diag),
+            "mediaMaxMb" => p.media_max_mb = read::integer_in(value, &at, 1, 100, diag),
+            "textChunkLimit" => p.text_chunk_limit = read::integer_in(value, &at, 50, 20000, diag),
+            "chunkMode" => {
+                p.chunk_mode = read::one_of(
+                    value,
+                    &at,
+                    &["length", "newline"],
+                    "must be \"length\" or \"newline\"",
+                    diag,
+                )
+            }
+            "responsePrefix" => p.response_prefix = read_prefix(value, &at, diag),
+            "configWrites" => p.config_writes = read::boolean(value, &at, diag),
+            "probeTimeoutMs" => {
+                p.probe_timeout_ms = read::integer_in(value, &at, 1000, 120_000, diag)
+            }
+            "sendTimeoutMs" => {
+                p.send_timeout_ms = read::integer_in(value, &at, 10_000, 600_000, diag)
+            }
+            "catchup" => p.catchup = read_catchup(value, &at, diag),
+            "accounts" | "defaultAccount" if channel_level => {}
+            "accounts" | "defaultAccount" => diag.error(&at, "only allowed in channels.imessage"),
+            k if COMPAT_KEYS.contains(&k) => diag.warn(format!(
+                "{at} is accepted for compatibility but has no effect in this plugin"
+            )),
+            _ => diag.error(&at, "unknown field"),
+        }
+    }
+    p
+}
+
+/// Reads a response prefix (also used for `messages.responsePrefix`).
+pub fn read_prefix(value: &Value, at: &str, diag: &mut Diag) -> Option<String> {
+    read::string(value, at, diag).and_then(|s| {
+        if s.chars().count() <= 64 && line_free(s) {
+            Some(s.to_string())
+        } else {
+            diag.error(at, "must be at most 64 characters without line breaks");
+            None
+        }
+    })
+}
+
+fn read_roots(value: &Value, at: &str, diag: &mut Diag) -> Option<Vec<String>> {
+    let items = read::array(value, at, diag)?;
+    let mut roots = Vec::new();
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        let path = read::index(at, i);
+        match item.as_str() {
+            Some(s) if rules::is_valid_root(s) => roots.push(s.to_string()),
+            _ => {
+                ok = false;
+                diag.error(&path, "root must be an absolute path other than \"/\", without \"..\" or NUL; \"*\" may only replace a whole path segment");
+            }
+        }
+    }
+    ok.then_some(roots)
+}
+
+fn read_groups(value: &Value, at: &str, diag: &mut Diag) -> Option<Groups> {
+    let map = read::object(value, at, diag)?;
+    let mut groups = Groups::new();
+    let mut ok = true;
+    for (key, entry) in map {
+        let path = read::bracket(at, key);
+        let Some(parsed) = allow::parse_group_key(key) else {
+            ok = false;
+            diag.error(&path, "group key must be a chat id (digits), \"chat_guid:…\", \"chat_identifier:…\" or \"*\"");
+            continue;
+        };
+        let mut require_mention = None;
+        if let Some(fields) = read::object(entry, &path, diag) {
+            for (name, v) in fields {
+                let fpath = read::field(&path, name);
+                match name.as_str() {
+                    "requireMention" if !v.is_null() => {
+                        require_mention = read::boolean(v, &fpath, diag)
+                    }
+                    "requireMention" => {}
+                    n if GROUP_COMPAT_KEYS.contains(&n) => diag.warn(format!(
+                        "{fpath} is accepted for compatibility but has no effect in this plugin"
+                    )),
+                    _ => {
+                        ok = false;
+                        diag.error(&fpath, "unknown field");
+                    }
+                }
+            }
+        } else {
+            ok = false;
+        }
+        groups.insert(parsed, GroupEntry { require_mention });
+    }
+    ok.then_some(groups)
+}
+
+fn read_catchup(value: &Value, at: &str, diag: &mut Diag) -> Option<CatchupPartial> {
+    let map = read::object(value, at, diag)?;
+    let mut c = CatchupPartial::default();
+    for (key, v) in map {
+        let path = read::field(at, key);
+        if v.is_null() {
+            continue;
+        }
+        match key.as_str() {
+            "enabled" => c.enabled = read::boolean(v, &path, diag),
+            "maxAgeMinutes" => c.max_age_minutes = read::integer_in(v, &path, 1, 1440, diag),
+            "lateToleranceMinutes" => {
+                c.late_tolerance_minutes = read::integer_in(v, &path, 1, 240, diag)
+            }
+            k if CATCHUP_COMPAT_KEYS.contains(&k) => diag.warn(format!(
+                "{path} is accepted for compatibility but has no effect in this plugin"
+            )),
+            _ => diag.error(&path, "unknown field"),
+        }
+    }
+    Some(c)
+}

@@ -1,0 +1,293 @@
+//! The config cases of channel-behaviour.md §12 (1–19), plus the error format of §1.1.
+
+use serde_json::{json, Value};
+
+use super::*;
+
+fn load(config: Value) -> Result<Config, Vec<String>> {
+    parse(&config)
+}
+
+fn section(channel: Value) -> Value {
+    json!({ "channels": { "imessage": channel } })
+}
+
+fn errors(config: Value) -> Vec<String> {
+    match load(config) {
+        Ok(_) => panic!("expected the config to be rejected"),
+        Err(e) => e,
+    }
+}
+
+fn assert_error(config: Value, want: &str) {
+    let errs = errors(config);
+    assert!(errs.iter().any(|e| e == want), "want {want:?} in {errs:#?}");
+}
+
+fn assert_error_at(config: Value, path: &str) {
+    let errs = errors(config);
+    assert!(
+        errs.iter().any(|e| e.starts_with(&format!("{path}: "))),
+        "want an error at {path} in {errs:#?}"
+    );
+}
+
+#[test]
+fn case_01_defaults() {
+    let cfg = load(section(json!({}))).unwrap();
+    assert_eq!(cfg.accounts.len(), 1);
+    let a = &cfg.accounts[0];
+    assert_eq!(a.id, "default");
+    assert_eq!(a.dm_policy, DmPolicy::Pairing);
+    assert_eq!(a.group_policy, GroupPolicy::Allowlist);
+    assert_eq!(a.cli_path, "imsg");
+    assert_eq!(a.service, "auto");
+    assert_eq!(a.region, "US");
+    assert_eq!(a.text_chunk_limit, 4000);
+    assert_eq!(a.chunk_mode, ChunkMode::Length);
+    assert_eq!(a.media_max_mb, 16);
+    assert!(!a.include_attachments);
+    assert_eq!(a.probe_timeout_ms, 10_000);
+    assert_eq!(a.send_timeout_ms, 150_000);
+    assert_eq!(a.attachment_roots, vec![DEFAULT_ATTACHMENT_ROOT.to_string()]);
+    assert!(a.catchup.enabled);
+    assert!(!cfg.warnings.iter().any(|w| w == MISSING_SECTION_WARNING));
+}
+
+#[test]
+fn case_02_missing_section_warns_once() {
+    let cfg = load(json!({})).unwrap();
+    assert_eq!(cfg.accounts[0].id, "default");
+    let n = cfg.warnings.iter().filter(|w| *w == MISSING_SECTION_WARNING).count();
+    assert_eq!(n, 1);
+}
+
+#[test]
+fn case_03_open_requires_star() {
+    assert_error(
+        section(json!({"dmPolicy": "open", "allowFrom": ["+15550001111"]})),
+        "channels.imessage.allowFrom: dmPolicy \"open\" requires \"*\" in allowFrom",
+    );
+    assert!(load(section(json!({"dmPolicy": "open", "allowFrom": ["*"]}))).is_ok());
+}
+
+#[test]
+fn case_04_allowlist_requires_entries() {
+    assert_error(
+        section(json!({"dmPolicy": "allowlist"})),
+        "channels.imessage.allowFrom: dmPolicy \"allowlist\" requires at least one allowFrom entry",
+    );
+}
+
+#[test]
+fn case_05_cross_rule_path_names_the_account() {
+    assert_error_at(
+        section(json!({"allowFrom": ["*"], "dmPolicy": "open",
+            "accounts": {"work": {"dmPolicy": "allowlist", "allowFrom": []}}})),
+        "channels.imessage.accounts.work.allowFrom",
+    );
+}
+
+#[test]
+fn case_06_accounts_inherit() {
+    let cfg = load(section(json!({"allowFrom": ["+15550001111"],
+        "accounts": {"work": {"dmPolicy": "allowlist"}}})))
+    .unwrap();
+    assert_eq!(cfg.accounts.len(), 1, "no implicit default account");
+    assert_eq!(
+        cfg.accounts[0].allow_from,
+        vec![AllowEntry::Handle("+15550001111".into())]
+    );
+    assert_eq!(cfg.default_account, "work");
+}
+
+#[test]
+fn case_07_cli_path() {
+    assert_error_at(section(json!({"cliPath": "imsg; rm -rf ~"})), "channels.imessage.cliPath");
+    assert_error_at(section(json!({"cliPath": "-imsg"})), "channels.imessage.cliPath");
+    assert!(load(section(json!({"cliPath": "/Applications/My Tools/imsg"}))).is_ok());
+    assert!(load(section(json!({"cliPath": "~/bin/imsg-ssh"}))).is_ok());
+}
+
+#[test]
+fn case_08_remote_host() {
+    assert_error_at(
+        section(json!({"remoteHost": "bot@mac -oProxyCommand=x"})),
+        "channels.imessage.remoteHost",
+    );
+    assert!(load(section(json!({"remoteHost": "bot@[fe80::1%en0]"}))).is_ok());
+}
+
+#[test]
+fn case_09_attachment_roots() {
+    for bad in [json!(["./att"]), json!(["/"]), json!(["/Users/b*/x"])] {
+        assert_error_at(
+            section(json!({"attachmentRoots": bad})),
+            "channels.imessage.attachmentRoots[0]",
+        );
+    }
+    assert!(load(section(json!({"attachmentRoots":
+        ["/Users/*/Library/Messages/Attachments", "/Volumes/relay/att"]})))
+    .is_ok());
+}
+
+#[test]
+fn case_10_group_keys() {
+    let cfg = load(section(json!({"groups": {"42": {}, "chat_guid:iMessage;+;chat4242": {},
+        "chat_identifier:chat99": {}, "*": {}}})))
+    .unwrap();
+    assert_eq!(cfg.accounts[0].groups.as_ref().unwrap().len(), 4);
+    assert_error(
+        section(json!({"groups": {"team": {}}})),
+        "channels.imessage.groups[\"team\"]: group key must be a chat id (digits), \"chat_guid:…\", \"chat_identifier:…\" or \"*\"",
+    );
+    assert_error(
+        section(json!({"groups": {"42": {"requireMention": true, "bogus": 1}}})),
+        "channels.imessage.groups[\"42\"].bogus: unknown field",
+    );
+}
+
+#[test]
+fn case_11_allow_entries() {
+    assert_error_at(section(json!({"allowFrom": ["chat_id:abc"]})), "channels.imessage.allowFrom[0]");
+    let cfg = load(section(json!({"allowFrom": [15550001111u64]}))).unwrap();
+    assert_eq!(
+        cfg.accounts[0].allow_from,
+        vec![AllowEntry::Handle("+15550001111".into())]
+    );
+    assert!(cfg.warnings.iter().any(|w| w
+        == "allowFrom entry \"15550001111\" was read as \"+15550001111\"; write phone numbers with + and the country code"));
+}
+
+#[test]
+fn case_12_field_reasons() {
+    let cases = [
+        (json!({"mediaMaxMb": 0}), "channels.imessage.mediaMaxMb: must be an integer from 1 to 100"),
+        (json!({"textChunkLimit": 10}), "channels.imessage.textChunkLimit: must be an integer from 50 to 20000"),
+        (json!({"chunkMode": "paragraph"}), "channels.imessage.chunkMode: must be \"length\" or \"newline\""),
+        (json!({"service": "iMessage"}), "channels.imessage.service: must be one of \"imessage\", \"sms\", \"auto\""),
+        (json!({"dmPolicy": "sometimes"}), "channels.imessage.dmPolicy: must be one of \"pairing\", \"allowlist\", \"open\", \"disabled\""),
+        (json!({"region": "USA"}), "channels.imessage.region: must be a two-letter country code such as \"US\""),
+        (json!({"enabled": "yes"}), "channels.imessage.enabled: expected true or false"),
+        (json!({"allowFrom": "x"}), "channels.imessage.allowFrom: expected an array"),
+        (json!({"dbPath": ""}), "channels.imessage.dbPath: must be a non-empty path without line breaks"),
+        (json!({"name": "a\nb"}), "channels.imessage.name: must be 1 to 64 characters without line breaks"),
+        (json!({"catchup": {"maxAgeMinutes": 0}}), "channels.imessage.catchup.maxAgeMinutes: must be an integer from 1 to 1440"),
+    ];
+    for (channel, want) in cases {
+        assert_error(section(channel), want);
+    }
+}
+
+#[test]
+fn case_13_unknown_and_compat_keys() {
+    assert_error(section(json!({"foo": 1})), "channels.imessage.foo: unknown field");
+    let cfg = load(section(json!({"historyLimit": 20}))).unwrap();
+    let n = cfg
+        .warnings
+        .iter()
+        .filter(|w| {
+            *w == "channels.imessage.historyLimit is accepted for compatibility but has no effect in this plugin"
+        })
+        .count();
+    assert_eq!(n, 1);
+}
+
+#[test]
+fn case_14_default_account_must_exist() {
+    assert_error(
+        section(json!({"defaultAccount": "home", "accounts": {"work": {}}})),
+        "channels.imessage.defaultAccount: no account named \"home\"",
+    );
+}
+
+#[test]
+fn case_15_duplicate_account_ids() {
+    assert_error_at(
+        section(json!({"accounts": {"Work": {}, "work": {}}})),
+        "channels.imessage.accounts",
+    );
+}
+
+#[test]
+fn case_16_bad_mention_regex() {
+    let errs = errors(json!({"messages": {"groupChat": {"mentionPatterns": ["(unclosed"]}}}));
+    assert!(
+        errs.iter().any(|e| e.starts_with(
+            "messages.groupChat.mentionPatterns[0]: invalid regular expression: "
+        ) && !e.contains('\n')),
+        "{errs:?}"
+    );
+    // Look-around is not supported by the regex syntax, so it is a config error too.
+    assert!(load(json!({"messages": {"groupChat": {"mentionPatterns": ["(?=x)"]}}})).is_err());
+}
+
+#[test]
+fn case_17_dm_scope() {
+    assert_error_at(json!({"session": {"dmScope": "per-user"}}), "session.dmScope");
+}
+
+#[test]
+fn case_18_disabled_channel_disables_accounts() {
+    let cfg = load(section(json!({"enabled": false, "accounts": {"work": {"enabled": true}}}))).unwrap();
+    assert!(cfg.accounts.iter().all(|a| !a.enabled));
+}
+
+#[test]
+fn case_19_binding_to_unknown_agent() {
+    assert_error(
+        json!({"agents": {"list": [{"id": "main"}]},
+            "bindings": [{"agentId": "ghost", "match": {"channel": "imessage"}}]}),
+        "bindings[0].agentId: no agent \"ghost\" in agents.list",
+    );
+}
+
+#[test]
+fn account_fields_not_allowed_inside_accounts() {
+    assert_error(
+        section(json!({"accounts": {"work": {"accounts": {}}}})),
+        "channels.imessage.accounts.work.accounts: only allowed in channels.imessage",
+    );
+}
+
+#[test]
+fn errors_are_collected_not_first_only() {
+    let errs = errors(section(json!({"mediaMaxMb": 0, "chunkMode": "x", "foo": 1})));
+    assert_eq!(errs.len(), 3, "{errs:?}");
+}
+
+#[test]
+fn accounts_replace_lists_and_maps_wholesale() {
+    let cfg = load(section(json!({"allowFrom": ["+15550001111"], "groups": {"*": {"requireMention": false}},
+        "accounts": {"work": {"allowFrom": ["+15550003333"], "groups": {"42": {}}}, "home": {}}})))
+    .unwrap();
+    let work = cfg.account("work").unwrap();
+    assert_eq!(work.allow_from, vec![AllowEntry::Handle("+15550003333".into())]);
+    assert_eq!(work.groups.as_ref().unwrap().len(), 1);
+    let home = cfg.account("home").unwrap();
+    assert_eq!(home.allow_from, vec![AllowEntry::Handle("+15550001111".into())]);
+    assert_eq!(cfg.default_account, "home", "first in sorted order");
+}
+
+#[test]
+fn globals_are_read() {
+    let cfg = load(json!({
+        "session": {"dmScope": "per-peer"},
+        "messages": {"groupChat": {"mentionPatterns": ["@bot\\b"]}, "responsePrefix": "PFX"},
+        "commands": {"config": true},
+        "agents": {"list": [{"id": "Main"}, {"id": "Ops", "default": true, "groupChat": {"mentionPatterns": []}}]},
+        "bindings": [{"agentId": "ops", "match": {"channel": "iMessage", "peer": {"kind": "group", "id": "chat_id:42"}}},
+                     {"agentId": "nobody", "match": {"channel": "telegram"}}],
+    }))
+    .unwrap();
+    let g = &cfg.globals;
+    assert_eq!(g.dm_scope, "per-peer");
+    assert_eq!(g.default_agent, "ops");
+    assert!(g.commands_config);
+    assert_eq!(g.response_prefix.as_deref(), Some("PFX"));
+    assert_eq!(g.mention_patterns.as_ref().unwrap().len(), 1);
+    assert!(g.mention_patterns.as_ref().unwrap()[0].is_match("hi @BOT"));
+    assert_eq!(g.agents[1].mention_patterns.as_ref().unwrap().len(), 0);
+    assert_eq!(g.bindings.len(), 1, "non-imessage bindings are not read");
+    assert_eq!(g.bindings[0].peer, Some(Peer::Group(42)));
+}

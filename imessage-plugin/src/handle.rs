@@ -1,0 +1,92 @@
+//! Handle normalisation (channel-behaviour.md §7.1): one canonical form for phone numbers,
+//! emails and short codes, used for senders, allowlists, bindings, pairing ids and targets.
+
+/// Service prefixes that may precede a handle, any number of times, any case.
+const SERVICE_PREFIXES: [&str; 3] = ["imessage:", "sms:", "auto:"];
+
+/// Strips every leading service prefix; returns the rest (trimmed) and the last prefix seen.
+pub fn strip_service_prefixes(raw: &str) -> (&str, Option<&'static str>) {
+    let mut rest = raw.trim();
+    let mut service = None;
+    'outer: loop {
+        for prefix in SERVICE_PREFIXES {
+            if rest.len() >= prefix.len() && rest[..prefix.len()].eq_ignore_ascii_case(prefix) {
+                rest = rest[prefix.len()..].trim_start();
+                service = Some(&prefix[..prefix.len() - 1]);
+                continue 'outer;
+            }
+        }
+        break;
+    }
+    (rest.trim(), service)
+}
+
+/// The normalised handle, or `None` when the value is not a phone number, email or short code.
+pub fn normalize(raw: &str) -> Option<String> {
+    let (rest, _) = strip_service_prefixes(raw);
+    if rest.contains('@') {
+        let lower = rest.to_lowercase();
+        let valid = !lower.chars().any(char::is_whitespace)
+            && lower
+                .split_once('@')
+                .is_some_and(|(user, host)| !user.is_empty() && !host.is_empty());
+        return valid.then_some(lower);
+    }
+    let compact: String = rest
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '\u{00A0}' | '-' | '.' | '(' | ')'))
+        .collect();
+    let (plus, digits) = match compact.strip_prefix('+') {
+        Some(d) => (true, d),
+        None => (false, compact.as_str()),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    match digits.len() {
+        7..=15 => Some(format!("+{digits}")),
+        3..=6 if !plus => Some(digits.to_string()),
+        _ => None,
+    }
+}
+
+/// Inbound senders keep their trimmed form when they are not a recognisable handle.
+pub fn normalize_sender(raw: &str) -> String {
+    normalize(raw).unwrap_or_else(|| raw.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("+1 (555) 000-1111", Some("+15550001111")),
+            ("15550001111", Some("+15550001111")),
+            ("imessage:+15550001111", Some("+15550001111")),
+            ("SMS:auto:+1 555 000 1111", Some("+15550001111")),
+            ("Bob@Example.com", Some("bob@example.com")),
+            ("auto:Bob@Example.COM", Some("bob@example.com")),
+            ("72345", Some("72345")),
+            ("+44 20 7946 0958", Some("+442079460958")),
+            ("+1.555.000.1111", Some("+15550001111")),
+            ("Bob Smith", None),
+            ("", None),
+            ("12", None),
+            ("1234567890123456", None),
+            ("bob @example.com", None),
+            ("@example.com", None),
+            ("+123", None),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(normalize(raw).as_deref(), *want, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn prefixes_report_the_service() {
+        assert_eq!(strip_service_prefixes("sms:+1"), ("+1", Some("sms")));
+        assert_eq!(strip_service_prefixes(" x "), ("x", None));
+    }
+}

@@ -1,0 +1,15 @@
+//! The iMessage channel plugin (`libimessage`).
+//!
+//! A gateway loads this library through `plugin-abi`, hands it its config and a state
+//! directory, and gets routed messages back; it sends replies through it. The plugin drives
+//! the `imsg` CLI (`imsg rpc`, JSON-RPC over the child's stdio) and owns the whole iMessage
+//! side: supervision of the child, parsing, access policy, routing and sending.
+//!
+//! One module per concern (see DESIGN.md); pure decisions stay free of I/O so they are tested
+//! without processes, and `ffi` is the only module that touches abi_stable.
+
+pub mod config;
+mod ffi;
+pub mod handle;
+pub mod logging;
+pub mod plugin;

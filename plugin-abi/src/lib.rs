@@ -1,0 +1,106 @@
+//! The stable ABI between a gateway ("the host") and its channel plugins.
+//!
+//! A plugin is a dynamic library that exports one [`PluginModRef`] root module. The host loads
+//! it with a layout and version check ([`host::load`]), creates a plugin instance with
+//! [`PluginMod::new`], handing it a [`HostCallbacks`] trait object, and then drives it through
+//! the small, frozen [`ChannelPlugin`] method set.
+//!
+//! Everything that crosses the boundary is either an `abi_stable` FFI-safe type or a JSON
+//! string whose shape is one of the serde types in [`types`]. New abilities arrive as new
+//! [`ChannelPlugin::call`] method names and as new optional JSON fields, never as new trait
+//! methods: a host whose trait grew refuses every plugin built against the older trait.
+//!
+//! Rules both sides rely on (see DESIGN.md):
+//! - No futures, runtime handles, channels or tracing objects cross: the library has its own
+//!   copies of std, tokio and tracing.
+//! - Host → plugin calls block; host callbacks only enqueue and return, and never call back
+//!   into the plugin.
+//! - A panic must never unwind across the boundary (it aborts the process). Plugins get this
+//!   for free by implementing [`guard::Plugin`] and exporting [`guard::Guarded`].
+
+// `#[sabi_trait]` expands to impls that trip these lints; they can only be silenced here.
+#![allow(non_local_definitions, unused_braces)]
+
+pub mod guard;
+pub mod host;
+pub mod types;
+
+use abi_stable::{
+    declare_root_module_statics,
+    library::RootModule,
+    package_version_strings, sabi_trait,
+    sabi_types::VersionStrings,
+    std_types::{RBox, RResult, RStr, RString},
+    StableAbi,
+};
+
+/// The ABI version: the version of this crate. abi_stable refuses a plugin whose major version
+/// differs (or, for 0.y, whose minor is lower than the host's) before any code runs.
+pub const ABI_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Host → plugin. Every method is blocking and returns JSON text; errors are the JSON of
+/// [`types::PluginError`]. The method set is frozen (see the crate docs).
+#[sabi_trait]
+pub trait ChannelPlugin: Send + Sync {
+    /// JSON of [`types::PluginDescription`].
+    fn describe(&self) -> RString;
+
+    /// Takes [`types::StartContext`], returns [`types::StartReport`]. Validates the config;
+    /// on any config error nothing is started.
+    fn start(&self, ctx: RStr<'_>) -> RResult<RString, RString>;
+
+    /// Stops every account: children killed and reaped, tasks joined, runtime shut down.
+    fn stop(&self) -> RResult<(), RString>;
+
+    /// Takes [`types::SendRequest`], returns [`types::SendReceipt`].
+    fn send(&self, request: RStr<'_>) -> RResult<RString, RString>;
+
+    /// Takes [`types::StatusRequest`], returns [`types::StatusReport`].
+    fn status(&self, request: RStr<'_>) -> RResult<RString, RString>;
+
+    /// Extension point: `method` names an ability listed in the description's `methods`;
+    /// `payload` and the result are JSON. Unknown methods fail with code `unknown_method`.
+    fn call(&self, method: RStr<'_>, payload: RStr<'_>) -> RResult<RString, RString>;
+}
+
+/// Plugin → host. Implementations must not panic, must not block for long and must never call
+/// back into the plugin.
+#[sabi_trait]
+pub trait HostCallbacks: Send + Sync {
+    /// Hands the host one [`types::InboundEvent`] (JSON). Returning `ROk` means the host has
+    /// durably taken responsibility for it (the plugin then advances its catch-up cursor).
+    fn deliver(&self, event: RStr<'_>) -> RResult<(), RString>;
+
+    /// One [`types::LogRecord`] (JSON). The host decides format and level.
+    fn log(&self, record: RStr<'_>);
+
+    /// Plugin → host requests (e.g. `config.write`); JSON in, JSON out.
+    fn request(&self, method: RStr<'_>, payload: RStr<'_>) -> RResult<RString, RString>;
+}
+
+/// An owned plugin instance as the host holds it.
+pub type PluginBox = ChannelPlugin_TO<'static, RBox<()>>;
+/// The host's callbacks as the plugin holds them.
+pub type HostBox = HostCallbacks_TO<'static, RBox<()>>;
+
+/// The root module every plugin library exports.
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = PluginModRef)))]
+#[sabi(missing_field(panic))]
+pub struct PluginMod {
+    /// JSON of [`types::PluginDescription`], without creating an instance.
+    pub describe: extern "C" fn() -> RString,
+
+    /// Creates a plugin instance bound to the host's callbacks. Errors are
+    /// [`types::PluginError`] JSON.
+    #[sabi(last_prefix_field)]
+    pub new: extern "C" fn(HostBox) -> RResult<PluginBox, RString>,
+}
+
+impl RootModule for PluginModRef {
+    declare_root_module_statics! {PluginModRef}
+    const BASE_NAME: &'static str = "channel_plugin";
+    const NAME: &'static str = "channel_plugin";
+    const VERSION_STRINGS: VersionStrings = package_version_strings!();
+}

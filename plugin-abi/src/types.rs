@@ -1,0 +1,424 @@
+//! The JSON payloads that cross the boundary, defined once for both sides.
+//!
+//! Field names are camelCase on the wire. Every type tolerates unknown fields (an older reader
+//! ignores what a newer writer adds), and optional fields default when absent, so either side
+//! may add optional fields without breaking the other.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+fn yes() -> bool {
+    true
+}
+
+/// What a plugin says about itself (`describe`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginDescription {
+    /// The channel id, also the key under `channels` in the gateway config.
+    pub id: String,
+    pub name: String,
+    /// The plugin's own version.
+    pub version: String,
+    /// The plugin-abi version the plugin was built against.
+    pub abi_version: String,
+    /// The `call` methods this plugin understands.
+    #[serde(default)]
+    pub methods: Vec<String>,
+}
+
+/// Handed to `start`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartContext {
+    /// The whole gateway config, already parsed from JSON5. The plugin reads its own section
+    /// and the top-level keys that concern it.
+    pub config: Value,
+    /// The host's state directory; the plugin keeps its files in a sub-folder named after its
+    /// channel id.
+    pub state_dir: String,
+    /// `false` for one-shot use (send, pairing, status): no watcher is started.
+    #[serde(default = "yes")]
+    pub watch: bool,
+    /// The most verbose log level the host wants forwarded (`error` … `trace`).
+    #[serde(default)]
+    pub log_level: Option<String>,
+}
+
+/// What `start` reports.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartReport {
+    #[serde(default)]
+    pub accounts: Vec<AccountStart>,
+    /// Load-time warnings (also logged), for hosts that show them to a user.
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountStart {
+    pub account_id: String,
+    pub enabled: bool,
+    /// Whether this account runs a watcher (receives messages).
+    #[serde(default)]
+    pub watching: bool,
+}
+
+/// The error value of every fallible call, as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginError {
+    /// Stable machine-readable code: `config_invalid`, `invalid_request`, `invalid_target`,
+    /// `not_started`, `unknown_method`, `bad_payload`, `panic`, `internal`, …
+    pub code: String,
+    /// One human-readable line.
+    pub message: String,
+    /// For `config_invalid`: every error, one `<path>: <reason>` line each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+impl PluginError {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        PluginError {
+            code: code.into(),
+            message: message.into(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// Decodes an error string from the other side; text that is not a `PluginError` (an
+    /// older or foreign peer) becomes code `internal` with the text as message.
+    pub fn from_wire(text: &str) -> Self {
+        serde_json::from_str(text).unwrap_or_else(|_| PluginError::new("internal", text))
+    }
+
+    pub fn to_wire(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| self.message.clone())
+    }
+}
+
+impl std::fmt::Display for PluginError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.errors.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}", self.errors.join("\n"))
+        }
+    }
+}
+
+impl std::error::Error for PluginError {}
+
+/// What the plugin hands to `HostCallbacks::deliver`. Hosts should read unknown `type`s as
+/// events they may ignore.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum InboundEvent {
+    Message(RoutedMessage),
+}
+
+/// One accepted inbound message, routed to a session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoutedMessage {
+    pub session_key: String,
+    pub agent_id: String,
+    pub account_id: String,
+    /// `direct` or `group`.
+    pub chat_type: String,
+    /// Where a reply goes (a target `send` understands).
+    pub to: String,
+    pub sender_id: String,
+    pub text: String,
+    /// Stable id: the message GUID (`rowid:<id>` when it has none). A host that sees the same
+    /// id twice for an account must acknowledge without a second turn.
+    pub message_id: String,
+    pub was_mentioned: bool,
+    pub command_authorized: bool,
+    pub reply_to: Option<ReplyTo>,
+    pub media: Vec<MediaItem>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplyTo {
+    pub id: Option<String>,
+    pub text: Option<String>,
+    pub sender: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaItem {
+    pub path: String,
+    pub mime: String,
+    pub size: u64,
+}
+
+/// Host → plugin: send one reply (text and/or media) to one target.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SendRequest {
+    #[serde(default)]
+    pub account_id: Option<String>,
+    pub to: String,
+    #[serde(default)]
+    pub text: Option<String>,
+    /// Local file paths (or `file://` URLs).
+    #[serde(default)]
+    pub media: Vec<String>,
+    #[serde(default)]
+    pub reply_to_id: Option<String>,
+}
+
+/// The outcome of a send: one entry per part (text chunk or file), in order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SendReceipt {
+    /// True when every part was sent.
+    pub ok: bool,
+    pub account_id: String,
+    /// One per part; `null` where imsg returned no id.
+    pub message_ids: Vec<Option<String>>,
+    /// Number of text chunks.
+    pub chunks: usize,
+    #[serde(default)]
+    pub parts: Vec<SendPart>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SendPart {
+    /// `text` or `file`.
+    pub kind: String,
+    /// `sent`, `failed`, `unknown` (may have been delivered: never retry), `not_sent`.
+    pub outcome: String,
+    #[serde(default)]
+    pub message_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Host → plugin: status of every account, or one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusRequest {
+    #[serde(default)]
+    pub probe: bool,
+    #[serde(default)]
+    pub account_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusReport {
+    pub accounts: Vec<AccountStatus>,
+}
+
+/// Per-account status. Never contains message text or handles.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountStatus {
+    pub account_id: String,
+    pub name: String,
+    pub enabled: bool,
+    pub configured: bool,
+    /// `starting` | `watching` | `recovering` | `blocked` | `duplicate_source` | `stopped`.
+    pub state: String,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub last_probe: Option<ProbeResult>,
+    #[serde(default)]
+    pub last_inbound_at: Option<String>,
+    #[serde(default)]
+    pub last_outbound_at: Option<String>,
+    #[serde(default)]
+    pub cursor: Option<CursorStatus>,
+    #[serde(default)]
+    pub pending_pairing: u64,
+    #[serde(default)]
+    pub allow_store_size: u64,
+    #[serde(default)]
+    pub remote_host: Option<String>,
+    #[serde(default)]
+    pub remote_host_source: String,
+    #[serde(default)]
+    pub routed: u64,
+    /// Drop reason code → count since start.
+    #[serde(default)]
+    pub drops: BTreeMap<String, u64>,
+    /// The resolved key settings (dmPolicy, groupPolicy, cliPath, …).
+    #[serde(default)]
+    pub settings: BTreeMap<String, Value>,
+    /// The probe run for this request, when `probe` was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<ProbeResult>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CursorStatus {
+    pub rowid: i64,
+    pub newest_created_at: Option<String>,
+}
+
+/// The result of probing one account (channel-behaviour.md §10.1).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeResult {
+    pub ok: bool,
+    pub account_id: String,
+    pub code: Option<String>,
+    pub fatal: bool,
+    pub error: Option<String>,
+    pub elapsed_ms: u64,
+    pub cli_path: String,
+    pub db_path: Option<String>,
+    pub remote_host: Option<String>,
+    pub remote_host_source: String,
+    pub checks: Vec<ProbeCheck>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeCheck {
+    pub name: String,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// One log event forwarded from the plugin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogRecord {
+    /// `error`, `warn`, `info`, `debug` or `trace`.
+    pub level: String,
+    pub target: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sample_message() -> RoutedMessage {
+        RoutedMessage {
+            session_key: "agent:main:imessage:group:42".into(),
+            agent_id: "main".into(),
+            account_id: "default".into(),
+            chat_type: "group".into(),
+            to: "chat_id:42".into(),
+            sender_id: "+15550001111".into(),
+            text: "@bot ping".into(),
+            message_id: "8B1C0E52".into(),
+            was_mentioned: true,
+            command_authorized: false,
+            reply_to: None,
+            media: vec![MediaItem {
+                path: "/s/a.jpg".into(),
+                mime: "image/jpeg".into(),
+                size: 3,
+            }],
+            created_at: Some("2026-05-16T09:45:00.000Z".into()),
+            chat_name: Some("Lobster Squad".into()),
+            chat_id: Some(42),
+        }
+    }
+
+    #[test]
+    fn inbound_event_round_trips_with_type_tag() {
+        let event = InboundEvent::Message(sample_message());
+        let text = serde_json::to_string(&event).unwrap();
+        let value: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["type"], "message");
+        assert_eq!(value["sessionKey"], "agent:main:imessage:group:42");
+        assert_eq!(value["replyTo"], Value::Null, "replyTo is always present");
+        assert_eq!(serde_json::from_str::<InboundEvent>(&text).unwrap(), event);
+    }
+
+    #[test]
+    fn unknown_fields_are_tolerated() {
+        let mut value = serde_json::to_value(InboundEvent::Message(sample_message())).unwrap();
+        value["futureField"] = json!({"x": 1});
+        let parsed: InboundEvent = serde_json::from_value(value).unwrap();
+        assert_eq!(parsed, InboundEvent::Message(sample_message()));
+
+        let ctx: StartContext = serde_json::from_value(json!({
+            "config": {}, "stateDir": "/tmp/s", "someNewThing": true
+        }))
+        .unwrap();
+        assert!(ctx.watch, "watch defaults to true");
+        assert_eq!(ctx.log_level, None);
+    }
+
+    #[test]
+    fn send_types_round_trip() {
+        let req: SendRequest =
+            serde_json::from_value(json!({"to": "chat_id:42", "text": "hi"})).unwrap();
+        assert_eq!(req.media, Vec::<String>::new());
+        assert_eq!(req.account_id, None);
+        let receipt = SendReceipt {
+            ok: true,
+            account_id: "default".into(),
+            message_ids: vec![Some("G".into()), None],
+            chunks: 2,
+            parts: vec![SendPart {
+                kind: "text".into(),
+                outcome: "sent".into(),
+                message_id: Some("G".into()),
+                error: None,
+            }],
+        };
+        let text = serde_json::to_string(&receipt).unwrap();
+        assert!(text.contains("\"messageIds\":[\"G\",null]"), "{text}");
+        assert_eq!(serde_json::from_str::<SendReceipt>(&text).unwrap(), receipt);
+    }
+
+    #[test]
+    fn plugin_error_from_foreign_text() {
+        let e = PluginError::from_wire("something broke");
+        assert_eq!(e.code, "internal");
+        assert_eq!(e.message, "something broke");
+        let mut cfg = PluginError::new("config_invalid", "2 config errors");
+        cfg.errors = vec!["a: x".into(), "b: y".into()];
+        let back = PluginError::from_wire(&cfg.to_wire());
+        assert_eq!(back, cfg);
+        assert_eq!(back.to_string(), "a: x\nb: y");
+    }
+
+    #[test]
+    fn status_report_round_trips() {
+        let mut status = AccountStatus {
+            account_id: "default".into(),
+            state: "watching".into(),
+            ..Default::default()
+        };
+        status.drops.insert("echo".into(), 2);
+        let report = StatusReport {
+            accounts: vec![status],
+        };
+        let text = serde_json::to_string(&report).unwrap();
+        assert_eq!(
+            serde_json::from_str::<StatusReport>(&text).unwrap(),
+            report
+        );
+    }
+}
