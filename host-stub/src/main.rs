@@ -1,1 +1,258 @@
-fn main() {}
+//! host-stub: a small, real gateway for channel plugins.
+//!
+//! It loads every plugin library in its plugins folder through `plugin-abi`, reads a JSON5
+//! config, starts each configured channel, prints each routed message as one JSON line on
+//! stdout (logs go to stderr), and can answer with a built-in echo agent so a round trip runs
+//! without a language model. The CLI contract is spec/host-stub-cli.md.
+
+mod channel;
+mod commands;
+mod delivered;
+mod failure;
+mod gateway;
+mod loader;
+mod settings;
+mod signals;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+use failure::Failure;
+use settings::{GlobalArgs, Settings};
+
+#[derive(Parser)]
+#[command(
+    name = "host-stub",
+    version,
+    about = "A minimal gateway that loads channel plugins"
+)]
+struct Cli {
+    /// The gateway config (JSON5) [default: $HOST_STUB_CONFIG, else ./gateway.json5]
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Folder scanned for plugin libraries [default: config plugins.dir, else ./plugins]
+    #[arg(long, global = true, value_name = "DIR")]
+    plugins: Option<PathBuf>,
+    /// Where plugins keep state [default: config stateDir, else $HOST_STUB_STATE_DIR, else ~/.host-stub]
+    #[arg(long = "state-dir", global = true, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// stderr log level: error, warn, info, debug, trace [default: info, or RUST_LOG]
+    #[arg(long = "log-level", global = true, value_name = "LEVEL")]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReplyMode {
+    None,
+    Echo,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start every configured channel and print routed messages until SIGINT/SIGTERM
+    Gateway {
+        #[arg(long, value_enum, default_value = "none")]
+        reply: ReplyMode,
+    },
+    /// Pending DM pairing requests
+    Pairing {
+        #[command(subcommand)]
+        action: PairingAction,
+    },
+    /// Channel accounts and their health
+    Channels {
+        #[command(subcommand)]
+        action: ChannelsAction,
+    },
+    /// Send through a channel
+    Message {
+        #[command(subcommand)]
+        action: MessageAction,
+    },
+    /// The plugin libraries in the plugins folder
+    Plugins {
+        #[command(subcommand)]
+        action: PluginsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum PairingAction {
+    /// List pending requests
+    List {
+        channel: String,
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a pending request by its code
+    Approve {
+        channel: String,
+        code: String,
+        #[arg(long)]
+        account: Option<String>,
+        /// Tell the sender they were approved
+        #[arg(long)]
+        notify: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ChannelsAction {
+    /// Configured accounts; with --probe, check each one end to end
+    Status {
+        #[arg(long)]
+        probe: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum MessageAction {
+    /// Send one message without starting a watcher
+    Send {
+        #[arg(long)]
+        channel: String,
+        #[arg(long)]
+        target: String,
+        #[arg(long)]
+        text: Option<String>,
+        #[arg(long = "media", value_name = "PATH")]
+        media: Vec<String>,
+        #[arg(long = "reply-to", value_name = "ID")]
+        reply_to: Option<String>,
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginsAction {
+    /// Each library found, and whether it loaded
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn init_logging(level: Option<&str>) -> String {
+    let directive = level
+        .map(str::to_string)
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info".to_string());
+    let filter = EnvFilter::try_new(&directive).unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    // The plugin only needs the most verbose level; a directive list passes its last level.
+    directive
+        .rsplit([',', '='])
+        .next()
+        .unwrap_or("info")
+        .to_string()
+}
+
+fn run(cli: Cli, log_level: &str) -> Result<(), Failure> {
+    let globals = GlobalArgs {
+        config: cli.config.as_deref(),
+        plugins: cli.plugins.as_deref(),
+        state_dir: cli.state_dir.as_deref(),
+    };
+    let settings =
+        |required: bool| -> Result<Settings, Failure> { settings::resolve(globals, required) };
+    match cli.command {
+        Command::Gateway { reply } => gateway::run(
+            &settings(true)?,
+            matches!(reply, ReplyMode::Echo),
+            log_level,
+        ),
+        Command::Plugins {
+            action: PluginsAction::List { json },
+        } => {
+            let s = settings(false)?;
+            let libraries = loader::load_all(&s.plugins_dir)?;
+            if json {
+                println!("{}", loader::list_json(&libraries));
+            } else {
+                print!("{}", loader::list_text(&libraries));
+            }
+            Ok(())
+        }
+        Command::Pairing {
+            action:
+                PairingAction::List {
+                    channel,
+                    account,
+                    json,
+                },
+        } => commands::pairing_list(
+            &settings(true)?,
+            &channel,
+            account.as_deref(),
+            json,
+            log_level,
+        ),
+        Command::Pairing {
+            action:
+                PairingAction::Approve {
+                    channel,
+                    code,
+                    account,
+                    notify,
+                },
+        } => commands::pairing_approve(
+            &settings(true)?,
+            &channel,
+            &code,
+            account.as_deref(),
+            notify,
+            log_level,
+        ),
+        Command::Channels {
+            action: ChannelsAction::Status { probe, json },
+        } => commands::channels_status(&settings(true)?, probe, json, log_level),
+        Command::Message {
+            action:
+                MessageAction::Send {
+                    channel,
+                    target,
+                    text,
+                    media,
+                    reply_to,
+                    account,
+                    json,
+                },
+        } => commands::message_send(
+            &settings(true)?,
+            commands::SendArgs {
+                channel: &channel,
+                target: &target,
+                text: text.as_deref(),
+                media: &media,
+                reply_to: reply_to.as_deref(),
+                account: account.as_deref(),
+                as_json: json,
+            },
+            log_level,
+        ),
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let log_level = init_logging(cli.log_level.as_deref());
+    if let Err(failure) = run(cli, &log_level) {
+        eprintln!("host-stub: {}", failure.message());
+        std::process::exit(failure.exit_code());
+    }
+}

@@ -32,17 +32,21 @@ impl Visit for Fields {
         if field.name() == "message" {
             self.message = value.to_string();
         } else {
-            self.fields.insert(field.name().to_string(), Value::from(value));
+            self.fields
+                .insert(field.name().to_string(), Value::from(value));
         }
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.fields.insert(field.name().to_string(), Value::from(value));
+        self.fields
+            .insert(field.name().to_string(), Value::from(value));
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.fields.insert(field.name().to_string(), Value::from(value));
+        self.fields
+            .insert(field.name().to_string(), Value::from(value));
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.fields.insert(field.name().to_string(), Value::from(value));
+        self.fields
+            .insert(field.name().to_string(), Value::from(value));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
         if field.name() == "message" {

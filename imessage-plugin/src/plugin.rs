@@ -104,7 +104,10 @@ impl Plugin for ImessagePlugin {
         self.logged(|| {
             let mut running = self.running.lock().map_err(|_| poisoned())?;
             if running.is_some() {
-                return Err(PluginError::new("invalid_request", "the plugin is already started"));
+                return Err(PluginError::new(
+                    "invalid_request",
+                    "the plugin is already started",
+                ));
             }
             let config = load_config(&ctx.config)?;
             for warning in &config.warnings {

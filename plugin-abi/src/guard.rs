@@ -151,3 +151,48 @@ impl Host {
         }
     }
 }
+
+/// The exported `describe`: the description as JSON, never unwinding.
+pub fn describe_ffi(describe: impl FnOnce() -> PluginDescription) -> RString {
+    match guarded("describe", || encode(&describe())) {
+        Ok(text) => text,
+        Err(e) => e.to_wire().into(),
+    }
+}
+
+/// The exported constructor: builds the plugin under a panic guard and wraps it.
+pub fn new_ffi<P: Plugin>(
+    callbacks: HostBox,
+    make: impl FnOnce(Host) -> P,
+) -> RResult<crate::PluginBox, RString> {
+    match guarded("new", || Ok(make(Host::new(callbacks)))) {
+        Ok(plugin) => ROk(crate::ChannelPlugin_TO::from_value(
+            Guarded(plugin),
+            abi_stable::sabi_trait::TD_Opaque,
+        )),
+        Err(e) => RErr(e.to_wire().into()),
+    }
+}
+
+/// Exports the root module of a plugin library:
+/// `export_plugin!(description_fn, constructor_fn_taking_Host)`. The crate must depend on
+/// `abi_stable` (the attribute expands to paths in it).
+#[macro_export]
+macro_rules! export_plugin {
+    ($describe:path, $make:path) => {
+        #[::abi_stable::export_root_module]
+        fn __channel_plugin_root_module() -> $crate::PluginModRef {
+            use ::abi_stable::prefix_type::PrefixTypeTrait;
+            extern "C" fn describe() -> ::abi_stable::std_types::RString {
+                $crate::guard::describe_ffi($describe)
+            }
+            extern "C" fn new(
+                callbacks: $crate::HostBox,
+            ) -> ::abi_stable::std_types::RResult<$crate::PluginBox, ::abi_stable::std_types::RString>
+            {
+                $crate::guard::new_ffi(callbacks, $make)
+            }
+            $crate::PluginMod { describe, new }.leak_into_prefix()
+        }
+    };
+}

@@ -83,11 +83,7 @@ fn summarize(error: &LibraryError) -> String {
         }
         LibraryError::ParseVersionError(e) => format!("unreadable version string: {e}"),
         LibraryError::RootModule { err, .. } => format!("the plugin failed to initialise: {err}"),
-        LibraryError::Many(errors) => errors
-            .iter()
-            .map(summarize)
-            .collect::<Vec<_>>()
-            .join("; "),
+        LibraryError::Many(errors) => errors.iter().map(summarize).collect::<Vec<_>>().join("; "),
     }
 }
 

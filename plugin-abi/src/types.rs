@@ -416,9 +416,6 @@ mod tests {
             accounts: vec![status],
         };
         let text = serde_json::to_string(&report).unwrap();
-        assert_eq!(
-            serde_json::from_str::<StatusReport>(&text).unwrap(),
-            report
-        );
+        assert_eq!(serde_json::from_str::<StatusReport>(&text).unwrap(), report);
     }
 }

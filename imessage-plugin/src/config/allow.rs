@@ -85,7 +85,12 @@ fn non_empty(v: &str, make: fn(String) -> AllowEntry) -> Parsed {
 }
 
 /// Reads an allowlist array; `label` is the field name used in warnings.
-pub fn read_list(value: &Value, path: &str, label: &str, diag: &mut Diag) -> Option<Vec<AllowEntry>> {
+pub fn read_list(
+    value: &Value,
+    path: &str,
+    label: &str,
+    diag: &mut Diag,
+) -> Option<Vec<AllowEntry>> {
     let items = read::array(value, path, diag)?;
     let mut entries = Vec::with_capacity(items.len());
     let mut ok = true;
@@ -137,7 +142,11 @@ pub fn parse_group_key(raw: &str) -> Option<GroupKey> {
         return Some(GroupKey::Wildcard);
     }
     if !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()) {
-        return raw.parse::<i64>().ok().filter(|n| *n > 0).map(GroupKey::ChatId);
+        return raw
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(GroupKey::ChatId);
     }
     if let Some(v) = strip_any_prefix(raw, &["chat_guid:"]) {
         return (!v.is_empty()).then(|| GroupKey::ChatGuid(v.to_string()));

@@ -8,7 +8,12 @@ use super::read::{self, Diag};
 use super::section;
 use crate::handle;
 
-pub const DM_SCOPES: &[&str] = &["main", "per-peer", "per-channel-peer", "per-account-channel-peer"];
+pub const DM_SCOPES: &[&str] = &[
+    "main",
+    "per-peer",
+    "per-channel-peer",
+    "per-account-channel-peer",
+];
 
 #[derive(Debug, Clone)]
 pub struct Agent {
@@ -95,7 +100,13 @@ fn read_patterns(value: &Value, at: &str, diag: &mut Diag) -> Option<Vec<Regex>>
 pub fn read_globals(root: &Value, diag: &mut Diag) -> Globals {
     let dm_scope = read::lookup(root, &["session", "dmScope"])
         .and_then(|v| {
-            read::one_of(v, "session.dmScope", DM_SCOPES, &read::one_of_reason(DM_SCOPES), diag)
+            read::one_of(
+                v,
+                "session.dmScope",
+                DM_SCOPES,
+                &read::one_of_reason(DM_SCOPES),
+                diag,
+            )
         })
         .unwrap_or_else(|| "main".to_string());
     let mention_patterns = read::lookup(root, &["messages", "groupChat", "mentionPatterns"])
@@ -150,9 +161,8 @@ fn read_agents(root: &Value, diag: &mut Diag) -> (Vec<Agent>, String) {
                 ));
             }
         }
-        let mention_patterns = read::lookup(item, &["groupChat", "mentionPatterns"]).and_then(|v| {
-            read_patterns(v, &format!("{at}.groupChat.mentionPatterns"), diag)
-        });
+        let mention_patterns = read::lookup(item, &["groupChat", "mentionPatterns"])
+            .and_then(|v| read_patterns(v, &format!("{at}.groupChat.mentionPatterns"), diag));
         agents.push(Agent {
             id,
             mention_patterns,
@@ -179,8 +189,8 @@ fn read_bindings(root: &Value, agents: &[Agent], diag: &mut Diag) -> Vec<Binding
             continue;
         }
         let agent_path = read::field(&at, "agentId");
-        let Some(raw_agent) = read::lookup(item, &["agentId"])
-            .and_then(|v| read::string(v, &agent_path, diag))
+        let Some(raw_agent) =
+            read::lookup(item, &["agentId"]).and_then(|v| read::string(v, &agent_path, diag))
         else {
             if read::lookup(item, &["agentId"]).is_none() {
                 diag.error(&agent_path, "expected a string");
@@ -194,7 +204,10 @@ fn read_bindings(root: &Value, agents: &[Agent], diag: &mut Diag) -> Vec<Binding
             agents.iter().any(|a| a.id == agent_id)
         };
         if !known {
-            diag.error(&agent_path, format!("no agent \"{raw_agent}\" in agents.list"));
+            diag.error(
+                &agent_path,
+                format!("no agent \"{raw_agent}\" in agents.list"),
+            );
             continue;
         }
         let account_id = read::lookup(item, &["match", "accountId"])
@@ -233,9 +246,12 @@ fn read_peer(peer: &Value, at: &str, diag: &mut Diag) -> Option<Peer> {
     match kind.map(str::to_ascii_lowercase).as_deref() {
         Some("direct") | Some("dm") => Some(Peer::Direct(handle::normalize_sender(&id))),
         Some("group") => {
-            let digits = super::allow::strip_any_prefix(id.trim(), &["chat_id:"]).unwrap_or(id.trim());
+            let digits =
+                super::allow::strip_any_prefix(id.trim(), &["chat_id:"]).unwrap_or(id.trim());
             match digits.parse::<i64>() {
-                Ok(n) if n > 0 && digits.bytes().all(|b| b.is_ascii_digit()) => Some(Peer::Group(n)),
+                Ok(n) if n > 0 && digits.bytes().all(|b| b.is_ascii_digit()) => {
+                    Some(Peer::Group(n))
+                }
                 _ => {
                     diag.error(&id_path, "group peer id must be a chat id");
                     None

@@ -2,7 +2,9 @@
 
 /// The safe-executable rule for `cliPath`.
 pub fn is_safe_executable(value: &str) -> bool {
-    const FORBIDDEN: &[char] = &['\0', '\r', '\n', '\'', '"', ';', '&', '|', '`', '$', '<', '>'];
+    const FORBIDDEN: &[char] = &[
+        '\0', '\r', '\n', '\'', '"', ';', '&', '|', '`', '$', '<', '>',
+    ];
     if value.is_empty() || value.contains(FORBIDDEN) {
         return false;
     }
@@ -75,7 +77,10 @@ pub fn is_safe_remote_path(value: &str) -> bool {
     const FORBIDDEN: &[char] = &[
         '\\', '\'', '"', '`', '$', ';', '|', '&', '<', '>', '*', '?', '[', ']',
     ];
-    value.starts_with('/') && !value.chars().any(|c| c.is_control() || FORBIDDEN.contains(&c))
+    value.starts_with('/')
+        && !value
+            .chars()
+            .any(|c| c.is_control() || FORBIDDEN.contains(&c))
 }
 
 #[cfg(test)]
@@ -84,10 +89,25 @@ mod tests {
 
     #[test]
     fn cli_paths() {
-        for ok in ["imsg", "imsg-0.9", "/Applications/My Tools/imsg", "~/bin/imsg-ssh", "./imsg"] {
+        for ok in [
+            "imsg",
+            "imsg-0.9",
+            "/Applications/My Tools/imsg",
+            "~/bin/imsg-ssh",
+            "./imsg",
+        ] {
             assert!(is_safe_executable(ok), "{ok}");
         }
-        for bad in ["imsg; rm -rf ~", "-imsg", "", "im sg", "a$b", "/x/`y`", "a\nb", "imsg|x"] {
+        for bad in [
+            "imsg; rm -rf ~",
+            "-imsg",
+            "",
+            "im sg",
+            "a$b",
+            "/x/`y`",
+            "a\nb",
+            "imsg|x",
+        ] {
             assert!(!is_safe_executable(bad), "{bad}");
         }
     }
@@ -120,7 +140,11 @@ mod tests {
 
     #[test]
     fn roots() {
-        for ok in ["/Users/*/Library/Messages/Attachments", "/Volumes/relay/att", "/a"] {
+        for ok in [
+            "/Users/*/Library/Messages/Attachments",
+            "/Volumes/relay/att",
+            "/a",
+        ] {
             assert!(is_valid_root(ok), "{ok}");
         }
         for bad in ["./att", "/", "/Users/b*/x", "/a/../b", "/a/**/b", "", "//"] {
@@ -130,7 +154,9 @@ mod tests {
 
     #[test]
     fn remote_paths() {
-        assert!(is_safe_remote_path("/Users/bob/Library/Messages/Attachments/a b.jpg"));
+        assert!(is_safe_remote_path(
+            "/Users/bob/Library/Messages/Attachments/a b.jpg"
+        ));
         for bad in ["/a/$x", "/a;b", "rel/x", "/a\nb", "/a[1]"] {
             assert!(!is_safe_remote_path(bad), "{bad}");
         }

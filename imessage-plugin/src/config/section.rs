@@ -28,7 +28,11 @@ pub const COMPAT_KEYS: &[&str] = &[
     "defaultTo",
     "coalesceSameSenderDms",
 ];
-const CATCHUP_COMPAT_KEYS: &[&str] = &["perRunLimit", "firstRunLookbackMinutes", "maxFailureRetries"];
+const CATCHUP_COMPAT_KEYS: &[&str] = &[
+    "perRunLimit",
+    "firstRunLookbackMinutes",
+    "maxFailureRetries",
+];
 const GROUP_COMPAT_KEYS: &[&str] = &["tools", "toolsBySender", "systemPrompt"];
 
 pub const DM_POLICIES: &[&str] = &["pairing", "allowlist", "open", "disabled"];
@@ -84,10 +88,29 @@ impl Partial {
             ($($f:ident),*) => { Partial { $($f: over.$f.clone().or_else(|| self.$f.clone()),)* } };
         }
         pick!(
-            enabled, name, cli_path, db_path, remote_host, service, region, dm_policy, allow_from,
-            group_policy, group_allow_from, groups, include_attachments, attachment_roots,
-            remote_attachment_roots, media_max_mb, text_chunk_limit, chunk_mode, response_prefix,
-            config_writes, probe_timeout_ms, send_timeout_ms, catchup
+            enabled,
+            name,
+            cli_path,
+            db_path,
+            remote_host,
+            service,
+            region,
+            dm_policy,
+            allow_from,
+            group_policy,
+            group_allow_from,
+            groups,
+            include_attachments,
+            attachment_roots,
+            remote_attachment_roots,
+            media_max_mb,
+            text_chunk_limit,
+            chunk_mode,
+            response_prefix,
+            config_writes,
+            probe_timeout_ms,
+            send_timeout_ms,
+            catchup
         )
     }
 }
@@ -98,7 +121,12 @@ fn line_free(s: &str) -> bool {
 
 /// Reads the fields of one level. `channel_level` permits `accounts` and `defaultAccount`
 /// (which the caller reads).
-pub fn read_section(map: &Map<String, Value>, path: &str, channel_level: bool, diag: &mut Diag) -> Partial {
+pub fn read_section(
+    map: &Map<String, Value>,
+    path: &str,
+    channel_level: bool,
+    diag: &mut Diag,
+) -> Partial {
     let mut p = Partial::default();
     for (key, value) in map {
         let at = read::field(path, key);

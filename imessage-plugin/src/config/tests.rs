@@ -49,7 +49,10 @@ fn case_01_defaults() {
     assert!(!a.include_attachments);
     assert_eq!(a.probe_timeout_ms, 10_000);
     assert_eq!(a.send_timeout_ms, 150_000);
-    assert_eq!(a.attachment_roots, vec![DEFAULT_ATTACHMENT_ROOT.to_string()]);
+    assert_eq!(
+        a.attachment_roots,
+        vec![DEFAULT_ATTACHMENT_ROOT.to_string()]
+    );
     assert!(a.catchup.enabled);
     assert!(!cfg.warnings.iter().any(|w| w == MISSING_SECTION_WARNING));
 }
@@ -58,7 +61,11 @@ fn case_01_defaults() {
 fn case_02_missing_section_warns_once() {
     let cfg = load(json!({})).unwrap();
     assert_eq!(cfg.accounts[0].id, "default");
-    let n = cfg.warnings.iter().filter(|w| *w == MISSING_SECTION_WARNING).count();
+    let n = cfg
+        .warnings
+        .iter()
+        .filter(|w| *w == MISSING_SECTION_WARNING)
+        .count();
     assert_eq!(n, 1);
 }
 
@@ -103,8 +110,14 @@ fn case_06_accounts_inherit() {
 
 #[test]
 fn case_07_cli_path() {
-    assert_error_at(section(json!({"cliPath": "imsg; rm -rf ~"})), "channels.imessage.cliPath");
-    assert_error_at(section(json!({"cliPath": "-imsg"})), "channels.imessage.cliPath");
+    assert_error_at(
+        section(json!({"cliPath": "imsg; rm -rf ~"})),
+        "channels.imessage.cliPath",
+    );
+    assert_error_at(
+        section(json!({"cliPath": "-imsg"})),
+        "channels.imessage.cliPath",
+    );
     assert!(load(section(json!({"cliPath": "/Applications/My Tools/imsg"}))).is_ok());
     assert!(load(section(json!({"cliPath": "~/bin/imsg-ssh"}))).is_ok());
 }
@@ -133,8 +146,10 @@ fn case_09_attachment_roots() {
 
 #[test]
 fn case_10_group_keys() {
-    let cfg = load(section(json!({"groups": {"42": {}, "chat_guid:iMessage;+;chat4242": {},
-        "chat_identifier:chat99": {}, "*": {}}})))
+    let cfg = load(section(
+        json!({"groups": {"42": {}, "chat_guid:iMessage;+;chat4242": {},
+        "chat_identifier:chat99": {}, "*": {}}}),
+    ))
     .unwrap();
     assert_eq!(cfg.accounts[0].groups.as_ref().unwrap().len(), 4);
     assert_error(
@@ -149,7 +164,10 @@ fn case_10_group_keys() {
 
 #[test]
 fn case_11_allow_entries() {
-    assert_error_at(section(json!({"allowFrom": ["chat_id:abc"]})), "channels.imessage.allowFrom[0]");
+    assert_error_at(
+        section(json!({"allowFrom": ["chat_id:abc"]})),
+        "channels.imessage.allowFrom[0]",
+    );
     let cfg = load(section(json!({"allowFrom": [15550001111u64]}))).unwrap();
     assert_eq!(
         cfg.accounts[0].allow_from,
@@ -181,7 +199,10 @@ fn case_12_field_reasons() {
 
 #[test]
 fn case_13_unknown_and_compat_keys() {
-    assert_error(section(json!({"foo": 1})), "channels.imessage.foo: unknown field");
+    assert_error(
+        section(json!({"foo": 1})),
+        "channels.imessage.foo: unknown field",
+    );
     let cfg = load(section(json!({"historyLimit": 20}))).unwrap();
     let n = cfg
         .warnings
@@ -213,9 +234,9 @@ fn case_15_duplicate_account_ids() {
 fn case_16_bad_mention_regex() {
     let errs = errors(json!({"messages": {"groupChat": {"mentionPatterns": ["(unclosed"]}}}));
     assert!(
-        errs.iter().any(|e| e.starts_with(
-            "messages.groupChat.mentionPatterns[0]: invalid regular expression: "
-        ) && !e.contains('\n')),
+        errs.iter().any(|e| e
+            .starts_with("messages.groupChat.mentionPatterns[0]: invalid regular expression: ")
+            && !e.contains('\n')),
         "{errs:?}"
     );
     // Look-around is not supported by the regex syntax, so it is a config error too.
@@ -224,12 +245,18 @@ fn case_16_bad_mention_regex() {
 
 #[test]
 fn case_17_dm_scope() {
-    assert_error_at(json!({"session": {"dmScope": "per-user"}}), "session.dmScope");
+    assert_error_at(
+        json!({"session": {"dmScope": "per-user"}}),
+        "session.dmScope",
+    );
 }
 
 #[test]
 fn case_18_disabled_channel_disables_accounts() {
-    let cfg = load(section(json!({"enabled": false, "accounts": {"work": {"enabled": true}}}))).unwrap();
+    let cfg = load(section(
+        json!({"enabled": false, "accounts": {"work": {"enabled": true}}}),
+    ))
+    .unwrap();
     assert!(cfg.accounts.iter().all(|a| !a.enabled));
 }
 
@@ -252,20 +279,30 @@ fn account_fields_not_allowed_inside_accounts() {
 
 #[test]
 fn errors_are_collected_not_first_only() {
-    let errs = errors(section(json!({"mediaMaxMb": 0, "chunkMode": "x", "foo": 1})));
+    let errs = errors(section(
+        json!({"mediaMaxMb": 0, "chunkMode": "x", "foo": 1}),
+    ));
     assert_eq!(errs.len(), 3, "{errs:?}");
 }
 
 #[test]
 fn accounts_replace_lists_and_maps_wholesale() {
-    let cfg = load(section(json!({"allowFrom": ["+15550001111"], "groups": {"*": {"requireMention": false}},
-        "accounts": {"work": {"allowFrom": ["+15550003333"], "groups": {"42": {}}}, "home": {}}})))
+    let cfg = load(section(
+        json!({"allowFrom": ["+15550001111"], "groups": {"*": {"requireMention": false}},
+        "accounts": {"work": {"allowFrom": ["+15550003333"], "groups": {"42": {}}}, "home": {}}}),
+    ))
     .unwrap();
     let work = cfg.account("work").unwrap();
-    assert_eq!(work.allow_from, vec![AllowEntry::Handle("+15550003333".into())]);
+    assert_eq!(
+        work.allow_from,
+        vec![AllowEntry::Handle("+15550003333".into())]
+    );
     assert_eq!(work.groups.as_ref().unwrap().len(), 1);
     let home = cfg.account("home").unwrap();
-    assert_eq!(home.allow_from, vec![AllowEntry::Handle("+15550001111".into())]);
+    assert_eq!(
+        home.allow_from,
+        vec![AllowEntry::Handle("+15550001111".into())]
+    );
     assert_eq!(cfg.default_account, "home", "first in sorted order");
 }
 

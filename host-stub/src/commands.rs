@@ -1,0 +1,268 @@
+//! The one-shot commands: `pairing list|approve`, `channels status`, `message send`. Each
+//! starts the channel without a watcher, does its call, and stops it.
+
+use plugin_abi::types::{PluginError, SendRequest, StatusRequest};
+use serde_json::{json, Value};
+
+use crate::channel::Channel;
+use crate::failure::Failure;
+use crate::loader;
+use crate::settings::Settings;
+
+/// Runs `f` on a started, non-watching instance of `channel`'s plugin.
+fn with_channel<T>(
+    settings: &Settings,
+    channel_id: &str,
+    log_level: &str,
+    f: impl FnOnce(&Channel) -> Result<T, Failure>,
+) -> Result<T, Failure> {
+    let libraries = loader::load_all(&settings.plugins_dir)?;
+    let plugin = loader::find(&libraries, channel_id, &settings.plugins_dir)?;
+    let channel = Channel::create(plugin, None)?;
+    channel.start(
+        &settings.config,
+        &settings.config_path,
+        &settings.state_dir,
+        false,
+        log_level,
+    )?;
+    let outcome = f(&channel);
+    channel.stop();
+    outcome
+}
+
+fn call_failure(what: &str, e: PluginError) -> Failure {
+    match e.code.as_str() {
+        "unknown_method" | "unsupported" => Failure::runtime(format!(
+            "{what} is not supported by this plugin: {}",
+            e.message
+        )),
+        "invalid_request" | "invalid_target" | "bad_payload" => {
+            Failure::runtime(format!("{what}: {}", e.message))
+        }
+        _ => Failure::runtime(format!("{what} failed: {e}")),
+    }
+}
+
+pub fn pairing_list(
+    settings: &Settings,
+    channel: &str,
+    account: Option<&str>,
+    as_json: bool,
+    log_level: &str,
+) -> Result<(), Failure> {
+    let requests = with_channel(settings, channel, log_level, |c| {
+        c.client
+            .call("pairing.list", &json!({ "accountId": account }))
+            .map_err(|e| call_failure("pairing list", e))
+    })?;
+    if as_json {
+        println!("{requests}");
+        return Ok(());
+    }
+    let rows = requests.as_array().cloned().unwrap_or_default();
+    if rows.is_empty() {
+        println!("no pending pairing requests");
+    }
+    for r in rows {
+        let field = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        println!(
+            "{}\t{}\taccount {}\texpires {}",
+            field("code"),
+            field("senderId"),
+            field("accountId"),
+            field("expiresAt")
+        );
+    }
+    Ok(())
+}
+
+pub fn pairing_approve(
+    settings: &Settings,
+    channel: &str,
+    code: &str,
+    account: Option<&str>,
+    notify: bool,
+    log_level: &str,
+) -> Result<(), Failure> {
+    let approved = with_channel(settings, channel, log_level, |c| {
+        c.client
+            .call(
+                "pairing.approve",
+                &json!({ "code": code, "accountId": account, "notify": notify }),
+            )
+            .map_err(|e| call_failure("pairing approve", e))
+    })?;
+    let field = |k: &str| {
+        approved
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    println!(
+        "approved {} on account {}",
+        field("senderId"),
+        field("accountId")
+    );
+    Ok(())
+}
+
+pub fn channels_status(
+    settings: &Settings,
+    probe: bool,
+    as_json: bool,
+    log_level: &str,
+) -> Result<(), Failure> {
+    let libraries = loader::load_all(&settings.plugins_dir)?;
+    let configured: Vec<String> = settings
+        .config
+        .get("channels")
+        .and_then(Value::as_object)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    let mut rows = Vec::new();
+    let mut all_ok = true;
+    for id in &configured {
+        let Ok(plugin) = loader::find(&libraries, id, &settings.plugins_dir) else {
+            tracing::warn!("channel {id} is configured but no plugin provides it");
+            all_ok = false;
+            continue;
+        };
+        let channel = Channel::create(plugin, None)?;
+        channel.start(
+            &settings.config,
+            &settings.config_path,
+            &settings.state_dir,
+            false,
+            log_level,
+        )?;
+        let report = channel.client.status(&StatusRequest {
+            probe,
+            account_id: None,
+        });
+        channel.stop();
+        let report = report.map_err(|e| call_failure("channels status", e))?;
+        for account in report.accounts {
+            if probe && account.enabled && !account.probe.as_ref().is_some_and(|p| p.ok) {
+                all_ok = false;
+            }
+            let mut row = serde_json::to_value(&account).unwrap_or(Value::Null);
+            if let Some(obj) = row.as_object_mut() {
+                obj.insert("channel".into(), Value::from(id.clone()));
+            }
+            rows.push(row);
+        }
+    }
+    if as_json {
+        println!("{}", json!({ "channels": rows }));
+    } else {
+        for row in &rows {
+            let s = |k: &str| {
+                row.get(k)
+                    .map(|v| match v {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .unwrap_or_default()
+            };
+            let mut line = format!(
+                "{}/{}\tenabled={}\tstate={}",
+                s("channel"),
+                s("accountId"),
+                s("enabled"),
+                s("state")
+            );
+            if let Some(p) = row.get("probe") {
+                let ok = p.get("ok").and_then(Value::as_bool).unwrap_or(false);
+                if ok {
+                    line.push_str("\tprobe ok");
+                } else {
+                    line.push_str(&format!(
+                        "\tprobe FAILED {}: {}",
+                        p.get("code").and_then(Value::as_str).unwrap_or("?"),
+                        p.get("error").and_then(Value::as_str).unwrap_or("")
+                    ));
+                }
+                if let Some(ms) = p.get("elapsedMs") {
+                    line.push_str(&format!(" ({ms} ms)"));
+                }
+            }
+            println!("{line}");
+        }
+        if rows.is_empty() {
+            println!("no channel accounts configured");
+        }
+    }
+    if probe && !all_ok {
+        return Err(Failure::runtime(
+            "at least one enabled account failed its probe",
+        ));
+    }
+    Ok(())
+}
+
+pub struct SendArgs<'a> {
+    pub channel: &'a str,
+    pub target: &'a str,
+    pub text: Option<&'a str>,
+    pub media: &'a [String],
+    pub reply_to: Option<&'a str>,
+    pub account: Option<&'a str>,
+    pub as_json: bool,
+}
+
+pub fn message_send(
+    settings: &Settings,
+    args: SendArgs<'_>,
+    log_level: &str,
+) -> Result<(), Failure> {
+    let request = SendRequest {
+        account_id: args.account.map(str::to_string),
+        to: args.target.to_string(),
+        text: args.text.map(str::to_string),
+        media: args.media.to_vec(),
+        reply_to_id: args.reply_to.map(str::to_string),
+    };
+    let receipt = with_channel(settings, args.channel, log_level, |c| {
+        c.client
+            .send(&request)
+            .map_err(|e| call_failure(&format!("sending to {}", args.target), e))
+    })?;
+    if args.as_json {
+        println!("{}", serde_json::to_string(&receipt).unwrap_or_default());
+    } else {
+        for (i, part) in receipt.parts.iter().enumerate() {
+            println!(
+                "part {}: {} {}{}",
+                i + 1,
+                part.kind,
+                part.outcome,
+                part.message_id
+                    .as_deref()
+                    .map(|id| format!(" ({id})"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    if !receipt.ok {
+        let why: Vec<String> = receipt
+            .parts
+            .iter()
+            .filter(|p| p.outcome != "sent")
+            .map(|p| {
+                format!(
+                    "{} {}: {}",
+                    p.kind,
+                    p.outcome,
+                    p.error.as_deref().unwrap_or("")
+                )
+            })
+            .collect();
+        return Err(Failure::runtime(format!(
+            "not every part was sent: {}",
+            why.join("; ")
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! `host-stub gateway`: start every configured channel, print routed messages as JSON lines,
+//! optionally answer them with the echo agent, and stop cleanly on SIGINT or SIGTERM.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use plugin_abi::types::SendRequest;
+
+use crate::channel::{Channel, Reply, Sink};
+use crate::delivered::Delivered;
+use crate::failure::Failure;
+use crate::loader;
+use crate::settings::Settings;
+use crate::signals;
+
+pub fn run(settings: &Settings, echo: bool, log_level: &str) -> Result<(), Failure> {
+    let signals = signals::block();
+    let libraries = loader::load_all(&settings.plugins_dir)?;
+    let configured = settings
+        .config
+        .get("channels")
+        .and_then(|c| c.as_object())
+        .cloned()
+        .unwrap_or_default();
+
+    let (tx, rx) = mpsc::channel::<Reply>();
+    let sink = Arc::new(Sink {
+        delivered: Mutex::new(Delivered::new(&settings.state_dir.join("host-stub"))),
+        stdout: Mutex::new(std::io::stdout()),
+        replies: Mutex::new(echo.then_some(tx)),
+    });
+
+    let mut channels: Vec<Channel> = Vec::new();
+    for library in &libraries {
+        let Ok(plugin) = &library.outcome else {
+            continue;
+        };
+        if !configured.contains_key(&plugin.description.id) {
+            tracing::info!(
+                channel = %plugin.description.id,
+                "plugin loaded but not configured under channels; not started"
+            );
+            continue;
+        }
+        let channel = Channel::create(plugin, Some(sink.clone()))?;
+        match channel.start(
+            &settings.config,
+            &settings.config_path,
+            &settings.state_dir,
+            true,
+            log_level,
+        ) {
+            Ok(report) => {
+                tracing::info!(channel = %channel.id, accounts = report.accounts.len(), "channel started");
+                channels.push(channel);
+            }
+            Err(e) => {
+                for started in &channels {
+                    started.stop();
+                }
+                return Err(e);
+            }
+        }
+    }
+    if channels.is_empty() {
+        tracing::warn!(
+            "no channel started: none of the loaded plugins is configured under channels"
+        );
+    }
+    let channels = Arc::new(channels);
+
+    let replier = {
+        let channels = channels.clone();
+        std::thread::Builder::new()
+            .name("echo-agent".into())
+            .spawn(move || {
+                for reply in rx {
+                    let Some(channel) = channels.iter().find(|c| c.id == reply.channel) else {
+                        continue;
+                    };
+                    let request = SendRequest {
+                        account_id: Some(reply.account_id),
+                        to: reply.to,
+                        text: Some(reply.text),
+                        ..Default::default()
+                    };
+                    match channel.client.send(&request) {
+                        Ok(receipt) if receipt.ok => {
+                            tracing::debug!(chunks = receipt.chunks, "echo reply sent")
+                        }
+                        Ok(receipt) => tracing::warn!(
+                            parts = ?receipt.parts,
+                            "echo reply not fully sent"
+                        ),
+                        Err(e) => tracing::warn!("echo reply failed: {e}"),
+                    }
+                }
+            })
+            .map_err(|e| Failure::runtime(format!("starting the echo agent: {e}")))?
+    };
+
+    let signal = signals.wait();
+    tracing::info!("{signal} received; stopping");
+    for channel in channels.iter() {
+        channel.stop();
+    }
+    // Closing the reply queue ends the echo agent once it has drained.
+    if let Ok(mut replies) = sink.replies.lock() {
+        replies.take();
+    }
+    let _ = replier.join();
+    Ok(())
+}

@@ -1,0 +1,172 @@
+//! The plugin across the real dynamic-library boundary: loaded from `libimessage.so` with the
+//! layout and version check, not linked as an rlib.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use plugin_abi::host::{self, Host};
+use plugin_abi::types::{StartContext, StatusRequest};
+use serde_json::json;
+
+#[derive(Clone, Default)]
+struct Recorder {
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Host for Recorder {
+    fn deliver(&self, _event: &str) -> Result<(), String> {
+        Ok(())
+    }
+    fn log(&self, record: &str) {
+        self.logs.lock().unwrap().push(record.to_string());
+    }
+}
+
+#[test]
+fn describe_start_status_stop_through_the_abi() {
+    let plugin = host::load(&common::plugin_library("imessage")).expect("libimessage loads");
+    assert_eq!(plugin.description.id, "imessage");
+    assert_eq!(plugin.description.abi_version, plugin_abi::ABI_VERSION);
+
+    let recorder = Recorder::default();
+    let client = plugin
+        .instantiate(host::callbacks(recorder.clone()))
+        .expect("instance");
+    assert_eq!(client.describe().unwrap().id, "imessage");
+
+    let state = tempfile::tempdir().unwrap();
+    let ctx = StartContext {
+        config: json!({"channels": {"imessage": {"historyLimit": 5, "cliPath": "/nonexistent/imsg"}}}),
+        state_dir: state.path().display().to_string(),
+        watch: false,
+        log_level: Some("debug".into()),
+    };
+    let report = client.start(&ctx).expect("start");
+    assert_eq!(report.accounts.len(), 1);
+    assert_eq!(report.accounts[0].account_id, "default");
+
+    // The plugin's tracing events reach the host through the log callback.
+    let logs = recorder.logs.lock().unwrap().clone();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("historyLimit is accepted for compatibility")),
+        "{logs:?}"
+    );
+
+    let status = client.status(&StatusRequest::default()).expect("status");
+    assert_eq!(status.accounts[0].account_id, "default");
+
+    let again = client.start(&ctx).unwrap_err();
+    assert_eq!(again.code, "invalid_request", "a second start is refused");
+
+    client.stop().expect("stop");
+    client.stop().expect("stop is idempotent");
+    assert_eq!(
+        client.status(&StatusRequest::default()).unwrap_err().code,
+        "not_started"
+    );
+
+    // Unknown extension methods are a typed error, not a crash.
+    assert_eq!(
+        client.call("no.such.method", &json!({})).unwrap_err().code,
+        "unknown_method"
+    );
+}
+
+#[test]
+fn bad_config_is_rejected_with_every_field_path() {
+    let plugin = host::load(&common::plugin_library("imessage")).unwrap();
+    let client = plugin
+        .instantiate(host::callbacks(Recorder::default()))
+        .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let err = client
+        .start(&StartContext {
+            config: json!({"channels": {"imessage": {"dmPolicy": "sometimes", "textChunkLimit": 1}}}),
+            state_dir: state.path().display().to_string(),
+            watch: false,
+            log_level: None,
+        })
+        .unwrap_err();
+    assert_eq!(err.code, "config_invalid");
+    assert!(err.errors.contains(
+        &"channels.imessage.dmPolicy: must be one of \"pairing\", \"allowlist\", \"open\", \"disabled\"".to_string()
+    ), "{:?}", err.errors);
+    assert!(err
+        .errors
+        .iter()
+        .any(|e| e.starts_with("channels.imessage.textChunkLimit: ")));
+    // Nothing was started, so a corrected start works on the same instance.
+    client
+        .start(&StartContext {
+            config: json!({}),
+            state_dir: state.path().display().to_string(),
+            watch: false,
+            log_level: None,
+        })
+        .expect("start after a rejected config");
+    client.stop().unwrap();
+}
+
+#[test]
+fn two_plugin_libraries_load_side_by_side() {
+    let a = host::load(&common::plugin_library("imessage")).unwrap();
+    let b = host::load(&common::plugin_library("fixture")).unwrap();
+    assert_eq!(a.description.id, "imessage");
+    assert_eq!(
+        b.description.id, "fixture",
+        "each file gets its own root module"
+    );
+}
+
+/// Runs in a child process (see `panic_in_a_plugin_method_is_an_error_value`): if the guard
+/// failed, the panic would abort this process, not fail an assertion.
+#[test]
+#[ignore = "run as a child process by panic_in_a_plugin_method_is_an_error_value"]
+fn fixture_child() {
+    if std::env::var_os("FIXTURE_CHILD").is_none() {
+        return;
+    }
+    let plugin = host::load(&common::plugin_library("fixture")).unwrap();
+    let client = plugin
+        .instantiate(host::callbacks(Recorder::default()))
+        .unwrap();
+    let err = client.call("panic", &json!({})).unwrap_err();
+    assert_eq!(err.code, "panic");
+    assert!(err.message.contains("fixture panics on request"), "{err:?}");
+    // The same instance keeps working after the panic.
+    assert_eq!(
+        client.call("echo", &json!({"x": 1})).unwrap(),
+        json!({"x": 1})
+    );
+    let send = client
+        .send(&plugin_abi::types::SendRequest {
+            to: "x".into(),
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert_eq!(send.code, "panic");
+    println!("CARRIED ON");
+}
+
+#[test]
+fn panic_in_a_plugin_method_is_an_error_value() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "fixture_child",
+            "--include-ignored",
+            "--nocapture",
+        ])
+        .env("FIXTURE_CHILD", "1")
+        .output()
+        .unwrap();
+    let text = common::stdout(&out);
+    assert!(
+        out.status.success() && text.contains("CARRIED ON"),
+        "child failed: status {:?}\nstdout:\n{text}\nstderr:\n{}",
+        out.status,
+        common::stderr(&out)
+    );
+}

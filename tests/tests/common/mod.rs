@@ -1,0 +1,107 @@
+//! Helpers shared by the end-to-end tests: where the built artifacts are, and a scratch
+//! gateway folder (config, plugins, state) per test.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// `target/<profile>/`, found from this test binary (`target/<profile>/deps/<test>`).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+fn must_exist(path: PathBuf, hint: &str) -> PathBuf {
+    assert!(path.exists(), "{} is missing; {hint}", path.display());
+    path
+}
+
+/// The built `host-stub` binary (cargo test --workspace builds it for host-stub's own tests).
+pub fn host_stub() -> PathBuf {
+    must_exist(
+        target_dir().join("host-stub"),
+        "run the tests with `cargo test --workspace` so host-stub is built",
+    )
+}
+
+/// The simulator binary of this package.
+pub fn imsg_sim() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_imsg-sim"))
+}
+
+/// A plugin library built as a dev-dependency of this package (lands in `deps/`).
+pub fn plugin_library(lib_name: &str) -> PathBuf {
+    let file = format!("lib{lib_name}{}", plugin_abi::host::LIBRARY_SUFFIX);
+    let deps = target_dir().join("deps").join(&file);
+    if deps.exists() {
+        return deps;
+    }
+    must_exist(
+        target_dir().join(&file),
+        "it is built as a dev-dependency of imessage-tests",
+    )
+}
+
+/// A scratch gateway: `<dir>/gateway.json5`, `<dir>/plugins/`, `<dir>/state/`.
+pub struct Gateway {
+    pub dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    pub fn new(plugins: &[&str]) -> Gateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
+        std::fs::create_dir_all(dir.path().join("state")).unwrap();
+        for lib in plugins {
+            let src = plugin_library(lib);
+            std::fs::copy(
+                &src,
+                dir.path().join("plugins").join(src.file_name().unwrap()),
+            )
+            .expect("copy plugin");
+        }
+        Gateway { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path().join("gateway.json5")
+    }
+
+    pub fn write_config(&self, json5: &str) {
+        std::fs::write(self.config_path(), json5).unwrap();
+    }
+
+    /// `host-stub` with this gateway's config, plugins and state folders.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(host_stub());
+        cmd.arg("--config")
+            .arg(self.config_path())
+            .arg("--plugins")
+            .arg(self.path().join("plugins"))
+            .arg("--state-dir")
+            .arg(self.path().join("state"))
+            .env_remove("RUST_LOG")
+            .env_remove("HOST_STUB_CONFIG");
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("run host-stub")
+    }
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
