@@ -1,0 +1,888 @@
+//! The method handlers (imsg-protocol.md §B4, §B6). Each checks in the documented order and
+//! returns the result or the first error; rows they write go through `Sim::insert_row`, so
+//! every matching subscription sees them.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+
+use crate::db::{self, Attachment, Chat, Row};
+use crate::params::Params;
+use crate::state::{RpcError, Sim, Sub};
+
+type Res = Result<Value, RpcError>;
+
+fn perr(e: String) -> RpcError {
+    RpcError::params(e)
+}
+
+impl Sim {
+    fn date_error(&self, text: &str) -> RpcError {
+        let data = format!("Invalid ISO8601 date: {text}");
+        if self.strict {
+            RpcError::params(data)
+        } else {
+            RpcError::internal(data)
+        }
+    }
+
+    fn date(&self, p: &Params, key: &str) -> Result<Option<i64>, RpcError> {
+        match p.string(key).map_err(perr)? {
+            None => Ok(None),
+            Some(s) => db::parse_iso(&s)
+                .map(Some)
+                .ok_or_else(|| self.date_error(&s)),
+        }
+    }
+
+    pub fn db_guard(&self) -> Result<(), RpcError> {
+        if self.db_available {
+            return Ok(());
+        }
+        Err(RpcError::new(
+            -32002,
+            "Database unavailable",
+            Some(json!({"path": self.db_path,
+                "detail": "Full Disk Access is required to read the Messages database.",
+                "retryable": true})),
+        ))
+    }
+
+    pub fn chats_list(&self, p: &Params) -> Res {
+        p.allow("chats.list", &["limit", "unread_only"])
+            .map_err(perr)?;
+        let limit = p.int("limit").map_err(perr)?.unwrap_or(20).max(1) as usize;
+        if self.strict && p.bool("unread_only").map_err(perr)? == Some(true) {
+            return Ok(json!({"chats": []}));
+        }
+        let unknown = self.render_opts(false, false).unknown_members;
+        let chats: Vec<Value> = self
+            .db
+            .chats_by_activity()
+            .into_iter()
+            .take(limit)
+            .map(|(c, ms)| self.db.render_chat(c, ms, unknown))
+            .collect();
+        Ok(json!({"chats": chats}))
+    }
+
+    fn positive_chat_id(&self, p: &Params) -> Result<Option<i64>, RpcError> {
+        let id = p.int("chat_id").map_err(perr)?;
+        if self.strict && id.is_some_and(|n| n <= 0) {
+            return Err(RpcError::params("chat_id must be a positive integer"));
+        }
+        Ok(id)
+    }
+
+    pub fn messages_history(&self, p: &Params) -> Res {
+        p.allow(
+            "messages.history",
+            &[
+                "chat_id",
+                "limit",
+                "participants",
+                "start",
+                "end",
+                "attachments",
+                "convert_attachments",
+            ],
+        )
+        .map_err(perr)?;
+        let Some(chat_id) = self.positive_chat_id(p)? else {
+            return Err(RpcError::params("chat_id is required"));
+        };
+        let limit = p.int("limit").map_err(perr)?.unwrap_or(50).max(1) as usize;
+        let participants = p.strings("participants").map_err(perr)?;
+        let start = self.date(p, "start")?;
+        let end = self.date(p, "end")?;
+        let attachments = p.bool("attachments").map_err(perr)?.unwrap_or(false);
+        p.bool("convert_attachments").map_err(perr)?;
+        let opts = self.render_opts(attachments, true);
+        let mut rows: Vec<&Row> = self
+            .db
+            .rows
+            .values()
+            .filter(|r| r.chat_id == Some(chat_id) && r.reaction.is_none())
+            .filter(|r| {
+                participants.is_empty()
+                    || participants
+                        .iter()
+                        .any(|x| x.eq_ignore_ascii_case(&r.sender()))
+            })
+            .filter(|r| start.is_none_or(|s| r.date_ms >= s) && end.is_none_or(|e| r.date_ms < e))
+            .collect();
+        rows.sort_by_key(|r| std::cmp::Reverse((r.date_ms, r.id)));
+        let messages: Vec<Value> = rows
+            .into_iter()
+            .take(limit)
+            .map(|r| self.db.render_message(r, opts))
+            .collect();
+        Ok(json!({"messages": messages}))
+    }
+
+    pub fn messages_after(&self, p: &Params) -> Res {
+        p.allow(
+            "messages.after",
+            &[
+                "since_rowid",
+                "chat_id",
+                "limit",
+                "attachments",
+                "convert_attachments",
+                "include_reactions",
+            ],
+        )
+        .map_err(perr)?;
+        let Some(since) = p.int("since_rowid").map_err(perr)? else {
+            return Err(RpcError::params("since_rowid is required"));
+        };
+        if since < 0 {
+            return Err(RpcError::params(
+                "since_rowid must be a non-negative integer",
+            ));
+        }
+        let chat = self.positive_chat_id(p)?;
+        let limit = p.int("limit").map_err(perr)?.unwrap_or(100);
+        if !(1..=500).contains(&limit) {
+            return Err(RpcError::params("limit must be between 1 and 500"));
+        }
+        let attachments = p.bool("attachments").map_err(perr)?.unwrap_or(false);
+        let reactions = p.bool("include_reactions").map_err(perr)?.unwrap_or(false);
+        let opts = self.render_opts(attachments, reactions);
+        let matching: Vec<&Row> = self
+            .db
+            .rows
+            .range(since + 1..)
+            .map(|(_, r)| r)
+            .filter(|r| r.chat_id.is_some() && chat.is_none_or(|c| r.chat_id == Some(c)))
+            .filter(|r| reactions || r.reaction.is_none())
+            .collect();
+        let page: Vec<&Row> = matching.iter().take(limit as usize).copied().collect();
+        let next = page.last().map(|r| r.id).unwrap_or(since);
+        Ok(json!({
+            "messages": page.iter().map(|r| self.db.render_message(r, opts)).collect::<Vec<_>>(),
+            "next_rowid": next,
+            "has_more": matching.len() > page.len(),
+        }))
+    }
+
+    /// Registers a subscription; the caller runs its immediate poll and orders the lines.
+    pub fn watch_subscribe(&mut self, p: &Params) -> Result<(Value, i64), RpcError> {
+        let mut allowed = vec![
+            "chat_id",
+            "since_rowid",
+            "participants",
+            "start",
+            "end",
+            "attachments",
+            "convert_attachments",
+            "include_reactions",
+            "debounce_ms",
+            "debounceMs",
+        ];
+        if self.strict {
+            allowed.extend(["buffer_limit", "bufferLimit"]);
+        }
+        p.allow("watch.subscribe", &allowed).map_err(perr)?;
+        let chat_id = self.positive_chat_id(p)?;
+        let since = p.int("since_rowid").map_err(perr)?;
+        let participants = p.strings("participants").map_err(perr)?;
+        let attachments = p.bool("attachments").map_err(perr)?.unwrap_or(false);
+        p.bool("convert_attachments").map_err(perr)?;
+        let include_reactions =
+            p.bool("include_reactions").map_err(perr)?.unwrap_or(false) && self.at_least((0, 5, 0));
+        let key = p.pick("debounce_ms", "debounceMs").map_err(perr)?;
+        let debounce_bad = || RpcError::params("debounce_ms must be a non-negative integer");
+        let debounce = match p.map.get(key) {
+            None => 500,
+            Some(Value::Null) if !self.strict => return Err(debounce_bad()),
+            Some(_) => match p.int(key) {
+                Ok(Some(n)) if n >= 0 => n as u64,
+                Ok(_) if self.strict => return Err(debounce_bad()),
+                Ok(_) => return Err(debounce_bad()),
+                Err(e) if e.ends_with("must be an integer") => return Err(debounce_bad()),
+                Err(e) => return Err(perr(e)),
+            },
+        };
+        let debounce = if self.at_least((0, 6, 0)) {
+            debounce
+        } else {
+            250
+        };
+        let mut buffer_limit = 256;
+        if self.strict {
+            let key = p.pick("buffer_limit", "bufferLimit").map_err(perr)?;
+            if let Some(n) = p.int(key).map_err(perr)? {
+                if !(1..=4096).contains(&n) {
+                    return Err(RpcError::params("buffer_limit must be between 1 and 4096"));
+                }
+                buffer_limit = n;
+            }
+        }
+        let start_ms = self.date(p, "start")?;
+        let end_ms = self.date(p, "end")?;
+        if self.strict && self.subs.len() >= 64 {
+            return Err(RpcError::new(
+                -32000,
+                "Server busy",
+                Some(json!("subscription limit exceeded")),
+            ));
+        }
+        let id = self.next_sub;
+        self.next_sub += 1;
+        self.subs.insert(
+            id,
+            Sub {
+                id,
+                chat_id,
+                cursor: since.filter(|s| *s != 0),
+                participants,
+                start_ms,
+                end_ms,
+                attachments,
+                include_reactions,
+                debounce: Duration::from_millis(debounce),
+                next_poll: None,
+                last_poll: Instant::now(),
+                overflow_after: None,
+                dead: false,
+            },
+        );
+        let result = if self.strict {
+            json!({"subscription": id, "buffer_limit": buffer_limit})
+        } else {
+            json!({"subscription": id})
+        };
+        Ok((result, id))
+    }
+
+    pub fn watch_unsubscribe(&mut self, p: &Params) -> Res {
+        p.allow("watch.unsubscribe", &["subscription"])
+            .map_err(perr)?;
+        let id = match p.int("subscription") {
+            Ok(Some(n)) => n,
+            Ok(None) => return Err(RpcError::params("subscription is required")),
+            Err(_) if p.map.get("subscription").is_some_and(|v| !v.is_null()) => {
+                return Err(RpcError::params("subscription must be an integer"))
+            }
+            Err(e) => return Err(perr(e)),
+        };
+        self.subs.remove(&id);
+        Ok(json!({"ok": true}))
+    }
+
+    /// Resolves the chat selectors; `Ok(None)` when none is given.
+    fn resolve_chat(&self, p: &Params) -> Result<Option<Chat>, RpcError> {
+        let id = self.positive_chat_id(p)?;
+        let guid = p
+            .string("chat_guid")
+            .map_err(perr)?
+            .filter(|s| !s.is_empty());
+        let ident = p
+            .string("chat_identifier")
+            .map_err(perr)?
+            .filter(|s| !s.is_empty());
+        let given = [id.is_some(), guid.is_some(), ident.is_some()]
+            .iter()
+            .filter(|b| **b)
+            .count();
+        if self.strict && given > 1 {
+            return Err(RpcError::params(
+                "exactly one of chat_id, chat_identifier, or chat_guid is required",
+            ));
+        }
+        if let Some(id) = id {
+            return match self.db.chats.get(&id) {
+                Some(c) if !c.guid.is_empty() || !c.identifier.is_empty() => Ok(Some(c.clone())),
+                Some(_) => Err(RpcError::params("missing chat identifier or guid")),
+                None => Err(RpcError::params(format!("unknown chat_id {id}"))),
+            };
+        }
+        if let Some(g) = guid {
+            return self
+                .db
+                .chats
+                .values()
+                .find(|c| c.guid == g)
+                .cloned()
+                .map(Some)
+                .ok_or_else(|| RpcError::params(format!("unknown chat_guid {g}")));
+        }
+        if let Some(i) = ident {
+            return self
+                .db
+                .chats
+                .values()
+                .find(|c| c.identifier == i)
+                .cloned()
+                .map(Some)
+                .ok_or_else(|| RpcError::params(format!("unknown chat_identifier {i}")));
+        }
+        Ok(None)
+    }
+
+    fn has_selector(p: &Params) -> bool {
+        ["chat_id", "chat_guid", "chat_identifier"]
+            .iter()
+            .any(|k| p.map.get(*k).is_some_and(|v| !v.is_null()))
+    }
+
+    fn file_exists(&self, path: &str) -> (bool, i64) {
+        if self.files.iter().any(|f| f == path) {
+            return (true, 0);
+        }
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_file() => (true, m.len() as i64),
+            _ => (false, 0),
+        }
+    }
+
+    fn expand_home(&self, path: &str) -> String {
+        match path.strip_prefix("~/") {
+            Some(rest) => format!("{}/{rest}", self.db.home.trim_end_matches('/')),
+            None => path.to_string(),
+        }
+    }
+
+    /// `send`: the result, and the ids of rows written (for the record file).
+    pub fn send(&mut self, p: &Params) -> Result<(Value, Vec<i64>), (RpcError, Vec<i64>)> {
+        let fail = |e: RpcError| (e, Vec::new());
+        p.allow(
+            "send",
+            &[
+                "to",
+                "chat_id",
+                "chat_guid",
+                "chat_identifier",
+                "text",
+                "file",
+                "service",
+                "region",
+                "transport",
+            ],
+        )
+        .map_err(|e| fail(perr(e)))?;
+        let service = p.string("service").map_err(|e| fail(perr(e)))?;
+        if service
+            .as_deref()
+            .is_some_and(|s| !matches!(s, "imessage" | "sms" | "auto"))
+        {
+            return Err(fail(RpcError::params("invalid service")));
+        }
+        let transport = p
+            .string("transport")
+            .map_err(|e| fail(perr(e)))?
+            .map(|t| t.to_lowercase());
+        if transport
+            .as_deref()
+            .is_some_and(|t| !matches!(t, "auto" | "bridge" | "applescript"))
+        {
+            return Err(fail(RpcError::params("invalid transport")));
+        }
+        let mut to = p
+            .string("to")
+            .map_err(|e| fail(perr(e)))?
+            .filter(|s| !s.is_empty());
+        let selector = Self::has_selector(p);
+        if to.is_some() && selector {
+            return Err(fail(RpcError::params("use to or chat_*; not both")));
+        }
+        if to.is_none() && !selector {
+            return Err(fail(RpcError::params("to is required for direct sends")));
+        }
+        if let Some(name) = to.clone() {
+            let looks_like_name = !name.contains('@')
+                && !name.starts_with('+')
+                && !name
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || " -().".contains(c));
+            if looks_like_name && !self.db.contacts.is_empty() {
+                let matches: Vec<&(String, Vec<String>)> = self
+                    .db
+                    .contacts
+                    .iter()
+                    .filter(|(n, _)| n.to_lowercase().contains(&name.to_lowercase()))
+                    .collect();
+                if matches.len() > 1 {
+                    let mut text =
+                        format!("Invalid chat target: Multiple contacts match \"{name}\":");
+                    for (n, handles) in &matches {
+                        text.push_str(&format!(
+                            "\n  {n}: {}",
+                            handles.first().cloned().unwrap_or_default()
+                        ));
+                    }
+                    text.push_str("\nSpecify a phone number or email instead.");
+                    return Err(fail(RpcError::params(text)));
+                }
+                if let Some((_, handles)) = matches.first() {
+                    to = handles.first().cloned();
+                }
+            }
+        }
+        let text = p
+            .string("text")
+            .map_err(|e| fail(perr(e)))?
+            .unwrap_or_default();
+        let file = p
+            .string("file")
+            .map_err(|e| fail(perr(e)))?
+            .unwrap_or_default();
+        if text.is_empty() && file.is_empty() {
+            return Err(fail(RpcError::params("text or file is required")));
+        }
+        let chat = self.resolve_chat(p).map_err(fail)?;
+        let bridge_ready = self.bridge.as_str() == Some("ready");
+        if transport.as_deref() == Some("bridge") {
+            if chat.is_none() {
+                let region = p
+                    .string("region")
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| "US".into());
+                let handle = self
+                    .db
+                    .normalize_phone(to.as_deref().unwrap_or(""), &region);
+                if !self.db.chats.values().any(|c| c.identifier == handle) {
+                    return Err(fail(RpcError::params(
+                        "bridge transport requires an existing chat target",
+                    )));
+                }
+            }
+            if !text.is_empty() && !file.is_empty() {
+                return Err(fail(RpcError::params(
+                    "bridge transport does not support text and file together",
+                )));
+            }
+        }
+        if self.linux {
+            return Err(fail(RpcError::internal(
+                "AppleScript failed: Sending requires Messages.app automation and is only supported on macOS.",
+            )));
+        }
+        let mut file_size = 0;
+        if !file.is_empty() {
+            let expanded = self.expand_home(&file);
+            let (exists, size) = self.file_exists(&expanded);
+            if !exists {
+                return Err(fail(RpcError::internal(format!(
+                    "AppleScript failed: Attachment not found at {expanded}"
+                ))));
+            }
+            file_size = size;
+        }
+        let mode = self
+            .send_cfg
+            .get("mode")
+            .and_then(Value::as_str)
+            .unwrap_or("ok")
+            .to_string();
+        let mode_text = self
+            .send_cfg
+            .get("text")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let region = p
+            .string("region")
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| "US".into());
+        match mode.as_str() {
+            "applescript_error" => {
+                return Err(fail(RpcError::internal(format!(
+                    "AppleScript failed: {mode_text}"
+                ))))
+            }
+            "failed_before_dispatch" if self.strict => {
+                return Err(fail(RpcError::new(
+                    -32603,
+                    "Delivery failed before dispatch",
+                    Some(json!({
+                    "retry_safe": true, "disposition": "not_started", "transport": "applescript",
+                    "operation": "send", "detail": "simulated failure before dispatch"})),
+                )))
+            }
+            _ => {}
+        }
+        let chat_id = match &chat {
+            Some(c) => c.id,
+            None => {
+                let handle = self
+                    .db
+                    .normalize_phone(to.as_deref().unwrap_or(""), &region);
+                self.db
+                    .chat_for_handle(&handle, service.as_deref() == Some("sms"))
+            }
+        };
+        if mode == "ghost_row" && chat.is_some() {
+            let id = self.db.max_row_id() + 1;
+            let guid = self.db.chats[&chat_id].guid.clone();
+            let row = Row {
+                id,
+                guid: db::guid_for(id),
+                chat_id: None,
+                handle: guid,
+                from_me: true,
+                text: String::new(),
+                date_ms: self.clock.now_ms(),
+                destination_caller_id: Some(self.db.self_handle.clone()),
+                thread_originator_guid: None,
+                reply_to_guid: None,
+                reaction: None,
+                attachments: Vec::new(),
+            };
+            self.insert_row(row);
+            return Err((RpcError::internal(format!("AppleScript failed: Messages accepted the chat send but wrote an unjoined empty outgoing row ({id}); delivery to the target chat was not confirmed")), vec![id]));
+        }
+        let target = self.db.chats[&chat_id].clone();
+        let write_rows = !(matches!(mode.as_str(), "outcome_unknown" | "still_in_flight")
+            && self.send_cfg.get("write_row").and_then(Value::as_bool) == Some(false));
+        let mut written = Vec::new();
+        let mut text_row = None;
+        let handle = if target.is_group() {
+            String::new()
+        } else {
+            target
+                .participants
+                .first()
+                .cloned()
+                .unwrap_or_else(|| target.identifier.clone())
+        };
+        let base = |id: i64, text: String, now: i64, me: &str| Row {
+            id,
+            guid: db::guid_for(id),
+            chat_id: Some(chat_id),
+            handle: handle.clone(),
+            from_me: true,
+            text,
+            date_ms: now,
+            destination_caller_id: Some(me.to_string()),
+            thread_originator_guid: None,
+            reply_to_guid: None,
+            reaction: None,
+            attachments: Vec::new(),
+        };
+        if write_rows {
+            if !text.is_empty() {
+                let id = self.db.max_row_id() + 1;
+                let row = base(id, text.clone(), self.clock.now_ms(), &self.db.self_handle);
+                text_row = Some((id, row.guid.clone()));
+                self.insert_row(row);
+                written.push(id);
+            }
+            if !file.is_empty() {
+                let id = self.db.max_row_id() + 1;
+                let mut row = base(
+                    id,
+                    "\u{fffc}".into(),
+                    self.clock.now_ms(),
+                    &self.db.self_handle,
+                );
+                let basename = file.rsplit('/').next().unwrap_or(&file).to_string();
+                row.attachments.push(Attachment {
+                    filename: format!("~/Library/Messages/Attachments/imsg/{:08X}-0000-4000-8000-{:012X}/{basename}", id, id),
+                    transfer_name: basename.clone(),
+                    uti: String::new(),
+                    mime_type: mime_for(&basename).to_string(),
+                    total_bytes: file_size,
+                    is_sticker: false,
+                    missing: false,
+                });
+                self.insert_row(row);
+                written.push(id);
+            }
+        }
+        match mode.as_str() {
+            "outcome_unknown" | "still_in_flight" if self.strict => {
+                let disposition = if mode == "outcome_unknown" {
+                    "may_have_completed"
+                } else {
+                    "still_in_flight"
+                };
+                return Err((
+                    RpcError::new(
+                        -32001,
+                        "Delivery outcome unknown",
+                        Some(json!({
+                    "retry_safe": false, "disposition": disposition, "transport": "applescript",
+                    "operation": "send", "detail": "simulated unknown outcome"})),
+                    ),
+                    written,
+                ));
+            }
+            _ => {}
+        }
+        let mut result = Map::new();
+        result.insert("ok".into(), json!(true));
+        let verified = mode != "unverified";
+        let use_bridge =
+            bridge_ready && !target.guid.is_empty() && transport.as_deref() != Some("applescript");
+        if self.at_least((0, 8, 1)) {
+            result.insert(
+                "transport".into(),
+                json!(if use_bridge { "bridge" } else { "applescript" }),
+            );
+        }
+        if let (true, true, Some((id, guid))) = (verified, self.at_least((0, 6, 0)), text_row) {
+            if !use_bridge {
+                result.insert("id".into(), json!(id));
+            }
+            result.insert("guid".into(), json!(guid.clone()));
+            if self.strict {
+                result.insert("message_id".into(), json!(guid));
+            }
+        }
+        Ok((Value::Object(result), written))
+    }
+
+    fn target_checks(&self, p: &Params, to_required: &str) -> Result<(), RpcError> {
+        let to = p.string("to").map_err(perr)?.filter(|s| !s.is_empty());
+        let selector = Self::has_selector(p);
+        if to.is_some() && selector {
+            return Err(RpcError::params("use to or chat_*; not both"));
+        }
+        if to.is_none() && !selector {
+            return Err(RpcError::params(to_required));
+        }
+        self.resolve_chat(p)?;
+        Ok(())
+    }
+
+    pub fn typing(&self, p: &Params) -> Res {
+        p.allow(
+            "typing",
+            &[
+                "to",
+                "chat_id",
+                "chat_guid",
+                "chat_identifier",
+                "typing",
+                "service",
+            ],
+        )
+        .map_err(perr)?;
+        self.target_checks(p, "to is required")?;
+        p.bool("typing").map_err(perr)?;
+        if p.map.contains_key("to") {
+            if let Some(service) = p.string("service").map_err(perr)? {
+                if !matches!(service.to_lowercase().as_str(), "imessage" | "sms" | "auto") {
+                    return Err(RpcError::params(service));
+                }
+            }
+        }
+        if self.linux {
+            return Err(RpcError::internal(
+                "Typing indicator failed: Typing indicators require Messages.app/IMCore and are only supported on macOS.",
+            ));
+        }
+        Ok(json!({"ok": true}))
+    }
+
+    pub fn read(&self, p: &Params) -> Res {
+        p.allow("read", &["to", "chat_id", "chat_guid", "chat_identifier"])
+            .map_err(perr)?;
+        self.target_checks(p, "to is required")?;
+        if self.linux {
+            return Err(RpcError::internal(
+                "Failed to launch Messages.app: Messages.app is only available on macOS.",
+            ));
+        }
+        Ok(json!({"ok": true}))
+    }
+
+    pub fn tapback(&mut self, p: &Params) -> Res {
+        p.allow(
+            "tapback",
+            &[
+                "chat_id",
+                "chat_guid",
+                "chat_identifier",
+                "message_id",
+                "messageId",
+                "message_guid",
+                "messageGuid",
+                "message",
+                "reaction",
+                "kind",
+                "emoji",
+                "remove",
+                "part_index",
+                "partIndex",
+            ],
+        )
+        .map_err(perr)?;
+        if !Self::has_selector(p) {
+            return Err(RpcError::params(
+                "chat_guid, chat_identifier, or chat_id is required",
+            ));
+        }
+        let chat = self.resolve_chat(p)?.expect("a selector was given");
+        let guid = [
+            "message_id",
+            "messageId",
+            "message_guid",
+            "messageGuid",
+            "message",
+        ]
+        .iter()
+        .find_map(|k| {
+            p.string(k)
+                .ok()
+                .flatten()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        });
+        let Some(guid) = guid else {
+            return Err(RpcError::params("message_id or message_guid is required"));
+        };
+        let raw = ["reaction", "kind", "emoji"]
+            .iter()
+            .find_map(|k| p.string(k).ok().flatten().filter(|s| !s.trim().is_empty()));
+        let Some(raw) = raw else {
+            return Err(RpcError::params("reaction, kind, or emoji is required"));
+        };
+        let mut value = raw.trim().to_lowercase();
+        let mut remove = p.bool("remove").map_err(perr)?.unwrap_or(false);
+        if let Some(rest) = value.strip_prefix("remove-") {
+            remove = true;
+            value = rest.to_string();
+        }
+        let kind = match value.as_str() {
+            "love" | "heart" | "\u{2764}\u{fe0f}" | "\u{2764}" => "love",
+            "like" | "thumbsup" | "thumbs-up" | "+1" | "\u{1f44d}" => "like",
+            "dislike" | "thumbsdown" | "thumbs-down" | "-1" | "\u{1f44e}" => "dislike",
+            "laugh" | "haha" | "lol" | "\u{1f602}" | "\u{1f923}" => "laugh",
+            "emphasize" | "emphasis" | "!!" | "\u{203c}" | "\u{203c}\u{fe0f}" => "emphasize",
+            "question" | "?" | "\u{2753}" => "question",
+            _ => {
+                return Err(RpcError::params(format!(
+                    "unsupported tapback reaction {raw}; use love, like, dislike, laugh, emphasize, or question"
+                )))
+            }
+        };
+        match &self.bridge {
+            Value::String(s) if s == "ready" => {
+                let Some(target) = self.db.row_by_guid(&guid).cloned() else {
+                    return Err(RpcError::internal(format!("Dylib error: Message not found: {guid}")));
+                };
+                let id = self.db.max_row_id() + 1;
+                let text = if remove {
+                    format!("Removed a {kind} from \u{201c}{}\u{201d}", target.text)
+                } else {
+                    format!("{} \u{201c}{}\u{201d}", db::reaction_verb(kind), target.text)
+                };
+                let row = Row {
+                    id,
+                    guid: db::guid_for(id),
+                    chat_id: Some(chat.id),
+                    handle: if chat.is_group() { String::new() } else { chat.participants.first().cloned().unwrap_or_default() },
+                    from_me: true,
+                    text,
+                    date_ms: self.clock.now_ms(),
+                    destination_caller_id: Some(self.db.self_handle.clone()),
+                    thread_originator_guid: None,
+                    reply_to_guid: None,
+                    reaction: Some(db::Reaction { kind: kind.into(), target_guid: guid, remove, emoji: None }),
+                    attachments: Vec::new(),
+                };
+                self.insert_row(row);
+                let reported = if remove { format!("remove-{kind}") } else { kind.to_string() };
+                Ok(json!({"ok": true, "reaction": reported}))
+            }
+            Value::String(s) if s == "timeout" => {
+                std::thread::sleep(Duration::from_millis(10_000));
+                Err(RpcError::internal("Timed out waiting for response to 'send-reaction'"))
+            }
+            Value::Object(o) if o.contains_key("error") => Err(RpcError::internal(format!(
+                "Dylib error: {}",
+                o["error"].as_str().unwrap_or("")
+            ))),
+            _ if self.strict => Err(RpcError::new(-32003, "Bridge unavailable", Some(json!({
+                "detail": "The bridge is not started. Run imsg launch explicitly before using bridge methods.",
+                "retryable": true})))),
+            _ => Err(RpcError::internal(
+                "System Integrity Protection (SIP) is enabled. Refusing to inject into Messages.app. Disable SIP in Recovery mode before using `imsg launch`.",
+            )),
+        }
+    }
+
+    pub fn snapshot(&self, p: &Params, method: &str) -> Res {
+        if method == "initialize" {
+            p.allow("initialize", &["protocol_version"]).map_err(perr)?;
+            if let Some(v) = p.int("protocol_version").map_err(perr)? {
+                if v != 1 {
+                    return Err(RpcError::params("protocol_version must be 1"));
+                }
+            }
+        } else {
+            p.allow("status", &[]).map_err(perr)?;
+        }
+        let supported = [
+            "initialize",
+            "status",
+            "chats.list",
+            "messages.history",
+            "messages.after",
+            "watch.subscribe",
+            "watch.unsubscribe",
+            "send",
+            "typing",
+            "read",
+            "tapback",
+        ];
+        let db_methods = [
+            "chats.list",
+            "messages.history",
+            "messages.after",
+            "watch.subscribe",
+            "send",
+        ];
+        let bridge_ready = self.bridge.as_str() == Some("ready");
+        let methods: Vec<&str> = supported
+            .iter()
+            .copied()
+            .filter(|m| self.db_available || !db_methods.contains(m))
+            .filter(|m| bridge_ready || *m != "tapback")
+            .collect();
+        let database = if self.db_available {
+            json!({"path": self.db_path, "ready": true, "features": {"reactions": true, "reply_context": true}})
+        } else {
+            json!({"path": self.db_path, "ready": false, "error": "Full Disk Access is required to read the Messages database."})
+        };
+        let bridge = if bridge_ready {
+            json!({"ready": true, "bridge_version": 2, "v2_ready": true})
+        } else {
+            json!({"ready": false, "error": "The bridge is not started. Run imsg launch explicitly before using bridge methods."})
+        };
+        let mut snap = json!({
+            "version": self.version_text,
+            "protocol_version": 1,
+            "database": database,
+            "bridge": bridge,
+            "contacts": {"available": !self.db.contacts.is_empty()},
+            "methods": methods,
+            "supported_methods": supported,
+        });
+        if self.at_least((0, 15, 0)) {
+            snap["capabilities"] = json!({"engine": {"version": self.version_text, "commit": "0000000",
+                "built_at": "2026-01-01T00:00:00Z"}, "features": {}});
+        }
+        Ok(snap)
+    }
+}
+
+pub fn mime_for(name: &str) -> &'static str {
+    let ext = name.rsplit('.').next().unwrap_or("").to_lowercase();
+    match ext.as_str() {
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "gif" => "image/gif",
+        "heic" => "image/heic",
+        "mp4" => "video/mp4",
+        "mov" => "video/quicktime",
+        "m4a" => "audio/mp4",
+        "pdf" => "application/pdf",
+        _ => "application/octet-stream",
+    }
+}

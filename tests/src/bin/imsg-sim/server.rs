@@ -1,0 +1,799 @@
+//! The running server: one writer for stdout (so lines never interleave) that applies the
+//! output faults, the request pipeline (§B3), the scheduling per profile (§B2), and the
+//! ticker that runs polls, inbox ops and timed events (§B5, §B8, §B9).
+
+use std::fs::File;
+use std::io::{BufRead, Read, Seek, SeekFrom, Write};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+
+use crate::params::Params;
+use crate::state::{overflow_line, RpcError, Sim};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Reply,
+    Notification,
+    Raw,
+}
+
+pub struct Out {
+    stdout: std::io::Stdout,
+    faults: Map<String, Value>,
+    replies: u64,
+    notifications: u64,
+    lines: u64,
+    hung: bool,
+}
+
+pub struct Shared {
+    pub state: Mutex<Sim>,
+    pub out: Mutex<Out>,
+    record: Option<Mutex<File>>,
+    start: Instant,
+    in_flight: AtomicUsize,
+    pub closing: AtomicBool,
+}
+
+fn fault_u64(faults: &Map<String, Value>, key: &str) -> Option<u64> {
+    faults.get(key).and_then(Value::as_u64)
+}
+
+impl Shared {
+    pub fn new(sim: Sim, record: Option<File>) -> Arc<Shared> {
+        let faults = sim.faults.clone();
+        Arc::new(Shared {
+            state: Mutex::new(sim),
+            out: Mutex::new(Out {
+                stdout: std::io::stdout(),
+                faults,
+                replies: 0,
+                notifications: 0,
+                lines: 0,
+                hung: false,
+            }),
+            record: record.map(Mutex::new),
+            start: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            closing: AtomicBool::new(false),
+        })
+    }
+
+    pub fn t_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    pub fn record(&self, entry: Value) {
+        if let Some(file) = &self.record {
+            if let Ok(mut f) = file.lock() {
+                let mut entry = entry;
+                entry["t_ms"] = json!(self.t_ms());
+                let _ = writeln!(f, "{entry}");
+                let _ = f.flush();
+            }
+        }
+    }
+
+    pub fn set_faults(&self, faults: Map<String, Value>) {
+        if let Ok(mut out) = self.out.lock() {
+            out.faults = faults;
+        }
+    }
+
+    pub fn replies_written(&self) -> u64 {
+        self.out.lock().map(|o| o.replies).unwrap_or(0)
+    }
+
+    fn raw_write(&self, out: &mut Out, line: &str) {
+        let split = out.faults.get("split_writes").cloned();
+        let bytes = format!("{line}\n").into_bytes();
+        match split {
+            Some(cfg) => {
+                let chunk = cfg
+                    .get("chunk_bytes")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(7)
+                    .max(1) as usize;
+                let pause = cfg.get("pause_ms").and_then(Value::as_u64).unwrap_or(5);
+                for piece in bytes.chunks(chunk) {
+                    let _ = out.stdout.write_all(piece);
+                    let _ = out.stdout.flush();
+                    std::thread::sleep(Duration::from_millis(pause));
+                }
+            }
+            None => {
+                let _ = out.stdout.write_all(&bytes);
+                let _ = out.stdout.flush();
+            }
+        }
+        self.record(json!({"dir": "out", "line": line}));
+    }
+
+    /// Writes one protocol line, applying the output faults.
+    pub fn write(&self, kind: Kind, value: &Value) {
+        let Ok(mut out) = self.out.lock() else { return };
+        if out.hung {
+            return;
+        }
+        let mut value = value.clone();
+        if kind == Kind::Reply {
+            out.replies += 1;
+            let n = out.replies;
+            let malformed: Vec<String> = out
+                .faults
+                .get("malformed")
+                .and_then(Value::as_array)
+                .map(|items| {
+                    items
+                        .iter()
+                        .filter(|m| m.get("before_reply").and_then(Value::as_u64) == Some(n))
+                        .filter_map(|m| m.get("line").and_then(Value::as_str).map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            for line in malformed {
+                self.raw_write(&mut out, &line);
+            }
+            let failed = out
+                .faults
+                .get("write_failed")
+                .and_then(Value::as_array)
+                .is_some_and(|l| l.iter().any(|x| x.as_u64() == Some(n)));
+            if failed {
+                value =
+                    json!({"jsonrpc": "2.0", "error": {"code": -32603, "message": "write failed"}});
+            }
+        } else if kind == Kind::Notification {
+            out.notifications += 1;
+        }
+        let mut line = match kind {
+            Kind::Raw => value.as_str().unwrap_or_default().to_string(),
+            _ => serde_json::to_string(&value).unwrap_or_default(),
+        };
+        let escape = out
+            .faults
+            .get("escape_slashes")
+            .and_then(Value::as_bool)
+            .unwrap_or(true);
+        if escape && kind != Kind::Raw {
+            // '/' can only occur inside JSON strings, so this is exactly `\/` escaping.
+            line = line.replace('/', "\\/");
+        }
+        self.raw_write(&mut out, &line);
+        out.lines += 1;
+        let lines = out.lines;
+        if let Some(noise) = out.faults.get("stdout_noise").cloned() {
+            if let Some(every) = noise
+                .get("every")
+                .and_then(Value::as_u64)
+                .filter(|n| *n > 0)
+            {
+                if lines % every == 0 {
+                    let text = noise
+                        .get("line")
+                        .and_then(Value::as_str)
+                        .unwrap_or("imsg-sim: noise")
+                        .to_string();
+                    self.raw_write(&mut out, &text);
+                }
+            }
+        }
+        if let Some(every) = fault_u64(&out.faults, "unknown_notifications").filter(|n| *n > 0) {
+            if lines % every == 0 {
+                let event =
+                    r#"{"jsonrpc":"2.0","method":"bridge.event","params":{"event":"heartbeat"}}"#;
+                self.raw_write(&mut out, event);
+            }
+        }
+        if let Some(exit) = out.faults.get("exit_after").cloned() {
+            let count = match kind {
+                Kind::Reply => exit
+                    .get("replies")
+                    .and_then(Value::as_u64)
+                    .map(|n| (n, out.replies)),
+                Kind::Notification => exit
+                    .get("notifications")
+                    .and_then(Value::as_u64)
+                    .map(|n| (n, out.notifications)),
+                Kind::Raw => None,
+            }
+            .or_else(|| {
+                exit.get("lines")
+                    .and_then(Value::as_u64)
+                    .map(|n| (n, lines))
+            });
+            if let Some((limit, seen)) = count {
+                if seen >= limit {
+                    let _ = out.stdout.flush();
+                    if exit.get("signal").and_then(Value::as_str) == Some("KILL") {
+                        // SAFETY: sending a signal to our own pid.
+                        unsafe {
+                            libc::kill(libc::getpid(), libc::SIGKILL);
+                        }
+                    }
+                    std::process::exit(exit.get("code").and_then(Value::as_i64).unwrap_or(1) as i32);
+                }
+            }
+        }
+        if kind == Kind::Reply {
+            if let Some(n) = fault_u64(&out.faults, "hang_after_requests") {
+                if out.replies >= n {
+                    out.hung = true;
+                }
+            }
+        }
+    }
+
+    fn reply(&self, id: &Value, result: Result<Value, RpcError>) {
+        let line = match result {
+            Ok(r) => json!({"jsonrpc": "2.0", "id": id, "result": r}),
+            Err(e) => json!({"jsonrpc": "2.0", "id": id, "error": e.to_json()}),
+        };
+        self.write(Kind::Reply, &line);
+    }
+
+    fn notify_all(&self, lines: Vec<Value>) {
+        for line in lines {
+            self.write(Kind::Notification, &line);
+        }
+    }
+}
+
+/// A request that passed the framing and profile checks.
+struct Request {
+    /// `None`: the request had no `id` key (a notification).
+    id: Option<Value>,
+    method: String,
+    params: Map<String, Value>,
+}
+
+const READS: &[&str] = &["chats.list", "messages.history", "messages.after"];
+const MUTATIONS: &[&str] = &["send", "typing", "read", "tapback"];
+const DB_METHODS: &[&str] = &[
+    "chats.list",
+    "messages.history",
+    "messages.after",
+    "watch.subscribe",
+    "send",
+];
+
+pub struct Server {
+    shared: Arc<Shared>,
+    mutations: mpsc::Sender<Request>,
+}
+
+impl Server {
+    pub fn new(shared: Arc<Shared>) -> Server {
+        let (tx, rx) = mpsc::channel::<Request>();
+        let worker = shared.clone();
+        std::thread::spawn(move || {
+            for request in rx {
+                execute(&worker, request);
+                worker.in_flight.fetch_sub(1, Ordering::SeqCst);
+            }
+        });
+        Server {
+            shared,
+            mutations: tx,
+        }
+    }
+
+    /// Reads stdin until EOF; returns the exit status.
+    pub fn run(&self) -> i32 {
+        let (strict, style, prompt) = {
+            let sim = self.shared.state.lock().expect("state");
+            (
+                sim.strict,
+                sim.fda_style(),
+                sim.faults.get("contacts_prompt_ms").cloned(),
+            )
+        };
+        if let (false, Some(wait)) = (strict, prompt) {
+            match wait.as_u64() {
+                Some(ms) => std::thread::sleep(Duration::from_millis(ms)),
+                None => loop {
+                    std::thread::sleep(Duration::from_secs(3600));
+                },
+            }
+        }
+        let stdin = std::io::stdin();
+        let mut reader = stdin.lock();
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let line = String::from_utf8_lossy(&buf).to_string();
+            let line = line.trim_end_matches('\n').to_string();
+            self.shared.record(json!({"dir": "in", "line": line}));
+            let trimmed = line.trim();
+            if trimmed.is_empty() {
+                continue;
+            }
+            if style.as_deref() == Some("internal_error") {
+                self.startup_error_reply(trimmed);
+                continue;
+            }
+            self.handle_line(trimmed, strict);
+        }
+        self.shared.closing.store(true, Ordering::SeqCst);
+        // A hung server ignores EOF: the client has to kill it.
+        if self.shared.out.lock().map(|o| o.hung).unwrap_or(false) {
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.shared.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if style.as_deref() == Some("internal_error") {
+            1
+        } else {
+            0
+        }
+    }
+
+    fn startup_error_reply(&self, line: &str) {
+        let text = self.shared.state.lock().expect("state").permission_text();
+        match serde_json::from_str::<Value>(line) {
+            Err(_) => self.shared.reply(&Value::Null, Err(parse_error())),
+            Ok(Value::Object(obj)) => {
+                let id = obj.get("id").cloned().unwrap_or(Value::Null);
+                self.shared.reply(&id, Err(RpcError::internal(text)));
+            }
+            Ok(_) => self
+                .shared
+                .reply(&Value::Null, Err(invalid("request must be an object"))),
+        }
+    }
+
+    fn handle_line(&self, line: &str, strict: bool) {
+        let value: Value = match serde_json::from_str(line) {
+            Ok(v) => v,
+            Err(_) => return self.shared.reply(&Value::Null, Err(parse_error())),
+        };
+        let Value::Object(obj) = value else {
+            return self
+                .shared
+                .reply(&Value::Null, Err(invalid("request must be an object")));
+        };
+        let id = obj.get("id").cloned();
+        let echo = id.clone().unwrap_or(Value::Null);
+        // Strict answers nothing to a request without id; lenient answers errors with id null.
+        let has_id = id.is_some();
+        let fail = |e: RpcError, reply_id: &Value| {
+            if has_id || !strict {
+                self.shared.reply(reply_id, Err(e));
+            }
+        };
+        if strict {
+            if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+                return fail(invalid("jsonrpc must be exactly 2.0"), &echo);
+            }
+            if matches!(
+                id,
+                Some(Value::Bool(_)) | Some(Value::Object(_)) | Some(Value::Array(_))
+            ) {
+                return fail(
+                    invalid("id must be a string, number, or null"),
+                    &Value::Null,
+                );
+            }
+        } else if let Some(Value::String(v)) = obj.get("jsonrpc") {
+            if v != "2.0" {
+                return fail(invalid("jsonrpc must be 2.0"), &echo);
+            }
+        }
+        let params = match obj.get("params") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(p)) => p.clone(),
+            Some(_) if strict => {
+                return fail(
+                    RpcError::params("params must be an object when present"),
+                    &echo,
+                )
+            }
+            Some(_) => Map::new(),
+        };
+        let method = obj
+            .get("method")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        if method.is_empty() {
+            return fail(invalid("method is required"), &echo);
+        }
+        let has = self.shared.state.lock().expect("state").has_method(&method);
+        if !has {
+            return fail(
+                RpcError::new(-32601, "Method not found", Some(Value::String(method))),
+                &echo,
+            );
+        }
+        let request = Request { id, method, params };
+        let lenient_delay = delay_for(&self.shared, &request.method);
+        if !strict {
+            std::thread::sleep(lenient_delay);
+            return execute(&self.shared, request);
+        }
+        let outstanding = self.shared.in_flight.load(Ordering::SeqCst);
+        if outstanding >= 128 {
+            return fail(
+                RpcError::new(
+                    -32000,
+                    "Server busy",
+                    Some(json!("too many outstanding requests")),
+                ),
+                &echo,
+            );
+        }
+        if READS.contains(&request.method.as_str()) {
+            self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
+            let shared = self.shared.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(delay_for(&shared, &request.method));
+                execute(&shared, request);
+                shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+            });
+        } else if MUTATIONS.contains(&request.method.as_str()) {
+            self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
+            let _ = self.mutations.send(request);
+        } else {
+            execute(&self.shared, request);
+        }
+    }
+}
+
+fn delay_for(shared: &Shared, method: &str) -> Duration {
+    let sim = shared.state.lock().expect("state");
+    let delays = sim.faults.get("delay_ms");
+    let ms = delays
+        .and_then(|d| d.get(method).or_else(|| d.get("*")))
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    Duration::from_millis(ms)
+}
+
+fn parse_error() -> RpcError {
+    RpcError::new(
+        -32700,
+        "Parse error",
+        Some(json!(
+            "The data couldn\u{2019}t be read because it isn\u{2019}t in the correct format."
+        )),
+    )
+}
+
+fn invalid(text: &str) -> RpcError {
+    RpcError::new(-32600, "Invalid Request", Some(json!(text)))
+}
+
+/// Runs one request and writes what it produces.
+fn execute(shared: &Arc<Shared>, request: Request) {
+    let Request { id, method, params } = request;
+    let mut sim = shared.state.lock().expect("state");
+    let strict = sim.strict;
+    let p = Params::new(&params, strict);
+    let reply_id = id.clone().unwrap_or(Value::Null);
+    let answer = |shared: &Shared, result: Result<Value, RpcError>| {
+        let silent = id.is_none() && (strict || result.is_ok());
+        if !silent {
+            shared.reply(&reply_id, result);
+        }
+    };
+    if DB_METHODS.contains(&method.as_str()) {
+        if let Err(e) = sim.db_guard() {
+            drop(sim);
+            return answer(shared, Err(e));
+        }
+    }
+    match method.as_str() {
+        "chats.list" => {
+            let r = sim.chats_list(&p);
+            drop(sim);
+            answer(shared, r)
+        }
+        "messages.history" => {
+            let r = sim.messages_history(&p);
+            drop(sim);
+            answer(shared, r)
+        }
+        "messages.after" => {
+            let r = sim.messages_after(&p);
+            drop(sim);
+            answer(shared, r)
+        }
+        "initialize" | "status" => {
+            let r = sim.snapshot(&p, &method);
+            drop(sim);
+            answer(shared, r)
+        }
+        "watch.unsubscribe" => {
+            let r = sim.watch_unsubscribe(&p);
+            drop(sim);
+            answer(shared, r)
+        }
+        "watch.subscribe" => match sim.watch_subscribe(&p) {
+            Err(e) => {
+                drop(sim);
+                answer(shared, Err(e))
+            }
+            Ok((result, sub)) => {
+                let (lines, _) = sim.poll(sub);
+                let replay_first = !strict
+                    && sim
+                        .faults
+                        .get("replay_before_result")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(true);
+                // Keep the state lock while writing, so no ticker poll slips in between.
+                let mut out_lines = lines;
+                if replay_first {
+                    shared.notify_all(std::mem::take(&mut out_lines));
+                    answer(shared, Ok(result));
+                } else {
+                    answer(shared, Ok(result));
+                    shared.notify_all(out_lines);
+                }
+                drop(sim);
+            }
+        },
+        "send" => {
+            let latency = sim
+                .send_cfg
+                .get("latency_ms")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            let outcome = sim.send(&p);
+            drop(sim);
+            let rows = match &outcome {
+                Ok((_, rows)) | Err((_, rows)) => rows.clone(),
+            };
+            shared.record(
+                json!({"effect": "send", "params": Value::Object(params.clone()), "rows": rows}),
+            );
+            std::thread::sleep(Duration::from_millis(latency));
+            answer(shared, outcome.map(|(v, _)| v).map_err(|(e, _)| e))
+        }
+        "typing" | "read" => {
+            let r = if method == "typing" {
+                sim.typing(&p)
+            } else {
+                sim.read(&p)
+            };
+            drop(sim);
+            shared.record(
+                json!({"effect": method, "params": Value::Object(params.clone()), "rows": []}),
+            );
+            answer(shared, r)
+        }
+        "tapback" => {
+            let r = sim.tapback(&p);
+            drop(sim);
+            shared.record(
+                json!({"effect": "tapback", "params": Value::Object(params.clone()), "rows": []}),
+            );
+            answer(shared, r)
+        }
+        other => {
+            drop(sim);
+            answer(
+                shared,
+                Err(RpcError::new(
+                    -32601,
+                    "Method not found",
+                    Some(json!(other)),
+                )),
+            )
+        }
+    }
+}
+
+/// Applies one control op (§B9).
+pub fn apply_op(shared: &Arc<Shared>, op: &Value) {
+    let name = op.get("op").and_then(Value::as_str).unwrap_or("");
+    let mut sim = shared.state.lock().expect("state");
+    match name {
+        "insert" => {
+            if let Some(row) = op.get("row") {
+                let row = sim.db.row_from_json(row, sim.clock.now_ms());
+                sim.insert_row(row);
+            }
+        }
+        "insert_many" => {
+            for row in op
+                .get("rows")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let row = sim.db.row_from_json(row, sim.clock.now_ms());
+                sim.insert_row(row);
+            }
+        }
+        "join" => {
+            let id = op.get("message_id").and_then(Value::as_i64).unwrap_or(0);
+            let chat = op.get("chat_id").and_then(Value::as_i64);
+            if let Some(row) = sim.db.rows.get_mut(&id) {
+                row.chat_id = chat;
+            }
+        }
+        "db_error" => {
+            let message = op
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("database error")
+                .to_string();
+            let ids: Vec<i64> = sim
+                .subs
+                .values()
+                .filter(|s| !s.dead)
+                .map(|s| s.id)
+                .collect();
+            for id in &ids {
+                if let Some(s) = sim.subs.get_mut(id) {
+                    s.dead = true;
+                }
+            }
+            for id in ids {
+                shared.write(
+                    Kind::Notification,
+                    &json!({"jsonrpc": "2.0", "method": "error",
+                        "params": {"subscription": id, "error": {"message": message}}}),
+                );
+            }
+        }
+        "overflow" => {
+            let id = op.get("subscription").and_then(Value::as_i64).unwrap_or(0);
+            match op.get("deliver").and_then(Value::as_u64) {
+                Some(k) => {
+                    if let Some(s) = sim.subs.get_mut(&id) {
+                        s.overflow_after = Some(k as usize);
+                    }
+                }
+                None => {
+                    if let Some(s) = sim.subs.remove(&id) {
+                        shared.write(
+                            Kind::Notification,
+                            &overflow_line(id, s.cursor.unwrap_or(0)),
+                        );
+                    }
+                }
+            }
+        }
+        "set" => {
+            let mut changes = op.clone();
+            if let Some(o) = changes.as_object_mut() {
+                o.remove("op");
+            }
+            apply_set(&mut sim, &changes);
+            shared.set_faults(sim.faults.clone());
+        }
+        "stdout" => {
+            let line = op
+                .get("line")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            drop(sim);
+            shared.write(Kind::Raw, &Value::String(line));
+        }
+        "exit" => {
+            let code = op.get("code").and_then(Value::as_i64).unwrap_or(0);
+            let _ = std::io::stdout().flush();
+            std::process::exit(code as i32);
+        }
+        _ => {}
+    }
+}
+
+fn apply_set(sim: &mut Sim, changes: &Value) {
+    let Some(map) = changes.as_object() else {
+        return;
+    };
+    for (key, value) in map {
+        match key.as_str() {
+            "db" => sim.db_available = value.as_str() == Some("available"),
+            "faults" => {
+                if let Some(f) = value.as_object() {
+                    for (k, v) in f {
+                        sim.faults.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            "send" => sim.send_cfg = value.clone(),
+            "bridge" => sim.bridge = value.clone(),
+            "platform" => sim.linux = value.as_str() == Some("linux"),
+            "methods" => {
+                sim.methods = value.as_array().map(|m| {
+                    m.iter()
+                        .filter_map(|x| x.as_str().map(str::to_string))
+                        .collect()
+                })
+            }
+            "files" => {
+                sim.files = value
+                    .as_array()
+                    .map(|f| {
+                        f.iter()
+                            .filter_map(|x| x.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Runs polls, timed events and the inbox, every 10 ms, until the process ends.
+pub fn spawn_ticker(shared: Arc<Shared>, events: Vec<Value>, inbox: Option<String>) {
+    std::thread::spawn(move || {
+        let mut pending: Vec<Value> = events;
+        let mut inbox_offset = 0u64;
+        let mut inbox_line = 0u64;
+        let mut partial = String::new();
+        loop {
+            std::thread::sleep(Duration::from_millis(10));
+            // Timed events.
+            let elapsed = shared.t_ms();
+            let replies = shared.replies_written();
+            let (due, rest): (Vec<Value>, Vec<Value>) = pending.into_iter().partition(|e| {
+                e.get("at_ms")
+                    .and_then(Value::as_u64)
+                    .is_some_and(|t| t <= elapsed)
+                    || e.get("after_replies")
+                        .and_then(Value::as_u64)
+                        .is_some_and(|n| n <= replies)
+            });
+            pending = rest;
+            for e in due {
+                apply_op(&shared, &e);
+            }
+            // Inbox: one op per complete line; acknowledged in the record file.
+            if let Some(path) = &inbox {
+                if let Ok(mut f) = File::open(path) {
+                    if f.seek(SeekFrom::Start(inbox_offset)).is_ok() {
+                        let mut text = String::new();
+                        if let Ok(n) = f.read_to_string(&mut text) {
+                            inbox_offset += n as u64;
+                            partial.push_str(&text);
+                            while let Some(pos) = partial.find('\n') {
+                                let line: String = partial.drain(..=pos).collect();
+                                inbox_line += 1;
+                                if let Ok(op) = serde_json::from_str::<Value>(line.trim()) {
+                                    apply_op(&shared, &op);
+                                }
+                                shared.record(json!({"ack": inbox_line}));
+                            }
+                        }
+                    }
+                }
+            }
+            // Polls: debounced after inserts, and the fallback poll.
+            let mut sim = shared.state.lock().expect("state");
+            let now = Instant::now();
+            let fallback = sim.fallback_poll;
+            let due: Vec<i64> = sim
+                .subs
+                .values()
+                .filter(|s| !s.dead)
+                .filter(|s| s.next_poll.is_some_and(|t| t <= now) || s.last_poll + fallback <= now)
+                .map(|s| s.id)
+                .collect();
+            for id in due {
+                let (lines, _) = sim.poll(id);
+                // Written under the state lock, so subscribe replies and polls stay ordered.
+                shared.notify_all(lines);
+            }
+            drop(sim);
+        }
+    });
+}
