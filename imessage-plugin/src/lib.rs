@@ -13,3 +13,4 @@ mod ffi;
 pub mod handle;
 pub mod logging;
 pub mod plugin;
+pub mod rpc;

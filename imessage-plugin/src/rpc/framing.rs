@@ -1,0 +1,142 @@
+//! Splitting imsg's stdout into lines (imsg-protocol.md §A2 R1–R4).
+//!
+//! Bytes are buffered and split on `0x0A` only, then each complete line is decoded, so a
+//! character split across two reads is reassembled (a `0x0A` byte never occurs inside a
+//! multi-byte UTF-8 sequence). U+2028/U+2029 and a lone `\r` are text. A line longer than the
+//! cap is discarded up to its newline without buffering it whole.
+
+/// What the splitter yields.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame {
+    Line(String),
+    /// A line exceeded the cap and was discarded.
+    Oversized,
+}
+
+pub const DEFAULT_MAX_LINE_BYTES: usize = 32 * 1024 * 1024;
+
+pub struct LineSplitter {
+    buf: Vec<u8>,
+    max: usize,
+    discarding: bool,
+}
+
+impl LineSplitter {
+    pub fn new(max_line_bytes: usize) -> Self {
+        LineSplitter {
+            buf: Vec::with_capacity(8192),
+            max: max_line_bytes.max(1),
+            discarding: false,
+        }
+    }
+
+    /// Feeds bytes; complete lines are appended to `out`.
+    pub fn push(&mut self, mut data: &[u8], out: &mut Vec<Frame>) {
+        while !data.is_empty() {
+            let newline = data.iter().position(|b| *b == b'\n');
+            let (segment, rest) = match newline {
+                Some(i) => (&data[..i], Some(&data[i + 1..])),
+                None => (data, None),
+            };
+            if !self.discarding {
+                self.buf.extend_from_slice(segment);
+                if self.buf.len() > self.max {
+                    self.buf.clear();
+                    self.discarding = true;
+                    out.push(Frame::Oversized);
+                }
+            }
+            match rest {
+                Some(rest) => {
+                    if self.discarding {
+                        self.discarding = false;
+                    } else {
+                        self.emit(out);
+                    }
+                    data = rest;
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// End of stream: a last line without `\n` still counts.
+    pub fn finish(&mut self, out: &mut Vec<Frame>) {
+        if !self.discarding {
+            self.emit(out);
+        }
+        self.discarding = false;
+        self.buf.clear();
+    }
+
+    fn emit(&mut self, out: &mut Vec<Frame>) {
+        let mut line: &[u8] = &self.buf;
+        if let Some(stripped) = line.strip_suffix(b"\r") {
+            line = stripped;
+        }
+        if !line.iter().all(u8::is_ascii_whitespace) {
+            out.push(Frame::Line(String::from_utf8_lossy(line).into_owned()));
+        }
+        self.buf.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(chunks: &[&[u8]], max: usize) -> Vec<Frame> {
+        let mut s = LineSplitter::new(max);
+        let mut out = Vec::new();
+        for c in chunks {
+            s.push(c, &mut out);
+        }
+        s.finish(&mut out);
+        out
+    }
+
+    fn line(s: &str) -> Frame {
+        Frame::Line(s.to_string())
+    }
+
+    #[test]
+    fn splits_on_newline_only() {
+        let text = "a\u{2028}b\u{2029}c\r d\n";
+        assert_eq!(
+            split(&[text.as_bytes()], 1024),
+            vec![line("a\u{2028}b\u{2029}c\r d")]
+        );
+    }
+
+    #[test]
+    fn reassembles_characters_split_across_reads() {
+        let bytes = "h\u{e9}llo \u{1f44d}\n".as_bytes();
+        for cut in 1..bytes.len() {
+            assert_eq!(
+                split(&[&bytes[..cut], &bytes[cut..]], 1024),
+                vec![line("h\u{e9}llo \u{1f44d}")],
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn crlf_blank_lines_and_last_line_without_newline() {
+        assert_eq!(
+            split(&[b"x\r\n\n   \n\r\ny"], 1024),
+            vec![line("x"), line("y")]
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_becomes_replacement_characters() {
+        assert_eq!(split(&[b"a\xffb\n"], 1024), vec![line("a\u{fffd}b")]);
+    }
+
+    #[test]
+    fn oversized_lines_are_discarded_and_reading_goes_on() {
+        let big = vec![b'x'; 100];
+        let out = split(&[b"ok1\n", &big[..60], &big[60..], b"\nok2\n"], 50);
+        assert_eq!(out, vec![line("ok1"), Frame::Oversized, line("ok2")]);
+    }
+}
