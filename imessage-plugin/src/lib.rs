@@ -9,8 +9,13 @@
 //! without processes, and `ffi` is the only module that touches abi_stable.
 
 pub mod config;
+pub mod cursor;
+pub mod echo;
 mod ffi;
 pub mod handle;
 pub mod logging;
+pub mod message;
 pub mod plugin;
 pub mod rpc;
+pub mod store;
+pub mod timeutil;

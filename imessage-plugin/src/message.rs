@@ -1,0 +1,140 @@
+//! The inbound message as imsg sends it in a `message` notification (imsg-protocol.md §A13),
+//! parsed with the type rules of channel-behaviour.md §2 step 1: every field may be absent or
+//! `null`; a present field of the wrong type rejects the whole message; unknown fields are
+//! ignored.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ImsgMessage {
+    pub id: Option<i64>,
+    pub guid: Option<String>,
+    pub chat_id: Option<i64>,
+    pub chat_guid: Option<String>,
+    pub chat_identifier: Option<String>,
+    pub chat_name: Option<String>,
+    pub sender: Option<String>,
+    pub text: Option<String>,
+    pub created_at: Option<String>,
+    pub destination_caller_id: Option<String>,
+    pub reply_to_guid: Option<String>,
+    pub reply_to_text: Option<String>,
+    pub reply_to_sender: Option<String>,
+    pub is_from_me: Option<bool>,
+    pub is_group: Option<bool>,
+    pub is_reaction: Option<bool>,
+    pub attachments: Option<Vec<Map<String, Value>>>,
+    /// Strict servers: the cursor to persist instead of `id`.
+    pub cursor: Option<i64>,
+}
+
+impl ImsgMessage {
+    pub fn rowid(&self) -> i64 {
+        self.id.unwrap_or(0)
+    }
+
+    /// The dedupe key: the GUID, or `rowid:<id>` when it is empty.
+    pub fn dedupe_key(&self) -> String {
+        match self.guid.as_deref().map(str::trim) {
+            Some(g) if !g.is_empty() => g.to_string(),
+            _ => format!("rowid:{}", self.rowid()),
+        }
+    }
+
+    /// The row id to persist as the cursor (strict `cursor` wins over `id`).
+    pub fn cursor_id(&self) -> i64 {
+        self.cursor.unwrap_or(self.rowid())
+    }
+}
+
+#[derive(Deserialize)]
+struct MessageParams<'a> {
+    #[serde(default)]
+    subscription: Option<i64>,
+    #[serde(default, borrow)]
+    message: Option<&'a RawValue>,
+}
+
+/// A `message` notification that could not be used, with the sorted top-level keys for the
+/// log line (never values).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Malformed {
+    pub keys: Vec<String>,
+    pub subscription: Option<i64>,
+}
+
+/// Parses a `message` notification's params.
+pub fn parse_notification(
+    params: Option<&RawValue>,
+) -> Result<(Option<i64>, ImsgMessage), Malformed> {
+    let no_keys = || Malformed {
+        keys: Vec::new(),
+        subscription: None,
+    };
+    let params = params.ok_or_else(no_keys)?;
+    let parsed: MessageParams<'_> =
+        serde_json::from_str(params.get()).map_err(|_| keys_of(params.get(), None))?;
+    let raw = parsed
+        .message
+        .filter(|m| m.get().trim_start().starts_with('{'))
+        .ok_or_else(|| keys_of(params.get(), parsed.subscription))?;
+    let message: ImsgMessage =
+        serde_json::from_str(raw.get()).map_err(|_| keys_of(raw.get(), parsed.subscription))?;
+    Ok((parsed.subscription, message))
+}
+
+fn keys_of(json: &str, subscription: Option<i64>) -> Malformed {
+    let mut keys: Vec<String> = serde_json::from_str::<Map<String, Value>>(json)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    keys.sort();
+    Malformed { keys, subscription }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(s: &str) -> Box<RawValue> {
+        RawValue::from_string(s.to_string()).unwrap()
+    }
+
+    #[test]
+    fn parses_a_message_and_ignores_unknown_fields() {
+        let p = raw(
+            r#"{"subscription":1,"message":{"id":500,"guid":"D0","chat_id":7,"sender":"+15550001111","is_from_me":false,"text":"hello","x_sim":1,"reply_to_text":null,"attachments":[]}}"#,
+        );
+        let (sub, m) = parse_notification(Some(&p)).unwrap();
+        assert_eq!(sub, Some(1));
+        assert_eq!(m.rowid(), 500);
+        assert_eq!(m.dedupe_key(), "D0");
+        assert_eq!(m.reply_to_text, None, "null is absent");
+    }
+
+    #[test]
+    fn wrong_types_reject_the_whole_message_and_report_keys_only() {
+        let p = raw(r#"{"subscription":1,"message":{"id":1,"sender":{"x":1},"text":"secret"}}"#);
+        let err = parse_notification(Some(&p)).unwrap_err();
+        assert_eq!(err.keys, vec!["id", "sender", "text"]);
+        let p = raw(r#"{"subscription":1,"other":2}"#);
+        assert_eq!(
+            parse_notification(Some(&p)).unwrap_err().keys,
+            vec!["other", "subscription"]
+        );
+        let p = raw(r#"{"subscription":1,"message":"nope"}"#);
+        assert!(parse_notification(Some(&p)).is_err());
+        assert!(parse_notification(None).is_err());
+    }
+
+    #[test]
+    fn empty_guid_falls_back_to_rowid() {
+        let m = ImsgMessage {
+            id: Some(42),
+            guid: Some(String::new()),
+            ..Default::default()
+        };
+        assert_eq!(m.dedupe_key(), "rowid:42");
+    }
+}

@@ -1,0 +1,200 @@
+//! Durable state files: private directories, atomic replacement, advisory locks, and setting
+//! corrupt files aside (channel-behaviour.md §3 "Storage").
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// Creates `dir` (and parents) with mode 0700.
+pub fn ensure_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Replaces `path` atomically: a new file (exclusive, 0600) in the same directory, fsynced,
+/// renamed over the target, then the directory fsynced.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    ensure_dir(dir)?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
+    let mut tmp;
+    let mut attempt = 0u32;
+    let mut file = loop {
+        tmp = dir.join(format!(".{name}.{}.{attempt}.tmp", std::process::id()));
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+        {
+            Ok(f) => break f,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => {
+                // A crashed writer left it behind.
+                let _ = std::fs::remove_file(&tmp);
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let written = file.write_all(bytes).and_then(|_| file.sync_all());
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    drop(file);
+    std::fs::rename(&tmp, path)?;
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// An exclusive advisory lock on `<path>.lock`, held until dropped.
+pub struct FileLock {
+    _file: File,
+}
+
+fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".lock");
+    path.with_file_name(name)
+}
+
+/// Blocks until the lock on `<path>.lock` is ours.
+pub fn lock(path: &Path) -> std::io::Result<FileLock> {
+    lock_file(&lock_path(path), true).map(|f| f.expect("blocking lock"))
+}
+
+/// Takes an exclusive lock on `path` itself; `Ok(None)` when another process holds it and
+/// `wait` is false.
+pub fn lock_file(path: &Path, wait: bool) -> std::io::Result<Option<FileLock>> {
+    if let Some(dir) = path.parent() {
+        ensure_dir(dir)?;
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    let flags = if wait {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_EX | libc::LOCK_NB
+    };
+    // SAFETY: flock on a descriptor we own for the lifetime of the returned guard.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), flags) };
+    if rc == 0 {
+        return Ok(Some(FileLock { _file: file }));
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(None)
+    } else {
+        Err(err)
+    }
+}
+
+/// What reading a JSON state file found.
+pub enum Read<T> {
+    Missing,
+    Ok(T),
+    /// Unparseable: it was renamed to `<file>.corrupt-<unix-ms>`; the caller logs and starts
+    /// empty.
+    SetAside(PathBuf, String),
+}
+
+/// Reads and parses `path`; a file that fails to parse is set aside, never fatal.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> std::io::Result<Read<T>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Read::Missing),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => String::from("\u{fffd}"),
+        Err(e) => return Err(e),
+    };
+    match serde_json::from_str(&text) {
+        Ok(v) => Ok(Read::Ok(v)),
+        Err(e) => {
+            let ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or(0);
+            let mut name = path
+                .file_name()
+                .map(|n| n.to_os_string())
+                .unwrap_or_default();
+            name.push(format!(".corrupt-{ms}"));
+            let aside = path.with_file_name(name);
+            std::fs::rename(path, &aside)?;
+            Ok(Read::SetAside(aside, e.to_string()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn atomic_writes_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/state.json");
+        write_atomic(&path, b"{\"version\":1}").unwrap();
+        write_atomic(&path, b"{\"version\":2}").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"version\":2}");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let dmode = std::fs::metadata(path.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(dmode, 0o700);
+        let leftovers: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn corrupt_files_are_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cursor.json");
+        std::fs::write(&path, "{not json").unwrap();
+        match read_json::<serde_json::Value>(&path).unwrap() {
+            Read::SetAside(aside, _) => {
+                assert!(aside.to_string_lossy().contains("cursor.json.corrupt-"));
+                assert!(aside.exists());
+                assert!(!path.exists());
+            }
+            _ => panic!("expected set aside"),
+        }
+        assert!(matches!(
+            read_json::<serde_json::Value>(&path).unwrap(),
+            Read::Missing
+        ));
+    }
+
+    #[test]
+    fn non_blocking_lock_sees_another_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.lock");
+        let held = lock_file(&path, false).unwrap();
+        assert!(held.is_some());
+        // flock locks belong to the open file description, so a second open conflicts.
+        assert!(lock_file(&path, false).unwrap().is_none());
+        drop(held);
+        assert!(lock_file(&path, false).unwrap().is_some());
+    }
+}
