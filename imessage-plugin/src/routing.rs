@@ -1,0 +1,121 @@
+//! Routing (channel-behaviour.md §4): which agent, which session, where replies go. Pure.
+
+use crate::config::{Globals, Peer};
+
+/// §4.1: the first binding of the first tier with a match, else the default agent.
+pub fn select_agent(globals: &Globals, account_id: &str, peer: &Peer) -> String {
+    let tiers: [&dyn Fn(&crate::config::Binding) -> bool; 4] = [
+        &|b| b.peer.as_ref() == Some(peer) && b.account_id.as_deref() == Some(account_id),
+        &|b| b.peer.as_ref() == Some(peer) && b.account_id.is_none(),
+        &|b| b.peer.is_none() && b.account_id.as_deref() == Some(account_id),
+        &|b| b.peer.is_none() && b.account_id.is_none(),
+    ];
+    for tier in tiers {
+        if let Some(b) = globals.bindings.iter().find(|b| tier(b)) {
+            return b.agent_id.clone();
+        }
+    }
+    globals.default_agent.clone()
+}
+
+/// §4.2, lower-cased in full.
+pub fn session_key(dm_scope: &str, agent_id: &str, account_id: &str, peer: &Peer) -> String {
+    let key = match peer {
+        Peer::Group(chat_id) => format!("agent:{agent_id}:imessage:group:{chat_id}"),
+        Peer::Direct(sender) => match dm_scope {
+            "per-peer" => format!("agent:{agent_id}:direct:{sender}"),
+            "per-channel-peer" => format!("agent:{agent_id}:imessage:direct:{sender}"),
+            "per-account-channel-peer" => {
+                format!("agent:{agent_id}:imessage:{account_id}:direct:{sender}")
+            }
+            _ => format!("agent:{agent_id}:main"),
+        },
+    };
+    key.to_lowercase()
+}
+
+/// §4.3.
+pub fn reply_target(peer: &Peer, chat_guid: Option<&str>) -> String {
+    match peer {
+        Peer::Group(chat_id) => format!("chat_id:{chat_id}"),
+        Peer::Direct(sender) if chat_guid.is_some_and(|g| g.starts_with("SMS;")) => {
+            format!("sms:{sender}")
+        }
+        Peer::Direct(sender) => format!("imessage:{sender}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn globals(v: serde_json::Value) -> std::sync::Arc<Globals> {
+        crate::config::parse(&v).unwrap().globals
+    }
+
+    #[test]
+    fn session_keys() {
+        let dm = Peer::Direct("+15550001111".into());
+        assert_eq!(
+            session_key("main", "main", "default", &dm),
+            "agent:main:main"
+        );
+        assert_eq!(
+            session_key("per-peer", "main", "default", &dm),
+            "agent:main:direct:+15550001111"
+        );
+        assert_eq!(
+            session_key("per-channel-peer", "main", "default", &dm),
+            "agent:main:imessage:direct:+15550001111"
+        );
+        assert_eq!(
+            session_key("per-account-channel-peer", "main", "work", &dm),
+            "agent:main:imessage:work:direct:+15550001111"
+        );
+        assert_eq!(
+            session_key("main", "family", "x", &Peer::Group(42)),
+            "agent:family:imessage:group:42"
+        );
+    }
+
+    #[test]
+    fn targets() {
+        let dm = Peer::Direct("+15550001111".into());
+        assert_eq!(
+            reply_target(&dm, Some("SMS;-;+15550001111")),
+            "sms:+15550001111"
+        );
+        assert_eq!(
+            reply_target(&dm, Some("iMessage;-;+15550001111")),
+            "imessage:+15550001111"
+        );
+        assert_eq!(reply_target(&Peer::Group(42), None), "chat_id:42");
+    }
+
+    #[test]
+    fn binding_tiers() {
+        // Case 102: the peer tier beats the account tier.
+        let g = globals(json!({
+            "agents": {"list": [{"id": "main"}, {"id": "ops"}, {"id": "family"}]},
+            "bindings": [
+                {"agentId": "ops", "match": {"channel": "imessage", "accountId": "work"}},
+                {"agentId": "family", "match": {"channel": "imessage", "peer": {"kind": "direct", "id": "+1 555 000 1111"}}}
+            ]
+        }));
+        let owner = Peer::Direct("+15550001111".into());
+        let other = Peer::Direct("+15550003333".into());
+        assert_eq!(select_agent(&g, "work", &owner), "family");
+        assert_eq!(select_agent(&g, "work", &other), "ops");
+        assert_eq!(select_agent(&g, "default", &other), "main");
+    }
+
+    #[test]
+    fn default_agent() {
+        let g =
+            globals(json!({"agents": {"list": [{"id": "Main"}, {"id": "Ops", "default": true}]}}));
+        assert_eq!(select_agent(&g, "default", &Peer::Group(1)), "ops");
+        let g = globals(json!({}));
+        assert_eq!(select_agent(&g, "default", &Peer::Group(1)), "main");
+    }
+}
