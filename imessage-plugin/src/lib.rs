@@ -8,11 +8,13 @@
 //! One module per concern (see DESIGN.md); pure decisions stay free of I/O so they are tested
 //! without processes, and `ffi` is the only module that touches abi_stable.
 
+pub mod attachments;
 pub mod config;
 pub mod cursor;
 pub mod echo;
 mod ffi;
 pub mod handle;
+pub mod inbound;
 pub mod logging;
 pub mod message;
 pub mod pairing;

@@ -1,0 +1,522 @@
+//! The inbound pipeline (channel-behaviour.md §2): one `imsg` message in, one verdict out, in
+//! the spec's step order. In-memory guards (echo registry, mirror cache, loop limiter) live
+//! here; file I/O (pairing, staging, the cursor) is done by the caller on the verdict.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use plugin_abi::types::{ReplyTo, RoutedMessage};
+use regex::Regex;
+
+use crate::attachments::{self, Candidate};
+use crate::config::{AccountConfig, Config, Peer};
+use crate::echo::{self, EchoRegistry, EchoRow, LoopLimiter, MirrorCache};
+use crate::handle;
+use crate::message::ImsgMessage;
+use crate::policy::{self, DmAccess, GroupAccess, Origin};
+use crate::routing;
+use crate::timeutil;
+
+/// What to do with one message.
+#[derive(Debug)]
+pub enum Verdict {
+    Drop(&'static str),
+    /// An unknown DM under `pairing`: run the pairing flow, then drop `pairing_pending`.
+    Pairing {
+        sender_id: String,
+        chat_id: Option<i64>,
+    },
+    /// Refused with a reply to the sender (config commands).
+    Refuse {
+        code: &'static str,
+        to: String,
+        text: &'static str,
+    },
+    Route(Box<Accepted>),
+}
+
+#[derive(Debug)]
+pub struct Accepted {
+    pub message: RoutedMessage,
+    /// Attachments that passed the pre-filter, to stage now that the message is accepted.
+    pub attachments: Vec<Candidate>,
+    /// The body is a placeholder because the text was empty.
+    pub placeholder: bool,
+}
+
+/// Per-message facts the pipeline does not own.
+pub struct Input<'a> {
+    pub message: &'a ImsgMessage,
+    /// The dedupe key is in the seen store.
+    pub seen: bool,
+    /// R of the age guard (newest processed `created_at`), when known.
+    pub newest_ms: Option<i64>,
+    /// The pairing allow store.
+    pub allow_store: &'a [String],
+    pub now_ms: i64,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub routed: u64,
+    pub drops: BTreeMap<String, u64>,
+}
+
+#[derive(Default)]
+struct StaleSummary {
+    count: u64,
+    oldest_ms: Option<i64>,
+    last_log_ms: i64,
+}
+
+pub struct Inbound {
+    config: Arc<Config>,
+    account: AccountConfig,
+    pub echo: EchoRegistry,
+    mirror: MirrorCache,
+    loops: LoopLimiter,
+    warned_groups: HashSet<i64>,
+    warned_no_patterns: bool,
+    stale: StaleSummary,
+    pub stats: Stats,
+    start_ms: i64,
+    /// Remote mode: attachments are checked against the remote roots.
+    remote: bool,
+}
+
+/// An 8-hex FNV-1a hash of a conversation key, for logs that must not show handles.
+pub fn conversation_hash(key: &str) -> String {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in key.bytes() {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    format!("{h:08x}")
+}
+
+fn non_empty(s: &Option<String>) -> Option<&str> {
+    s.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+impl Inbound {
+    pub fn new(
+        config: Arc<Config>,
+        account: AccountConfig,
+        echo: EchoRegistry,
+        remote: bool,
+        start_ms: i64,
+    ) -> Self {
+        Inbound {
+            config,
+            account,
+            echo,
+            mirror: MirrorCache::default(),
+            loops: LoopLimiter::default(),
+            warned_groups: HashSet::new(),
+            warned_no_patterns: false,
+            stale: StaleSummary::default(),
+            stats: Stats::default(),
+            start_ms,
+            remote,
+        }
+    }
+
+    /// Applies a reloaded config; the guards and counters carry over.
+    pub fn reconfigure(&mut self, config: Arc<Config>, account: AccountConfig) {
+        self.config = config;
+        self.account = account;
+    }
+
+    pub fn account(&self) -> &AccountConfig {
+        &self.account
+    }
+
+    fn drop_with(&mut self, code: &'static str, conversation: &str, guid: &str) -> Verdict {
+        *self.stats.drops.entry(code.to_string()).or_default() += 1;
+        tracing::debug!(
+            "drop reason={code} account={} conv={} guid={guid}",
+            self.account.id,
+            conversation_hash(conversation)
+        );
+        Verdict::Drop(code)
+    }
+
+    /// Counts a drop decided outside the pipeline (e.g. `delivery_failed`, `malformed`).
+    pub fn count_drop(&mut self, code: &str) {
+        *self.stats.drops.entry(code.to_string()).or_default() += 1;
+    }
+
+    fn loop_drop(
+        &mut self,
+        code: &'static str,
+        conversation: &str,
+        guid: &str,
+        now_ms: i64,
+    ) -> Verdict {
+        self.loops.record(conversation, now_ms);
+        self.drop_with(code, conversation, guid)
+    }
+
+    fn note_stale(&mut self, created_ms: i64, now_ms: i64) {
+        self.stale.count += 1;
+        self.stale.oldest_ms = Some(
+            self.stale
+                .oldest_ms
+                .map_or(created_ms, |o| o.min(created_ms)),
+        );
+        if now_ms - self.stale.last_log_ms >= 60_000 {
+            tracing::info!(
+                "suppressed {} stale messages (oldest {})",
+                self.stale.count,
+                timeutil::format_ms(self.stale.oldest_ms.unwrap_or(created_ms))
+            );
+            self.stale = StaleSummary {
+                last_log_ms: now_ms,
+                ..Default::default()
+            };
+        }
+    }
+
+    fn mention_patterns(&self, agent_id: &str) -> Option<&[Regex]> {
+        let globals = &self.config.globals;
+        match globals
+            .agents
+            .iter()
+            .find(|a| a.id == agent_id)
+            .and_then(|a| a.mention_patterns.as_ref())
+        {
+            Some(p) => Some(p.as_slice()),
+            None => globals.mention_patterns.as_deref(),
+        }
+    }
+
+    /// §9.2 target check: the `configWrites` that governs `path`.
+    fn target_config_writes(&self, path: &str) -> bool {
+        if let Some(rest) = path.strip_prefix("channels.imessage.accounts.") {
+            let id = rest.split('.').next().unwrap_or("");
+            return self
+                .config
+                .account(id)
+                .map(|a| a.config_writes)
+                .unwrap_or(self.config.channel_config_writes);
+        }
+        if path.starts_with("channels.imessage.") {
+            return self.config.channel_config_writes;
+        }
+        true
+    }
+
+    pub fn evaluate(&mut self, input: &Input<'_>) -> Verdict {
+        let m = input.message;
+        let now = input.now_ms;
+        let guid = m.dedupe_key();
+        let is_group_flag = m.is_group == Some(true);
+        let sender_raw = m.sender.as_deref().unwrap_or("").trim();
+        let sender_id = handle::normalize_sender(sender_raw);
+        // A provisional conversation key for drops before the group is classified.
+        let looks_group =
+            is_group_flag || m.chat_guid.as_deref().is_some_and(|g| g.contains(";+;"));
+        let mut conversation = if looks_group {
+            format!("{}:group:{}", self.account.id, m.chat_id.unwrap_or(0))
+        } else {
+            format!("{}:dm:{sender_id}", self.account.id)
+        };
+
+        // 2. Duplicate.
+        if input.seen {
+            return self.drop_with("duplicate", &conversation, &guid);
+        }
+        // 3. Stale.
+        if let Some(created) = m.created_at.as_deref().and_then(timeutil::parse_ms) {
+            let max_age = self.account.catchup.max_age_minutes * 60_000;
+            let tolerance = self.account.catchup.late_tolerance_minutes * 60_000;
+            let newest = input.newest_ms.unwrap_or(self.start_ms);
+            if created < now - max_age || created < newest - tolerance {
+                self.note_stale(created, now);
+                return self.drop_with("stale", &conversation, &guid);
+            }
+        }
+        // 4. Reactions.
+        if m.is_reaction == Some(true) {
+            return self.drop_with("reaction", &conversation, &guid);
+        }
+        // 5. Self-chat: not a group by flag, and sender, chat identifier and our own handle
+        // all present and equal.
+        let self_chat = !is_group_flag
+            && match (
+                non_empty(&m.chat_identifier),
+                non_empty(&m.destination_caller_id),
+            ) {
+                (Some(ident), Some(dest)) if !sender_raw.is_empty() => {
+                    let s = handle::normalize_sender(sender_raw);
+                    s == handle::normalize_sender(ident) && s == handle::normalize_sender(dest)
+                }
+                _ => false,
+            };
+        let text = m.text.as_deref().unwrap_or("");
+        let scopes = self.scopes(m, &sender_id, looks_group);
+        // 6. Own messages.
+        if m.is_from_me == Some(true) {
+            if !self_chat {
+                return self.drop_with("from_me", &conversation, &guid);
+            }
+            if self.mirror_hit(m, &conversation, now) {
+                return self.loop_drop("self_chat_mirror", &conversation, &guid, now);
+            }
+            if self.echo_hit(m, text, &scopes, true, now) {
+                return self.loop_drop("echo", &conversation, &guid, now);
+            }
+        }
+        // 7. Sender.
+        if sender_raw.is_empty() {
+            return self.drop_with("missing_sender", &conversation, &guid);
+        }
+        // 8. Group classification; a group needs a chat id.
+        let origin = Origin {
+            sender_id: &sender_id,
+            chat_id: m.chat_id,
+            chat_guid: m.chat_guid.as_deref(),
+            chat_identifier: m.chat_identifier.as_deref(),
+        };
+        let is_group = looks_group || policy::own_group_key(&self.account, &origin).is_some();
+        let chat_id = m.chat_id.filter(|c| *c > 0);
+        if is_group {
+            let Some(chat_id) = chat_id else {
+                return self.drop_with("missing_chat_id", &conversation, &guid);
+            };
+            conversation = format!("{}:group:{chat_id}", self.account.id);
+        } else {
+            conversation = format!("{}:dm:{sender_id}", self.account.id);
+        }
+        // 9. Echo and self-chat mirror for rows not from us.
+        if m.is_from_me != Some(true) {
+            if self_chat && self.mirror_hit(m, &conversation, now) {
+                return self.loop_drop("self_chat_mirror", &conversation, &guid, now);
+            }
+            if self.echo_hit(m, text, &scopes, self_chat, now) {
+                return self.loop_drop("echo", &conversation, &guid, now);
+            }
+        }
+        // 10. Reflection.
+        if echo::is_reflection(text) {
+            return self.loop_drop("reflection", &conversation, &guid, now);
+        }
+        // 11. Body.
+        let mut body = text.replace('\u{fffc}', "").trim().to_string();
+        let mut candidates = Vec::new();
+        let mut placeholder = false;
+        if self.account.include_attachments {
+            if let Some(entries) = m.attachments.as_deref().filter(|e| !e.is_empty()) {
+                let roots = if self.remote {
+                    &self.account.remote_attachment_roots
+                } else {
+                    &self.account.attachment_roots
+                };
+                candidates = attachments::prefilter(entries, roots, self.remote);
+                if body.is_empty() {
+                    body = attachments::placeholder(candidates.first(), entries).to_string();
+                    placeholder = true;
+                }
+            }
+        }
+        if body.is_empty() {
+            return self.drop_with("empty", &conversation, &guid);
+        }
+        // 12. Access.
+        let mut command_authorized = policy::lists_handle(&self.account.allow_from, &sender_id);
+        if is_group {
+            match policy::group_access(&self.account, &origin) {
+                GroupAccess::Admitted => {}
+                GroupAccess::Disabled => {
+                    return self.drop_with("group_disabled", &conversation, &guid)
+                }
+                GroupAccess::NotAllowed => {
+                    return self.drop_with("group_not_allowed", &conversation, &guid)
+                }
+                GroupAccess::NotConfigured => {
+                    if let Some(id) = chat_id {
+                        if self.warned_groups.insert(id) {
+                            tracing::warn!(
+                                "group chat {id} is not listed in channels.imessage.groups; add \"{id}\" or \"*\""
+                            );
+                        }
+                    }
+                    return self.drop_with("group_not_configured", &conversation, &guid);
+                }
+            }
+            command_authorized |= policy::lists_handle(self.account.group_senders(), &sender_id);
+        } else {
+            match policy::dm_access(&self.account, &origin, input.allow_store) {
+                DmAccess::Admitted => {}
+                DmAccess::Disabled => return self.drop_with("dm_disabled", &conversation, &guid),
+                DmAccess::NotAllowed => {
+                    return self.drop_with("dm_not_allowed", &conversation, &guid)
+                }
+                DmAccess::Pairing => {
+                    self.drop_with("pairing_pending", &conversation, &guid);
+                    return Verdict::Pairing { sender_id, chat_id };
+                }
+            }
+        }
+        if self.account.dm_policy == crate::config::DmPolicy::Pairing {
+            command_authorized |= input.allow_store.iter().any(|s| *s == sender_id);
+        }
+        // 13. Route.
+        let peer = if is_group {
+            Peer::Group(chat_id.unwrap_or(0))
+        } else {
+            Peer::Direct(sender_id.clone())
+        };
+        let globals = self.config.globals.clone();
+        let agent_id = routing::select_agent(&globals, &self.account.id, &peer);
+        let session_key =
+            routing::session_key(&globals.dm_scope, &agent_id, &self.account.id, &peer);
+        let to = routing::reply_target(&peer, m.chat_guid.as_deref());
+        let patterns: Vec<Regex> = self
+            .mention_patterns(&agent_id)
+            .map(<[Regex]>::to_vec)
+            .unwrap_or_default();
+        // 14. Control commands.
+        let is_command = policy::is_control_command(&body, is_group, &patterns);
+        if is_group && is_command && !command_authorized {
+            return self.drop_with("unauthorized_command", &conversation, &guid);
+        }
+        // 15. `/config set|unset`.
+        if let Some(path) = policy::config_write_path(&body, is_group, &patterns) {
+            if !command_authorized {
+                return self.drop_with("unauthorized_command", &conversation, &guid);
+            }
+            if !globals.commands_config {
+                self.drop_with("config_disabled", &conversation, &guid);
+                return Verdict::Refuse {
+                    code: "config_disabled",
+                    to,
+                    text: policy::CONFIG_DISABLED_REPLY,
+                };
+            }
+            if !self.account.config_writes || !self.target_config_writes(&path) {
+                self.drop_with("config_writes_disabled", &conversation, &guid);
+                return Verdict::Refuse {
+                    code: "config_writes_disabled",
+                    to,
+                    text: policy::CONFIG_WRITES_DISABLED_REPLY,
+                };
+            }
+        }
+        // 16. Mentions (groups).
+        let mut was_mentioned = true;
+        if is_group {
+            let mentioned = policy::is_mentioned(&body, &patterns);
+            let authorized_command = is_command && command_authorized;
+            if patterns.is_empty() {
+                if !self.warned_no_patterns {
+                    self.warned_no_patterns = true;
+                    tracing::warn!("no mention patterns configured; group messages cannot be filtered by mention");
+                }
+            } else if policy::require_mention(&self.account, &origin)
+                && !mentioned
+                && !authorized_command
+            {
+                return self.drop_with("no_mention", &conversation, &guid);
+            }
+            was_mentioned = mentioned || authorized_command;
+        }
+        // 17. Loop limiter (suppressed messages add no hits).
+        if let Some((n, first)) = self.loops.muted(&conversation, now) {
+            if first {
+                tracing::warn!(
+                    "conversation {} muted: echo loop suspected ({n} loop drops in 60 s)",
+                    conversation_hash(&conversation)
+                );
+            }
+            return self.drop_with("loop_limited", &conversation, &guid);
+        }
+
+        let reply_to =
+            if non_empty(&m.reply_to_guid).is_some() || non_empty(&m.reply_to_text).is_some() {
+                Some(ReplyTo {
+                    id: non_empty(&m.reply_to_guid).map(str::to_string),
+                    text: non_empty(&m.reply_to_text).map(str::to_string),
+                    sender: non_empty(&m.reply_to_sender).map(handle::normalize_sender),
+                })
+            } else {
+                None
+            };
+        Verdict::Route(Box::new(Accepted {
+            message: RoutedMessage {
+                session_key,
+                agent_id,
+                account_id: self.account.id.clone(),
+                chat_type: if is_group { "group" } else { "direct" }.to_string(),
+                to,
+                sender_id,
+                text: body,
+                message_id: guid,
+                was_mentioned,
+                command_authorized,
+                reply_to,
+                media: Vec::new(),
+                created_at: m.created_at.clone(),
+                chat_name: if is_group {
+                    m.chat_name.clone().filter(|n| !n.is_empty())
+                } else {
+                    None
+                },
+                chat_id,
+            },
+            attachments: candidates,
+            placeholder,
+        }))
+    }
+
+    fn scopes(&self, m: &ImsgMessage, sender_id: &str, group: bool) -> Vec<String> {
+        let mut scopes = Vec::with_capacity(4);
+        if let Some(id) = m.chat_id.filter(|c| *c > 0) {
+            scopes.push(format!("chat:{id}"));
+        }
+        if let Some(g) = non_empty(&m.chat_guid) {
+            scopes.push(format!("guid:{g}"));
+        }
+        if let Some(i) = non_empty(&m.chat_identifier) {
+            scopes.push(format!("ident:{i}"));
+        }
+        if !group && !sender_id.is_empty() {
+            scopes.push(format!("handle:{sender_id}"));
+        }
+        scopes
+    }
+
+    fn mirror_hit(&mut self, m: &ImsgMessage, conversation: &str, now: i64) -> bool {
+        self.mirror.check_and_record(
+            conversation,
+            m.text.as_deref().unwrap_or(""),
+            m.created_at.as_deref().unwrap_or(""),
+            &m.dedupe_key(),
+            now,
+        )
+    }
+
+    fn echo_hit(
+        &mut self,
+        m: &ImsgMessage,
+        text: &str,
+        scopes: &[String],
+        self_chat: bool,
+        now: i64,
+    ) -> bool {
+        self.echo.is_echo(
+            &EchoRow {
+                guid: non_empty(&m.guid),
+                rowid: m.id,
+                reply_to_guid: non_empty(&m.reply_to_guid),
+                text,
+                scopes,
+                self_chat,
+            },
+            now,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;
