@@ -3,7 +3,7 @@
 //! here; file I/O (pairing, staging, the cursor) is done by the caller on the verdict.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use plugin_abi::types::{ReplyTo, RoutedMessage};
 use regex::Regex;
@@ -72,7 +72,7 @@ struct StaleSummary {
 pub struct Inbound {
     config: Arc<Config>,
     account: AccountConfig,
-    pub echo: EchoRegistry,
+    pub echo: Arc<Mutex<EchoRegistry>>,
     mirror: MirrorCache,
     loops: LoopLimiter,
     warned_groups: HashSet<i64>,
@@ -102,7 +102,7 @@ impl Inbound {
     pub fn new(
         config: Arc<Config>,
         account: AccountConfig,
-        echo: EchoRegistry,
+        echo: Arc<Mutex<EchoRegistry>>,
         remote: bool,
         start_ms: i64,
     ) -> Self {
@@ -504,7 +504,7 @@ impl Inbound {
         self_chat: bool,
         now: i64,
     ) -> bool {
-        self.echo.is_echo(
+        self.echo.lock().expect("echo lock").is_echo(
             &EchoRow {
                 guid: non_empty(&m.guid),
                 rowid: m.id,

@@ -17,6 +17,7 @@ pub mod handle;
 pub mod inbound;
 pub mod logging;
 pub mod message;
+pub mod outbound;
 pub mod pairing;
 pub mod plugin;
 pub mod policy;

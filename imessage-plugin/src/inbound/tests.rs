@@ -63,7 +63,13 @@ fn harness_for(config: Value, account: &str) -> Harness {
     let cfg = Arc::new(config::parse(&config).unwrap_or_else(|e| panic!("{e:?}")));
     let acct = cfg.account(account).unwrap().clone();
     Harness {
-        inbound: Inbound::new(cfg, acct, EchoRegistry::in_memory(), false, NOW - 60_000),
+        inbound: Inbound::new(
+            cfg,
+            acct,
+            Arc::new(std::sync::Mutex::new(EchoRegistry::in_memory())),
+            false,
+            NOW - 60_000,
+        ),
         allow_store: Vec::new(),
         newest: None,
         seen: Default::default(),
@@ -111,8 +117,9 @@ impl Harness {
     }
 
     fn sent(&mut self, scope: &str, text: &str, guid: Option<&str>, rowid: Option<i64>, at: i64) {
-        let t = self.inbound.echo.begin(scope, text);
-        self.inbound.echo.finish(t, guid, rowid, at);
+        let mut echo = self.inbound.echo.lock().unwrap();
+        let t = echo.begin(scope, text);
+        echo.finish(t, guid, rowid, at);
     }
 }
 
@@ -228,7 +235,12 @@ fn cases_39_40_self_chat_echoes() {
         "echo"
     );
     // A send still in flight: pending text matches in a self-chat.
-    let _pending = h.inbound.echo.begin("handle:+15559990000", "Done again.");
+    let _pending = h
+        .inbound
+        .echo
+        .lock()
+        .unwrap()
+        .begin("handle:+15559990000", "Done again.");
     let mirror = merge(
         self_note(),
         json!({"guid":"S1M","is_from_me":false,"text":"Done again."}),

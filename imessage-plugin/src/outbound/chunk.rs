@@ -1,0 +1,173 @@
+//! Chunking (channel-behaviour.md §7.5): limits in UTF-16 code units, cuts only at extended
+//! grapheme cluster boundaries, so no character, surrogate pair, skin tone, ZWJ sequence or
+//! flag is ever split. One pass over the clusters per chunk: linear in the text.
+
+use unicode_segmentation::UnicodeSegmentation;
+
+use crate::config::ChunkMode;
+
+fn utf16_len(s: &str) -> usize {
+    s.chars().map(char::len_utf16).sum()
+}
+
+/// `length` mode.
+pub fn by_length(text: &str, limit: usize, out: &mut Vec<String>) {
+    let mut rest = text.trim_start();
+    while !rest.is_empty() {
+        if utf16_len(rest) <= limit {
+            let chunk = rest.trim_end();
+            if !chunk.is_empty() {
+                out.push(chunk.to_string());
+            }
+            break;
+        }
+        // The longest run of whole clusters within the limit, remembering the last newline
+        // and the last whitespace cluster in it.
+        let mut units = 0;
+        let mut end = 0;
+        let mut last_newline = None;
+        let mut last_space = None;
+        for (i, g) in rest.grapheme_indices(true) {
+            let n = utf16_len(g);
+            if units + n > limit {
+                break;
+            }
+            units += n;
+            end = i + g.len();
+            if g.contains('\n') {
+                last_newline = Some(end);
+            } else if g.chars().all(char::is_whitespace) {
+                last_space = Some(i);
+            }
+        }
+        if end == 0 {
+            // A single cluster longer than the limit forms its own chunk.
+            end = rest
+                .graphemes(true)
+                .next()
+                .map(str::len)
+                .unwrap_or(rest.len());
+        } else if let Some(cut) = last_newline.or(last_space).filter(|c| *c > 0) {
+            end = cut;
+        }
+        let chunk = rest[..end].trim_end();
+        if !chunk.is_empty() {
+            out.push(chunk.to_string());
+        }
+        rest = rest[end..].trim_start();
+    }
+}
+
+/// Paragraphs split at blank lines outside fenced code blocks.
+fn paragraphs(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut fence: Option<&str> = None;
+    for line in text.split('\n') {
+        let trimmed = line.trim_start();
+        match fence {
+            Some(f) if trimmed.starts_with(f) => fence = None,
+            Some(_) => {}
+            None if trimmed.starts_with("```") => fence = Some("```"),
+            None if trimmed.starts_with("~~~") => fence = Some("~~~"),
+            None if line.trim().is_empty() => {
+                if !current.trim().is_empty() {
+                    out.push(std::mem::take(&mut current));
+                }
+                current.clear();
+                continue;
+            }
+            None => {}
+        }
+        if !current.is_empty() {
+            current.push('\n');
+        }
+        current.push_str(line);
+    }
+    if !current.trim().is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+pub fn chunk(text: &str, limit: usize, mode: ChunkMode) -> Vec<String> {
+    let mut out = Vec::new();
+    match mode {
+        ChunkMode::Length => by_length(text, limit, &mut out),
+        ChunkMode::Newline => {
+            for p in paragraphs(text) {
+                by_length(&p, limit, &mut out);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_case_118() {
+        let text = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut labore et dolore magna aliqua";
+        let chunks = chunk(text, 50, ChunkMode::Length);
+        assert!(chunks.len() > 1);
+        for c in &chunks {
+            assert!(utf16_len(c) <= 50, "{c:?}");
+            assert_eq!(c.trim(), c);
+        }
+        assert_eq!(chunks.join(" "), text, "cut at word boundaries only");
+    }
+
+    #[test]
+    fn no_whitespace_case_119() {
+        let chunks = chunk(&"x".repeat(60), 50, ChunkMode::Length);
+        assert_eq!(
+            chunks.iter().map(|c| c.len()).collect::<Vec<_>>(),
+            vec![50, 10]
+        );
+    }
+
+    #[test]
+    fn clusters_are_never_split_case_120() {
+        let text = format!("{}\u{1f44d}\u{1f3fd}", "a".repeat(49));
+        assert_eq!(
+            chunk(&text, 50, ChunkMode::Length),
+            vec!["a".repeat(49), "\u{1f44d}\u{1f3fd}".to_string()]
+        );
+        let family = "\u{1f468}\u{200d}\u{1f469}\u{200d}\u{1f467}";
+        let text = format!("{}{family}", "a".repeat(45));
+        assert_eq!(
+            chunk(&text, 50, ChunkMode::Length),
+            vec!["a".repeat(45), family.to_string()]
+        );
+        // A cluster longer than the limit is its own chunk.
+        let long = format!("e{}", "\u{301}".repeat(60));
+        assert_eq!(chunk(&long, 50, ChunkMode::Length), vec![long.clone()]);
+    }
+
+    #[test]
+    fn newline_mode_case_121_122() {
+        assert_eq!(
+            chunk("p1\n\np2\n\n\np3", 4000, ChunkMode::Newline),
+            vec!["p1", "p2", "p3"]
+        );
+        let fenced = "intro\n\n```\ncode\n\nmore code\n```\n\nend";
+        assert_eq!(
+            chunk(fenced, 4000, ChunkMode::Newline),
+            vec!["intro", "```\ncode\n\nmore code\n```", "end"]
+        );
+        let sizes: Vec<usize> = chunk(&"y".repeat(9000), 4000, ChunkMode::Newline)
+            .iter()
+            .map(|c| c.len())
+            .collect();
+        assert_eq!(sizes, vec![4000, 4000, 1000]);
+    }
+
+    #[test]
+    fn prefers_newlines() {
+        let text = format!("{}\n{}", "a ".repeat(10).trim(), "b".repeat(45));
+        let chunks = chunk(&text, 50, ChunkMode::Length);
+        assert_eq!(chunks[0], "a a a a a a a a a a");
+    }
+}

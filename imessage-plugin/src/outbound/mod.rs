@@ -1,0 +1,187 @@
+//! Outbound (channel-behaviour.md §7): turning a host send request into `send` parts, and
+//! sending them.
+
+pub mod chunk;
+pub mod sanitize;
+pub mod send;
+pub mod target;
+
+use std::path::{Path, PathBuf};
+
+use plugin_abi::types::SendRequest;
+use serde_json::{Map, Value};
+
+use crate::config::AccountConfig;
+pub use target::Target;
+
+/// One `send` request to make.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Part {
+    /// `""` for a file-only part.
+    pub text: String,
+    pub file: Option<String>,
+}
+
+/// Everything needed to send one reply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub target: Target,
+    pub service: String,
+    pub region: String,
+    pub reply_to: Option<String>,
+    pub parts: Vec<Part>,
+    pub chunks: usize,
+}
+
+impl Plan {
+    /// The exact `send` params of part `i` (§7.3).
+    pub fn params(&self, part: &Part, with_reply_to: bool) -> Value {
+        let mut p = Map::new();
+        self.target.write_params(&mut p);
+        p.insert("text".into(), Value::from(part.text.clone()));
+        if let Some(file) = &part.file {
+            p.insert("file".into(), Value::from(file.clone()));
+        }
+        p.insert("service".into(), Value::from(self.service.clone()));
+        p.insert("region".into(), Value::from(self.region.clone()));
+        if let (true, Some(r)) = (with_reply_to, &self.reply_to) {
+            p.insert("reply_to".into(), Value::from(r.clone()));
+        }
+        Value::Object(p)
+    }
+}
+
+/// Why a request was rejected before anything was written to imsg.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rejected {
+    InvalidTarget(String),
+    InvalidRequest(String),
+}
+
+/// `reply_to` sanitising: control characters and brackets removed, trimmed, 256 chars.
+pub fn clean_reply_to(raw: Option<&str>) -> Option<String> {
+    let raw = raw?;
+    let cleaned: String = raw
+        .trim()
+        .chars()
+        .filter(|c| !matches!(c, '\u{0}'..='\u{1f}' | '\u{7f}' | '[' | ']'))
+        .collect();
+    let cut: String = cleaned.trim().chars().take(256).collect();
+    (!cut.is_empty()).then_some(cut)
+}
+
+/// Checks one media item (§7.7): a local regular file within the size cap.
+pub fn check_media(item: &str, max_bytes: u64, max_mb: u64) -> Result<String, Rejected> {
+    let path = match item.strip_prefix("file://") {
+        Some(rest) => rest.to_string(),
+        None if item.contains("://") => {
+            return Err(Rejected::InvalidRequest("unsupported media URL".into()))
+        }
+        None => item.to_string(),
+    };
+    let mut path = PathBuf::from(path);
+    if path.is_relative() {
+        // imsg resolves relative paths against its own working directory.
+        if let Ok(cwd) = std::env::current_dir() {
+            path = cwd.join(path);
+        }
+    }
+    let shown = path.display().to_string();
+    match std::fs::metadata(&path) {
+        Ok(m) if m.is_file() => {
+            if m.len() > max_bytes {
+                return Err(Rejected::InvalidRequest(format!(
+                    "media too large: {shown} ({} bytes, limit {max_mb} MB)",
+                    m.len()
+                )));
+            }
+            Ok(shown)
+        }
+        _ => Err(Rejected::InvalidRequest(format!(
+            "media not found: {shown}"
+        ))),
+    }
+}
+
+/// Plans a host reply: target, sanitiser, prefix, chunks, then one part per media item.
+pub fn plan(
+    request: &SendRequest,
+    account: &AccountConfig,
+    global_prefix: Option<&str>,
+) -> Result<Plan, Rejected> {
+    let target = target::parse(&request.to).map_err(Rejected::InvalidTarget)?;
+    let mut files = Vec::new();
+    for item in &request.media {
+        files.push(check_media(
+            item,
+            account.media_max_bytes(),
+            account.media_max_mb,
+        )?);
+    }
+    let mut text = sanitize::sanitize(request.text.as_deref().unwrap_or(""));
+    if text.is_empty() && files.is_empty() {
+        return Err(Rejected::InvalidRequest("nothing to send".into()));
+    }
+    let prefix = account
+        .response_prefix
+        .as_deref()
+        .or(global_prefix)
+        .filter(|p| !p.is_empty());
+    if let Some(prefix) = prefix {
+        if !text.is_empty() && !text.starts_with(prefix) {
+            text = format!("{prefix} {text}");
+        }
+    }
+    let chunks = chunk::chunk(&text, account.text_chunk_limit, account.chunk_mode);
+    Ok(assemble(
+        target,
+        account,
+        clean_reply_to(request.reply_to_id.as_deref()),
+        chunks,
+        files,
+    ))
+}
+
+/// Plans a plugin-generated text (pairing, refusals, approval notice): no sanitiser, no
+/// prefix.
+pub fn plan_plain(to: &str, text: &str, account: &AccountConfig) -> Result<Plan, Rejected> {
+    let target = target::parse(to).map_err(Rejected::InvalidTarget)?;
+    let chunks = chunk::chunk(text, account.text_chunk_limit, account.chunk_mode);
+    Ok(assemble(target, account, None, chunks, Vec::new()))
+}
+
+fn assemble(
+    target: Target,
+    account: &AccountConfig,
+    reply_to: Option<String>,
+    chunks: Vec<String>,
+    files: Vec<String>,
+) -> Plan {
+    let n = chunks.len();
+    let mut parts: Vec<Part> = chunks
+        .into_iter()
+        .map(|text| Part { text, file: None })
+        .collect();
+    parts.extend(files.into_iter().map(|f| Part {
+        text: String::new(),
+        file: Some(f),
+    }));
+    Plan {
+        service: target.service(&account.service).to_string(),
+        region: account.region.clone(),
+        target,
+        reply_to,
+        parts,
+        chunks: n,
+    }
+}
+
+/// Whether a path exists as a regular file (for tests and the remote upload step).
+pub fn is_file(path: &Path) -> bool {
+    std::fs::metadata(path)
+        .map(|m| m.is_file())
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests;

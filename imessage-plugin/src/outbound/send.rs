@@ -1,0 +1,268 @@
+//! Sending a plan through the account's sender process (channel-behaviour.md §7.3, §7.8):
+//! one request at a time, a long timeout, never a blind retry of an `unknown` outcome.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use plugin_abi::types::{SendPart, SendReceipt};
+use serde_json::Value;
+
+use super::Plan;
+use crate::echo::EchoRegistry;
+use crate::rpc::{CallError, RpcClient, SpawnConfig};
+use crate::timeutil;
+
+/// The per-account sender: a second `imsg rpc` child, separate from the watcher's, so a slow
+/// send never stalls the watch stream. Started on first use, replaced after an `unknown`.
+pub struct SenderProcess {
+    spawn: SpawnConfig,
+    running: Option<(RpcClient, tokio::sync::oneshot::Receiver<()>)>,
+}
+
+impl SenderProcess {
+    pub fn new(spawn: SpawnConfig) -> Self {
+        SenderProcess {
+            spawn,
+            running: None,
+        }
+    }
+
+    fn client(&mut self) -> Result<RpcClient, CallError> {
+        if let Some((client, _)) = &self.running {
+            if client.dead().is_none() {
+                return Ok(client.clone());
+            }
+        }
+        self.running = None;
+        let started = RpcClient::spawn(&self.spawn)?;
+        // The sender subscribes to nothing; notifications (if any) are not ours to read.
+        drop(started.events);
+        self.running = Some((started.client.clone(), started.done));
+        Ok(started.client)
+    }
+
+    /// Stops the child (after an `unknown` outcome, or at shutdown).
+    pub async fn replace(&mut self) {
+        if let Some((client, done)) = self.running.take() {
+            client.shutdown(done, Duration::from_millis(500)).await;
+        }
+    }
+}
+
+fn outcome_of(error: &CallError) -> (&'static str, String) {
+    match error {
+        CallError::Rpc(e) => {
+            let text = e.text();
+            if e.code == -32001
+                || text.contains("Timed out waiting for response")
+                || text.contains("not confirmed")
+            {
+                ("unknown", e.describe())
+            } else {
+                ("failed", e.describe())
+            }
+        }
+        CallError::Timeout { .. } | CallError::ChildExited { .. } => ("unknown", error.to_string()),
+        CallError::PermissionDenied(_) | CallError::Spawn(_) => ("not_sent", error.to_string()),
+    }
+}
+
+/// A definite non-send because the private-API bridge is not there (§7.3).
+fn bridge_unavailable(error: &CallError) -> bool {
+    match error {
+        CallError::Rpc(e) => {
+            let t = e.text().to_lowercase();
+            e.code == -32003
+                || (t.contains("bridge")
+                    && (t.contains("not running")
+                        || t.contains("unavailable")
+                        || t.contains("not started")))
+        }
+        _ => false,
+    }
+}
+
+fn message_id(result: &Value) -> Option<String> {
+    result
+        .get("guid")
+        .or_else(|| result.get("message_id"))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .or_else(|| {
+            result
+                .get("id")
+                .and_then(Value::as_i64)
+                .map(|id| format!("rowid:{id}"))
+        })
+}
+
+/// Sends every part in order. Each text part is registered in the echo registry before it is
+/// written and finished with its own ids after its response.
+pub async fn execute(
+    sender: &tokio::sync::Mutex<SenderProcess>,
+    plan: &Plan,
+    echo: &Arc<Mutex<EchoRegistry>>,
+    timeout: Duration,
+    account_id: &str,
+) -> SendReceipt {
+    let mut sender = sender.lock().await;
+    let scope = plan.target.echo_scope();
+    let mut parts = Vec::with_capacity(plan.parts.len());
+    let mut stop_rest = false;
+    for part in &plan.parts {
+        let kind = if part.file.is_some() { "file" } else { "text" };
+        if stop_rest {
+            parts.push(SendPart {
+                kind: kind.into(),
+                outcome: "not_sent".into(),
+                message_id: None,
+                error: Some("an earlier part's outcome is unknown".into()),
+            });
+            continue;
+        }
+        let ticket = (!part.text.is_empty())
+            .then(|| echo.lock().expect("echo lock").begin(&scope, &part.text));
+        let mut with_reply_to = plan.reply_to.is_some();
+        let result = loop {
+            let client = match sender.client() {
+                Ok(c) => c,
+                Err(e) => break Err(e),
+            };
+            let r = client
+                .request("send", plan.params(part, with_reply_to), timeout)
+                .await;
+            match &r {
+                Err(e) if with_reply_to && bridge_unavailable(e) => {
+                    tracing::info!(
+                        "reply_to needs the imsg bridge, which is not running; sending without it"
+                    );
+                    with_reply_to = false;
+                }
+                _ => break r,
+            }
+        };
+        let now = timeutil::now_ms();
+        match result {
+            Ok(value) if value.get("ok").and_then(Value::as_bool) != Some(false) => {
+                let guid = value
+                    .get("guid")
+                    .or_else(|| value.get("message_id"))
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty());
+                let rowid = value.get("id").and_then(Value::as_i64);
+                {
+                    let mut registry = echo.lock().expect("echo lock");
+                    match ticket {
+                        Some(t) => registry.finish(t, guid, rowid, now),
+                        None => registry.record_ids(guid, rowid, "", &scope, now),
+                    }
+                }
+                parts.push(SendPart {
+                    kind: kind.into(),
+                    outcome: "sent".into(),
+                    message_id: message_id(&value),
+                    error: None,
+                });
+            }
+            Ok(value) => {
+                if let Some(t) = ticket {
+                    echo.lock().expect("echo lock").cancel(t);
+                }
+                parts.push(SendPart {
+                    kind: kind.into(),
+                    outcome: "failed".into(),
+                    message_id: None,
+                    error: Some(format!("imsg answered {value}")),
+                });
+            }
+            Err(e) => {
+                let (outcome, text) = outcome_of(&e);
+                if let Some(t) = ticket {
+                    let mut registry = echo.lock().expect("echo lock");
+                    if outcome == "unknown" {
+                        // It may have been delivered: keep the text entry for its echo.
+                        registry.finish(t, None, None, now);
+                    } else {
+                        registry.cancel(t);
+                    }
+                }
+                if outcome == "unknown" {
+                    tracing::warn!(
+                        account = account_id,
+                        "send outcome unknown (may have been delivered): {text}"
+                    );
+                    sender.replace().await;
+                    stop_rest = true;
+                } else {
+                    tracing::warn!(account = account_id, "send {outcome}: {text}");
+                }
+                parts.push(SendPart {
+                    kind: kind.into(),
+                    outcome: outcome.into(),
+                    message_id: None,
+                    error: Some(text),
+                });
+            }
+        }
+    }
+    SendReceipt {
+        ok: parts.iter().all(|p| p.outcome == "sent"),
+        account_id: account_id.to_string(),
+        message_ids: parts.iter().map(|p| p.message_id.clone()).collect(),
+        chunks: plan.chunks,
+        parts,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::RpcError;
+
+    #[test]
+    fn outcomes_case_129_131() {
+        let rpc = |code, data: &str| {
+            CallError::Rpc(RpcError {
+                code,
+                message: "Internal error".into(),
+                data: Some(Value::from(data)),
+            })
+        };
+        assert_eq!(
+            outcome_of(&rpc(-32603, "AppleScript failed: x")).0,
+            "failed"
+        );
+        assert_eq!(outcome_of(&rpc(-32001, "")).0, "unknown");
+        assert_eq!(
+            outcome_of(&rpc(-32603, "Timed out waiting for response to 'send'")).0,
+            "unknown"
+        );
+        assert_eq!(
+            outcome_of(&CallError::Timeout {
+                method: "send".into(),
+                after: Duration::from_secs(150)
+            })
+            .0,
+            "unknown"
+        );
+        assert_eq!(
+            outcome_of(&CallError::Spawn("imsg not found".into())).0,
+            "not_sent"
+        );
+        assert_eq!(
+            message_id(&serde_json::json!({"ok":true,"guid":"G"})).as_deref(),
+            Some("G")
+        );
+        assert_eq!(
+            message_id(&serde_json::json!({"ok":true,"id":123})).as_deref(),
+            Some("rowid:123")
+        );
+        assert_eq!(message_id(&serde_json::json!({"ok":true})), None);
+        assert!(bridge_unavailable(&rpc(
+            -32603,
+            "The bridge is not running"
+        )));
+        assert!(!bridge_unavailable(&rpc(-32603, "AppleScript failed")));
+    }
+}

@@ -1,0 +1,199 @@
+//! The target grammar (channel-behaviour.md §7.2).
+
+use serde_json::{Map, Value};
+
+use crate::config::allow::strip_any_prefix;
+use crate::handle;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    ChatId(i64),
+    ChatGuid(String),
+    ChatIdentifier(String),
+    /// A normalised handle; `service` from its prefix, if any.
+    Handle {
+        to: String,
+        service: Option<&'static str>,
+    },
+}
+
+impl Target {
+    /// The selector member(s) of the `send` params.
+    pub fn write_params(&self, params: &mut Map<String, Value>) {
+        match self {
+            Target::ChatId(id) => params.insert("chat_id".into(), Value::from(*id)),
+            Target::ChatGuid(g) => params.insert("chat_guid".into(), Value::from(g.clone())),
+            Target::ChatIdentifier(i) => {
+                params.insert("chat_identifier".into(), Value::from(i.clone()))
+            }
+            Target::Handle { to, .. } => params.insert("to".into(), Value::from(to.clone())),
+        };
+    }
+
+    /// The service for the `send` params: the handle's prefix, else the account's.
+    pub fn service<'a>(&self, account_service: &'a str) -> &'a str {
+        match self {
+            Target::Handle {
+                service: Some(s), ..
+            } => s,
+            _ => account_service,
+        }
+    }
+
+    /// The echo scope of parts sent here (§5.2).
+    pub fn echo_scope(&self) -> String {
+        match self {
+            Target::ChatId(id) => format!("chat:{id}"),
+            Target::ChatGuid(g) => format!("guid:{g}"),
+            Target::ChatIdentifier(i) => format!("ident:{i}"),
+            Target::Handle { to, .. } => format!("handle:{to}"),
+        }
+    }
+}
+
+pub fn parse(raw: &str) -> Result<Target, String> {
+    let trimmed = raw.trim();
+    if trimmed.is_empty() {
+        return Err("target is empty".into());
+    }
+    let (rest, service) = handle::strip_service_prefixes(trimmed);
+    if rest.is_empty() {
+        let prefix = trimmed.trim_end_matches(|c: char| c.is_whitespace());
+        return Err(format!("target is empty after \"{prefix}\""));
+    }
+    if let Some(v) = strip_any_prefix(rest, &["chat_id:", "chatid:", "chat:"]) {
+        return match v.parse::<i64>() {
+            Ok(n) if n > 0 && v.bytes().all(|b| b.is_ascii_digit()) => Ok(Target::ChatId(n)),
+            _ => Err(
+                "chat_id must be a positive integer; use chat_identifier: for other identifiers"
+                    .into(),
+            ),
+        };
+    }
+    if let Some(v) = strip_any_prefix(rest, &["chat_guid:", "chatguid:", "guid:"]) {
+        return if v.is_empty() {
+            Err("chat_guid is empty".into())
+        } else {
+            Ok(Target::ChatGuid(v.to_string()))
+        };
+    }
+    if let Some(v) = strip_any_prefix(rest, &["chat_identifier:", "chatidentifier:", "chatident:"])
+    {
+        return if v.is_empty() {
+            Err("chat_identifier is empty".into())
+        } else {
+            Ok(Target::ChatIdentifier(v.to_string()))
+        };
+    }
+    match handle::normalize(rest) {
+        Some(to) => Ok(Target::Handle { to, service }),
+        None => Err("not a phone number, email address or chat target".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grammar() {
+        let ok: &[(&str, Target)] = &[
+            ("chat_id:42", Target::ChatId(42)),
+            ("CHAT_ID: 42", Target::ChatId(42)),
+            ("chatid:42", Target::ChatId(42)),
+            ("chat:42", Target::ChatId(42)),
+            ("imessage:chat_id:42", Target::ChatId(42)),
+            (
+                "chat_guid:iMessage;+;chat4242",
+                Target::ChatGuid("iMessage;+;chat4242".into()),
+            ),
+            (
+                "guid:iMessage;+;chat4242",
+                Target::ChatGuid("iMessage;+;chat4242".into()),
+            ),
+            (
+                "chat_identifier:chat4242",
+                Target::ChatIdentifier("chat4242".into()),
+            ),
+            (
+                "chatident:chat4242",
+                Target::ChatIdentifier("chat4242".into()),
+            ),
+            (
+                "imessage:+1 (555) 000-1111",
+                Target::Handle {
+                    to: "+15550001111".into(),
+                    service: Some("imessage"),
+                },
+            ),
+            (
+                "sms:+15550001111",
+                Target::Handle {
+                    to: "+15550001111".into(),
+                    service: Some("sms"),
+                },
+            ),
+            (
+                "auto:Bob@Example.com",
+                Target::Handle {
+                    to: "bob@example.com".into(),
+                    service: Some("auto"),
+                },
+            ),
+            (
+                "+44 20 7946 0958",
+                Target::Handle {
+                    to: "+442079460958".into(),
+                    service: None,
+                },
+            ),
+            (
+                "15550001111",
+                Target::Handle {
+                    to: "+15550001111".into(),
+                    service: None,
+                },
+            ),
+            (
+                "Bob@Example.COM",
+                Target::Handle {
+                    to: "bob@example.com".into(),
+                    service: None,
+                },
+            ),
+            (
+                "72345",
+                Target::Handle {
+                    to: "72345".into(),
+                    service: None,
+                },
+            ),
+        ];
+        for (raw, want) in ok {
+            assert_eq!(parse(raw).as_ref(), Ok(want), "{raw}");
+        }
+    }
+
+    #[test]
+    fn errors_case_111() {
+        let chat_id =
+            "chat_id must be a positive integer; use chat_identifier: for other identifiers";
+        let cases = [
+            ("chat_id:4a", chat_id),
+            ("chat_id:0", chat_id),
+            ("chat_id:-3", chat_id),
+            ("", "target is empty"),
+            ("   ", "target is empty"),
+            ("sms:", "target is empty after \"sms:\""),
+            ("chat_guid:", "chat_guid is empty"),
+            ("chat_identifier:", "chat_identifier is empty"),
+            (
+                "Bob Smith",
+                "not a phone number, email address or chat target",
+            ),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(parse(raw), Err(want.to_string()), "{raw:?}");
+        }
+    }
+}
