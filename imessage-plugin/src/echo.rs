@@ -276,7 +276,7 @@ impl EchoRegistry {
             return false;
         }
         self.texts.iter().any(|e| {
-            row.scopes.iter().any(|s| *s == e.scope)
+            row.scopes.contains(&e.scope)
                 && e.text == text
                 && match e.state {
                     TextState::Pending => row.self_chat,

@@ -359,7 +359,7 @@ impl Inbound {
             }
         }
         if self.account.dm_policy == crate::config::DmPolicy::Pairing {
-            command_authorized |= input.allow_store.iter().any(|s| *s == sender_id);
+            command_authorized |= input.allow_store.contains(&sender_id);
         }
         // 13. Route.
         let peer = if is_group {

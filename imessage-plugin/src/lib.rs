@@ -8,7 +8,9 @@
 //! One module per concern (see DESIGN.md); pure decisions stay free of I/O so they are tested
 //! without processes, and `ffi` is the only module that touches abi_stable.
 
+pub mod account;
 pub mod attachments;
+pub mod backoff;
 pub mod config;
 pub mod cursor;
 pub mod echo;
@@ -21,7 +23,10 @@ pub mod outbound;
 pub mod pairing;
 pub mod plugin;
 pub mod policy;
+pub mod probe;
 pub mod routing;
 pub mod rpc;
+pub mod staging;
 pub mod store;
 pub mod timeutil;
+pub mod watcher;

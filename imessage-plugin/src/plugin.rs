@@ -1,5 +1,7 @@
 //! The plugin instance: turns host calls into work on the plugin's own runtime.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -8,17 +10,29 @@ use plugin_abi::types::{
     AccountStart, PluginDescription, PluginError, SendReceipt, SendRequest, StartContext,
     StartReport, StatusReport, StatusRequest,
 };
-use serde_json::Value;
+use serde_json::{json, Value};
+use tokio::sync::watch;
 use tracing::Dispatch;
 
+use crate::account::{Account, Source};
 use crate::config::{self, Config};
 use crate::logging;
+use crate::outbound::{self, Rejected};
+use crate::pairing::PairingStore;
+use crate::timeutil;
+use crate::watcher;
 
 /// The channel id, also the config key under `channels`.
 pub const CHANNEL_ID: &str = "imessage";
 
 /// The `call` methods this plugin understands.
-pub const METHODS: &[&str] = &["config.validate"];
+pub const METHODS: &[&str] = &[
+    "config.validate",
+    "pairing.list",
+    "pairing.approve",
+    "pairing.revoke",
+    "target.normalize",
+];
 
 pub fn description() -> PluginDescription {
     PluginDescription {
@@ -45,6 +59,55 @@ pub fn load_config(config: &Value) -> Result<Config, PluginError> {
 struct Running {
     runtime: tokio::runtime::Runtime,
     config: Arc<Config>,
+    state_dir: PathBuf,
+    accounts: Vec<Arc<Account>>,
+    watchers: Vec<tokio::task::JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+}
+
+impl Running {
+    fn account(&self, id: Option<&str>) -> Result<&Arc<Account>, PluginError> {
+        let wanted = id
+            .map(|i| i.trim().to_lowercase())
+            .unwrap_or_else(|| self.config.default_account.clone());
+        self.accounts
+            .iter()
+            .find(|a| a.id == wanted)
+            .ok_or_else(|| {
+                PluginError::new("invalid_request", format!("no account named \"{wanted}\""))
+            })
+    }
+
+    fn pairing_store(&self, account: &Account) -> PairingStore {
+        PairingStore::new(&account.dir)
+    }
+}
+
+/// Which enabled accounts watch: one per source signature (§11), the default account first.
+fn watchers_by_source(config: &Config) -> (Vec<String>, Vec<(String, String)>) {
+    let mut by_source: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for a in config.accounts.iter().filter(|a| a.enabled) {
+        by_source
+            .entry(Source::resolve(a).signature())
+            .or_default()
+            .push(a.id.clone());
+    }
+    let mut watching = Vec::new();
+    let mut duplicates = Vec::new();
+    for ids in by_source.values() {
+        let winner = if ids.contains(&config.default_account) {
+            config.default_account.clone()
+        } else {
+            ids[0].clone()
+        };
+        for id in ids {
+            if *id != winner {
+                duplicates.push((id.clone(), winner.clone()));
+            }
+        }
+        watching.push(winner);
+    }
+    (watching, duplicates)
 }
 
 pub struct ImessagePlugin {
@@ -86,6 +149,115 @@ impl ImessagePlugin {
             .build()
             .map_err(|e| PluginError::new("internal", format!("starting the runtime: {e}")))
     }
+
+    fn with_running<T>(
+        &self,
+        f: impl FnOnce(&Running) -> Result<T, PluginError>,
+    ) -> Result<T, PluginError> {
+        let running = self.running.lock().map_err(|_| poisoned())?;
+        match running.as_ref() {
+            Some(r) => self.logged(|| f(r)),
+            None => Err(not_started()),
+        }
+    }
+
+    fn pairing_list(r: &Running, payload: &Value) -> Result<Value, PluginError> {
+        let only = payload.get("accountId").and_then(Value::as_str);
+        let now = timeutil::now_ms();
+        let mut out = Vec::new();
+        for account in &r.accounts {
+            if only.is_some_and(|o| o.trim().to_lowercase() != account.id) {
+                continue;
+            }
+            let requests = r.pairing_store(account).list(now).map_err(io_error)?;
+            for q in requests {
+                out.push(json!({
+                    "code": q.code, "senderId": q.id, "accountId": account.id,
+                    "createdAt": q.created_at, "expiresAt": q.expires_at(), "lastSeenAt": q.last_seen_at,
+                }));
+            }
+        }
+        if let Some(o) = only {
+            r.account(Some(o))?;
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn pairing_approve(r: &Running, payload: &Value) -> Result<Value, PluginError> {
+        let code = payload
+            .get("code")
+            .and_then(Value::as_str)
+            .map(|c| c.trim().to_uppercase())
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| PluginError::new("invalid_request", "a pairing code is required"))?;
+        let only = payload.get("accountId").and_then(Value::as_str);
+        let now = timeutil::now_ms();
+        let mut matches = Vec::new();
+        for account in &r.accounts {
+            if only.is_some_and(|o| o.trim().to_lowercase() != account.id) {
+                continue;
+            }
+            if r.pairing_store(account)
+                .find(&code, now)
+                .map_err(io_error)?
+                .is_some()
+            {
+                matches.push(account.clone());
+            }
+        }
+        let account = match matches.len() {
+            0 => {
+                return Err(PluginError::new(
+                    "invalid_request",
+                    format!("no pending pairing request with code {code}"),
+                ))
+            }
+            1 => matches.remove(0),
+            _ => {
+                return Err(PluginError::new(
+                    "invalid_request",
+                    format!("code {code} is pending in several accounts; name the account"),
+                ))
+            }
+        };
+        let request = r
+            .pairing_store(&account)
+            .approve(&code, now)
+            .map_err(io_error)?
+            .ok_or_else(|| {
+                PluginError::new(
+                    "invalid_request",
+                    format!("no pending pairing request with code {code}"),
+                )
+            })?;
+        tracing::info!(account = %account.id, "pairing approved");
+        if payload.get("notify").and_then(Value::as_bool) == Some(true) {
+            let to = match request.chat_id.filter(|c| *c > 0) {
+                Some(c) => format!("chat_id:{c}"),
+                None => request.id.clone(),
+            };
+            if let Ok(plan) =
+                outbound::plan_plain(&to, crate::pairing::APPROVED_TEXT, &account.settings())
+            {
+                let receipt = r.runtime.block_on(account.send(&plan));
+                if !receipt.ok {
+                    tracing::warn!(account = %account.id, "the approval notice was not sent: {:?}", receipt.parts);
+                }
+            }
+        }
+        Ok(json!({"accountId": account.id, "senderId": request.id}))
+    }
+
+    fn pairing_revoke(r: &Running, payload: &Value) -> Result<Value, PluginError> {
+        let sender = payload
+            .get("senderId")
+            .and_then(Value::as_str)
+            .ok_or_else(|| PluginError::new("invalid_request", "senderId is required"))?;
+        let account = r.account(payload.get("accountId").and_then(Value::as_str))?;
+        let id = crate::handle::normalize_sender(sender);
+        let removed = r.pairing_store(account).revoke(&id).map_err(io_error)?;
+        Ok(json!({"accountId": account.id, "senderId": id, "removed": removed}))
+    }
 }
 
 impl Plugin for ImessagePlugin {
@@ -104,32 +276,63 @@ impl Plugin for ImessagePlugin {
         self.logged(|| {
             let mut running = self.running.lock().map_err(|_| poisoned())?;
             if running.is_some() {
-                return Err(PluginError::new(
-                    "invalid_request",
-                    "the plugin is already started",
-                ));
+                return Err(PluginError::new("invalid_request", "the plugin is already started"));
             }
-            let config = load_config(&ctx.config)?;
+            let config = Arc::new(load_config(&ctx.config)?);
             for warning in &config.warnings {
                 tracing::warn!("{warning}");
             }
+            let state_dir = PathBuf::from(&ctx.state_dir);
             let runtime = Self::build_runtime(dispatch)?;
-            let report = StartReport {
-                accounts: config
-                    .accounts
-                    .iter()
-                    .map(|a| AccountStart {
-                        account_id: a.id.clone(),
-                        enabled: a.enabled,
-                        watching: false,
-                    })
-                    .collect(),
+            let (stop, stop_rx) = watch::channel(false);
+            let (watching, duplicates) = watchers_by_source(&config);
+            let mut accounts = Vec::new();
+            let mut watchers = Vec::new();
+            let mut report = StartReport {
+                accounts: Vec::new(),
                 warnings: config.warnings.clone(),
             };
-            tracing::info!(accounts = config.accounts.len(), "imessage channel started");
+            for settings in &config.accounts {
+                let account = Arc::new(Account::new(&state_dir, config.clone(), settings.clone(), self.host.clone()));
+                let watches = ctx.watch && settings.enabled && watching.contains(&settings.id);
+                if let Some((_, winner)) = duplicates.iter().find(|(id, _)| *id == settings.id) {
+                    let text = format!(
+                        "accounts {} and {winner} read the same Messages database; only {winner} receives messages",
+                        settings.id
+                    );
+                    tracing::warn!("{text}");
+                    report.warnings.push(text);
+                    account.set_state("duplicate_source", None);
+                }
+                if settings.enabled && settings.dm_policy == crate::config::DmPolicy::Allowlist {
+                    let mut store = PairingStore::new(&account.dir);
+                    let n = store.allow_list().len();
+                    if n > 0 {
+                        tracing::warn!(account = %settings.id, "dmPolicy \"allowlist\": {n} senders approved by pairing are ignored");
+                    }
+                }
+                if watches {
+                    watchers.push(runtime.spawn(watcher::run(account.clone(), stop_rx.clone())));
+                }
+                report.accounts.push(AccountStart {
+                    account_id: settings.id.clone(),
+                    enabled: settings.enabled,
+                    watching: watches,
+                });
+                accounts.push(account);
+            }
+            tracing::info!(
+                accounts = config.accounts.len(),
+                watchers = watchers.len(),
+                "imessage channel started"
+            );
             *running = Some(Running {
                 runtime,
-                config: Arc::new(config),
+                config,
+                state_dir,
+                accounts,
+                watchers,
+                stop,
             });
             Ok(report)
         })
@@ -138,54 +341,117 @@ impl Plugin for ImessagePlugin {
     fn stop(&self) -> Result<(), PluginError> {
         self.logged(|| {
             let running = self.running.lock().map_err(|_| poisoned())?.take();
-            if let Some(running) = running {
-                running.runtime.shutdown_timeout(Duration::from_secs(5));
-                tracing::info!("imessage channel stopped");
-            }
+            let Some(running) = running else {
+                return Ok(());
+            };
+            let _ = running.stop.send(true);
+            let Running {
+                runtime,
+                accounts,
+                watchers,
+                state_dir,
+                ..
+            } = running;
+            runtime.block_on(async {
+                let joined = async {
+                    for w in watchers {
+                        let _ = w.await;
+                    }
+                    for a in &accounts {
+                        a.sender.lock().await.replace().await;
+                    }
+                };
+                if tokio::time::timeout(Duration::from_secs(15), joined)
+                    .await
+                    .is_err()
+                {
+                    tracing::error!("stopping took longer than 15 s; forcing shutdown");
+                }
+            });
+            runtime.shutdown_timeout(Duration::from_secs(5));
+            tracing::info!(state_dir = %state_dir.display(), "imessage channel stopped");
             Ok(())
         })
     }
 
-    fn send(&self, _request: SendRequest) -> Result<SendReceipt, PluginError> {
-        Err(PluginError::new(
-            "unsupported",
-            "sending is not supported by this plugin build yet",
-        ))
+    fn send(&self, request: SendRequest) -> Result<SendReceipt, PluginError> {
+        self.with_running(|r| {
+            let account = r.account(request.account_id.as_deref())?;
+            let settings = account.settings();
+            if !settings.enabled {
+                return Err(PluginError::new(
+                    "invalid_request",
+                    format!("account \"{}\" is disabled", settings.id),
+                ));
+            }
+            let plan = outbound::plan(
+                &request,
+                &settings,
+                r.config.globals.response_prefix.as_deref(),
+            )
+            .map_err(|e| match e {
+                Rejected::InvalidTarget(m) => {
+                    PluginError::new("invalid_target", format!("{}: {m}", request.to.trim()))
+                }
+                Rejected::InvalidRequest(m) => PluginError::new("invalid_request", m),
+            })?;
+            Ok(r.runtime.block_on(account.send(&plan)))
+        })
     }
 
-    fn status(&self, _request: StatusRequest) -> Result<StatusReport, PluginError> {
-        let running = self.running.lock().map_err(|_| poisoned())?;
-        let Some(running) = running.as_ref() else {
-            return Err(not_started());
-        };
-        Ok(StatusReport {
-            accounts: running
-                .config
-                .accounts
-                .iter()
-                .map(|a| plugin_abi::types::AccountStatus {
-                    account_id: a.id.clone(),
-                    name: a.name.clone(),
-                    enabled: a.enabled,
-                    configured: true,
-                    state: "stopped".into(),
-                    ..Default::default()
-                })
-                .collect(),
+    fn status(&self, request: StatusRequest) -> Result<StatusReport, PluginError> {
+        self.with_running(|r| {
+            let now = timeutil::now_ms();
+            let mut accounts = Vec::new();
+            for account in &r.accounts {
+                if request
+                    .account_id
+                    .as_deref()
+                    .is_some_and(|id| id.trim().to_lowercase() != account.id)
+                {
+                    continue;
+                }
+                let mut store = r.pairing_store(account);
+                let pending = store.list(now).map(|l| l.len() as u64).unwrap_or(0);
+                let allowed = store.allow_list().len() as u64;
+                let mut status = account.status(pending, allowed);
+                if request.probe {
+                    let result = r.runtime.block_on(crate::probe::probe(
+                        &account.settings(),
+                        &account.source,
+                        &r.config,
+                    ));
+                    status.last_probe = Some(result.clone());
+                    status.probe = Some(result);
+                }
+                accounts.push(status);
+            }
+            Ok(StatusReport { accounts })
         })
     }
 
     fn call(&self, method: &str, payload: Value) -> Result<Value, PluginError> {
-        self.logged(|| match method {
-            "config.validate" => {
+        match method {
+            "config.validate" => self.logged(|| {
                 let config = load_config(&payload)?;
-                Ok(serde_json::json!({ "ok": true, "warnings": config.warnings }))
+                Ok(json!({ "ok": true, "warnings": config.warnings }))
+            }),
+            "pairing.list" => self.with_running(|r| Self::pairing_list(r, &payload)),
+            "pairing.approve" => self.with_running(|r| Self::pairing_approve(r, &payload)),
+            "pairing.revoke" => self.with_running(|r| Self::pairing_revoke(r, &payload)),
+            "target.normalize" => {
+                let to = payload.get("to").and_then(Value::as_str).unwrap_or("");
+                let target = outbound::target::parse(to)
+                    .map_err(|m| PluginError::new("invalid_target", m))?;
+                let mut params = serde_json::Map::new();
+                target.write_params(&mut params);
+                Ok(Value::Object(params))
             }
             other => Err(PluginError::new(
                 "unknown_method",
                 format!("not supported by this plugin: {other}"),
             )),
-        })
+        }
     }
 }
 
@@ -195,4 +461,8 @@ fn poisoned() -> PluginError {
 
 fn not_started() -> PluginError {
     PluginError::new("not_started", "the plugin is not started")
+}
+
+fn io_error(e: std::io::Error) -> PluginError {
+    PluginError::new("internal", format!("state files: {e}"))
 }

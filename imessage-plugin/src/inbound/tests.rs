@@ -152,7 +152,7 @@ fn case_22_duplicate() {
 fn cases_26_27_29_stale() {
     let mut h = harness(c0());
     assert_eq!(
-        h.dropped(merge(d0(), json!({"created_at": iso(NOW - 3 * 3600_000)}))),
+        h.dropped(merge(d0(), json!({"created_at": iso(NOW - 3 * 3_600_000)}))),
         "stale"
     );
     h.newest = Some(NOW - 60_000);

@@ -135,7 +135,7 @@ mod tests {
 
     #[test]
     fn oversized_lines_are_discarded_and_reading_goes_on() {
-        let big = vec![b'x'; 100];
+        let big = [b'x'; 100];
         let out = split(&[b"ok1\n", &big[..60], &big[60..], b"\nok2\n"], 50);
         assert_eq!(out, vec![line("ok1"), Frame::Oversized, line("ok2")]);
     }

@@ -461,6 +461,44 @@ fn sorted(items: &[String]) -> Vec<String> {
     v
 }
 
+pub fn chat_to_json(c: &Chat) -> Value {
+    let mut v = json!({"id": c.id, "identifier": c.identifier, "guid": c.guid, "service": c.service,
+        "participants": c.participants});
+    if let Some(n) = &c.name {
+        v["name"] = json!(n);
+    }
+    v
+}
+
+/// A row in the scenario's row format (what `row_from_json` reads).
+pub fn row_to_json(r: &Row) -> Value {
+    let mut v = json!({"id": r.id, "guid": r.guid, "chat_id": r.chat_id, "handle": r.handle,
+        "from_me": r.from_me, "text": r.text, "date": iso(r.date_ms)});
+    if let Some(d) = &r.destination_caller_id {
+        v["destination_caller_id"] = json!(d);
+    }
+    if let Some(t) = &r.thread_originator_guid {
+        v["thread_originator_guid"] = json!(t);
+    }
+    if let Some(t) = &r.reply_to_guid {
+        v["reply_to_guid"] = json!(t);
+    }
+    if let Some(x) = &r.reaction {
+        v["reaction"] = json!({"type": x.kind, "target_guid": x.target_guid, "remove": x.remove, "emoji": x.emoji});
+    }
+    if !r.attachments.is_empty() {
+        v["attachments"] = Value::Array(
+            r.attachments
+                .iter()
+                .map(|a| json!({"filename": a.filename, "transfer_name": a.transfer_name, "uti": a.uti,
+                    "mime_type": a.mime_type, "total_bytes": a.total_bytes, "is_sticker": a.is_sticker,
+                    "missing": a.missing}))
+                .collect(),
+        );
+    }
+    v
+}
+
 pub fn chat_from_json(v: &Value) -> Option<Chat> {
     Some(Chat {
         id: v.get("id")?.as_i64()?,

@@ -6,6 +6,7 @@
 //! inbound messages, delays, malformed lines, permission failures and crashes.
 
 mod db;
+mod journal;
 mod methods;
 mod params;
 mod scenario;
@@ -256,6 +257,18 @@ fn run_rpc(sim: Sim, scenario: &Value) {
         std::process::exit(1);
     }
     let mut sim = sim;
+    if let Some(path) = path("IMSG_SIM_SHARED", "shared") {
+        match journal::Journal::open(&path) {
+            Ok(j) => {
+                sim.journal = Some(j);
+                sim.sync_journal();
+            }
+            Err(e) => {
+                eprintln!("imsg-sim: shared journal {path}: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
     if sim.fda_style().as_deref() == Some("db_unavailable") {
         sim.db_available = false;
     }

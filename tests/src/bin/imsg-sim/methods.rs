@@ -511,8 +511,14 @@ impl Sim {
                 let handle = self
                     .db
                     .normalize_phone(to.as_deref().unwrap_or(""), &region);
-                self.db
-                    .chat_for_handle(&handle, service.as_deref() == Some("sms"))
+                let before = self.db.chats.len();
+                let id = self
+                    .db
+                    .chat_for_handle(&handle, service.as_deref() == Some("sms"));
+                if self.db.chats.len() > before {
+                    self.journal_chat(id);
+                }
+                id
             }
         };
         if mode == "ghost_row" && chat.is_some() {

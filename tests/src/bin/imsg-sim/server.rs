@@ -551,7 +551,9 @@ fn execute(shared: &Arc<Shared>, request: Request) {
                 .get("latency_ms")
                 .and_then(Value::as_u64)
                 .unwrap_or(0);
+            sim.begin_mutation();
             let outcome = sim.send(&p);
+            sim.end_mutation();
             drop(sim);
             let rows = match &outcome {
                 Ok((_, rows)) | Err((_, rows)) => rows.clone(),
@@ -575,7 +577,9 @@ fn execute(shared: &Arc<Shared>, request: Request) {
             answer(shared, r)
         }
         "tapback" => {
+            sim.begin_mutation();
             let r = sim.tapback(&p);
+            sim.end_mutation();
             drop(sim);
             shared.record(
                 json!({"effect": "tapback", "params": Value::Object(params.clone()), "rows": []}),
@@ -596,10 +600,24 @@ fn execute(shared: &Arc<Shared>, request: Request) {
     }
 }
 
-/// Applies one control op (§B9).
-pub fn apply_op(shared: &Arc<Shared>, op: &Value) {
+/// Applies one control op (§B9). `once`: with a shared journal, ops that create rows are
+/// applied by the first process only (timed events and inbox lines reach every process).
+pub fn apply_op(shared: &Arc<Shared>, op: &Value, once: Option<&str>) {
     let name = op.get("op").and_then(Value::as_str).unwrap_or("");
     let mut sim = shared.state.lock().expect("state");
+    if matches!(name, "insert" | "insert_many" | "join") {
+        sim.begin_mutation();
+        if let Some(key) = once {
+            if sim.marker_seen(key) {
+                sim.end_mutation();
+                return;
+            }
+            sim.add_marker(key);
+        }
+        apply_row_op(&mut sim, name, op);
+        sim.end_mutation();
+        return;
+    }
     match name {
         "insert" => {
             if let Some(row) = op.get("row") {
@@ -694,6 +712,36 @@ pub fn apply_op(shared: &Arc<Shared>, op: &Value) {
     }
 }
 
+fn apply_row_op(sim: &mut Sim, name: &str, op: &Value) {
+    match name {
+        "insert" => {
+            if let Some(row) = op.get("row") {
+                let row = sim.db.row_from_json(row, sim.clock.now_ms());
+                sim.insert_row(row);
+            }
+        }
+        "insert_many" => {
+            for row in op
+                .get("rows")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let row = sim.db.row_from_json(row, sim.clock.now_ms());
+                sim.insert_row(row);
+            }
+        }
+        _ => {
+            let id = op.get("message_id").and_then(Value::as_i64).unwrap_or(0);
+            let chat = op.get("chat_id").and_then(Value::as_i64);
+            if let Some(row) = sim.db.rows.get_mut(&id) {
+                row.chat_id = chat;
+            }
+            sim.journal_join(id, chat);
+        }
+    }
+}
+
 fn apply_set(sim: &mut Sim, changes: &Value) {
     let Some(map) = changes.as_object() else {
         return;
@@ -733,10 +781,13 @@ fn apply_set(sim: &mut Sim, changes: &Value) {
     }
 }
 
+/// A timed event with its position in the scenario (its once-only key).
+type Indexed = (usize, Value);
+
 /// Runs polls, timed events and the inbox, every 10 ms, until the process ends.
 pub fn spawn_ticker(shared: Arc<Shared>, events: Vec<Value>, inbox: Option<String>) {
     std::thread::spawn(move || {
-        let mut pending: Vec<Value> = events;
+        let mut pending: Vec<(usize, Value)> = events.into_iter().enumerate().collect();
         let mut inbox_offset = 0u64;
         let mut inbox_line = 0u64;
         let mut partial = String::new();
@@ -745,17 +796,18 @@ pub fn spawn_ticker(shared: Arc<Shared>, events: Vec<Value>, inbox: Option<Strin
             // Timed events.
             let elapsed = shared.t_ms();
             let replies = shared.replies_written();
-            let (due, rest): (Vec<Value>, Vec<Value>) = pending.into_iter().partition(|e| {
-                e.get("at_ms")
-                    .and_then(Value::as_u64)
-                    .is_some_and(|t| t <= elapsed)
-                    || e.get("after_replies")
+            let (due, rest): (Vec<Indexed>, Vec<Indexed>) =
+                pending.into_iter().partition(|(_, e)| {
+                    e.get("at_ms")
                         .and_then(Value::as_u64)
-                        .is_some_and(|n| n <= replies)
-            });
+                        .is_some_and(|t| t <= elapsed)
+                        || e.get("after_replies")
+                            .and_then(Value::as_u64)
+                            .is_some_and(|n| n <= replies)
+                });
             pending = rest;
-            for e in due {
-                apply_op(&shared, &e);
+            for (i, e) in due {
+                apply_op(&shared, &e, Some(&format!("event:{i}")));
             }
             // Inbox: one op per complete line; acknowledged in the record file.
             if let Some(path) = &inbox {
@@ -769,7 +821,7 @@ pub fn spawn_ticker(shared: Arc<Shared>, events: Vec<Value>, inbox: Option<Strin
                                 let line: String = partial.drain(..=pos).collect();
                                 inbox_line += 1;
                                 if let Ok(op) = serde_json::from_str::<Value>(line.trim()) {
-                                    apply_op(&shared, &op);
+                                    apply_op(&shared, &op, Some(&format!("inbox:{inbox_line}")));
                                 }
                                 shared.record(json!({"ack": inbox_line}));
                             }
@@ -779,6 +831,7 @@ pub fn spawn_ticker(shared: Arc<Shared>, events: Vec<Value>, inbox: Option<Strin
             }
             // Polls: debounced after inserts, and the fallback poll.
             let mut sim = shared.state.lock().expect("state");
+            sim.sync_journal();
             let now = Instant::now();
             let fallback = sim.fallback_poll;
             let due: Vec<i64> = sim

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::db::{self, Db, Render, Row};
+use crate::journal::Journal;
 use crate::scenario::{get_obj, get_str};
 
 pub type Version = (u32, u32, u32);
@@ -106,6 +107,10 @@ pub struct Sim {
     pub clock: Clock,
     pub subs: BTreeMap<i64, Sub>,
     pub next_sub: i64,
+    /// The shared journal, when several processes share one database.
+    pub journal: Option<Journal>,
+    /// Lines this process created during the current mutation.
+    pub journal_out: Vec<Value>,
 }
 
 pub const PERMISSION_LINES: &[&str] = &[
@@ -228,6 +233,8 @@ impl Sim {
             clock,
             subs: BTreeMap::new(),
             next_sub: 1,
+            journal: None,
+            journal_out: Vec::new(),
         })
     }
 
@@ -301,8 +308,85 @@ impl Sim {
         }
     }
 
+    /// Takes the journal lock and replays what other processes wrote, so ids allocated next
+    /// are unique across processes. Pair with `end_mutation`.
+    pub fn begin_mutation(&mut self) {
+        if let Some(j) = self.journal.as_mut() {
+            j.lock();
+        }
+        self.sync_journal();
+    }
+
+    /// Appends what this mutation created and releases the lock.
+    pub fn end_mutation(&mut self) {
+        let lines = std::mem::take(&mut self.journal_out);
+        if let Some(j) = self.journal.as_mut() {
+            j.append(&lines);
+            j.unlock();
+        }
+    }
+
+    /// Whether a once-only op was already applied by some process (journal mode).
+    pub fn marker_seen(&self, key: &str) -> bool {
+        self.journal
+            .as_ref()
+            .is_some_and(|j| j.markers.contains(key))
+    }
+
+    pub fn add_marker(&mut self, key: &str) {
+        if self.journal.is_some() {
+            self.journal_out.push(json!({"marker": key}));
+        }
+    }
+
+    /// Replays rows, chats and joins other processes appended.
+    pub fn sync_journal(&mut self) {
+        let Some(j) = self.journal.as_mut() else {
+            return;
+        };
+        let lines = j.read_new();
+        for line in lines {
+            if let Some(row) = line.get("row") {
+                let row = self.db.row_from_json(row, self.clock.now_ms());
+                if !self.db.rows.contains_key(&row.id) {
+                    self.schedule_and_store(row);
+                }
+            } else if let Some(chat) = line.get("chat").and_then(db::chat_from_json) {
+                self.db.chats.entry(chat.id).or_insert(chat);
+            } else if let Some(join) = line.get("join") {
+                let id = join.get("message_id").and_then(Value::as_i64).unwrap_or(0);
+                if let Some(row) = self.db.rows.get_mut(&id) {
+                    row.chat_id = join.get("chat_id").and_then(Value::as_i64);
+                }
+            }
+        }
+    }
+
+    /// Records a chat this process created (journal mode).
+    pub fn journal_chat(&mut self, chat_id: i64) {
+        if self.journal.is_some() {
+            if let Some(c) = self.db.chats.get(&chat_id) {
+                self.journal_out.push(json!({"chat": db::chat_to_json(c)}));
+            }
+        }
+    }
+
+    pub fn journal_join(&mut self, message_id: i64, chat_id: Option<i64>) {
+        if self.journal.is_some() {
+            self.journal_out
+                .push(json!({"join": {"message_id": message_id, "chat_id": chat_id}}));
+        }
+    }
+
     /// Inserts a row and schedules the debounced poll of every live subscription.
     pub fn insert_row(&mut self, row: Row) {
+        if self.journal.is_some() {
+            self.journal_out.push(json!({"row": db::row_to_json(&row)}));
+        }
+        self.schedule_and_store(row);
+    }
+
+    fn schedule_and_store(&mut self, row: Row) {
         self.db.rows.insert(row.id, row);
         let now = Instant::now();
         for sub in self.subs.values_mut() {

@@ -1,0 +1,226 @@
+//! One account at run time: its folders, its source signature, the state shared between its
+//! watcher task and host calls (echo registry, sender process, status), and its sends.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use plugin_abi::guard::Host;
+use plugin_abi::types::{AccountStatus, CursorStatus, SendReceipt};
+use serde_json::Value;
+
+use crate::config::{AccountConfig, Config};
+use crate::echo::EchoRegistry;
+use crate::inbound::Stats;
+use crate::outbound::send::{self, SenderProcess};
+use crate::outbound::Plan;
+use crate::rpc::SpawnConfig;
+use crate::timeutil;
+
+fn home() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(PathBuf::from)
+}
+
+/// `~/x` → `$HOME/x`.
+pub fn expand_tilde(path: &str) -> String {
+    match (path.strip_prefix("~/"), home()) {
+        (Some(rest), Some(h)) => h.join(rest).display().to_string(),
+        _ if path == "~" => home()
+            .map(|h| h.display().to_string())
+            .unwrap_or_else(|| path.into()),
+        _ => path.to_string(),
+    }
+}
+
+/// How an account reaches imsg.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub cli: String,
+    pub db: Option<String>,
+    pub remote_host: Option<String>,
+    /// `config`, `detected` or `none`.
+    pub remote_source: &'static str,
+}
+
+impl Source {
+    pub fn resolve(account: &AccountConfig) -> Source {
+        let (remote_host, remote_source) = match &account.remote_host {
+            Some(h) => (Some(h.clone()), "config"),
+            None => (None, "none"),
+        };
+        let remote = remote_host.is_some();
+        Source {
+            cli: expand_tilde(&account.cli_path),
+            // On a remote Mac the path is the Mac's: no local expansion.
+            db: account.db_path.as_deref().map(|d| {
+                if remote {
+                    d.to_string()
+                } else {
+                    expand_tilde(d)
+                }
+            }),
+            remote_host,
+            remote_source,
+        }
+    }
+
+    /// The signature that ties a cursor to a database (§6.2, §11).
+    pub fn signature(&self) -> String {
+        format!(
+            "{}|{}|{}",
+            self.cli,
+            self.db.as_deref().unwrap_or(""),
+            self.remote_host.as_deref().unwrap_or("")
+        )
+    }
+
+    pub fn spawn_config(&self) -> SpawnConfig {
+        SpawnConfig::rpc(&self.cli, self.db.as_deref())
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct StatusState {
+    pub state: &'static str,
+    pub last_error: Option<String>,
+    pub last_inbound_ms: Option<i64>,
+    pub last_outbound_ms: Option<i64>,
+    pub cursor: Option<(i64, Option<i64>)>,
+    pub stats: Stats,
+}
+
+/// The part of an account that host calls and the watcher share.
+pub struct Account {
+    pub id: String,
+    pub dir: PathBuf,
+    pub media_dir: PathBuf,
+    pub config: RwLock<(Arc<Config>, AccountConfig)>,
+    pub source: Source,
+    pub echo: Arc<Mutex<EchoRegistry>>,
+    pub sender: tokio::sync::Mutex<SenderProcess>,
+    pub status: Mutex<StatusState>,
+    pub host: Arc<Host>,
+}
+
+impl Account {
+    pub fn new(
+        state_dir: &Path,
+        config: Arc<Config>,
+        account: AccountConfig,
+        host: Arc<Host>,
+    ) -> Account {
+        let dir = state_dir.join("imessage").join(&account.key);
+        let media_dir = state_dir.join("imessage").join("media").join(&account.key);
+        let source = Source::resolve(&account);
+        let echo = EchoRegistry::open(&dir, timeutil::now_ms());
+        Account {
+            id: account.id.clone(),
+            dir,
+            media_dir,
+            sender: tokio::sync::Mutex::new(SenderProcess::new(source.spawn_config())),
+            source,
+            config: RwLock::new((config, account)),
+            echo: Arc::new(Mutex::new(echo)),
+            status: Mutex::new(StatusState {
+                state: "stopped",
+                ..Default::default()
+            }),
+            host,
+        }
+    }
+
+    pub fn settings(&self) -> AccountConfig {
+        self.config.read().expect("config lock").1.clone()
+    }
+
+    pub fn whole_config(&self) -> Arc<Config> {
+        self.config.read().expect("config lock").0.clone()
+    }
+
+    pub fn set_state(&self, state: &'static str, error: Option<String>) {
+        let mut s = self.status.lock().expect("status lock");
+        s.state = state;
+        if error.is_some() {
+            s.last_error = error;
+        }
+    }
+
+    /// Sends a plan through this account's sender process.
+    pub async fn send(&self, plan: &Plan) -> SendReceipt {
+        let timeout = Duration::from_millis(self.settings().send_timeout_ms);
+        let receipt = send::execute(&self.sender, plan, &self.echo, timeout, &self.id).await;
+        if receipt.parts.iter().any(|p| p.outcome == "sent") {
+            self.status.lock().expect("status lock").last_outbound_ms = Some(timeutil::now_ms());
+        }
+        receipt
+    }
+
+    pub fn status(&self, pending_pairing: u64, allow_store_size: u64) -> AccountStatus {
+        let account = self.settings();
+        let s = self.status.lock().expect("status lock").clone();
+        let mut settings = std::collections::BTreeMap::new();
+        let policy = |p: &str| Value::from(p);
+        settings.insert(
+            "dmPolicy".into(),
+            policy(match account.dm_policy {
+                crate::config::DmPolicy::Pairing => "pairing",
+                crate::config::DmPolicy::Allowlist => "allowlist",
+                crate::config::DmPolicy::Open => "open",
+                crate::config::DmPolicy::Disabled => "disabled",
+            }),
+        );
+        settings.insert(
+            "groupPolicy".into(),
+            policy(match account.group_policy {
+                crate::config::GroupPolicy::Allowlist => "allowlist",
+                crate::config::GroupPolicy::Open => "open",
+                crate::config::GroupPolicy::Disabled => "disabled",
+            }),
+        );
+        settings.insert("cliPath".into(), Value::from(account.cli_path.clone()));
+        settings.insert(
+            "dbPath".into(),
+            account
+                .db_path
+                .clone()
+                .map(Value::from)
+                .unwrap_or(Value::Null),
+        );
+        settings.insert("service".into(), Value::from(account.service.clone()));
+        settings.insert(
+            "includeAttachments".into(),
+            Value::from(account.include_attachments),
+        );
+        settings.insert(
+            "textChunkLimit".into(),
+            Value::from(account.text_chunk_limit),
+        );
+        AccountStatus {
+            account_id: account.id.clone(),
+            name: account.name.clone(),
+            enabled: account.enabled,
+            configured: true,
+            state: if s.state.is_empty() {
+                "stopped".into()
+            } else {
+                s.state.into()
+            },
+            last_error: s.last_error.clone(),
+            last_probe: None,
+            last_inbound_at: s.last_inbound_ms.map(timeutil::format_ms),
+            last_outbound_at: s.last_outbound_ms.map(timeutil::format_ms),
+            cursor: s.cursor.map(|(rowid, newest)| CursorStatus {
+                rowid,
+                newest_created_at: newest.map(timeutil::format_ms),
+            }),
+            pending_pairing,
+            allow_store_size,
+            remote_host: self.source.remote_host.clone(),
+            remote_host_source: self.source.remote_source.to_string(),
+            routed: s.stats.routed,
+            drops: s.stats.drops.clone(),
+            settings,
+            probe: None,
+        }
+    }
+}

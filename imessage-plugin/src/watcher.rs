@@ -1,0 +1,396 @@
+//! The watcher: one per receiving account. It keeps one `imsg rpc` child subscribed from the
+//! persisted cursor, runs every message through the inbound pipeline one at a time, hands
+//! accepted ones to the host, and finishes each message in the catch-up state only after the
+//! host acknowledged it (or it was deliberately dropped). The child is restarted with backoff
+//! whenever it dies, forever; a permission failure blocks the account instead of looping.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use plugin_abi::types::InboundEvent;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use crate::account::Account;
+use crate::backoff;
+use crate::cursor::Catchup;
+use crate::inbound::{Inbound, Input, Verdict};
+use crate::message::{self, ImsgMessage};
+use crate::outbound;
+use crate::pairing::{self, Challenge, PairingStore};
+use crate::rpc::{wire, CallError, Event, RpcClient};
+use crate::timeutil;
+
+/// How long a permission-blocked account waits before trying again.
+const BLOCKED_RETRY: Duration = Duration::from_secs(300);
+/// Delivery retries after a refusal: 1 s, 4 s, 16 s (§6.3).
+const DELIVERY_RETRIES: [u64; 3] = [1, 4, 16];
+
+enum Exit {
+    Stop,
+    Gone(String),
+}
+
+/// Sleeps unless `stop` fires first; true when stopped.
+async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    if *stop.borrow() {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(d) => *stop.borrow(),
+        _ = stop.changed() => true,
+    }
+}
+
+fn is_permission(e: &CallError) -> bool {
+    match e {
+        CallError::PermissionDenied(_) => true,
+        CallError::Rpc(r) => r.code == -32002 || wire::is_permission_text(&r.text()),
+        _ => false,
+    }
+}
+
+pub const FDA_ERROR: &str = "imsg cannot open the Messages database: grant Full Disk Access to the process that runs imsg (and its parent app), then restart";
+
+struct Watch {
+    account: Arc<Account>,
+    inbound: Inbound,
+    catchup: Catchup,
+    pairing: PairingStore,
+}
+
+impl Watch {
+    fn sync_status(&self) {
+        let mut s = self.account.status.lock().expect("status lock");
+        s.stats = self.inbound.stats.clone();
+        s.cursor = self.catchup.rowid().map(|r| (r, self.catchup.newest_ms()));
+    }
+
+    fn flush(&mut self) {
+        if self.catchup.has_unflushed() {
+            if let Err(e) = self.catchup.flush(timeutil::now_ms()) {
+                tracing::error!(account = %self.account.id, "persisting the cursor failed: {e}");
+            }
+        }
+        self.sync_status();
+    }
+
+    async fn subscribe(&mut self, client: &RpcClient) -> Result<i64, CallError> {
+        let settings = self.account.settings();
+        let mut params = json!({"attachments": settings.include_attachments});
+        if settings.catchup.enabled {
+            if let Some(since) = self.catchup.since_rowid() {
+                params["since_rowid"] = json!(since);
+            }
+        }
+        let timeout = Duration::from_secs(if settings.include_attachments { 30 } else { 10 });
+        let result = client.request("watch.subscribe", params, timeout).await?;
+        Ok(result
+            .get("subscription")
+            .and_then(Value::as_i64)
+            .unwrap_or(0))
+    }
+
+    /// One message, start to finish.
+    async fn process(
+        &mut self,
+        params: Option<&serde_json::value::RawValue>,
+        stop: &mut watch::Receiver<bool>,
+    ) {
+        let (_, m) = match message::parse_notification(params) {
+            Ok(parsed) => parsed,
+            Err(bad) => {
+                self.inbound.count_drop("malformed");
+                tracing::debug!(
+                    "drop reason=malformed account={} keys={}",
+                    self.account.id,
+                    bad.keys.join(",")
+                );
+                return;
+            }
+        };
+        let now = timeutil::now_ms();
+        let key = m.dedupe_key();
+        let seen = self.catchup.is_seen(&key);
+        let allow_store = self.pairing.allow_list().to_vec();
+        let verdict = self.inbound.evaluate(&Input {
+            message: &m,
+            seen,
+            newest_ms: self.catchup.newest_ms(),
+            allow_store: &allow_store,
+            now_ms: now,
+        });
+        match verdict {
+            Verdict::Drop(_) => {}
+            Verdict::Pairing { sender_id, chat_id } => self.pairing_flow(&sender_id, chat_id).await,
+            Verdict::Refuse { to, text, .. } => {
+                self.send_plain(&to, text).await;
+            }
+            Verdict::Route(accepted) => {
+                let mut routed = accepted.message;
+                if !accepted.attachments.is_empty() {
+                    routed.media =
+                        crate::staging::stage(&self.account, &m, &accepted.attachments).await;
+                    if accepted.placeholder && routed.media.is_empty() {
+                        routed.text = "<media:unavailable>".into();
+                    }
+                }
+                if !self.deliver(routed, stop).await {
+                    // Stopping mid-retry: not finished, so it is replayed after restart.
+                    return;
+                }
+            }
+        }
+        self.finish(&m, seen, now);
+    }
+
+    fn finish(&mut self, m: &ImsgMessage, seen: bool, now: i64) {
+        let created = m.created_at.as_deref().and_then(timeutil::parse_ms);
+        let rowid = m.cursor_id();
+        // A duplicate never moves the cursor backwards.
+        if seen && self.catchup.rowid().is_some_and(|c| rowid <= c) {
+            return;
+        }
+        if let Some(warning) = self.catchup.finish(m.dedupe_key(), rowid, created, now) {
+            tracing::warn!(account = %self.account.id, "{warning}");
+        }
+    }
+
+    /// Hands a routed message to the host; false only when stopped while retrying.
+    async fn deliver(
+        &mut self,
+        routed: plugin_abi::types::RoutedMessage,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let guid = routed.message_id.clone();
+        let event = InboundEvent::Message(routed);
+        let mut attempt = 0;
+        loop {
+            match self.account.host.deliver(&event) {
+                Ok(()) => {
+                    self.inbound.stats.routed += 1;
+                    self.account
+                        .status
+                        .lock()
+                        .expect("status lock")
+                        .last_inbound_ms = Some(timeutil::now_ms());
+                    return true;
+                }
+                Err(e) if attempt < DELIVERY_RETRIES.len() => {
+                    tracing::warn!(account = %self.account.id, "host refused {guid}: {e}; retrying");
+                    if sleep_or_stop(Duration::from_secs(DELIVERY_RETRIES[attempt]), stop).await {
+                        return false;
+                    }
+                    attempt += 1;
+                }
+                Err(e) => {
+                    tracing::error!(account = %self.account.id, "delivery failed for {guid} after 4 attempts: {e}");
+                    self.inbound.count_drop("delivery_failed");
+                    return true;
+                }
+            }
+        }
+    }
+
+    async fn pairing_flow(&mut self, sender_id: &str, chat_id: Option<i64>) {
+        let now = timeutil::now_ms();
+        match self.pairing.challenge(sender_id, chat_id, now) {
+            Ok(Challenge::Reply { code, chat_id }) => {
+                let to = match chat_id.filter(|c| *c > 0) {
+                    Some(c) => format!("chat_id:{c}"),
+                    None => sender_id.to_string(),
+                };
+                let delivered = self
+                    .send_plain(&to, &pairing::pairing_text(sender_id, &code))
+                    .await;
+                if let Err(e) = self
+                    .pairing
+                    .set_notified(sender_id, delivered, timeutil::now_ms())
+                {
+                    tracing::error!(account = %self.account.id, "updating pairing.json: {e}");
+                }
+            }
+            Ok(Challenge::Pending) => {}
+            Ok(Challenge::QueueFull) => {
+                tracing::info!("pairing queue full for account {}", self.account.id)
+            }
+            Err(e) => tracing::error!(account = %self.account.id, "pairing store: {e}"),
+        }
+    }
+
+    /// Sends a plugin-generated text; true when it reached imsg (`sent` or `unknown`).
+    async fn send_plain(&self, to: &str, text: &str) -> bool {
+        let settings = self.account.settings();
+        match outbound::plan_plain(to, text, &settings) {
+            Ok(plan) => {
+                let receipt = self.account.send(&plan).await;
+                receipt
+                    .parts
+                    .iter()
+                    .all(|p| p.outcome == "sent" || p.outcome == "unknown")
+            }
+            Err(e) => {
+                tracing::warn!(account = %self.account.id, "cannot reply to {to}: {e:?}");
+                false
+            }
+        }
+    }
+}
+
+pub async fn run(account: Arc<Account>, mut stop: watch::Receiver<bool>) {
+    let start_ms = timeutil::now_ms();
+    let (config, settings) = account.config.read().expect("config lock").clone();
+    let (catchup, report) = Catchup::open(&account.dir, &account.source.signature(), start_ms);
+    for w in report.warnings {
+        tracing::warn!(account = %account.id, "{w}");
+    }
+    for e in report.errors {
+        tracing::error!(account = %account.id, "{e}");
+    }
+    let remote = account.source.remote_host.is_some();
+    let mut w = Watch {
+        inbound: Inbound::new(config, settings, account.echo.clone(), remote, start_ms),
+        pairing: PairingStore::new(&account.dir),
+        catchup,
+        account: account.clone(),
+    };
+    w.sync_status();
+    let spawn = account.source.spawn_config();
+    let mut failures: u32 = 0;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        account.set_state(
+            if failures == 0 {
+                "starting"
+            } else {
+                "recovering"
+            },
+            None,
+        );
+        let started = match RpcClient::spawn(&spawn) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(account = %account.id, "starting imsg failed: {e}");
+                account.set_state("recovering", Some(e.to_string()));
+                if sleep_or_stop(backoff::restart_delay(failures), &mut stop).await {
+                    break;
+                }
+                failures += 1;
+                continue;
+            }
+        };
+        let client = started.client;
+        let mut events = started.events;
+        let done = started.done;
+        match w.subscribe(&client).await {
+            Ok(_) => {}
+            Err(e) if is_permission(&e) => {
+                tracing::error!(account = %account.id, "{FDA_ERROR} ({e})");
+                account.set_state("blocked", Some(FDA_ERROR.to_string()));
+                client.shutdown(done, Duration::from_secs(2)).await;
+                if sleep_or_stop(BLOCKED_RETRY, &mut stop).await {
+                    break;
+                }
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(account = %account.id, "watch.subscribe failed: {e}");
+                account.set_state("recovering", Some(format!("watch.subscribe failed: {e}")));
+                client.shutdown(done, Duration::from_secs(2)).await;
+                if sleep_or_stop(backoff::restart_delay(failures), &mut stop).await {
+                    break;
+                }
+                failures += 1;
+                continue;
+            }
+        }
+        account.set_state("watching", None);
+        tracing::info!(account = %account.id, pid = ?client.pid(), "watching for messages");
+        let healthy_since = Instant::now();
+        let mut dead_subscriptions: HashSet<i64> = HashSet::new();
+        let mut watch_failures: u32 = 0;
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let exit = loop {
+            tokio::select! {
+                biased;
+                _ = stop.changed() => break Exit::Stop,
+                event = events.recv() => match event {
+                    None => break Exit::Gone("event stream closed".into()),
+                    Some(Event::Exited(e)) => break Exit::Gone(e.to_string()),
+                    Some(Event::Notification { method, params }) => match method.as_str() {
+                        "message" => {
+                            let sub = params.as_deref().and_then(|p| {
+                                serde_json::from_str::<Value>(p.get()).ok()?.get("subscription")?.as_i64()
+                            });
+                            if sub.is_some_and(|s| dead_subscriptions.contains(&s)) {
+                                continue;
+                            }
+                            watch_failures = 0;
+                            w.process(params.as_deref(), &mut stop).await;
+                            if events.is_empty() {
+                                w.flush();
+                            }
+                        }
+                        "error" | "watch.overflow" => {
+                            let p: Value = params
+                                .as_deref()
+                                .and_then(|p| serde_json::from_str(p.get()).ok())
+                                .unwrap_or(Value::Null);
+                            let sub = p.get("subscription").and_then(Value::as_i64).unwrap_or(0);
+                            dead_subscriptions.insert(sub);
+                            w.flush();
+                            let mut resume = None;
+                            if method == "error" {
+                                let text = p.pointer("/error/message").and_then(Value::as_str).unwrap_or("unknown error");
+                                tracing::warn!(account = %account.id, "watch failing: {text}");
+                                account.set_state("recovering", Some(format!("watch failing: {text}")));
+                                let _ = client.request("watch.unsubscribe", json!({"subscription": sub}), Duration::from_secs(10)).await;
+                                if sleep_or_stop(backoff::resubscribe_delay(watch_failures), &mut stop).await {
+                                    break Exit::Stop;
+                                }
+                                watch_failures += 1;
+                            } else {
+                                resume = p.get("resume_after_rowid").and_then(Value::as_i64);
+                                tracing::warn!(account = %account.id, "watch overflowed; resubscribing from {resume:?}");
+                            }
+                            let outcome = match resume {
+                                Some(r) => {
+                                    let s = account.settings();
+                                    client.request("watch.subscribe", json!({"attachments": s.include_attachments, "since_rowid": r}), Duration::from_secs(10)).await.map(|_| 0)
+                                }
+                                None => w.subscribe(&client).await,
+                            };
+                            match outcome {
+                                Ok(_) => account.set_state("watching", None),
+                                Err(e) => break Exit::Gone(format!("resubscribing failed: {e}")),
+                            }
+                        }
+                        other => tracing::debug!(method = other, "ignoring notification"),
+                    },
+                },
+                _ = tick.tick() => w.flush(),
+            }
+        };
+        w.flush();
+        client.shutdown(done, Duration::from_secs(2)).await;
+        match exit {
+            Exit::Stop => break,
+            Exit::Gone(reason) => {
+                if healthy_since.elapsed() > Duration::from_secs(60) {
+                    failures = 0;
+                }
+                tracing::warn!(account = %account.id, "imsg rpc stopped ({reason}); restarting");
+                account.set_state("recovering", Some(reason));
+                if sleep_or_stop(backoff::restart_delay(failures), &mut stop).await {
+                    break;
+                }
+                failures += 1;
+            }
+        }
+    }
+    w.flush();
+    account.set_state("stopped", None);
+}
