@@ -60,6 +60,13 @@ impl StubHost {
         }
         obj.insert("channel".into(), Value::from(self.channel.clone()));
         let line = serde_json::to_string(&value).map_err(|e| e.to_string())?;
+        // Order matters for a crash of this process: the id is written first (a restarted
+        // stub sees it even without fsync), then the line is printed, then the id is made
+        // durable before acknowledging. Only a kill between the two writes, a window of
+        // microseconds, can lose the line; nothing can print it twice.
+        delivered
+            .record(&self.channel, &message.account_id, &message.message_id)
+            .map_err(|e| format!("recording the delivered id: {e}"))?;
         {
             use std::io::Write;
             let mut out = sink.stdout.lock().map_err(|_| "stdout lock poisoned")?;
@@ -68,8 +75,8 @@ impl StubHost {
                 .map_err(|e| format!("writing stdout: {e}"))?;
         }
         delivered
-            .record(&self.channel, &message.account_id, &message.message_id)
-            .map_err(|e| format!("recording the delivered id: {e}"))?;
+            .sync(&self.channel, &message.account_id)
+            .map_err(|e| format!("syncing the delivered-id store: {e}"))?;
         drop(delivered);
         if let Ok(replies) = sink.replies.lock() {
             if let Some(tx) = replies.as_ref() {

@@ -209,6 +209,7 @@ pub struct SendArgs<'a> {
     pub media: &'a [String],
     pub reply_to: Option<&'a str>,
     pub account: Option<&'a str>,
+    pub chunk_mode: Option<&'a str>,
     pub as_json: bool,
 }
 
@@ -223,6 +224,7 @@ pub fn message_send(
         text: args.text.map(str::to_string),
         media: args.media.to_vec(),
         reply_to_id: args.reply_to.map(str::to_string),
+        chunk_mode: args.chunk_mode.map(str::to_string),
     };
     let receipt = with_channel(settings, args.channel, log_level, |c| {
         c.client

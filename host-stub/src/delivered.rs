@@ -53,9 +53,9 @@ impl AccountLog {
         })
     }
 
+    /// Appends the id (visible to a restarted process at once); `sync` makes it durable.
     fn record(&mut self, id: &str) -> std::io::Result<()> {
         writeln!(self.file, "{id}")?;
-        self.file.sync_data()?;
         self.lines_in_file += 1;
         self.order.push_back(id.to_string());
         self.set.insert(id.to_string());
@@ -135,9 +135,14 @@ impl Delivered {
         Ok(self.log(channel, account)?.set.contains(id))
     }
 
-    /// Records `id` durably.
+    /// Records `id`: written to the file, not yet fsynced (see `sync`).
     pub fn record(&mut self, channel: &str, account: &str, id: &str) -> std::io::Result<()> {
         self.log(channel, account)?.record(id)
+    }
+
+    /// Makes the account's recorded ids durable.
+    pub fn sync(&mut self, channel: &str, account: &str) -> std::io::Result<()> {
+        self.log(channel, account)?.file.sync_data()
     }
 }
 

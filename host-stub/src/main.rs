@@ -129,6 +129,9 @@ enum MessageAction {
         reply_to: Option<String>,
         #[arg(long)]
         account: Option<String>,
+        /// Override the account's chunkMode for this message
+        #[arg(long = "chunk-mode", value_parser = ["length", "newline"])]
+        chunk_mode: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -230,6 +233,7 @@ fn run(cli: Cli, log_level: &str) -> Result<(), Failure> {
                     media,
                     reply_to,
                     account,
+                    chunk_mode,
                     json,
                 },
         } => commands::message_send(
@@ -241,6 +245,7 @@ fn run(cli: Cli, log_level: &str) -> Result<(), Failure> {
                 media: &media,
                 reply_to: reply_to.as_deref(),
                 account: account.as_deref(),
+                chunk_mode: chunk_mode.as_deref(),
                 as_json: json,
             },
             log_level,

@@ -180,6 +180,9 @@ pub struct SendRequest {
     pub media: Vec<String>,
     #[serde(default)]
     pub reply_to_id: Option<String>,
+    /// Overrides the account's `chunkMode` (`length` or `newline`) for this request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_mode: Option<String>,
 }
 
 /// The outcome of a send: one entry per part (text chunk or file), in order.

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use plugin_abi::types::SendRequest;
 use serde_json::{Map, Value};
 
-use crate::config::AccountConfig;
+use crate::config::{AccountConfig, ChunkMode};
 pub use target::Target;
 
 /// One `send` request to make.
@@ -132,7 +132,17 @@ pub fn plan(
             text = format!("{prefix} {text}");
         }
     }
-    let chunks = chunk::chunk(&text, account.text_chunk_limit, account.chunk_mode);
+    let mode = match request.chunk_mode.as_deref() {
+        None => account.chunk_mode,
+        Some("length") => ChunkMode::Length,
+        Some("newline") => ChunkMode::Newline,
+        Some(other) => {
+            return Err(Rejected::InvalidRequest(format!(
+                "chunkMode must be \"length\" or \"newline\", not \"{other}\""
+            )))
+        }
+    };
+    let chunks = chunk::chunk(&text, account.text_chunk_limit, mode);
     Ok(assemble(
         target,
         account,

@@ -95,9 +95,18 @@ impl SpawnConfig {
         SpawnConfig {
             program: program.to_string(),
             args,
-            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            max_line_bytes: max_line_bytes(),
         }
     }
+}
+
+/// The line cap: `IMESSAGE_MAX_LINE_BYTES` when set to a positive integer, else 32 MiB.
+pub fn max_line_bytes() -> usize {
+    std::env::var("IMESSAGE_MAX_LINE_BYTES")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(DEFAULT_MAX_LINE_BYTES)
 }
 
 type Waiter = oneshot::Sender<Result<Box<RawValue>, CallError>>;

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod sim;
 pub mod transcript;
 
 use std::path::{Path, PathBuf};

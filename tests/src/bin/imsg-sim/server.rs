@@ -228,6 +228,16 @@ impl Shared {
         }
     }
 
+    /// Raw bytes plus `\n`, outside the protocol (the `stdout` op with `hex`).
+    pub fn write_bytes(&self, bytes: &[u8]) {
+        if let Ok(mut out) = self.out.lock() {
+            let _ = out.stdout.write_all(bytes);
+            let _ = out.stdout.write_all(b"\n");
+            let _ = out.stdout.flush();
+        }
+        self.record(json!({"dir": "out", "line": String::from_utf8_lossy(bytes)}));
+    }
+
     fn reply(&self, id: &Value, result: Result<Value, RpcError>) {
         let line = match result {
             Ok(r) => json!({"jsonrpc": "2.0", "id": id, "result": r}),
@@ -695,13 +705,22 @@ pub fn apply_op(shared: &Arc<Shared>, op: &Value, once: Option<&str>) {
             shared.set_faults(sim.faults.clone());
         }
         "stdout" => {
-            let line = op
-                .get("line")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
             drop(sim);
-            shared.write(Kind::Raw, &Value::String(line));
+            if let Some(hex) = op.get("hex").and_then(Value::as_str) {
+                // Raw bytes (for invalid UTF-8): pairs of hex digits, spaces ignored.
+                let digits: String = hex.chars().filter(|c| !c.is_whitespace()).collect();
+                let bytes: Vec<u8> = (0..digits.len() / 2)
+                    .filter_map(|i| u8::from_str_radix(&digits[2 * i..2 * i + 2], 16).ok())
+                    .collect();
+                shared.write_bytes(&bytes);
+            } else {
+                let line = op
+                    .get("line")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                shared.write(Kind::Raw, &Value::String(line));
+            }
         }
         "exit" => {
             let code = op.get("code").and_then(Value::as_i64).unwrap_or(0);

@@ -1,0 +1,222 @@
+//! A gateway wired to imsg-sim: scenario, shared journal, inbox and record files in one
+//! scratch folder, and host-stub running in the background with its stdout collected.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::{imsg_sim, Gateway};
+
+pub struct SimEnv {
+    pub gw: Gateway,
+}
+
+/// Deep-merges `over` into `base` (objects recursively, everything else replaced).
+pub fn merge(base: &mut Value, over: &Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                merge(b.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
+
+/// Chats the tests use: the owner's DM (7), the stranger's DM (8), a group (42).
+pub fn chats() -> Value {
+    json!([
+        {"id": 7, "identifier": "+15550001111", "guid": "iMessage;-;+15550001111", "service": "iMessage", "participants": ["+15550001111"]},
+        {"id": 8, "identifier": "+15550002222", "guid": "iMessage;-;+15550002222", "service": "iMessage", "participants": ["+15550002222"]},
+        {"id": 42, "identifier": "chat4242", "guid": "iMessage;+;chat4242", "name": "Team", "service": "iMessage", "participants": ["+15550001111", "+15550003333"]}
+    ])
+}
+
+impl SimEnv {
+    /// `scenario` is merged over a running-clock scenario with `chats()`; `config` over a
+    /// gateway config whose imessage channel points at the simulator.
+    pub fn new(scenario: Value, config: Value) -> SimEnv {
+        let gw = Gateway::new(&["imessage"]);
+        let dir = gw.path().to_path_buf();
+        let mut s = json!({
+            "clock": {"start": "now", "mode": "running"},
+            "chats": chats(),
+            "messages": [],
+            "control": {
+                "inbox": dir.join("inbox.jsonl"),
+                "record": dir.join("record.jsonl"),
+                "shared": dir.join("chat.journal"),
+            },
+        });
+        merge(&mut s, &scenario);
+        std::fs::write(dir.join("inbox.jsonl"), "").unwrap();
+        let scenario_path = dir.join("scenario.json");
+        std::fs::write(&scenario_path, s.to_string()).unwrap();
+        let mut c = json!({
+            "channels": {"imessage": {
+                "cliPath": imsg_sim().display().to_string(),
+                "dbPath": scenario_path.display().to_string(),
+                "allowFrom": ["+15550001111"],
+            }},
+            "messages": {"groupChat": {"mentionPatterns": ["@bot\\b"]}},
+        });
+        merge(&mut c, &config);
+        gw.write_config(&c.to_string());
+        SimEnv { gw }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.gw.path().join(name)
+    }
+
+    /// Starts `host-stub gateway` (with `--reply echo` when asked).
+    pub fn start(&self, echo: bool) -> Running {
+        self.start_with_env(echo, &[])
+    }
+
+    pub fn start_with_env(&self, echo: bool, vars: &[(&str, &str)]) -> Running {
+        let mut cmd = self.gw.command();
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        cmd.args(["--log-level", "debug", "gateway"]);
+        if echo {
+            cmd.args(["--reply", "echo"]);
+        }
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("host-stub.stderr"))
+            .unwrap();
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("start host-stub");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().unwrap();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Running { child, lines }
+    }
+
+    /// Appends an op to the simulator's inbox (every sim process sees it; row ops apply once).
+    pub fn inbox(&self, op: Value) {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.path("inbox.jsonl"))
+            .unwrap();
+        writeln!(f, "{op}").unwrap();
+    }
+
+    pub fn insert(&self, row: Value) {
+        self.inbox(json!({"op": "insert", "row": row}));
+    }
+
+    pub fn record(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.path("record.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The params of every `send` the simulators executed, in order.
+    pub fn sends(&self) -> Vec<Value> {
+        self.record()
+            .into_iter()
+            .filter(|r| r.get("effect").and_then(Value::as_str) == Some("send"))
+            .map(|r| r["params"].clone())
+            .collect()
+    }
+
+    /// `send` requests written to any simulator's stdin.
+    pub fn send_requests(&self) -> Vec<Value> {
+        self.record()
+            .into_iter()
+            .filter(|r| r.get("dir").and_then(Value::as_str) == Some("in"))
+            .filter_map(|r| serde_json::from_str::<Value>(r["line"].as_str()?).ok())
+            .filter(|v| v.get("method").and_then(Value::as_str) == Some("send"))
+            .collect()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.path("host-stub.stderr")).unwrap_or_default()
+    }
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+pub struct Running {
+    pub child: Child,
+    pub lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Running {
+    pub fn messages(&self) -> Vec<Value> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| serde_json::from_str(l).expect("stdout lines are JSON"))
+            .collect()
+    }
+
+    /// Waits until at least `n` routed messages were printed.
+    pub fn wait_messages(&self, n: usize, timeout: Duration) -> Vec<Value> {
+        wait_until(&format!("{n} routed message(s)"), timeout, || {
+            self.lines.lock().unwrap().len() >= n
+        });
+        self.messages()
+    }
+
+    /// SIGINT, then the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGINT);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("host-stub did not stop within 30 s of SIGINT");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

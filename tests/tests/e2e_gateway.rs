@@ -1,0 +1,310 @@
+//! The gateway end to end: host-stub loads the built libimessage, which drives imsg-sim, and
+//! routed messages come out on stdout (issues 3 and 4).
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use common::sim::{wait_until, SimEnv};
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn owner(text: &str) -> Value {
+    json!({"chat_id": 7, "handle": "+15550001111", "text": text})
+}
+
+#[test]
+fn routes_messages_and_echo_replies_reach_the_simulator() {
+    let env = SimEnv::new(json!({}), json!({}));
+    let gateway = env.start(true);
+    wait_until("the watcher to subscribe", WAIT, || {
+        env.stderr().contains("watching for messages")
+    });
+    env.insert(owner("hello there"));
+    let routed = gateway.wait_messages(1, WAIT);
+    let m = &routed[0];
+    assert_eq!(m["type"], "message");
+    assert_eq!(m["channel"], "imessage");
+    assert_eq!(m["sessionKey"], "agent:main:main");
+    assert_eq!(m["to"], "imessage:+15550001111");
+    assert_eq!(m["senderId"], "+15550001111");
+    assert_eq!(m["text"], "hello there");
+    assert_eq!(m["commandAuthorized"], true);
+    assert_eq!(m["replyTo"], Value::Null);
+    assert_eq!(m["media"], json!([]));
+    // The echo agent's reply reaches the simulator as a send …
+    wait_until("the echo reply", WAIT, || !env.sends().is_empty());
+    assert_eq!(
+        env.sends()[0],
+        json!({"to": "+15550001111", "text": "echo: hello there", "service": "imessage", "region": "US"})
+    );
+    // … and its row, which comes back through the watch stream, is not routed.
+    wait_until("the echo row to be dropped", WAIT, || {
+        env.stderr().contains("drop reason=from_me")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        gateway.messages().len(),
+        1,
+        "the agent's own words are not routed"
+    );
+    assert!(gateway.stop().success());
+}
+
+#[test]
+fn bad_lines_are_skipped_and_later_messages_still_route() {
+    let env = SimEnv::new(json!({}), json!({}));
+    let gateway = env.start(false);
+    wait_until("watching", WAIT, || {
+        env.stderr().contains("watching for messages")
+    });
+    env.inbox(json!({"op": "stdout", "line": "this is not json"}));
+    env.inbox(json!({"op": "stdout", "line": "{\"jsonrpc\":\"2.0\",\"method\":\"message\",\"params\":{\"subscription\":1}}"}));
+    env.inbox(json!({"op": "stdout", "line": "{\"jsonrpc\":\"2.0\",\"method\":\"message\",\"params\":{\"subscription\":1,\"message\":{\"id\":\"x\",\"sender\":{\"a\":1}}}}"}));
+    // Invalid UTF-8 inside a JSON string: decoded as U+FFFD, the message still routes.
+    let bad_utf8 = "{\"jsonrpc\":\"2.0\",\"method\":\"message\",\"params\":{\"subscription\":1,\"message\":{\"id\":100000,\"guid\":\"BADUTF8\",\"chat_id\":7,\"chat_guid\":\"iMessage;-;+15550001111\",\"chat_identifier\":\"+15550001111\",\"sender\":\"+15550001111\",\"is_from_me\":false,\"is_group\":false,\"text\":\"caf";
+    let hex: String = bad_utf8
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+        + "ff22"
+        + &"7d7d7d".to_string();
+    env.inbox(json!({"op": "stdout", "hex": hex}));
+    env.insert(owner("still here"));
+    let routed = gateway.wait_messages(2, WAIT);
+    assert_eq!(routed[0]["messageId"], "BADUTF8");
+    assert_eq!(routed[0]["text"], "caf\u{fffd}");
+    assert_eq!(routed[1]["text"], "still here");
+    let log = env.stderr();
+    assert!(
+        log.contains("imsg wrote non-JSON output"),
+        "noise is logged"
+    );
+    assert!(
+        log.contains("drop reason=malformed"),
+        "malformed messages are logged"
+    );
+    assert!(gateway.stop().success());
+}
+
+#[test]
+fn oversized_lines_are_discarded() {
+    let env = SimEnv::new(json!({}), json!({}));
+    // The plugin reads the cap from its environment, which it inherits from host-stub.
+    let gateway = env.start_with_env(false, &[("IMESSAGE_MAX_LINE_BYTES", "65536")]);
+    wait_until("watching", WAIT, || {
+        env.stderr().contains("watching for messages")
+    });
+    env.inbox(json!({"op": "stdout", "line": format!("{{\"pad\":\"{}\"}}", "x".repeat(200_000))}));
+    env.insert(owner("after the big line"));
+    let routed = gateway.wait_messages(1, WAIT);
+    assert_eq!(routed[0]["text"], "after the big line");
+    assert!(env.stderr().contains("exceeded max_line_bytes (65536)"));
+    assert!(gateway.stop().success());
+}
+
+fn chat_of(m: &Value) -> i64 {
+    m["chatId"].as_i64().unwrap()
+}
+
+fn seq_of(m: &Value) -> u64 {
+    m["text"]
+        .as_str()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Every message exactly once, and in order within each chat.
+fn assert_exactly_once_in_order(routed: &[Value], total: usize) {
+    let ids: HashSet<&str> = routed
+        .iter()
+        .map(|m| m["messageId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), routed.len(), "a message was printed twice");
+    assert_eq!(routed.len(), total, "a message was lost");
+    let mut last: BTreeMap<i64, u64> = BTreeMap::new();
+    for m in routed {
+        let seq = seq_of(m);
+        if let Some(prev) = last.insert(chat_of(m), seq) {
+            assert!(
+                seq > prev,
+                "out of order in chat {}: {prev} then {seq}",
+                chat_of(m)
+            );
+        }
+    }
+}
+
+fn burst(n: usize) -> Value {
+    // Alternate between the owner's DM and the group (mentioned), so order is per chat.
+    let rows: Vec<Value> = (0..n)
+        .map(|i| {
+            if i % 2 == 0 {
+                json!({"chat_id": 7, "handle": "+15550001111", "text": format!("dm {i}")})
+            } else {
+                json!({"chat_id": 42, "handle": "+15550001111", "text": format!("@bot group {i}")})
+            }
+        })
+        .collect();
+    json!({"op": "insert_many", "rows": rows})
+}
+
+#[test]
+fn a_crashing_simulator_loses_and_doubles_nothing() {
+    let total = 2000;
+    let env = SimEnv::new(
+        json!({"faults": {"exit_after": {"notifications": 500, "code": 3}}}),
+        json!({}),
+    );
+    let gateway = env.start(false);
+    wait_until("watching", WAIT, || {
+        env.stderr().contains("watching for messages")
+    });
+    env.inbox(burst(total));
+    let routed = gateway.wait_messages(total, Duration::from_secs(120));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_exactly_once_in_order(&gateway.messages(), total);
+    let restarts = env.stderr().matches("restarting").count();
+    assert!(
+        restarts >= 3,
+        "the simulator crashed and was restarted ({restarts} restarts)"
+    );
+    drop(routed);
+    assert!(gateway.stop().success());
+}
+
+#[test]
+fn killing_the_gateway_mid_stream_loses_and_doubles_nothing() {
+    let total = 1200;
+    let env = SimEnv::new(json!({}), json!({}));
+    let first = env.start(false);
+    wait_until("watching", WAIT, || {
+        env.stderr().contains("watching for messages")
+    });
+    env.inbox(burst(total));
+    first.wait_messages(300, Duration::from_secs(60));
+    let printed = first.lines.clone();
+    first.kill();
+    // Everything the killed gateway printed, read after it died.
+    std::thread::sleep(Duration::from_millis(200));
+    let mut all: Vec<Value> = printed
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let second = env.start(false);
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_until("the rest", Duration::from_secs(40), || {
+            all.len() + second.messages().len() >= total
+        })
+    }));
+    if outcome.is_err() {
+        let log = env.stderr();
+        let tail: Vec<&str> = log.lines().filter(|l| !l.contains("drop reason")).collect();
+        panic!(
+            "first run {} + second run {} of {total}\n{}",
+            all.len(),
+            second.messages().len(),
+            tail[tail.len().saturating_sub(60)..].join("\n")
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    all.extend(second.messages());
+    assert_exactly_once_in_order(&all, total);
+    assert!(second.stop().success());
+}
+
+#[test]
+fn pairing_approval_from_another_process_admits_the_next_message() {
+    let env = SimEnv::new(json!({}), json!({}));
+    let gateway = env.start(false);
+    wait_until("watching", WAIT, || {
+        env.stderr().contains("watching for messages")
+    });
+    env.insert(json!({"chat_id": 8, "handle": "+15550002222", "text": "hi, who is this?"}));
+    wait_until("the pairing reply", WAIT, || !env.sends().is_empty());
+    let reply = env.sends()[0].clone();
+    assert_eq!(reply["chat_id"], 8);
+    let text = reply["text"].as_str().unwrap();
+    assert!(text.contains("Your sender id: +15550002222"), "{text}");
+    let code = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Pairing code: "))
+        .unwrap()
+        .to_string();
+    assert!(gateway.messages().is_empty(), "an unknown DM is not routed");
+
+    let listed = env.gw.run(&["pairing", "list", "imessage", "--json"]);
+    assert_eq!(listed.status.code(), Some(0), "{}", common::stderr(&listed));
+    let pending: Value = serde_json::from_str(&common::stdout(&listed)).unwrap();
+    assert_eq!(pending[0]["code"], code.as_str());
+    assert_eq!(pending[0]["senderId"], "+15550002222");
+    assert_eq!(pending[0]["accountId"], "default");
+
+    let approved = env
+        .gw
+        .run(&["pairing", "approve", "imessage", &code.to_lowercase()]);
+    assert_eq!(
+        approved.status.code(),
+        Some(0),
+        "{}",
+        common::stderr(&approved)
+    );
+    let again = env.gw.run(&["pairing", "approve", "imessage", &code]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        common::stderr(&again).contains(&format!("no pending pairing request with code {code}"))
+    );
+
+    env.insert(json!({"chat_id": 8, "handle": "+15550002222", "text": "thanks!"}));
+    let routed = gateway.wait_messages(1, WAIT);
+    assert_eq!(routed[0]["sessionKey"], "agent:main:main");
+    assert_eq!(routed[0]["senderId"], "+15550002222");
+    assert_eq!(routed[0]["text"], "thanks!");
+    assert_eq!(routed[0]["commandAuthorized"], true);
+    assert_eq!(env.sends().len(), 1, "no second pairing reply");
+    assert!(gateway.stop().success());
+}
+
+#[test]
+fn group_messages_need_a_mention() {
+    let env = SimEnv::new(json!({}), json!({}));
+    let gateway = env.start(false);
+    wait_until("watching", WAIT, || {
+        env.stderr().contains("watching for messages")
+    });
+    env.insert(json!({"chat_id": 42, "handle": "+15550001111", "text": "lunch anyone?"}));
+    env.insert(
+        json!({"chat_id": 42, "handle": "+15550001111", "text": "@bot what's the build status?"}),
+    );
+    let routed = gateway.wait_messages(1, WAIT);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(gateway.messages().len(), 1);
+    assert_eq!(routed[0]["text"], "@bot what's the build status?");
+    assert_eq!(routed[0]["sessionKey"], "agent:main:imessage:group:42");
+    assert_eq!(routed[0]["to"], "chat_id:42");
+    assert_eq!(routed[0]["chatType"], "group");
+    assert_eq!(routed[0]["wasMentioned"], true);
+    assert!(env.stderr().contains("drop reason=no_mention"));
+    assert!(gateway.stop().success());
+}
+
+#[test]
+fn bad_config_fails_startup_with_exit_2_and_starts_nothing() {
+    let env = SimEnv::new(
+        json!({}),
+        json!({"channels": {"imessage": {"remoteHost": "host -oProxyCommand=x"}}}),
+    );
+    let out = env.gw.run(&["gateway"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(common::stderr(&out)
+        .contains("channels.imessage.remoteHost: expected \"host\" or \"user@host\""));
+    assert!(env.record().is_empty(), "no imsg process was started");
+}
