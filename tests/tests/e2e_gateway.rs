@@ -70,7 +70,7 @@ fn bad_lines_are_skipped_and_later_messages_still_route() {
         .map(|b| format!("{b:02x}"))
         .collect::<String>()
         + "ff22"
-        + &"7d7d7d".to_string();
+        + "7d7d7d";
     env.inbox(json!({"op": "stdout", "hex": hex}));
     env.insert(owner("still here"));
     let routed = gateway.wait_messages(2, WAIT);
