@@ -204,6 +204,10 @@ impl Watch {
                 let delivered = self
                     .send_plain(&to, &pairing::pairing_text(sender_id, &code))
                     .await;
+                tracing::info!(
+                    account = %self.account.id,
+                    "pairing requested by an unknown sender; list pending codes with `host-stub pairing list imessage`"
+                );
                 if let Err(e) = self
                     .pairing
                     .set_notified(sender_id, delivered, timeutil::now_ms())
