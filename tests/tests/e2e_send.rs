@@ -1,0 +1,204 @@
+//! `host-stub message send` end to end (issue 5): chunking, paragraphs, media caps, bad
+//! targets, and a send that never answers.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::sim::SimEnv;
+use serde_json::{json, Value};
+
+fn words(n: usize) -> String {
+    let mut s = String::new();
+    let mut i = 0;
+    while s.len() < n {
+        s.push_str(&format!("word{i} "));
+        i += 1;
+    }
+    s.truncate(n);
+    s.trim_end().to_string()
+}
+
+#[test]
+fn long_text_is_sent_as_chunks_with_a_receipt() {
+    let env = SimEnv::new(json!({}), json!({}));
+    let text = words(9000);
+    let out = env.gw.run(&[
+        "message",
+        "send",
+        "--channel",
+        "imessage",
+        "--target",
+        "chat_id:42",
+        "--text",
+        &text,
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let receipt: Value = serde_json::from_str(&common::stdout(&out)).unwrap();
+    assert_eq!(receipt["ok"], true);
+    assert_eq!(receipt["chunks"], 3);
+    let ids = receipt["messageIds"].as_array().unwrap();
+    assert_eq!(ids.len(), 3);
+    assert!(
+        ids.iter()
+            .all(|id| id.as_str().is_some_and(|s| !s.is_empty())),
+        "{ids:?}"
+    );
+    let sends = env.sends();
+    assert_eq!(sends.len(), 3);
+    let mut rejoined = Vec::new();
+    for s in &sends {
+        assert_eq!(s["chat_id"], 42);
+        let t = s["text"].as_str().unwrap();
+        assert!(
+            t.chars().count() <= 4000,
+            "{} characters",
+            t.chars().count()
+        );
+        rejoined.push(t.to_string());
+    }
+    assert_eq!(rejoined.join(" "), text, "in order, split only at spaces");
+}
+
+#[test]
+fn newline_mode_sends_one_message_per_paragraph() {
+    let env = SimEnv::new(json!({}), json!({}));
+    let text = "First paragraph.\n\nSecond one,\nwith two lines.\n\n\n```\ncode\n\nstill code\n```";
+    let out = env.gw.run(&[
+        "message",
+        "send",
+        "--channel",
+        "imessage",
+        "--target",
+        "chat_id:42",
+        "--text",
+        text,
+        "--chunk-mode",
+        "newline",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let texts: Vec<String> = env
+        .sends()
+        .iter()
+        .map(|s| s["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        texts,
+        vec![
+            "First paragraph.",
+            "Second one,\nwith two lines.",
+            "```\ncode\n\nstill code\n```"
+        ]
+    );
+}
+
+#[test]
+fn oversized_media_is_refused_before_anything_is_sent() {
+    let env = SimEnv::new(json!({}), json!({}));
+    let big = env.path("big.mov");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(20 * 1024 * 1024)
+        .unwrap();
+    let out = env.gw.run(&[
+        "message",
+        "send",
+        "--channel",
+        "imessage",
+        "--target",
+        "chat_id:42",
+        "--text",
+        "look",
+        "--media",
+        big.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = common::stderr(&out);
+    assert!(
+        err.contains("media too large") && err.contains("big.mov"),
+        "{err}"
+    );
+    assert!(env.sends().is_empty(), "not even the text was sent");
+}
+
+#[test]
+fn text_then_file_parts() {
+    let env = SimEnv::new(json!({}), json!({}));
+    let photo = env.path("a.jpg");
+    std::fs::write(&photo, b"jpeg bytes").unwrap();
+    let out = env.gw.run(&[
+        "message",
+        "send",
+        "--channel",
+        "imessage",
+        "--target",
+        "chat_id:42",
+        "--text",
+        "see photo",
+        "--media",
+        photo.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    assert_eq!(
+        env.sends(),
+        vec![
+            json!({"chat_id": 42, "text": "see photo", "service": "auto", "region": "US"}),
+            json!({"chat_id": 42, "text": "", "file": photo.display().to_string(), "service": "auto", "region": "US"}),
+        ]
+    );
+}
+
+#[test]
+fn a_bad_target_exits_non_zero_naming_it() {
+    let env = SimEnv::new(json!({}), json!({}));
+    let out = env.gw.run(&[
+        "message",
+        "send",
+        "--channel",
+        "imessage",
+        "--target",
+        "chat_id:abc",
+        "--text",
+        "hi",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = common::stderr(&out);
+    assert!(err.contains("chat_id:abc"), "{err}");
+    assert!(err.contains("chat_id must be a positive integer"), "{err}");
+    assert!(
+        env.record().is_empty(),
+        "no imsg process was asked anything"
+    );
+}
+
+#[test]
+fn a_send_that_never_answers_is_unknown_and_never_repeated() {
+    let env = SimEnv::new(
+        json!({"faults": {"delay_ms": {"send": 600000}}}),
+        json!({"channels": {"imessage": {"sendTimeoutMs": 10000}}}),
+    );
+    let started = Instant::now();
+    let out = env.gw.run(&[
+        "message",
+        "send",
+        "--channel",
+        "imessage",
+        "--target",
+        "chat_id:42",
+        "--text",
+        "hello?",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(started.elapsed() >= Duration::from_secs(10));
+    let receipt: Value = serde_json::from_str(&common::stdout(&out)).unwrap();
+    assert_eq!(receipt["ok"], false);
+    assert_eq!(receipt["parts"][0]["outcome"], "unknown");
+    assert_eq!(
+        env.send_requests().len(),
+        1,
+        "exactly one send request, no retry"
+    );
+}
