@@ -49,9 +49,37 @@ pub fn normalize_text(text: &str) -> String {
     out.nfc().collect()
 }
 
-/// Where a part was sent, as an echo scope: `chat:<id>`, `guid:<g>`, `ident:<i>`,
-/// `handle:<h>`.
-pub type Scope = String;
+/// Where a part was sent (§5.2): written `chat:<id>`, `guid:<g>`, `ident:<i>`,
+/// `handle:<h>`; held parsed so a lookup compares without allocating.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    Chat(i64),
+    Guid(String),
+    Ident(String),
+    Handle(String),
+}
+
+impl Scope {
+    pub fn parse(text: &str) -> Option<Scope> {
+        let (kind, value) = text.split_once(':')?;
+        Some(match kind {
+            "chat" => Scope::Chat(value.parse().ok()?),
+            "guid" => Scope::Guid(value.to_string()),
+            "ident" => Scope::Ident(value.to_string()),
+            "handle" => Scope::Handle(value.to_string()),
+            _ => return None,
+        })
+    }
+
+    fn matches(&self, row: &EchoRow<'_>) -> bool {
+        match self {
+            Scope::Chat(id) => row.chat_id == Some(*id),
+            Scope::Guid(g) => row.chat_guid == Some(g.as_str()),
+            Scope::Ident(i) => row.chat_identifier == Some(i.as_str()),
+            Scope::Handle(h) => row.dm_handle == Some(h.as_str()),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TextState {
@@ -62,7 +90,7 @@ enum TextState {
 #[derive(Debug, Clone)]
 struct TextEntry {
     id: u64,
-    scope: Scope,
+    scope: Option<Scope>,
     text: String,
     state: TextState,
 }
@@ -80,6 +108,8 @@ pub struct EchoRegistry {
     next: u64,
     texts: Vec<TextEntry>,
     sent: HashMap<String, SentId>,
+    /// The numeric row ids among `sent` (keys `rowid:<n>`), for lookups without formatting.
+    rowids: std::collections::HashSet<i64>,
     order: VecDeque<String>,
     file: Option<PathBuf>,
     file_lines: usize,
@@ -95,6 +125,7 @@ impl EchoRegistry {
             next: 1,
             texts: Vec::new(),
             sent: HashMap::new(),
+            rowids: std::collections::HashSet::new(),
             order: VecDeque::new(),
             file: None,
             file_lines: 0,
@@ -134,13 +165,26 @@ impl EchoRegistry {
     }
 
     fn insert_sent(&mut self, s: SentId) {
+        if let Some(n) = s.id.strip_prefix("rowid:").and_then(|n| n.parse().ok()) {
+            self.rowids.insert(n);
+        }
         if self.sent.insert(s.id.clone(), s.clone()).is_none() {
             self.order.push_back(s.id);
         }
         while self.order.len() > SENT_ID_CAP {
             if let Some(old) = self.order.pop_front() {
-                self.sent.remove(&old);
+                self.forget(&old);
             }
+        }
+    }
+
+    fn forget(&mut self, id: &str) {
+        self.sent.remove(id);
+        if let Some(n) = id
+            .strip_prefix("rowid:")
+            .and_then(|n| n.parse::<i64>().ok())
+        {
+            self.rowids.remove(&n);
         }
     }
 
@@ -150,7 +194,7 @@ impl EchoRegistry {
         self.next += 1;
         self.texts.push(TextEntry {
             id,
-            scope: scope.to_string(),
+            scope: Scope::parse(scope),
             text: normalize_text(text),
             state: TextState::Pending,
         });
@@ -168,7 +212,13 @@ impl EchoRegistry {
                 had_ids: guid.is_some() || rowid.is_some(),
             };
             text = entry.text.clone();
-            scope = entry.scope.clone();
+            scope = match &entry.scope {
+                Some(Scope::Chat(id)) => format!("chat:{id}"),
+                Some(Scope::Guid(g)) => format!("guid:{g}"),
+                Some(Scope::Ident(i)) => format!("ident:{i}"),
+                Some(Scope::Handle(h)) => format!("handle:{h}"),
+                None => String::new(),
+            };
         }
         self.record_ids(guid, rowid, &text, &scope, now_ms);
     }
@@ -246,7 +296,7 @@ impl EchoRegistry {
             match self.sent.get(front) {
                 Some(s) if now_ms - s.at > SENT_ID_TTL_MS => {
                     let id = self.order.pop_front().expect("front exists");
-                    self.sent.remove(&id);
+                    self.forget(&id);
                 }
                 Some(_) => break,
                 None => {
@@ -260,23 +310,25 @@ impl EchoRegistry {
     pub fn is_echo(&mut self, row: &EchoRow<'_>, now_ms: i64) -> bool {
         self.expire(now_ms);
         if row.guid.is_some_and(|g| self.sent.contains_key(g))
-            || row
-                .rowid
-                .is_some_and(|r| self.sent.contains_key(&format!("rowid:{r}")))
+            || row.rowid.is_some_and(|r| self.rowids.contains(&r))
         {
             return true;
         }
+        let parent = row.reply_to_guid.and_then(|g| self.sent.get(g));
+        let in_scope = |e: &TextEntry| e.scope.as_ref().is_some_and(|s| s.matches(row));
+        // Most rows match nothing by text: normalise only when something could match.
+        if parent.is_none() && !self.texts.iter().any(in_scope) {
+            return false;
+        }
         let text = normalize_text(row.text);
-        if let Some(parent) = row.reply_to_guid.and_then(|g| self.sent.get(g)) {
-            if parent.text == text {
-                return true;
-            }
+        if parent.is_some_and(|p| p.text == text) {
+            return true;
         }
         if text.is_empty() {
             return false;
         }
         self.texts.iter().any(|e| {
-            row.scopes.contains(&e.scope)
+            in_scope(e)
                 && e.text == text
                 && match e.state {
                     TextState::Pending => row.self_chat,
@@ -292,8 +344,11 @@ pub struct EchoRow<'a> {
     pub rowid: Option<i64>,
     pub reply_to_guid: Option<&'a str>,
     pub text: &'a str,
-    /// The row's scopes (`chat:<id>`, `guid:<g>`, `ident:<i>`, and for DMs `handle:<h>`).
-    pub scopes: &'a [String],
+    pub chat_id: Option<i64>,
+    pub chat_guid: Option<&'a str>,
+    pub chat_identifier: Option<&'a str>,
+    /// The sender's handle, for DMs only (`handle:` scopes).
+    pub dm_handle: Option<&'a str>,
     pub self_chat: bool,
 }
 
@@ -347,7 +402,8 @@ impl LoopLimiter {
 
     /// `Some(n)` when the conversation is muted; `first_trip` is true once per trip.
     pub fn muted(&mut self, conversation: &str, now_ms: i64) -> Option<(usize, bool)> {
-        let q = self.hits.entry(conversation.to_string()).or_default();
+        // Most conversations never had a loop drop: no entry, nothing to allocate.
+        let q = self.hits.get_mut(conversation)?;
         while q.front().is_some_and(|t| now_ms - t >= LOOP_WINDOW_MS) {
             q.pop_front();
         }
@@ -448,13 +504,17 @@ mod tests {
         }
     }
 
-    fn row<'a>(guid: &'a str, text: &'a str, scopes: &'a [String], self_chat: bool) -> EchoRow<'a> {
+    /// A row in the DM with `handle` (chat 7), or in chat 42 when `handle` is empty.
+    fn row<'a>(guid: &'a str, text: &'a str, handle: &'a str, self_chat: bool) -> EchoRow<'a> {
         EchoRow {
             guid: Some(guid),
             rowid: None,
             reply_to_guid: None,
             text,
-            scopes,
+            chat_id: Some(if handle.is_empty() { 42 } else { 7 }),
+            chat_guid: None,
+            chat_identifier: None,
+            dm_handle: (!handle.is_empty()).then_some(handle),
             self_chat,
         }
     }
@@ -462,29 +522,29 @@ mod tests {
     #[test]
     fn guid_match_and_narrow_text_fallback() {
         let mut r = EchoRegistry::in_memory();
-        let dm = vec!["chat:7".to_string(), "handle:+15550001111".to_string()];
+        let dm = "+15550001111";
         let t = r.begin("handle:+15550001111", "Hello");
         r.finish(t, Some("OUT2"), None, 0);
-        assert!(r.is_echo(&row("OUT2", "anything", &dm, false), 100));
+        assert!(r.is_echo(&row("OUT2", "anything", dm, false), 100));
         // Same text, another GUID, outside a self-chat: a genuine message (case 43).
-        assert!(!r.is_echo(&row("U9", "Hello", &dm, false), 2000));
+        assert!(!r.is_echo(&row("U9", "Hello", dm, false), 2000));
 
         // A send that returned no id: text fallback for 4 s (case 44).
         let t = r.begin("handle:+15550001111", "On it");
         r.finish(t, None, None, 10_000);
-        assert!(r.is_echo(&row("X1", "On it", &dm, false), 13_000));
-        assert!(!r.is_echo(&row("X2", "On it", &dm, false), 15_000));
+        assert!(r.is_echo(&row("X1", "On it", dm, false), 13_000));
+        assert!(!r.is_echo(&row("X2", "On it", dm, false), 15_000));
     }
 
     #[test]
     fn pending_text_matches_only_in_self_chat() {
         let mut r = EchoRegistry::in_memory();
-        let scopes = vec!["handle:+15559990000".to_string()];
+        let me = "+15559990000";
         let t = r.begin("handle:+15559990000", "Done.");
-        assert!(r.is_echo(&row("S1M", "Done.", &scopes, true), 0));
-        assert!(!r.is_echo(&row("S1M", "Done.", &scopes, false), 0));
+        assert!(r.is_echo(&row("S1M", "Done.", me, true), 0));
+        assert!(!r.is_echo(&row("S1M", "Done.", me, false), 0));
         r.cancel(t);
-        assert!(!r.is_echo(&row("S1M", "Done.", &scopes, true), 0));
+        assert!(!r.is_echo(&row("S1M", "Done.", me, true), 0));
     }
 
     #[test]
@@ -492,11 +552,10 @@ mod tests {
         let mut r = EchoRegistry::in_memory();
         let t = r.begin("handle:+15550001111", "Hello");
         r.finish(t, Some("OUT2"), None, 0);
-        let scopes = vec!["chat:7".to_string()];
-        let mut quoted = row("U1", "Hello", &scopes, false);
+        let mut quoted = row("U1", "Hello", "+15550001111", false);
         quoted.reply_to_guid = Some("OUT2");
         assert!(r.is_echo(&quoted, 10));
-        let mut reply = row("U2", "Hello to you", &scopes, false);
+        let mut reply = row("U2", "Hello to you", "+15550001111", false);
         reply.reply_to_guid = Some("OUT2");
         assert!(!r.is_echo(&reply, 10));
     }
@@ -508,13 +567,12 @@ mod tests {
         let t = r.begin("chat:42", "hi");
         r.finish(t, Some("G1"), Some(901), 0);
         let mut again = EchoRegistry::open(dir.path(), 1000);
-        let scopes: Vec<String> = vec![];
-        let mut by_rowid = row("other", "x", &scopes, false);
+        let mut by_rowid = row("other", "x", "", false);
         by_rowid.rowid = Some(901);
         by_rowid.guid = None;
         assert!(again.is_echo(&by_rowid, 1000));
         let mut expired = EchoRegistry::open(dir.path(), SENT_ID_TTL_MS + 10);
-        assert!(!expired.is_echo(&row("G1", "x", &scopes, false), SENT_ID_TTL_MS + 10));
+        assert!(!expired.is_echo(&row("G1", "x", "", false), SENT_ID_TTL_MS + 10));
     }
 
     #[test]

@@ -177,8 +177,8 @@ impl Inbound {
         }
     }
 
-    fn mention_patterns(&self, agent_id: &str) -> Option<&[Regex]> {
-        let globals = &self.config.globals;
+    fn mention_patterns<'c>(config: &'c Config, agent_id: &str) -> Option<&'c [Regex]> {
+        let globals = &config.globals;
         match globals
             .agents
             .iter()
@@ -254,7 +254,6 @@ impl Inbound {
                 _ => false,
             };
         let text = m.text.as_deref().unwrap_or("");
-        let scopes = self.scopes(m, &sender_id, looks_group);
         // 6. Own messages.
         if m.is_from_me == Some(true) {
             if !self_chat {
@@ -263,7 +262,7 @@ impl Inbound {
             if self.mirror_hit(m, &conversation, now) {
                 return self.loop_drop("self_chat_mirror", &conversation, &guid, now);
             }
-            if self.echo_hit(m, text, &scopes, true, now) {
+            if self.echo_hit(m, text, &sender_id, looks_group, true, now) {
                 return self.loop_drop("echo", &conversation, &guid, now);
             }
         }
@@ -293,7 +292,7 @@ impl Inbound {
             if self_chat && self.mirror_hit(m, &conversation, now) {
                 return self.loop_drop("self_chat_mirror", &conversation, &guid, now);
             }
-            if self.echo_hit(m, text, &scopes, self_chat, now) {
+            if self.echo_hit(m, text, &sender_id, is_group, self_chat, now) {
                 return self.loop_drop("echo", &conversation, &guid, now);
             }
         }
@@ -372,17 +371,16 @@ impl Inbound {
         let session_key =
             routing::session_key(&globals.dm_scope, &agent_id, &self.account.id, &peer);
         let to = routing::reply_target(&peer, m.chat_guid.as_deref());
-        let patterns: Vec<Regex> = self
-            .mention_patterns(&agent_id)
-            .map(<[Regex]>::to_vec)
-            .unwrap_or_default();
+        // An Arc clone, so the patterns can be borrowed while `self` is mutated below.
+        let config = self.config.clone();
+        let patterns: &[Regex] = Self::mention_patterns(&config, &agent_id).unwrap_or(&[]);
         // 14. Control commands.
-        let is_command = policy::is_control_command(&body, is_group, &patterns);
+        let is_command = policy::is_control_command(&body, is_group, patterns);
         if is_group && is_command && !command_authorized {
             return self.drop_with("unauthorized_command", &conversation, &guid);
         }
         // 15. `/config set|unset`.
-        if let Some(path) = policy::config_write_path(&body, is_group, &patterns) {
+        if let Some(path) = policy::config_write_path(&body, is_group, patterns) {
             if !command_authorized {
                 return self.drop_with("unauthorized_command", &conversation, &guid);
             }
@@ -406,7 +404,7 @@ impl Inbound {
         // 16. Mentions (groups).
         let mut was_mentioned = true;
         if is_group {
-            let mentioned = policy::is_mentioned(&body, &patterns);
+            let mentioned = policy::is_mentioned(&body, patterns);
             let authorized_command = is_command && command_authorized;
             if patterns.is_empty() {
                 if !self.warned_no_patterns {
@@ -469,23 +467,6 @@ impl Inbound {
         }))
     }
 
-    fn scopes(&self, m: &ImsgMessage, sender_id: &str, group: bool) -> Vec<String> {
-        let mut scopes = Vec::with_capacity(4);
-        if let Some(id) = m.chat_id.filter(|c| *c > 0) {
-            scopes.push(format!("chat:{id}"));
-        }
-        if let Some(g) = non_empty(&m.chat_guid) {
-            scopes.push(format!("guid:{g}"));
-        }
-        if let Some(i) = non_empty(&m.chat_identifier) {
-            scopes.push(format!("ident:{i}"));
-        }
-        if !group && !sender_id.is_empty() {
-            scopes.push(format!("handle:{sender_id}"));
-        }
-        scopes
-    }
-
     fn mirror_hit(&mut self, m: &ImsgMessage, conversation: &str, now: i64) -> bool {
         self.mirror.check_and_record(
             conversation,
@@ -500,7 +481,8 @@ impl Inbound {
         &mut self,
         m: &ImsgMessage,
         text: &str,
-        scopes: &[String],
+        sender_id: &str,
+        group: bool,
         self_chat: bool,
         now: i64,
     ) -> bool {
@@ -510,7 +492,10 @@ impl Inbound {
                 rowid: m.id,
                 reply_to_guid: non_empty(&m.reply_to_guid),
                 text,
-                scopes,
+                chat_id: m.chat_id.filter(|c| *c > 0),
+                chat_guid: non_empty(&m.chat_guid),
+                chat_identifier: non_empty(&m.chat_identifier),
+                dm_handle: (!group && !sender_id.is_empty()).then_some(sender_id),
                 self_chat,
             },
             now,

@@ -167,8 +167,19 @@ fn without_leading_mention<'a>(text: &'a str, patterns: &[Regex]) -> &'a str {
     text
 }
 
+/// Case-insensitive ASCII substring test, without allocating.
+fn contains_ignore_case(text: &str, needle: &str) -> bool {
+    text.as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
 /// Control-command detection (§9.1). `patterns` are the mention patterns (groups only).
 pub fn is_control_command(text: &str, is_group: bool, patterns: &[Regex]) -> bool {
+    // Nearly every message is no command: skip the regex work unless it could be one.
+    if !text.contains('/') && !STOP_WORDS.iter().any(|w| contains_ignore_case(text, w)) {
+        return false;
+    }
     let visible = strip_invisible(text);
     let mut rest = visible.trim();
     if is_group {
@@ -181,6 +192,9 @@ pub fn is_control_command(text: &str, is_group: bool, patterns: &[Regex]) -> boo
 
 /// `/config set|unset <path> …`: the path (possibly empty) when it is one.
 pub fn config_write_path(text: &str, is_group: bool, patterns: &[Regex]) -> Option<String> {
+    if !contains_ignore_case(text, "/config") {
+        return None;
+    }
     let visible = strip_invisible(text);
     let mut rest = visible.trim();
     if is_group {

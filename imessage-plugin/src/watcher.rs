@@ -4,13 +4,13 @@
 //! host acknowledged it (or it was deliberately dropped). The child is restarted with backoff
 //! whenever it dies, forever; a permission failure blocks the account instead of looping.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use plugin_abi::types::InboundEvent;
 use serde_json::{json, Value};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::account::Account;
 use crate::backoff;
@@ -24,6 +24,8 @@ use crate::timeutil;
 
 /// How long a permission-blocked account waits before trying again.
 const BLOCKED_RETRY: Duration = Duration::from_secs(300);
+/// How often finished messages are persisted (seen keys, then the cursor).
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// Delivery retries after a refusal: 1 s, 4 s, 16 s (§6.3).
 const DELIVERY_RETRIES: [u64; 3] = [1, 4, 16];
 
@@ -48,6 +50,41 @@ fn is_permission(e: &CallError) -> bool {
         CallError::PermissionDenied(_) => true,
         CallError::Rpc(r) => r.code == -32002 || wire::is_permission_text(&r.text()),
         _ => false,
+    }
+}
+
+/// The next notification: held ones first, then the live stream.
+async fn next_event(
+    backlog: &mut VecDeque<Event>,
+    events: &mut mpsc::Receiver<Event>,
+) -> Option<Event> {
+    match backlog.pop_front() {
+        Some(e) => Some(e),
+        None => events.recv().await,
+    }
+}
+
+/// A request on the watcher's own child. Notifications that arrive meanwhile (a lenient
+/// server replays before answering `watch.subscribe`) are held in `backlog`: the event queue
+/// is bounded, so leaving them would stall the reader and with it the reply.
+async fn request_draining(
+    client: &RpcClient,
+    method: &str,
+    params: Value,
+    timeout: Duration,
+    events: &mut mpsc::Receiver<Event>,
+    backlog: &mut VecDeque<Event>,
+) -> Result<Value, CallError> {
+    let call = client.request(method, params, timeout);
+    tokio::pin!(call);
+    loop {
+        tokio::select! {
+            result = &mut call => return result,
+            event = events.recv() => match event {
+                Some(e) => backlog.push_back(e),
+                None => return call.await,
+            },
+        }
     }
 }
 
@@ -76,16 +113,29 @@ impl Watch {
         self.sync_status();
     }
 
-    async fn subscribe(&mut self, client: &RpcClient) -> Result<i64, CallError> {
+    /// `watch.subscribe` from the cursor (or right after `resume`, after an overflow).
+    async fn subscribe(
+        &mut self,
+        client: &RpcClient,
+        resume: Option<i64>,
+        events: &mut mpsc::Receiver<Event>,
+        backlog: &mut VecDeque<Event>,
+    ) -> Result<i64, CallError> {
         let settings = self.account.settings();
         let mut params = json!({"attachments": settings.include_attachments});
-        if settings.catchup.enabled {
-            if let Some(since) = self.catchup.since_rowid() {
-                params["since_rowid"] = json!(since);
-            }
+        let since = resume.or_else(|| {
+            settings
+                .catchup
+                .enabled
+                .then(|| self.catchup.since_rowid())
+                .flatten()
+        });
+        if let Some(since) = since.filter(|s| *s > 0) {
+            params["since_rowid"] = json!(since);
         }
         let timeout = Duration::from_secs(if settings.include_attachments { 30 } else { 10 });
-        let result = client.request("watch.subscribe", params, timeout).await?;
+        let result =
+            request_draining(client, "watch.subscribe", params, timeout, events, backlog).await?;
         Ok(result
             .get("subscription")
             .and_then(Value::as_i64)
@@ -96,10 +146,13 @@ impl Watch {
     async fn process(
         &mut self,
         params: Option<&serde_json::value::RawValue>,
+        dead_subscriptions: &HashSet<i64>,
         stop: &mut watch::Receiver<bool>,
     ) {
-        let (_, m) = match message::parse_notification(params) {
-            Ok(parsed) => parsed,
+        let m = match message::parse_notification(params) {
+            // A lenient server may write one more row after `watch.unsubscribe`.
+            Ok((Some(sub), _)) if dead_subscriptions.contains(&sub) => return,
+            Ok((_, m)) => m,
             Err(bad) => {
                 self.inbound.count_drop("malformed");
                 tracing::debug!(
@@ -113,12 +166,11 @@ impl Watch {
         let now = timeutil::now_ms();
         let key = m.dedupe_key();
         let seen = self.catchup.is_seen(&key);
-        let allow_store = self.pairing.allow_list().to_vec();
         let verdict = self.inbound.evaluate(&Input {
             message: &m,
             seen,
             newest_ms: self.catchup.newest_ms(),
-            allow_store: &allow_store,
+            allow_store: self.pairing.allow_list_cached(now),
             now_ms: now,
         });
         match verdict {
@@ -242,7 +294,18 @@ impl Watch {
     }
 }
 
-pub async fn run(account: Arc<Account>, mut stop: watch::Receiver<bool>) {
+pub async fn run(account: Arc<Account>, stop: watch::Receiver<bool>) {
+    let spawn = account.source.spawn_config();
+    run_with(account, stop, move || RpcClient::spawn(&spawn)).await
+}
+
+/// `run`, with the way to start imsg injected (benchmarks and tests hand it in-memory
+/// streams standing in for the child).
+pub async fn run_with(
+    account: Arc<Account>,
+    mut stop: watch::Receiver<bool>,
+    connect: impl Fn() -> Result<crate::rpc::Started, CallError>,
+) {
     let start_ms = timeutil::now_ms();
     let (config, settings) = account.config.read().expect("config lock").clone();
     let (catchup, report) = Catchup::open(&account.dir, &account.source.signature(), start_ms);
@@ -260,7 +323,6 @@ pub async fn run(account: Arc<Account>, mut stop: watch::Receiver<bool>) {
         account: account.clone(),
     };
     w.sync_status();
-    let spawn = account.source.spawn_config();
     let mut failures: u32 = 0;
     loop {
         if *stop.borrow() {
@@ -274,7 +336,7 @@ pub async fn run(account: Arc<Account>, mut stop: watch::Receiver<bool>) {
             },
             None,
         );
-        let started = match RpcClient::spawn(&spawn) {
+        let started = match connect() {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(account = %account.id, "starting imsg failed: {e}");
@@ -289,7 +351,8 @@ pub async fn run(account: Arc<Account>, mut stop: watch::Receiver<bool>) {
         let client = started.client;
         let mut events = started.events;
         let done = started.done;
-        match w.subscribe(&client).await {
+        let mut backlog: VecDeque<Event> = VecDeque::new();
+        match w.subscribe(&client, None, &mut events, &mut backlog).await {
             Ok(_) => {}
             Err(e) if is_permission(&e) => {
                 tracing::error!(account = %account.id, "{FDA_ERROR} ({e})");
@@ -316,66 +379,80 @@ pub async fn run(account: Arc<Account>, mut stop: watch::Receiver<bool>) {
         let healthy_since = Instant::now();
         let mut dead_subscriptions: HashSet<i64> = HashSet::new();
         let mut watch_failures: u32 = 0;
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut tick = tokio::time::interval(FLUSH_EVERY);
+        let mut last_flush = Instant::now();
         let exit = loop {
-            tokio::select! {
+            let event = tokio::select! {
                 biased;
                 _ = stop.changed() => break Exit::Stop,
-                event = events.recv() => match event {
-                    None => break Exit::Gone("event stream closed".into()),
-                    Some(Event::Exited(e)) => break Exit::Gone(e.to_string()),
-                    Some(Event::Notification { method, params }) => match method.as_str() {
-                        "message" => {
-                            let sub = params.as_deref().and_then(|p| {
-                                serde_json::from_str::<Value>(p.get()).ok()?.get("subscription")?.as_i64()
-                            });
-                            if sub.is_some_and(|s| dead_subscriptions.contains(&s)) {
-                                continue;
-                            }
-                            watch_failures = 0;
-                            w.process(params.as_deref(), &mut stop).await;
-                            if events.is_empty() {
-                                w.flush();
-                            }
+                event = next_event(&mut backlog, &mut events) => event,
+                _ = tick.tick() => {
+                    w.flush();
+                    last_flush = Instant::now();
+                    continue;
+                }
+            };
+            let (method, params) = match event {
+                None => break Exit::Gone("event stream closed".into()),
+                Some(Event::Exited(e)) => break Exit::Gone(e.to_string()),
+                Some(Event::Notification { method, params }) => (method, params),
+            };
+            match method.as_str() {
+                "message" => {
+                    watch_failures = 0;
+                    w.process(params.as_deref(), &dead_subscriptions, &mut stop)
+                        .await;
+                    // During a burst the stream always wins the select above, so the tick
+                    // alone would never persist progress (nor bound the unflushed keys).
+                    if last_flush.elapsed() >= FLUSH_EVERY {
+                        w.flush();
+                        last_flush = Instant::now();
+                    }
+                }
+                "error" | "watch.overflow" => {
+                    let p: Value = params
+                        .as_deref()
+                        .and_then(|p| serde_json::from_str(p.get()).ok())
+                        .unwrap_or(Value::Null);
+                    let sub = p.get("subscription").and_then(Value::as_i64).unwrap_or(0);
+                    dead_subscriptions.insert(sub);
+                    w.flush();
+                    let mut resume = None;
+                    if method == "error" {
+                        let text = p
+                            .pointer("/error/message")
+                            .and_then(Value::as_str)
+                            .unwrap_or("unknown error");
+                        tracing::warn!(account = %account.id, "watch failing: {text}");
+                        account.set_state("recovering", Some(format!("watch failing: {text}")));
+                        let _ = request_draining(
+                            &client,
+                            "watch.unsubscribe",
+                            json!({"subscription": sub}),
+                            Duration::from_secs(10),
+                            &mut events,
+                            &mut backlog,
+                        )
+                        .await;
+                        if sleep_or_stop(backoff::resubscribe_delay(watch_failures), &mut stop)
+                            .await
+                        {
+                            break Exit::Stop;
                         }
-                        "error" | "watch.overflow" => {
-                            let p: Value = params
-                                .as_deref()
-                                .and_then(|p| serde_json::from_str(p.get()).ok())
-                                .unwrap_or(Value::Null);
-                            let sub = p.get("subscription").and_then(Value::as_i64).unwrap_or(0);
-                            dead_subscriptions.insert(sub);
-                            w.flush();
-                            let mut resume = None;
-                            if method == "error" {
-                                let text = p.pointer("/error/message").and_then(Value::as_str).unwrap_or("unknown error");
-                                tracing::warn!(account = %account.id, "watch failing: {text}");
-                                account.set_state("recovering", Some(format!("watch failing: {text}")));
-                                let _ = client.request("watch.unsubscribe", json!({"subscription": sub}), Duration::from_secs(10)).await;
-                                if sleep_or_stop(backoff::resubscribe_delay(watch_failures), &mut stop).await {
-                                    break Exit::Stop;
-                                }
-                                watch_failures += 1;
-                            } else {
-                                resume = p.get("resume_after_rowid").and_then(Value::as_i64);
-                                tracing::warn!(account = %account.id, "watch overflowed; resubscribing from {resume:?}");
-                            }
-                            let outcome = match resume {
-                                Some(r) => {
-                                    let s = account.settings();
-                                    client.request("watch.subscribe", json!({"attachments": s.include_attachments, "since_rowid": r}), Duration::from_secs(10)).await.map(|_| 0)
-                                }
-                                None => w.subscribe(&client).await,
-                            };
-                            match outcome {
-                                Ok(_) => account.set_state("watching", None),
-                                Err(e) => break Exit::Gone(format!("resubscribing failed: {e}")),
-                            }
-                        }
-                        other => tracing::debug!(method = other, "ignoring notification"),
-                    },
-                },
-                _ = tick.tick() => w.flush(),
+                        watch_failures += 1;
+                    } else {
+                        resume = p.get("resume_after_rowid").and_then(Value::as_i64);
+                        tracing::warn!(account = %account.id, "watch overflowed; resubscribing after row {resume:?}");
+                    }
+                    match w
+                        .subscribe(&client, resume, &mut events, &mut backlog)
+                        .await
+                    {
+                        Ok(_) => account.set_state("watching", None),
+                        Err(e) => break Exit::Gone(format!("resubscribing failed: {e}")),
+                    }
+                }
+                other => tracing::debug!(method = other, "ignoring notification"),
             }
         };
         w.flush();

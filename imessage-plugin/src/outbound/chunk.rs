@@ -10,36 +10,73 @@ fn utf16_len(s: &str) -> usize {
     s.chars().map(char::len_utf16).sum()
 }
 
+/// Where to cut the next chunk of `rest` (which does not fit): the end of the longest run
+/// of whole clusters within `limit`, then the positions after its last newline and of its
+/// last whitespace.
+fn window(rest: &str, limit: usize) -> (usize, Option<usize>, Option<usize>) {
+    let bytes = rest.as_bytes();
+    let probe = bytes.len().min(limit + 1);
+    if bytes[..probe].is_ascii() {
+        // ASCII: one unit per byte, and every byte boundary is a cluster boundary except
+        // inside "\r\n".
+        let mut end = limit.min(bytes.len());
+        if end > 0 && end < bytes.len() && bytes[end - 1] == b'\r' && bytes[end] == b'\n' {
+            end -= 1;
+        }
+        let head = &bytes[..end];
+        let newline = head.iter().rposition(|b| *b == b'\n').map(|i| i + 1);
+        let space = head
+            .iter()
+            .rposition(|b| b.is_ascii_whitespace() && *b != b'\n');
+        return (end, newline, space);
+    }
+    let mut units = 0;
+    let mut end = 0;
+    let mut last_newline = None;
+    let mut last_space = None;
+    for (i, g) in rest.grapheme_indices(true) {
+        let n = utf16_len(g);
+        if units + n > limit {
+            break;
+        }
+        units += n;
+        end = i + g.len();
+        if g.contains('\n') {
+            last_newline = Some(end);
+        } else if g.chars().all(char::is_whitespace) {
+            last_space = Some(i);
+        }
+    }
+    (end, last_newline, last_space)
+}
+
+/// Whether `rest` fits in `limit` units, without walking past the limit.
+fn fits(rest: &str, limit: usize) -> bool {
+    if rest.len() <= limit {
+        return true; // UTF-16 units never exceed UTF-8 bytes.
+    }
+    let mut units = 0;
+    for c in rest.chars() {
+        units += c.len_utf16();
+        if units > limit {
+            return false;
+        }
+    }
+    true
+}
+
 /// `length` mode.
 pub fn by_length(text: &str, limit: usize, out: &mut Vec<String>) {
     let mut rest = text.trim_start();
     while !rest.is_empty() {
-        if utf16_len(rest) <= limit {
+        if fits(rest, limit) {
             let chunk = rest.trim_end();
             if !chunk.is_empty() {
                 out.push(chunk.to_string());
             }
             break;
         }
-        // The longest run of whole clusters within the limit, remembering the last newline
-        // and the last whitespace cluster in it.
-        let mut units = 0;
-        let mut end = 0;
-        let mut last_newline = None;
-        let mut last_space = None;
-        for (i, g) in rest.grapheme_indices(true) {
-            let n = utf16_len(g);
-            if units + n > limit {
-                break;
-            }
-            units += n;
-            end = i + g.len();
-            if g.contains('\n') {
-                last_newline = Some(end);
-            } else if g.chars().all(char::is_whitespace) {
-                last_space = Some(i);
-            }
-        }
+        let (mut end, last_newline, last_space) = window(rest, limit);
         if end == 0 {
             // A single cluster longer than the limit forms its own chunk.
             end = rest

@@ -127,6 +127,8 @@ struct Inner {
 }
 
 const STDERR_TAIL: usize = 16 * 1024;
+/// Notifications buffered between the reader and the consumer.
+pub const EVENT_QUEUE: usize = 1024;
 const MAX_IN_FLIGHT: usize = 32;
 
 /// A handle on one running `imsg rpc` child. Cloning shares the child.
@@ -138,7 +140,7 @@ pub struct RpcClient {
 /// A freshly started client and its event stream.
 pub struct Started {
     pub client: RpcClient,
-    pub events: mpsc::UnboundedReceiver<Event>,
+    pub events: mpsc::Receiver<Event>,
     /// Resolves when the child has been reaped (or the I/O ended).
     pub done: oneshot::Receiver<()>,
 }
@@ -229,7 +231,9 @@ impl RpcClient {
         E: AsyncRead + Unpin + Send + 'static,
     {
         let (write_tx, write_rx) = mpsc::unbounded_channel::<String>();
-        let (event_tx, event_rx) = mpsc::unbounded_channel();
+        // Bounded: when the consumer lags, the reader stops reading, the pipe fills and imsg
+        // waits, instead of the backlog growing in memory.
+        let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
         let inner = Arc::new(Inner {
             next_id: AtomicI64::new(1),
             pending: Mutex::new(HashMap::new()),
@@ -467,7 +471,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
 async fn read_loop<R: AsyncRead + Unpin>(
     mut stdout: R,
     inner: Arc<Inner>,
-    events: mpsc::UnboundedSender<Event>,
+    events: mpsc::Sender<Event>,
     max_line: usize,
     eof: oneshot::Sender<()>,
 ) {
@@ -489,7 +493,14 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 Frame::Oversized => tracing::error!(
                     "imsg output line exceeded max_line_bytes ({max_line}); line discarded"
                 ),
-                Frame::Line(line) => dispatch(&line, &inner, &events),
+                Frame::Line(line) => {
+                    if let Some(event) = dispatch(&line, &inner) {
+                        if events.send(event).await.is_err() {
+                            // Nobody listens any more; keep draining stdout for replies.
+                            tracing::trace!("notification dropped: no consumer");
+                        }
+                    }
+                }
             }
         }
         if n == 0 {
@@ -500,7 +511,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let _ = eof.send(());
 }
 
-fn dispatch(line: &str, inner: &Inner, events: &mpsc::UnboundedSender<Event>) {
+/// Handles one line; a notification is returned for the consumer.
+fn dispatch(line: &str, inner: &Inner) -> Option<Event> {
     let incoming = wire::classify(line);
     if !matches!(incoming, Incoming::Noise) {
         inner.flush_noise();
@@ -521,13 +533,14 @@ fn dispatch(line: &str, inner: &Inner, events: &mpsc::UnboundedSender<Event>) {
             "imsg could not read a request line"
         ),
         Incoming::Notification { method, params } => {
-            let _ = events.send(Event::Notification { method, params });
+            return Some(Event::Notification { method, params });
         }
         Incoming::Unroutable(e) => {
             tracing::warn!("imsg wrote an error without id: {}", e.describe())
         }
         Incoming::Noise => inner.on_noise(line),
     }
+    None
 }
 
 async fn drain_stderr<E: AsyncRead + Unpin>(stderr: E, inner: Arc<Inner>) {

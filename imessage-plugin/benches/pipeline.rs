@@ -1,0 +1,313 @@
+//! The inbound hot path, measured end to end in one process: a writer standing in for imsg's
+//! stdout → the rpc client (framing, dispatch) → the watcher and inbound pipeline → the host's
+//! deliver callback through the ABI trait object. Also the policy overhead of a realistic
+//! config, and chunking a 100 KB reply.
+//!
+//! Run: `cargo bench -p imessage-plugin --bench pipeline` (MESSAGES=… to change the count).
+//! Medians of several runs are reported; the numbers are for the machine they ran on.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use imessage::account::Account;
+use imessage::config::{self, ChunkMode};
+use imessage::outbound::chunk;
+use imessage::rpc::{CallError, RpcClient, Started};
+use plugin_abi::guard::Host as PluginHost;
+use plugin_abi::host::{self, Host};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+struct Shared {
+    start: Instant,
+    sent_ns: Vec<AtomicU64>,
+    latencies_us: Mutex<Vec<u32>>,
+    delivered: AtomicUsize,
+    rss_samples: Mutex<Vec<(usize, u64)>>,
+    total: usize,
+}
+
+struct BenchHost(Arc<Shared>);
+
+fn rss_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(field)
+                .map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0))
+        })
+        .unwrap_or(0)
+}
+
+impl Host for BenchHost {
+    fn deliver(&self, event: &str) -> Result<(), String> {
+        let now = self.0.start.elapsed().as_nanos() as u64;
+        // The message id is `B<index>`: find it without parsing the whole event.
+        let at = event.find("\"messageId\":\"B").ok_or("no id")? + 14;
+        let end = event[at..].find('"').ok_or("no end")? + at;
+        let index: usize = event[at..end].parse().map_err(|_| "bad id")?;
+        let sent = self.0.sent_ns[index].load(Ordering::Relaxed);
+        if sent > 0 {
+            self.0
+                .latencies_us
+                .lock()
+                .unwrap()
+                .push(((now.saturating_sub(sent)) / 1000) as u32);
+        }
+        let n = self.0.delivered.fetch_add(1, Ordering::Relaxed) + 1;
+        if n % 200_000 == 0 || n == self.0.total {
+            self.0
+                .rss_samples
+                .lock()
+                .unwrap()
+                .push((n, rss_kib("VmRSS:")));
+        }
+        Ok(())
+    }
+    fn log(&self, _record: &str) {}
+}
+
+fn open_config() -> Value {
+    json!({"channels": {"imessage": {"dmPolicy": "open", "allowFrom": ["*"], "groupPolicy": "open"}}})
+}
+
+/// Pairing + allowlists + 3 mention patterns + 20 groups.
+fn realistic_config() -> Value {
+    let mut groups = serde_json::Map::new();
+    for i in 0..20 {
+        groups.insert(
+            format!("{}", 100 + i),
+            json!({"requireMention": i % 2 == 0}),
+        );
+    }
+    groups.insert("42".into(), json!({}));
+    json!({
+        "channels": {"imessage": {
+            "dmPolicy": "pairing",
+            "allowFrom": ["+15550001111", "+15550001112", "+15550001113", "bob@example.com", "chat_id:7"],
+            "groupAllowFrom": ["+15550001111", "+15550003333", "chat_id:42"],
+            "groups": groups,
+        }},
+        "messages": {"groupChat": {"mentionPatterns": ["@bot\\b", "^hey (bot|assistant)", "\\bassistant[,:]"]}},
+        "agents": {"list": [{"id": "main", "default": true}, {"id": "family"}]},
+        "bindings": [{"agentId": "family", "match": {"channel": "imessage", "peer": {"kind": "group", "id": "42"}}}],
+    })
+}
+
+fn notification(i: usize, created: &str) -> String {
+    if i % 2 == 0 {
+        format!(
+            r#"{{"jsonrpc":"2.0","method":"message","params":{{"subscription":1,"message":{{"id":{id},"chat_id":7,"guid":"B{i}","sender":"+15550001111","is_from_me":false,"text":"message number {i} from the owner","created_at":"{created}","attachments":[],"reactions":[],"destination_caller_id":"+15559990000","chat_identifier":"+15550001111","chat_guid":"iMessage;-;+15550001111","chat_name":"+15550001111","participants":["+15550001111"],"is_group":false}}}}}}"#,
+            id = i + 1
+        )
+    } else {
+        format!(
+            r#"{{"jsonrpc":"2.0","method":"message","params":{{"subscription":1,"message":{{"id":{id},"chat_id":42,"guid":"B{i}","sender":"+15550003333","is_from_me":false,"text":"@bot group message number {i}","created_at":"{created}","attachments":[],"reactions":[],"destination_caller_id":"+15559990000","chat_identifier":"chat4242","chat_guid":"iMessage;+;chat4242","chat_name":"Team","participants":["+15550001111","+15550003333"],"is_group":true}}}}}}"#,
+            id = i + 1
+        )
+    }
+}
+
+struct Outcome {
+    secs: f64,
+    per_sec: f64,
+    p50_us: u32,
+    p99_us: u32,
+    rss: Vec<(usize, u64)>,
+}
+
+/// Pushes `n` notifications through the pipeline; `rate` paces the writer (msgs/s).
+fn run(config: &Value, n: usize, rate: Option<u64>) -> Outcome {
+    let shared = Arc::new(Shared {
+        start: Instant::now(),
+        sent_ns: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        latencies_us: Mutex::new(Vec::with_capacity(n)),
+        delivered: AtomicUsize::new(0),
+        rss_samples: Mutex::new(Vec::new()),
+        total: n,
+    });
+    let state = tempfile::tempdir().unwrap();
+    let parsed = Arc::new(config::parse(config).unwrap());
+    let settings = parsed.accounts[0].clone();
+    let host = Arc::new(PluginHost::new(host::callbacks(BenchHost(shared.clone()))));
+    let account = Arc::new(Account::new(state.path(), parsed, settings, host));
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (client_out, imsg_in) = tokio::io::duplex(1 << 20);
+    let (mut imsg_out, client_in) = tokio::io::duplex(1 << 20);
+    let streams = Mutex::new(Some((client_in, client_out)));
+    let connect = move || -> Result<Started, CallError> {
+        let (r, w) = streams
+            .lock()
+            .unwrap()
+            .take()
+            .ok_or(CallError::Spawn("once".into()))?;
+        Ok(RpcClient::from_io(r, w))
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let began = Instant::now();
+    runtime.block_on(async {
+        let watcher = tokio::spawn(imessage::watcher::run_with(
+            account.clone(),
+            stop_rx,
+            connect,
+        ));
+        let writer_shared = shared.clone();
+        let writer = tokio::spawn(async move {
+            let mut requests = BufReader::new(imsg_in).lines();
+            let subscribe: Value =
+                serde_json::from_str(&requests.next_line().await.unwrap().unwrap()).unwrap();
+            let reply = format!(
+                "{{\"jsonrpc\":\"2.0\",\"id\":{},\"result\":{{\"subscription\":1}}}}\n",
+                subscribe["id"]
+            );
+            imsg_out.write_all(reply.as_bytes()).await.unwrap();
+            // Keep reading (and ignoring) whatever else the client writes.
+            tokio::spawn(async move { while let Ok(Some(_)) = requests.next_line().await {} });
+            let mut created = imessage::timeutil::format_ms(imessage::timeutil::now_ms());
+            let batch = 64;
+            let mut buf = String::with_capacity(batch * 600);
+            let mut i = 0;
+            let paced_start = Instant::now();
+            while i < n {
+                if i % 4096 == 0 {
+                    created = imessage::timeutil::format_ms(imessage::timeutil::now_ms());
+                }
+                if let Some(rate) = rate {
+                    let due = paced_start + Duration::from_nanos(i as u64 * 1_000_000_000 / rate);
+                    if due > Instant::now() {
+                        tokio::time::sleep_until(due.into()).await;
+                    }
+                }
+                buf.clear();
+                let end = (i + if rate.is_some() { 1 } else { batch }).min(n);
+                let t = writer_shared.start.elapsed().as_nanos() as u64;
+                for j in i..end {
+                    buf.push_str(&notification(j, &created));
+                    buf.push('\n');
+                    writer_shared.sent_ns[j].store(t, Ordering::Relaxed);
+                }
+                imsg_out.write_all(buf.as_bytes()).await.unwrap();
+                i = end;
+            }
+            imsg_out
+        });
+        while shared.delivered.load(Ordering::Relaxed) < n {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let _out = writer.await.unwrap();
+        let _ = stop_tx.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(10), watcher).await;
+    });
+    let secs = began.elapsed().as_secs_f64();
+    let mut lat = shared.latencies_us.lock().unwrap().clone();
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    let rss = shared.rss_samples.lock().unwrap().clone();
+    Outcome {
+        secs,
+        per_sec: n as f64 / secs,
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+        rss,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else to parse.
+    let n: usize = std::env::var("MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let runs: usize = std::env::var("RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let mut out = std::io::stdout();
+
+    writeln!(
+        out,
+        "inbound pipeline, {n} notifications per run, median of {runs} runs"
+    )
+    .unwrap();
+    let mut open = Vec::new();
+    let mut realistic = Vec::new();
+    for _ in 0..runs {
+        // Interleaved, so machine noise hits both configs alike.
+        open.push(run(&open_config(), n, None).per_sec);
+        realistic.push(run(&realistic_config(), n, None).per_sec);
+    }
+    let (o, r) = (median(open), median(realistic));
+    writeln!(out, "  throughput, open policy:        {o:>10.0} msg/s").unwrap();
+    writeln!(
+        out,
+        "  throughput, realistic policy:   {r:>10.0} msg/s  (policy costs {:.1} %)",
+        (1.0 - r / o) * 100.0
+    )
+    .unwrap();
+
+    let paced = run(&open_config(), n, Some(20_000));
+    writeln!(
+        out,
+        "  latency at 20,000 msg/s paced:  p50 {} µs, p99 {} µs ({:.1} s)",
+        paced.p50_us, paced.p99_us, paced.secs
+    )
+    .unwrap();
+
+    let long = std::env::var("RSS_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let big = run(&open_config(), long, None);
+    let samples: Vec<String> = big
+        .rss
+        .iter()
+        .map(|(n, kib)| format!("{}k: {:.1} MiB", n / 1000, *kib as f64 / 1024.0))
+        .collect();
+    writeln!(
+        out,
+        "  RSS over {long} messages ({:.0} msg/s): {}",
+        big.per_sec,
+        samples.join(", ")
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "  peak RSS (VmHWM): {:.1} MiB",
+        rss_kib("VmHWM:") as f64 / 1024.0
+    )
+    .unwrap();
+
+    let text: String = "The quick brown fox jumps over the lazy dog. ".repeat(100_000 / 45 + 1)
+        [..100_000]
+        .to_string();
+    let mut times = Vec::new();
+    for _ in 0..51 {
+        let t = Instant::now();
+        let chunks = chunk::chunk(&text, 4000, ChunkMode::Length);
+        times.push(t.elapsed().as_secs_f64() * 1e6);
+        assert_eq!(chunks.len(), 26);
+    }
+    writeln!(
+        out,
+        "  chunking a 100 KB text (limit 4000): median {:.0} µs",
+        median(times)
+    )
+    .unwrap();
+}
