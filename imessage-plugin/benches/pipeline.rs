@@ -58,7 +58,7 @@ impl Host for BenchHost {
                 .push(((now.saturating_sub(sent)) / 1000) as u32);
         }
         let n = self.0.delivered.fetch_add(1, Ordering::Relaxed) + 1;
-        if n % 200_000 == 0 || n == self.0.total {
+        if n.is_multiple_of(200_000) || n == self.0.total {
             self.0
                 .rss_samples
                 .lock()
@@ -98,7 +98,7 @@ fn realistic_config() -> Value {
 }
 
 fn notification(i: usize, created: &str) -> String {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         format!(
             r#"{{"jsonrpc":"2.0","method":"message","params":{{"subscription":1,"message":{{"id":{id},"chat_id":7,"guid":"B{i}","sender":"+15550001111","is_from_me":false,"text":"message number {i} from the owner","created_at":"{created}","attachments":[],"reactions":[],"destination_caller_id":"+15559990000","chat_identifier":"+15550001111","chat_guid":"iMessage;-;+15550001111","chat_name":"+15550001111","participants":["+15550001111"],"is_group":false}}}}}}"#,
             id = i + 1
