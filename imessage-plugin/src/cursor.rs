@@ -205,49 +205,90 @@ impl Catchup {
         self.dirty
     }
 
-    /// Persists what was finished since the last flush: seen keys first (fsynced), then the
-    /// cursor.
-    pub fn flush(&mut self, now_ms: i64) -> std::io::Result<()> {
+    /// What finished since the last batch, ready to persist (`Batch::write`), so the disk
+    /// work can run off the message path. Batches must be written in the order taken.
+    pub fn take_batch(&mut self, now_ms: i64) -> Option<Batch> {
         if !self.dirty {
-            return Ok(());
+            return None;
         }
-        if !self.unflushed.is_empty() {
-            store::ensure_dir(&self.dir)?;
-            let mut file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .open(self.seen_path())?;
-            let mut text = String::new();
-            for (k, t) in &self.unflushed {
-                text.push_str(
-                    &serde_json::to_string(&SeenLine {
-                        k: k.clone(),
-                        t: *t,
-                    })
-                    .unwrap_or_default(),
-                );
-                text.push('\n');
-            }
-            file.write_all(text.as_bytes())?;
-            file.sync_data()?;
-            self.seen_lines += self.unflushed.len();
-            self.unflushed.clear();
+        let mut seen = String::new();
+        for (k, t) in self.unflushed.drain(..) {
+            seen.push_str(&serde_json::to_string(&SeenLine { k, t }).unwrap_or_default());
+            seen.push('\n');
         }
-        if let Some(rowid) = self.rowid {
-            let file = CursorFile {
+        let cursor = self.rowid.map(|rowid| {
+            serde_json::to_vec(&CursorFile {
                 version: 1,
                 source: self.source.clone(),
                 rowid,
                 newest_created_at: self.newest_ms.map(timeutil::format_ms),
                 updated_at: Some(timeutil::format_ms(now_ms)),
-            };
-            let text = serde_json::to_vec(&file).unwrap_or_default();
-            store::write_atomic(&self.cursor_path(), &text)?;
-        }
+            })
+            .unwrap_or_default()
+        });
+        self.seen_lines += seen.lines().count();
+        // Past twice the cap the file is rewritten with the retained keys only.
+        let compacted = (self.seen_lines > 2 * SEEN_CAP).then(|| {
+            self.seen_lines = self.order.len();
+            self.order
+                .iter()
+                .map(|(k, t)| {
+                    let mut line = serde_json::to_string(&SeenLine {
+                        k: k.clone(),
+                        t: *t,
+                    })
+                    .unwrap_or_default();
+                    line.push('\n');
+                    line
+                })
+                .collect()
+        });
         self.dirty = false;
-        if self.seen_lines > 2 * SEEN_CAP {
-            self.compact_seen()?;
+        Some(Batch {
+            dir: self.dir.clone(),
+            seen,
+            cursor,
+            compacted,
+        })
+    }
+
+    /// Persists what finished since the last flush, on this thread.
+    pub fn flush(&mut self, now_ms: i64) -> std::io::Result<()> {
+        match self.take_batch(now_ms) {
+            Some(batch) => batch.write(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// One batch of catch-up progress to persist.
+pub struct Batch {
+    dir: PathBuf,
+    seen: String,
+    cursor: Option<Vec<u8>>,
+    compacted: Option<String>,
+}
+
+impl Batch {
+    /// Seen keys first (appended and fsynced), then the cursor (atomic replace): the cursor
+    /// never points past a key the seen store does not have.
+    pub fn write(&self) -> std::io::Result<()> {
+        let seen_path = self.dir.join("seen.jsonl");
+        if !self.seen.is_empty() {
+            store::ensure_dir(&self.dir)?;
+            let mut file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(&seen_path)?;
+            file.write_all(self.seen.as_bytes())?;
+            file.sync_data()?;
+        }
+        if let Some(cursor) = &self.cursor {
+            store::write_atomic(&self.dir.join("cursor.json"), cursor)?;
+        }
+        if let Some(all) = &self.compacted {
+            store::write_atomic(&seen_path, all.as_bytes())?;
         }
         Ok(())
     }

@@ -12,6 +12,13 @@ pub mod account;
 pub mod attachments;
 pub mod backoff;
 pub mod config;
+
+// The library has its own allocator anyway (a cdylib links its own std); mimalloc keeps the
+// allocation-heavy message path fast and its per-thread heaps avoid cross-thread contention
+// between the reader and the watcher. Nothing allocated here is freed by the host: values
+// cross the ABI as abi_stable types that carry their own deallocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub mod cursor;
 pub mod echo;
 mod ffi;

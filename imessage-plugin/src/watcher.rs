@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::account::Account;
 use crate::backoff;
-use crate::cursor::Catchup;
+use crate::cursor::{Batch, Catchup};
 use crate::inbound::{Inbound, Input, Verdict};
 use crate::message::{self, ImsgMessage};
 use crate::outbound;
@@ -95,6 +95,29 @@ struct Watch {
     inbound: Inbound,
     catchup: Catchup,
     pairing: PairingStore,
+    /// Writes catch-up batches in order, off the message path.
+    persister: Option<(std::sync::mpsc::Sender<Batch>, std::thread::JoinHandle<()>)>,
+}
+
+/// A thread that writes batches in the order they were taken.
+fn start_persister(
+    account_id: String,
+) -> (std::sync::mpsc::Sender<Batch>, std::thread::JoinHandle<()>) {
+    let (tx, rx) = std::sync::mpsc::channel::<Batch>();
+    // The plugin's log dispatcher is per thread (it installs no global one): carry it over.
+    let dispatch = tracing::dispatcher::get_default(|d| d.clone());
+    let handle = std::thread::Builder::new()
+        .name("imessage-cursor".into())
+        .spawn(move || {
+            let _logging = tracing::dispatcher::set_default(&dispatch);
+            for batch in rx {
+                if let Err(e) = batch.write() {
+                    tracing::error!(account = %account_id, "persisting the cursor failed: {e}");
+                }
+            }
+        })
+        .expect("spawning the cursor writer");
+    (tx, handle)
 }
 
 impl Watch {
@@ -104,13 +127,32 @@ impl Watch {
         s.cursor = self.catchup.rowid().map(|r| (r, self.catchup.newest_ms()));
     }
 
+    /// Hands what finished since the last flush to the cursor writer.
     fn flush(&mut self) {
-        if self.catchup.has_unflushed() {
-            if let Err(e) = self.catchup.flush(timeutil::now_ms()) {
-                tracing::error!(account = %self.account.id, "persisting the cursor failed: {e}");
+        if let Some(batch) = self.catchup.take_batch(timeutil::now_ms()) {
+            match &self.persister {
+                Some((tx, _)) => {
+                    if let Err(unsent) = tx.send(batch) {
+                        let _ = unsent.0.write();
+                    }
+                }
+                None => {
+                    if let Err(e) = batch.write() {
+                        tracing::error!(account = %self.account.id, "persisting the cursor failed: {e}");
+                    }
+                }
             }
         }
         self.sync_status();
+    }
+
+    /// Flushes and waits until everything is on disk (shutdown).
+    fn flush_and_wait(&mut self) {
+        self.flush();
+        if let Some((tx, handle)) = self.persister.take() {
+            drop(tx);
+            let _ = handle.join();
+        }
     }
 
     /// `watch.subscribe` from the cursor (or right after `resume`, after an overflow).
@@ -320,6 +362,7 @@ pub async fn run_with(
         inbound: Inbound::new(config, settings, account.echo.clone(), remote, start_ms),
         pairing: PairingStore::new(&account.dir),
         catchup,
+        persister: Some(start_persister(account.id.clone())),
         account: account.clone(),
     };
     w.sync_status();
@@ -472,6 +515,6 @@ pub async fn run_with(
             }
         }
     }
-    w.flush();
+    w.flush_and_wait();
     account.set_state("stopped", None);
 }
