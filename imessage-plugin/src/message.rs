@@ -65,10 +65,32 @@ pub struct Malformed {
     pub subscription: Option<i64>,
 }
 
-/// Parses a `message` notification's params.
+#[derive(Deserialize)]
+struct TypedParams {
+    #[serde(default)]
+    subscription: Option<i64>,
+    #[serde(default)]
+    message: Option<ImsgMessage>,
+}
+
+/// Parses a `message` notification's params: one typed pass for the usual case; only a
+/// message that fails it is parsed again, to report its keys.
 pub fn parse_notification(
     params: Option<&RawValue>,
 ) -> Result<(Option<i64>, ImsgMessage), Malformed> {
+    if let Some(raw) = params {
+        if let Ok(TypedParams {
+            subscription,
+            message: Some(m),
+        }) = serde_json::from_str(raw.get())
+        {
+            return Ok((subscription, m));
+        }
+    }
+    parse_slow(params)
+}
+
+fn parse_slow(params: Option<&RawValue>) -> Result<(Option<i64>, ImsgMessage), Malformed> {
     let no_keys = || Malformed {
         keys: Vec::new(),
         subscription: None,
