@@ -176,6 +176,7 @@ fn run(config: &Value, n: usize, rate: Option<u64>) -> Outcome {
         let watcher = tokio::spawn(imessage::watcher::run_with(
             account.clone(),
             stop_rx,
+            false,
             connect,
         ));
         let writer_shared = shared.clone();

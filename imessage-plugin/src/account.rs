@@ -9,11 +9,12 @@ use plugin_abi::guard::Host;
 use plugin_abi::types::{AccountStatus, CursorStatus, SendReceipt};
 use serde_json::Value;
 
-use crate::config::{AccountConfig, Config};
+use crate::config::{rules, AccountConfig, Config};
 use crate::echo::EchoRegistry;
 use crate::inbound::Stats;
 use crate::outbound::send::{self, SenderProcess};
 use crate::outbound::Plan;
+use crate::remote;
 use crate::rpc::SpawnConfig;
 use crate::timeutil;
 
@@ -44,13 +45,19 @@ pub struct Source {
 
 impl Source {
     pub fn resolve(account: &AccountConfig) -> Source {
+        let cli = expand_tilde(&account.cli_path);
         let (remote_host, remote_source) = match &account.remote_host {
             Some(h) => (Some(h.clone()), "config"),
+            // Only a path-like cliPath can be a wrapper; a bare name is never read.
+            None if rules::is_path_like(&account.cli_path) => match remote::detect(&cli) {
+                remote::Detection::Host(h) => (Some(h), "detected"),
+                _ => (None, "none"),
+            },
             None => (None, "none"),
         };
         let remote = remote_host.is_some();
         Source {
-            cli: expand_tilde(&account.cli_path),
+            cli,
             // On a remote Mac the path is the Mac's: no local expansion.
             db: account.db_path.as_deref().map(|d| {
                 if remote {
@@ -72,6 +79,14 @@ impl Source {
             self.db.as_deref().unwrap_or(""),
             self.remote_host.as_deref().unwrap_or("")
         )
+    }
+
+    /// `<stateDir>/imessage/locks/<first 16 hex of sha256(signature)>.lock` (§11).
+    pub fn lock_path(&self, state_imessage_dir: &Path) -> PathBuf {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(self.signature().as_bytes());
+        let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        state_imessage_dir.join("locks").join(format!("{hex}.lock"))
     }
 
     pub fn spawn_config(&self) -> SpawnConfig {
@@ -112,6 +127,16 @@ impl Account {
         let dir = state_dir.join("imessage").join(&account.key);
         let media_dir = state_dir.join("imessage").join("media").join(&account.key);
         let source = Source::resolve(&account);
+        if account.remote_host.is_none() && rules::is_path_like(&account.cli_path) {
+            match (&source.remote_host, remote::detect(&source.cli)) {
+                (Some(h), _) => tracing::info!("remoteHost {h} detected from {}", account.cli_path),
+                (None, remote::Detection::Unclear) => tracing::warn!(
+                    "cannot tell the remote host from {}; set channels.imessage.remoteHost",
+                    account.cli_path
+                ),
+                _ => {}
+            }
+        }
         let echo = EchoRegistry::open(&dir, timeutil::now_ms());
         Account {
             id: account.id.clone(),
@@ -148,7 +173,15 @@ impl Account {
     /// Sends a plan through this account's sender process.
     pub async fn send(&self, plan: &Plan) -> SendReceipt {
         let timeout = Duration::from_millis(self.settings().send_timeout_ms);
-        let receipt = send::execute(&self.sender, plan, &self.echo, timeout, &self.id).await;
+        let receipt = send::execute(
+            &self.sender,
+            plan,
+            &self.echo,
+            timeout,
+            &self.id,
+            self.source.remote_host.as_deref(),
+        )
+        .await;
         if receipt.parts.iter().any(|p| p.outcome == "sent") {
             self.status.lock().expect("status lock").last_outbound_ms = Some(timeutil::now_ms());
         }

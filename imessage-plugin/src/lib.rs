@@ -31,6 +31,7 @@ pub mod pairing;
 pub mod plugin;
 pub mod policy;
 pub mod probe;
+pub mod remote;
 pub mod routing;
 pub mod rpc;
 pub mod staging;

@@ -32,8 +32,12 @@ fn sanitize_name(raw: &str) -> String {
     }
 }
 
-/// Copies each candidate (local mode); skipped entries are logged, never errors.
+/// Copies each candidate into the media folder: from the local disk, or with `scp` from the
+/// remote Mac. Skipped entries are logged, never errors.
 pub async fn stage(account: &Account, m: &ImsgMessage, candidates: &[Candidate]) -> Vec<MediaItem> {
+    if let Some(host) = account.source.remote_host.clone() {
+        return stage_remote(account, &host, m, candidates).await;
+    }
     let settings = account.settings();
     let max = settings.media_max_bytes();
     let roots = settings.attachment_roots.clone();
@@ -58,6 +62,80 @@ pub async fn stage(account: &Account, m: &ImsgMessage, candidates: &[Candidate])
     })
     .await
     .unwrap_or_default()
+}
+
+async fn stage_remote(
+    account: &Account,
+    host: &str,
+    m: &ImsgMessage,
+    candidates: &[Candidate],
+) -> Vec<MediaItem> {
+    let max = account.settings().media_max_bytes();
+    let guid = sanitize_name(&m.dedupe_key());
+    let mut out = Vec::new();
+    if let Err(e) = crate::store::ensure_dir(&account.media_dir) {
+        tracing::warn!("creating the media folder: {e}");
+        return out;
+    }
+    for c in candidates {
+        if c.total_bytes.is_some_and(|n| n > max) {
+            tracing::debug!(index = c.index, "attachment skipped: over the size cap");
+            continue;
+        }
+        let dest = account
+            .media_dir
+            .join(format!("{guid}-{}-{}", c.index, sanitize_name(&c.path)));
+        let dest_text = dest.display().to_string();
+        match crate::remote::scp(
+            &format!("{host}:{}", c.path),
+            &dest_text,
+            std::time::Duration::from_secs(60),
+        )
+        .await
+        {
+            Ok(()) => match std::fs::symlink_metadata(&dest) {
+                Ok(meta) if meta.file_type().is_file() && meta.len() <= max => {
+                    let _ = std::fs::set_permissions(
+                        &dest,
+                        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+                    );
+                    out.push(MediaItem {
+                        path: dest_text,
+                        mime: c.mime.clone(),
+                        size: meta.len(),
+                    });
+                }
+                _ => {
+                    let _ = std::fs::remove_file(&dest);
+                    tracing::debug!(
+                        index = c.index,
+                        "attachment skipped: fetched file is not a regular file within the cap"
+                    );
+                }
+            },
+            Err(e) => tracing::warn!(index = c.index, "attachment skipped: {e}"),
+        }
+    }
+    out
+}
+
+/// Deletes staged files older than 48 h (run at account start; the host may delete sooner).
+pub fn clean_old(media_dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(media_dir) else {
+        return;
+    };
+    let limit = std::time::Duration::from_secs(48 * 3600);
+    for entry in entries.flatten() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > limit);
+        if old {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 fn copy_local(

@@ -53,6 +53,45 @@ fn is_permission(e: &CallError) -> bool {
     }
 }
 
+/// The readiness probe before watching (§10.1): retried every 1 s for up to 30 s; a fatal
+/// result blocks the account and it is re-probed every 5 min; a non-fatal one that lasts
+/// 30 s is retried with backoff 5 s, doubling, up to 5 min. False when stopped.
+async fn readiness(account: &Account, stop: &mut watch::Receiver<bool>) -> bool {
+    let mut backoff = Duration::from_secs(5);
+    loop {
+        let started = Instant::now();
+        loop {
+            let settings = account.settings();
+            let config = account.whole_config();
+            let result = crate::probe::probe(&settings, &account.source, &config).await;
+            if result.ok {
+                return true;
+            }
+            let error = result.error.clone().unwrap_or_default();
+            if result.fatal {
+                tracing::error!(account = %account.id, code = ?result.code, "{error}");
+                account.set_state("blocked", Some(error));
+                if sleep_or_stop(BLOCKED_RETRY, stop).await {
+                    return false;
+                }
+                break;
+            }
+            account.set_state("starting", Some(error.clone()));
+            if started.elapsed() >= Duration::from_secs(30) {
+                tracing::warn!(account = %account.id, "imsg is not ready after 30 s: {error}");
+                if sleep_or_stop(backoff, stop).await {
+                    return false;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(300));
+                break;
+            }
+            if sleep_or_stop(Duration::from_secs(1), stop).await {
+                return false;
+            }
+        }
+    }
+}
+
 /// The next notification: held ones first, then the live stream.
 async fn next_event(
     backlog: &mut VecDeque<Event>,
@@ -338,17 +377,19 @@ impl Watch {
 
 pub async fn run(account: Arc<Account>, stop: watch::Receiver<bool>) {
     let spawn = account.source.spawn_config();
-    run_with(account, stop, move || RpcClient::spawn(&spawn)).await
+    run_with(account, stop, true, move || RpcClient::spawn(&spawn)).await
 }
 
 /// `run`, with the way to start imsg injected (benchmarks and tests hand it in-memory
-/// streams standing in for the child).
+/// streams standing in for the child, and skip the readiness probe, which runs the CLI).
 pub async fn run_with(
     account: Arc<Account>,
     mut stop: watch::Receiver<bool>,
+    probe_first: bool,
     connect: impl Fn() -> Result<crate::rpc::Started, CallError>,
 ) {
     let start_ms = timeutil::now_ms();
+    crate::staging::clean_old(&account.media_dir);
     let (config, settings) = account.config.read().expect("config lock").clone();
     let (catchup, report) = Catchup::open(&account.dir, &account.source.signature(), start_ms);
     for w in report.warnings {
@@ -366,6 +407,37 @@ pub async fn run_with(
         account: account.clone(),
     };
     w.sync_status();
+    // One watcher per database across processes too: another gateway on the same state dir
+    // holding the lock means this account waits (§11).
+    let lock_path = account
+        .source
+        .lock_path(account.dir.parent().unwrap_or(&account.dir));
+    let _lock = loop {
+        match crate::store::lock_file(&lock_path, false) {
+            Ok(Some(lock)) => break Some(lock),
+            Ok(None) => {
+                tracing::warn!(account = %account.id, "another process watches the same Messages database; waiting");
+                account.set_state(
+                    "duplicate_source",
+                    Some("another process watches the same Messages database".into()),
+                );
+                if sleep_or_stop(Duration::from_secs(60), &mut stop).await {
+                    w.flush_and_wait();
+                    account.set_state("stopped", None);
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(account = %account.id, "watcher lock {}: {e}; continuing without it", lock_path.display());
+                break None;
+            }
+        }
+    };
+    if probe_first && !readiness(&account, &mut stop).await {
+        w.flush_and_wait();
+        account.set_state("stopped", None);
+        return;
+    }
     let mut failures: u32 = 0;
     loop {
         if *stop.borrow() {

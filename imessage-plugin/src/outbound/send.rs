@@ -105,6 +105,7 @@ pub async fn execute(
     echo: &Arc<Mutex<EchoRegistry>>,
     timeout: Duration,
     account_id: &str,
+    remote_host: Option<&str>,
 ) -> SendReceipt {
     let mut sender = sender.lock().await;
     let scope = plan.target.echo_scope();
@@ -121,6 +122,29 @@ pub async fn execute(
             });
             continue;
         }
+        // With a remote Mac, a file is first uploaded and its remote path is sent (§7.7).
+        let mut part = part.clone();
+        if let (Some(host), Some(local)) = (remote_host, part.file.clone()) {
+            let remote_path = crate::remote::upload_path(&local);
+            let to = format!("{host}:{remote_path}");
+            match crate::remote::scp(&local, &to, Duration::from_secs(60)).await {
+                Ok(()) => part.file = Some(remote_path),
+                Err(e) => {
+                    tracing::warn!(
+                        account = account_id,
+                        "uploading a file to the Mac failed: {e}"
+                    );
+                    parts.push(SendPart {
+                        kind: kind.into(),
+                        outcome: "failed".into(),
+                        message_id: None,
+                        error: Some(format!("upload failed: {e}")),
+                    });
+                    continue;
+                }
+            }
+        }
+        let part = &part;
         let ticket = (!part.text.is_empty())
             .then(|| echo.lock().expect("echo lock").begin(&scope, &part.text));
         let mut with_reply_to = plan.reply_to.is_some();
