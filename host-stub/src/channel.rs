@@ -32,6 +32,8 @@ pub struct Sink {
 pub struct StubHost {
     channel: String,
     sink: Option<Arc<Sink>>,
+    /// The config file `config.write` requests apply to.
+    config_path: std::path::PathBuf,
 }
 
 impl StubHost {
@@ -93,6 +95,22 @@ impl StubHost {
 }
 
 impl host::Host for StubHost {
+    fn request(&self, method: &str, payload: &str) -> Result<String, PluginError> {
+        match method {
+            "config.write" => {
+                let request: Value = serde_json::from_str(payload)
+                    .map_err(|e| PluginError::new("bad_payload", format!("config.write: {e}")))?;
+                crate::config_write::apply(&self.config_path, &request)
+                    .map(|v| v.to_string())
+                    .map_err(|e| PluginError::new("failed", e))
+            }
+            other => Err(PluginError::new(
+                "unknown_method",
+                format!("host-stub does not support {other}"),
+            )),
+        }
+    }
+
     fn deliver(&self, event: &str) -> Result<(), String> {
         let outcome = self.take(event);
         if let Err(e) = &outcome {
@@ -137,11 +155,16 @@ pub struct Channel {
 }
 
 impl Channel {
-    pub fn create(plugin: &LoadedPlugin, sink: Option<Arc<Sink>>) -> Result<Channel, Failure> {
+    pub fn create(
+        plugin: &LoadedPlugin,
+        sink: Option<Arc<Sink>>,
+        config_path: &Path,
+    ) -> Result<Channel, Failure> {
         let id = plugin.description.id.clone();
         let callbacks = host::callbacks(StubHost {
             channel: id.clone(),
             sink,
+            config_path: config_path.to_path_buf(),
         });
         let client = plugin.instantiate(callbacks).map_err(|e| {
             Failure::runtime(format!(

@@ -18,7 +18,7 @@ fn with_channel<T>(
 ) -> Result<T, Failure> {
     let libraries = loader::load_all(&settings.plugins_dir)?;
     let plugin = loader::find(&libraries, channel_id, &settings.plugins_dir)?;
-    let channel = Channel::create(plugin, None)?;
+    let channel = Channel::create(plugin, None, &settings.config_path)?;
     channel.start(
         &settings.config,
         &settings.config_path,
@@ -129,7 +129,7 @@ pub fn channels_status(
             all_ok = false;
             continue;
         };
-        let channel = Channel::create(plugin, None)?;
+        let channel = Channel::create(plugin, None, &settings.config_path)?;
         channel.start(
             &settings.config,
             &settings.config_path,

@@ -42,7 +42,7 @@ pub fn run(settings: &Settings, echo: bool, log_level: &str) -> Result<(), Failu
             );
             continue;
         }
-        let channel = Channel::create(plugin, Some(sink.clone()))?;
+        let channel = Channel::create(plugin, Some(sink.clone()), &settings.config_path)?;
         match channel.start(
             &settings.config,
             &settings.config_path,

@@ -7,6 +7,7 @@
 
 mod channel;
 mod commands;
+mod config_write;
 mod delivered;
 mod failure;
 mod gateway;

@@ -212,6 +212,37 @@ pub fn config_write_path(text: &str, is_group: bool, patterns: &[Regex]) -> Opti
     }
 }
 
+/// A `/config set <path> <value>` or `/config unset <path>` request, as the host's
+/// `config.write` payload: the value is JSON when it parses as JSON, else the text.
+pub fn config_write_request(
+    text: &str,
+    is_group: bool,
+    patterns: &[Regex],
+) -> Option<serde_json::Value> {
+    let path = config_write_path(text, is_group, patterns)?;
+    let visible = strip_invisible(text);
+    let mut rest = visible.trim();
+    if is_group {
+        rest = without_leading_mention(rest, patterns).trim();
+    }
+    let mut parts = rest
+        .splitn(4, char::is_whitespace)
+        .filter(|p| !p.is_empty());
+    parts.next();
+    let op = parts.next()?.to_ascii_lowercase();
+    parts.next();
+    let raw = rest
+        .split_once(&path)
+        .map(|(_, after)| after.trim())
+        .unwrap_or("");
+    let mut request = serde_json::json!({"op": op, "path": path});
+    if op == "set" {
+        request["value"] =
+            serde_json::from_str(raw).unwrap_or_else(|_| serde_json::Value::from(raw));
+    }
+    Some(request)
+}
+
 pub const CONFIG_DISABLED_REPLY: &str =
     "Config commands are turned off on this gateway (commands.config is not true).";
 pub const CONFIG_WRITES_DISABLED_REPLY: &str =
@@ -278,6 +309,36 @@ mod tests {
         );
         assert_eq!(config_write_path("/config show", false, &p), None);
         assert_eq!(config_write_path("/status", false, &p), None);
+    }
+
+    #[test]
+    fn config_write_requests() {
+        let p = pats(&["@bot\\b"]);
+        assert_eq!(
+            config_write_request(
+                "/config set channels.imessage.textChunkLimit 2000",
+                false,
+                &p
+            ),
+            Some(
+                serde_json::json!({"op": "set", "path": "channels.imessage.textChunkLimit", "value": 2000})
+            )
+        );
+        assert_eq!(
+            config_write_request(
+                "@bot /config set messages.responsePrefix [bot] says",
+                true,
+                &p
+            ),
+            Some(
+                serde_json::json!({"op": "set", "path": "messages.responsePrefix", "value": "[bot] says"})
+            )
+        );
+        assert_eq!(
+            config_write_request("/config unset x.y", false, &p),
+            Some(serde_json::json!({"op": "unset", "path": "x.y"}))
+        );
+        assert_eq!(config_write_request("/status", false, &p), None);
     }
 
     #[test]

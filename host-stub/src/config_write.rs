@@ -1,0 +1,127 @@
+//! Applying a plugin's `config.write` request to the gateway's config file: the original is
+//! kept as `<file>.bak`, and the new file replaces the old one atomically, so the user's file
+//! is never lost or half-written. The file is rewritten as JSON (valid JSON5); comments are
+//! not preserved, which is why the backup is kept.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::settings;
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("config"),
+        std::process::id()
+    ));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    if let Ok(meta) = std::fs::metadata(path) {
+        let _ = std::fs::set_permissions(&tmp, meta.permissions());
+    }
+    std::fs::rename(&tmp, path)
+}
+
+/// Sets or unsets `path` (dotted) in the config file.
+pub fn apply(config_path: &Path, request: &Value) -> Result<Value, String> {
+    let op = request.get("op").and_then(Value::as_str).unwrap_or("");
+    let path = request.get("path").and_then(Value::as_str).unwrap_or("");
+    let keys: Vec<&str> = path.split('.').collect();
+    if path.is_empty() || keys.iter().any(|k| k.is_empty()) {
+        return Err(format!("not a config path: \"{path}\""));
+    }
+    let text = std::fs::read_to_string(config_path)
+        .map_err(|e| format!("reading {}: {e}", config_path.display()))?;
+    let mut config = settings::parse_json5(&text)
+        .map_err(|(_, reason)| format!("{} is not valid JSON5: {reason}", config_path.display()))?;
+    let (last, parents) = keys.split_last().expect("non-empty");
+    let mut at = &mut config;
+    for key in parents {
+        if !at.is_object() {
+            return Err(format!("{path}: {key} is not an object"));
+        }
+        at = at
+            .as_object_mut()
+            .expect("checked")
+            .entry(key.to_string())
+            .or_insert_with(|| json!({}));
+    }
+    let Some(obj) = at.as_object_mut() else {
+        return Err(format!("{path}: the parent is not an object"));
+    };
+    match op {
+        "set" => {
+            obj.insert(
+                last.to_string(),
+                request.get("value").cloned().unwrap_or(Value::Null),
+            );
+        }
+        "unset" => {
+            obj.remove(*last);
+        }
+        other => return Err(format!("unknown config operation \"{other}\"")),
+    }
+    let mut backup = config_path.as_os_str().to_os_string();
+    backup.push(".bak");
+    let backup = std::path::PathBuf::from(backup);
+    write_atomic(&backup, text.as_bytes())
+        .map_err(|e| format!("writing the backup {}: {e}", backup.display()))?;
+    let mut out = serde_json::to_string_pretty(&config).map_err(|e| e.to_string())?;
+    out.push('\n');
+    write_atomic(config_path, out.as_bytes())
+        .map_err(|e| format!("writing {}: {e}", config_path.display()))?;
+    tracing::info!(path, op, backup = %backup.display(), "config file updated");
+    Ok(json!({"ok": true, "path": path, "backup": backup.display().to_string()}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_and_unset_keep_a_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gateway.json5");
+        let original = "{ // mine\n channels: { imessage: { textChunkLimit: 4000 } } }\n";
+        std::fs::write(&file, original).unwrap();
+        apply(
+            &file,
+            &json!({"op": "set", "path": "channels.imessage.textChunkLimit", "value": 2000}),
+        )
+        .unwrap();
+        let now: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        assert_eq!(now["channels"]["imessage"]["textChunkLimit"], 2000);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("gateway.json5.bak")).unwrap(),
+            original
+        );
+        apply(
+            &file,
+            &json!({"op": "unset", "path": "channels.imessage.textChunkLimit"}),
+        )
+        .unwrap();
+        let now: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        assert!(now["channels"]["imessage"].get("textChunkLimit").is_none());
+        assert!(apply(&file, &json!({"op": "set", "path": "a..b", "value": 1})).is_err());
+    }
+
+    #[test]
+    fn a_broken_config_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gateway.json5");
+        std::fs::write(&file, "{ broken").unwrap();
+        assert!(apply(&file, &json!({"op": "set", "path": "x", "value": 1})).is_err());
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "{ broken");
+    }
+}
