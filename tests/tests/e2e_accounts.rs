@@ -1,0 +1,282 @@
+//! Issue 6 end to end: attachments and the remote Mac, several accounts, probe codes in
+//! `channels status --probe --json`, and `/config set` reaching the host's config file.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use common::sim::{merge, wait_until, SimEnv};
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn script(path: &std::path::Path, body: &str) {
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A simulated Mac home with one attachment file under Messages/Attachments.
+fn home_with_attachment(env: &SimEnv) -> (String, std::path::PathBuf) {
+    let home = env.path("home");
+    let file = home.join("Library/Messages/Attachments/ab/01/X/IMG_1.jpeg");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, vec![7u8; 2048]).unwrap();
+    (home.display().to_string(), file)
+}
+
+fn attachment_row(filename: &str) -> Value {
+    json!({"chat_id": 7, "handle": "+15550001111", "text": "\u{fffc}",
+        "attachments": [{"filename": filename, "transfer_name": "IMG_1.jpeg", "mime_type": "image/jpeg",
+                         "uti": "public.jpeg", "total_bytes": 2048, "missing": false}]})
+}
+
+#[test]
+fn attachments_inside_the_roots_are_staged_and_others_are_not() {
+    let env = SimEnv::new(json!({}), json!({}));
+    let (home, _file) = home_with_attachment(&env);
+    // Rewrite the scenario's home and the account's roots now that the paths exist.
+    let scenario_path = env.path("scenario.json");
+    let mut scenario: Value =
+        serde_json::from_str(&std::fs::read_to_string(&scenario_path).unwrap()).unwrap();
+    scenario["home"] = json!(home);
+    std::fs::write(&scenario_path, scenario.to_string()).unwrap();
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(env.gw.config_path()).unwrap()).unwrap();
+    merge(
+        &mut config,
+        &json!({"channels": {"imessage": {"includeAttachments": true,
+        "attachmentRoots": [format!("{home}/Library/Messages/Attachments")]}}}),
+    );
+    env.gw.write_config(&config.to_string());
+
+    let gateway = env.start(false);
+    wait_until("watching", WAIT, || {
+        env.stderr().contains("watching for messages")
+    });
+    env.insert(attachment_row(
+        "~/Library/Messages/Attachments/ab/01/X/IMG_1.jpeg",
+    ));
+    env.insert(attachment_row("/etc/passwd"));
+    let routed = gateway.wait_messages(2, WAIT);
+    let staged = &routed[0];
+    assert_eq!(staged["text"], "<media:image>");
+    let media = staged["media"].as_array().unwrap();
+    assert_eq!(media.len(), 1);
+    let path = media[0]["path"].as_str().unwrap();
+    assert!(path.contains("/state/imessage/media/default/"), "{path}");
+    assert_eq!(media[0]["mime"], "image/jpeg");
+    assert_eq!(media[0]["size"], 2048);
+    assert_eq!(std::fs::read(path).unwrap(), vec![7u8; 2048]);
+    assert_eq!(
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let outside = &routed[1];
+    assert_eq!(outside["text"], "<media:unavailable>");
+    assert_eq!(outside["media"], json!([]));
+    assert!(gateway.stop().success());
+}
+
+#[test]
+fn remote_attachments_are_fetched_with_the_exact_scp_argv() {
+    let env = SimEnv::new(
+        json!({}),
+        json!({"channels": {"imessage": {"remoteHost": "bot@mac", "includeAttachments": true}}}),
+    );
+    let (home, file) = home_with_attachment(&env);
+    let scenario_path = env.path("scenario.json");
+    let mut scenario: Value =
+        serde_json::from_str(&std::fs::read_to_string(&scenario_path).unwrap()).unwrap();
+    scenario["home"] = json!(home);
+    std::fs::write(&scenario_path, scenario.to_string()).unwrap();
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(env.gw.config_path()).unwrap()).unwrap();
+    merge(
+        &mut config,
+        &json!({"channels": {"imessage": {"attachmentRoots": [format!("{home}/Library/Messages/Attachments")]}}}),
+    );
+    env.gw.write_config(&config.to_string());
+    // A stand-in scp: records its argv, then copies `host:path` from the local disk.
+    let argv_log = env.path("scp.argv");
+    let scp = env.path("scp");
+    script(
+        &scp,
+        &format!(
+            "for a in \"$@\"; do printf '%s\\n' \"$a\" >> '{}'; done\nfor last; do :; done\nsrc=$(eval echo \\${{$(($#-1))}})\ncp \"${{src#bot@mac:}}\" \"$last\"",
+            argv_log.display()
+        ),
+    );
+    let gateway = env.start_with_env(false, &[("IMESSAGE_SCP", scp.to_str().unwrap())]);
+    wait_until("watching", WAIT, || {
+        env.stderr().contains("watching for messages")
+    });
+    env.insert(attachment_row(
+        "~/Library/Messages/Attachments/ab/01/X/IMG_1.jpeg",
+    ));
+    let routed = gateway.wait_messages(1, WAIT);
+    let path = routed[0]["media"][0]["path"]
+        .as_str()
+        .expect("a staged media item")
+        .to_string();
+    let argv: Vec<String> = std::fs::read_to_string(&argv_log)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        argv,
+        vec![
+            "-o".to_string(),
+            "BatchMode=yes".into(),
+            "-o".into(),
+            "StrictHostKeyChecking=yes".into(),
+            "--".into(),
+            format!("bot@mac:{}", file.display()),
+            path.clone(),
+        ]
+    );
+    assert!(path.contains("/state/imessage/media/default/"));
+    assert_eq!(std::fs::read(&path).unwrap().len(), 2048);
+    assert!(gateway.stop().success());
+}
+
+#[test]
+fn two_accounts_route_and_reply_through_their_own_simulators() {
+    let env = SimEnv::new(json!({}), json!({}));
+    // A second simulated database for account "work".
+    let dir = env.gw.path();
+    let work_scenario = json!({
+        "clock": {"start": "now", "mode": "running"}, "chats": common::sim::chats(), "messages": [],
+        "control": {"inbox": dir.join("work-inbox.jsonl"), "record": dir.join("work-record.jsonl"),
+                    "shared": dir.join("work.journal")},
+    });
+    std::fs::write(dir.join("work-inbox.jsonl"), "").unwrap();
+    std::fs::write(dir.join("work-scenario.json"), work_scenario.to_string()).unwrap();
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(env.gw.config_path()).unwrap()).unwrap();
+    merge(
+        &mut config,
+        &json!({
+            "session": {"dmScope": "per-account-channel-peer"},
+            "channels": {"imessage": {"accounts": {
+                "default": {},
+                "work": {"dbPath": dir.join("work-scenario.json").display().to_string()},
+            }}},
+        }),
+    );
+    env.gw.write_config(&config.to_string());
+    let gateway = env.start(true);
+    wait_until("both watchers", WAIT, || {
+        env.stderr().matches("watching for messages").count() >= 2
+    });
+    env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "to home"}));
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("work-inbox.jsonl"))
+        .unwrap();
+    use std::io::Write;
+    writeln!(
+        f,
+        "{}",
+        json!({"op": "insert", "row": {"chat_id": 7, "handle": "+15550001111", "text": "to work"}})
+    )
+    .unwrap();
+    let routed = gateway.wait_messages(2, WAIT);
+    let by_text = |t: &str| routed.iter().find(|m| m["text"] == t).unwrap().clone();
+    assert_eq!(
+        by_text("to home")["sessionKey"],
+        "agent:main:imessage:default:direct:+15550001111"
+    );
+    assert_eq!(
+        by_text("to work")["sessionKey"],
+        "agent:main:imessage:work:direct:+15550001111"
+    );
+    assert_eq!(by_text("to work")["accountId"], "work");
+    let work_sends = || -> Vec<Value> {
+        std::fs::read_to_string(dir.join("work-record.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|r| r["effect"] == "send")
+            .map(|r| r["params"].clone())
+            .collect()
+    };
+    wait_until("both echo replies", WAIT, || {
+        !env.sends().is_empty() && !work_sends().is_empty()
+    });
+    assert_eq!(env.sends()[0]["text"], "echo: to home");
+    assert_eq!(work_sends()[0]["text"], "echo: to work");
+    assert!(gateway.stop().success());
+}
+
+#[test]
+fn channels_status_probe_reports_each_failure_by_code() {
+    let env = SimEnv::new(json!({}), json!({}));
+    let dir = env.gw.path().to_path_buf();
+    let old = dir.join("imsg-old");
+    script(&old, "echo \"Error: Unknown command 'rpc'\"; exit 1");
+    let denied = dir.join("denied.json");
+    std::fs::write(
+        &denied,
+        json!({"faults": {"startup": "fda_denied"}}).to_string(),
+    )
+    .unwrap();
+    let sim = common::imsg_sim().display().to_string();
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(env.gw.config_path()).unwrap()).unwrap();
+    merge(
+        &mut config,
+        &json!({"channels": {"imessage": {"accounts": {
+            "healthy": {},
+            "old": {"cliPath": old.display().to_string()},
+            "missing": {"cliPath": "/nonexistent/imsg"},
+            "denied": {"cliPath": sim, "dbPath": denied.display().to_string()},
+        }}}}),
+    );
+    env.gw.write_config(&config.to_string());
+    let out = env.gw.run(&["channels", "status", "--probe", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "not every account is healthy");
+    let report: Value = serde_json::from_str(&common::stdout(&out)).unwrap();
+    let probe = |id: &str| {
+        report["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["accountId"] == id)
+            .unwrap_or_else(|| panic!("no {id} in {report}"))["probe"]
+            .clone()
+    };
+    assert_eq!(probe("healthy")["ok"], true);
+    assert_eq!(probe("healthy")["checks"].as_array().unwrap().len(), 5);
+    assert_eq!(probe("healthy")["remoteHostSource"], "none");
+    assert_eq!(probe("old")["code"], "rpc_unsupported");
+    assert_eq!(probe("old")["fatal"], true);
+    assert_eq!(probe("missing")["code"], "cli_not_found");
+    assert_eq!(probe("denied")["code"], "permission_denied");
+    assert_eq!(probe("denied")["fatal"], true);
+    for c in report["channels"].as_array().unwrap() {
+        assert_eq!(c["channel"], "imessage");
+        assert!(c["probe"]["elapsedMs"].is_u64());
+    }
+}
+
+#[test]
+fn config_set_from_the_owner_updates_the_config_file() {
+    let env = SimEnv::new(json!({}), json!({"commands": {"config": true}}));
+    let gateway = env.start(false);
+    wait_until("watching", WAIT, || {
+        env.stderr().contains("watching for messages")
+    });
+    env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "/config set channels.imessage.textChunkLimit 2000"}));
+    let routed = gateway.wait_messages(1, WAIT);
+    assert_eq!(routed[0]["commandAuthorized"], true);
+    wait_until("the config write", WAIT, || {
+        std::fs::read_to_string(env.gw.config_path())
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .is_some_and(|c| c["channels"]["imessage"]["textChunkLimit"] == 2000)
+    });
+    assert!(env.gw.path().join("gateway.json5.bak").exists());
+    assert!(gateway.stop().success());
+}
