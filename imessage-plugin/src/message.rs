@@ -66,6 +66,38 @@ pub struct Malformed {
 }
 
 #[derive(Deserialize)]
+struct MessageLine {
+    #[serde(default)]
+    id: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    params: Option<TypedParams>,
+}
+
+/// A whole stdout line that is a well-formed `message` notification, in one pass; `None` for
+/// anything else (replies, other notifications, malformed messages), which the caller
+/// classifies the slow way.
+pub fn parse_message_line(line: &str) -> Option<(Option<i64>, ImsgMessage)> {
+    // Cheap pre-check: replies and other notifications skip the typed attempt.
+    if !line.contains("\"message\"") {
+        return None;
+    }
+    match serde_json::from_str::<MessageLine>(line).ok()? {
+        MessageLine {
+            id: None,
+            method: Some(m),
+            params:
+                Some(TypedParams {
+                    subscription,
+                    message: Some(message),
+                }),
+        } if m == "message" => Some((subscription, message)),
+        _ => None,
+    }
+}
+
+#[derive(Deserialize)]
 struct TypedParams {
     #[serde(default)]
     subscription: Option<i64>,

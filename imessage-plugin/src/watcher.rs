@@ -223,17 +223,15 @@ impl Watch {
             .unwrap_or(0))
     }
 
-    /// One message, start to finish.
+    /// A `message` notification the reader could not parse in its fast pass.
     async fn process(
         &mut self,
         params: Option<&serde_json::value::RawValue>,
         dead_subscriptions: &HashSet<i64>,
         stop: &mut watch::Receiver<bool>,
     ) {
-        let m = match message::parse_notification(params) {
-            // A lenient server may write one more row after `watch.unsubscribe`.
-            Ok((Some(sub), _)) if dead_subscriptions.contains(&sub) => return,
-            Ok((_, m)) => m,
+        match message::parse_notification(params) {
+            Ok((sub, m)) => self.handle(sub, m, dead_subscriptions, stop).await,
             Err(bad) => {
                 self.inbound.count_drop("malformed");
                 tracing::debug!(
@@ -241,9 +239,22 @@ impl Watch {
                     self.account.id,
                     bad.keys.join(",")
                 );
-                return;
             }
-        };
+        }
+    }
+
+    /// One message, start to finish.
+    async fn handle(
+        &mut self,
+        subscription: Option<i64>,
+        m: ImsgMessage,
+        dead_subscriptions: &HashSet<i64>,
+        stop: &mut watch::Receiver<bool>,
+    ) {
+        // A lenient server may write one more row after `watch.unsubscribe`.
+        if subscription.is_some_and(|s| dead_subscriptions.contains(&s)) {
+            return;
+        }
         let now = timeutil::now_ms();
         let key = m.dedupe_key();
         let seen = self.catchup.is_seen(&key);
@@ -540,6 +551,20 @@ pub async fn run_with(
             let (method, params) = match event {
                 None => break Exit::Gone("event stream closed".into()),
                 Some(Event::Exited(e)) => break Exit::Gone(e.to_string()),
+                Some(Event::Message {
+                    subscription,
+                    message,
+                }) => {
+                    // The "message" arm below, with the message already parsed.
+                    watch_failures = 0;
+                    w.handle(subscription, *message, &dead_subscriptions, &mut stop)
+                        .await;
+                    if last_flush.elapsed() >= FLUSH_EVERY {
+                        w.flush();
+                        last_flush = Instant::now();
+                    }
+                    continue;
+                }
                 Some(Event::Notification { method, params }) => (method, params),
             };
             match method.as_str() {

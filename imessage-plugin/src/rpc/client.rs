@@ -67,6 +67,13 @@ impl std::fmt::Display for CallError {
 /// Something the child said that is not a reply.
 #[derive(Debug)]
 pub enum Event {
+    /// A well-formed `message` notification, parsed in the reader in one pass.
+    Message {
+        subscription: Option<i64>,
+        message: Box<crate::message::ImsgMessage>,
+    },
+    /// Any other notification (including a `message` one that did not parse; the consumer
+    /// reports it as malformed).
     Notification {
         method: String,
         params: Option<Box<RawValue>>,
@@ -513,6 +520,14 @@ async fn read_loop<R: AsyncRead + Unpin>(
 
 /// Handles one line; a notification is returned for the consumer.
 fn dispatch(line: &str, inner: &Inner) -> Option<Event> {
+    // The hot case first: one typed pass over a message notification.
+    if let Some((subscription, message)) = crate::message::parse_message_line(line) {
+        inner.flush_noise();
+        return Some(Event::Message {
+            subscription,
+            message: Box::new(message),
+        });
+    }
     let incoming = wire::classify(line);
     if !matches!(incoming, Incoming::Noise) {
         inner.flush_noise();

@@ -92,8 +92,11 @@ fn notifications_noise_and_errors() {
         let (mut started, mut imsg) = pair();
         let client = started.client.clone();
         imsg.say("some banner text").await;
-        imsg.say(r#"{"jsonrpc":"2.0","method":"message","params":{"subscription":1,"message":{"id":1}}}"#).await;
+        imsg.say(r#"{"jsonrpc":"2.0","method":"message","params":{"subscription":1,"message":{"id":"not a number"}}}"#).await;
         imsg.say(r#"{"jsonrpc":"2.0","method":"bridge.event","params":{}}"#).await;
+        imsg.say(r#"{"jsonrpc":"2.0","method":"message","params":{"subscription":2,"message":{"id":5,"guid":"G5","text":"hi"}}}"#).await;
+        // A message notification that is not a valid message comes through raw (the consumer
+        // counts it as malformed); a valid one arrives parsed.
         match started.events.recv().await.unwrap() {
             Event::Notification { method, params } => {
                 assert_eq!(method, "message");
@@ -102,6 +105,13 @@ fn notifications_noise_and_errors() {
             other => panic!("{other:?}"),
         }
         assert!(matches!(started.events.recv().await.unwrap(), Event::Notification { .. }));
+        match started.events.recv().await.unwrap() {
+            Event::Message { subscription, message } => {
+                assert_eq!(subscription, Some(2));
+                assert_eq!(message.guid.as_deref(), Some("G5"));
+            }
+            other => panic!("{other:?}"),
+        }
         let call = tokio::spawn(async move { client.request("send", json!({}), Duration::from_secs(5)).await });
         imsg.next_request().await;
         imsg.say(r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32603,"message":"Internal error","data":"AppleScript failed: x"}}"#).await;
