@@ -111,6 +111,7 @@ pub fn pairing_approve(
 pub fn channels_status(
     settings: &Settings,
     probe: bool,
+    account: Option<&str>,
     as_json: bool,
     log_level: &str,
 ) -> Result<(), Failure> {
@@ -139,7 +140,7 @@ pub fn channels_status(
         )?;
         let report = channel.client.status(&StatusRequest {
             probe,
-            account_id: None,
+            account_id: account.map(str::to_string),
         });
         channel.stop();
         let report = report.map_err(|e| call_failure("channels status", e))?;

@@ -109,6 +109,9 @@ enum ChannelsAction {
     Status {
         #[arg(long)]
         probe: bool,
+        /// Only this account
+        #[arg(long)]
+        account: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -223,8 +226,15 @@ fn run(cli: Cli, log_level: &str) -> Result<(), Failure> {
             log_level,
         ),
         Command::Channels {
-            action: ChannelsAction::Status { probe, json },
-        } => commands::channels_status(&settings(true)?, probe, json, log_level),
+            action:
+                ChannelsAction::Status {
+                    probe,
+                    account,
+                    json,
+                },
+        } => {
+            commands::channels_status(&settings(true)?, probe, account.as_deref(), json, log_level)
+        }
         Command::Message {
             action:
                 MessageAction::Send {

@@ -257,3 +257,67 @@ impl Account {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn account(channel: serde_json::Value) -> AccountConfig {
+        crate::config::parse(&json!({"channels": {"imessage": channel}}))
+            .unwrap()
+            .accounts[0]
+            .clone()
+    }
+
+    #[test]
+    fn remote_db_path_is_not_expanded_case_142() {
+        let remote = Source::resolve(&account(
+            json!({"remoteHost": "bot@mac", "dbPath": "~/Library/Messages/chat.db"}),
+        ));
+        assert_eq!(
+            remote.spawn_config().args,
+            vec!["rpc", "--db", "~/Library/Messages/chat.db"]
+        );
+        assert_eq!(remote.remote_source, "config");
+        let local = Source::resolve(&account(json!({"dbPath": "~/Library/Messages/chat.db"})));
+        assert!(
+            !local.db.as_deref().unwrap().starts_with('~'),
+            "expanded locally"
+        );
+    }
+
+    #[test]
+    fn wrappers_are_read_only_when_path_like_case_139_140() {
+        let dir = tempfile::tempdir().unwrap();
+        let wrapper = dir.path().join("imsg-ssh");
+        std::fs::write(
+            &wrapper,
+            "#!/bin/sh\nexec ssh -T bot@mac-mini.tailnet-1234.ts.net imsg \"$@\"\n",
+        )
+        .unwrap();
+        let s = Source::resolve(&account(json!({"cliPath": wrapper.display().to_string()})));
+        assert_eq!(
+            s.remote_host.as_deref(),
+            Some("bot@mac-mini.tailnet-1234.ts.net")
+        );
+        assert_eq!(s.remote_source, "detected");
+        let bare = Source::resolve(&account(json!({"cliPath": "imsg"})));
+        assert_eq!((bare.remote_host, bare.remote_source), (None, "none"));
+    }
+
+    #[test]
+    fn lock_paths_follow_the_signature() {
+        let a = Source::resolve(&account(json!({"dbPath": "/a.db"})));
+        let b = Source::resolve(&account(json!({"dbPath": "/b.db"})));
+        let dir = Path::new("/s/imessage");
+        assert_ne!(a.lock_path(dir), b.lock_path(dir));
+        let name = a
+            .lock_path(dir)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert_eq!(name.len(), 16 + ".lock".len());
+    }
+}

@@ -466,3 +466,40 @@ fn not_started() -> PluginError {
 fn io_error(e: std::io::Error) -> PluginError {
     PluginError::new("internal", format!("state files: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_watcher_per_source_case_155() {
+        let config = config::parse(&json!({"channels": {"imessage": {"accounts": {
+            "a": {"dbPath": "/x.db"}, "b": {"dbPath": "/x.db"}, "c": {"dbPath": "/y.db"},
+        }}}}))
+        .unwrap();
+        let (watching, duplicates) = watchers_by_source(&config);
+        assert_eq!(watching, vec!["a".to_string(), "c".to_string()]);
+        assert_eq!(duplicates, vec![("b".to_string(), "a".to_string())]);
+        // The default account wins within its source.
+        let config = config::parse(
+            &json!({"channels": {"imessage": {"defaultAccount": "b", "accounts": {
+                "a": {}, "b": {},
+            }}}}),
+        )
+        .unwrap();
+        let (watching, _) = watchers_by_source(&config);
+        assert_eq!(watching, vec!["b".to_string()]);
+    }
+
+    #[test]
+    fn default_account_sends_case_158() {
+        let config = config::parse(
+            &json!({"channels": {"imessage": {"defaultAccount": "work", "accounts": {
+                "home": {}, "work": {},
+            }}}}),
+        )
+        .unwrap();
+        assert_eq!(config.resolve_account(None).unwrap().id, "work");
+        assert_eq!(config.resolve_account(Some("Home")).unwrap().id, "home");
+    }
+}

@@ -185,3 +185,63 @@ fn copy_local(
     }
     Ok(total)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_symlinks_directories_big_files_and_escapes_case_134() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("Attachments");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        let roots = vec![root.display().to_string()];
+        let ok = root.join("a.jpg");
+        std::fs::write(&ok, b"jpeg").unwrap();
+        let link = root.join("link.jpg");
+        std::os::unix::fs::symlink("/etc/hostname", &link).unwrap();
+        let big = root.join("big.mov");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(17 * 1_048_576)
+            .unwrap();
+        let out = dir.path().join("out");
+        let dest = |n: &str| out.join(n);
+        let max = 16 * 1_048_576;
+        assert_eq!(
+            copy_local(&ok.display().to_string(), &dest("1"), &roots, max),
+            Ok(4)
+        );
+        assert!(copy_local(&link.display().to_string(), &dest("2"), &roots, max).is_err());
+        assert!(copy_local(
+            &root.join("sub").display().to_string(),
+            &dest("3"),
+            &roots,
+            max
+        )
+        .is_err());
+        assert!(copy_local(&big.display().to_string(), &dest("4"), &roots, max).is_err());
+        // A symlinked parent directory cannot escape the roots.
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("secret.txt"), b"x").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("escape")).unwrap();
+        assert!(copy_local(
+            &root.join("escape/secret.txt").display().to_string(),
+            &dest("5"),
+            &roots,
+            max
+        )
+        .is_err());
+        assert!(!dest("2").exists() && !dest("4").exists() && !dest("5").exists());
+    }
+
+    #[test]
+    fn names_are_sanitised() {
+        assert_eq!(
+            sanitize_name("/x/../..hidden name$.jpg"),
+            "hidden_name_.jpg"
+        );
+        assert_eq!(sanitize_name(""), "attachment");
+    }
+}

@@ -54,6 +54,29 @@ fn routes_messages_and_echo_replies_reach_the_simulator() {
 }
 
 #[test]
+fn a_strict_server_works_the_same() {
+    let env = SimEnv::new(json!({"profile": "strict"}), json!({}));
+    let gateway = env.start(true);
+    wait_until("watching", WAIT, || {
+        env.stderr().contains("watching for messages")
+    });
+    env.insert(owner("strict hello"));
+    let routed = gateway.wait_messages(1, WAIT);
+    assert_eq!(routed[0]["text"], "strict hello");
+    wait_until("the echo reply", WAIT, || !env.sends().is_empty());
+    wait_until("the echo row to be dropped", WAIT, || {
+        env.stderr().contains("drop reason=from_me")
+    });
+    assert!(gateway.stop().success());
+    // The strict `cursor` member was persisted as the catch-up cursor.
+    let cursor: Value = serde_json::from_str(
+        &std::fs::read_to_string(env.path("state/imessage/default/cursor.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(cursor["rowid"].as_i64().unwrap() >= 1, "{cursor}");
+}
+
+#[test]
 fn bad_lines_are_skipped_and_later_messages_still_route() {
     let env = SimEnv::new(json!({}), json!({}));
     let gateway = env.start(false);
