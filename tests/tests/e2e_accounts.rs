@@ -222,6 +222,15 @@ fn channels_status_probe_reports_each_failure_by_code() {
         json!({"faults": {"startup": "fda_denied"}}).to_string(),
     )
     .unwrap();
+    let banner = dir.join("banner.json");
+    let banner_scenario = json!({"version": "0.8.1", "faults": {"startup": "fda_denied"}});
+    std::fs::write(&banner, banner_scenario.to_string()).unwrap();
+    let slow = dir.join("slow.json");
+    std::fs::write(
+        &slow,
+        json!({"faults": {"delay_ms": {"chats.list": 3000}}}).to_string(),
+    )
+    .unwrap();
     let sim = common::imsg_sim().display().to_string();
     let mut config: Value =
         serde_json::from_str(&std::fs::read_to_string(env.gw.config_path()).unwrap()).unwrap();
@@ -232,6 +241,9 @@ fn channels_status_probe_reports_each_failure_by_code() {
             "old": {"cliPath": old.display().to_string()},
             "missing": {"cliPath": "/nonexistent/imsg"},
             "denied": {"cliPath": sim, "dbPath": denied.display().to_string()},
+            "banner": {"cliPath": sim, "dbPath": banner.display().to_string()},
+            "slow": {"cliPath": sim, "dbPath": slow.display().to_string(), "probeTimeoutMs": 1000},
+            "bare": {"cliPath": "imsg"},
         }}}}),
     );
     env.gw.write_config(&config.to_string());
@@ -255,6 +267,20 @@ fn channels_status_probe_reports_each_failure_by_code() {
     assert_eq!(probe("missing")["code"], "cli_not_found");
     assert_eq!(probe("denied")["code"], "permission_denied");
     assert_eq!(probe("denied")["fatal"], true);
+    assert_eq!(
+        probe("banner")["code"],
+        "permission_denied",
+        "the pre-0.8.2 banner style"
+    );
+    assert_eq!(probe("slow")["code"], "timeout");
+    assert_eq!(probe("slow")["fatal"], false);
+    assert_eq!(
+        probe("slow")["error"],
+        "imsg did not answer chats.list within 1000 ms"
+    );
+    if !cfg!(target_os = "macos") {
+        assert_eq!(probe("bare")["code"], "not_macos");
+    }
     for c in report["channels"].as_array().unwrap() {
         assert_eq!(c["channel"], "imessage");
         assert!(c["probe"]["elapsedMs"].is_u64());

@@ -179,6 +179,8 @@ fn a_send_that_never_answers_is_unknown_and_never_repeated() {
         json!({"faults": {"delay_ms": {"send": 600000}}}),
         json!({"channels": {"imessage": {"sendTimeoutMs": 10000}}}),
     );
+    // Two chunks: the first never answers, so the second is not attempted (case 128).
+    let text = words(5000);
     let started = Instant::now();
     let out = env.gw.run(&[
         "message",
@@ -188,14 +190,16 @@ fn a_send_that_never_answers_is_unknown_and_never_repeated() {
         "--target",
         "chat_id:42",
         "--text",
-        "hello?",
+        &text,
         "--json",
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(started.elapsed() >= Duration::from_secs(10));
     let receipt: Value = serde_json::from_str(&common::stdout(&out)).unwrap();
     assert_eq!(receipt["ok"], false);
+    assert_eq!(receipt["chunks"], 2);
     assert_eq!(receipt["parts"][0]["outcome"], "unknown");
+    assert_eq!(receipt["parts"][1]["outcome"], "not_sent");
     assert_eq!(
         env.send_requests().len(),
         1,
