@@ -13,6 +13,30 @@ use crate::loader;
 use crate::settings::Settings;
 use crate::signals;
 
+/// SIGHUP: re-read the config file and hand it to every channel (`config.reload`). A bad
+/// file is reported and the running config stays in force.
+fn reload(settings: &Settings, channels: &[Channel]) {
+    let config = match crate::settings::read_json5(&settings.config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("SIGHUP: config not reloaded: {}", e.message());
+            return;
+        }
+    };
+    for channel in channels {
+        match channel.client.call("config.reload", &config) {
+            Ok(outcome) => tracing::info!(channel = %channel.id, %outcome, "config reloaded"),
+            Err(e) if e.code == "config_invalid" => {
+                for line in &e.errors {
+                    tracing::error!("{}: {line}", settings.config_path.display());
+                }
+                tracing::error!(channel = %channel.id, "config not reloaded; the previous one stays in force");
+            }
+            Err(e) => tracing::warn!(channel = %channel.id, "config not reloaded: {e}"),
+        }
+    }
+}
+
 pub fn run(settings: &Settings, echo: bool, log_level: &str) -> Result<(), Failure> {
     let signals = signals::block();
     let libraries = loader::load_all(&settings.plugins_dir)?;
@@ -99,8 +123,14 @@ pub fn run(settings: &Settings, echo: bool, log_level: &str) -> Result<(), Failu
             .map_err(|e| Failure::runtime(format!("starting the echo agent: {e}")))?
     };
 
-    let signal = signals.wait();
-    tracing::info!("{signal} received; stopping");
+    loop {
+        let signal = signals.wait();
+        if signal != "SIGHUP" {
+            tracing::info!("{signal} received; stopping");
+            break;
+        }
+        reload(settings, &channels);
+    }
     for channel in channels.iter() {
         channel.stop();
     }

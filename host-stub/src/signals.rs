@@ -1,4 +1,4 @@
-//! Waiting for SIGINT or SIGTERM. The signals are blocked in the main thread before any other
+//! Waiting for SIGINT, SIGTERM (stop) or SIGHUP (reload the config). The signals are blocked in the main thread before any other
 //! thread exists (threads inherit the mask, so no plugin thread is interrupted), then the main
 //! thread waits for one with `sigwait`. Child processes start with an empty mask (std resets
 //! it before exec).
@@ -13,23 +13,24 @@ pub fn block() -> Blocked {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         Blocked(set)
     }
 }
 
 impl Blocked {
-    /// Waits until SIGINT or SIGTERM arrives; returns its name.
+    /// Waits until SIGINT, SIGTERM or SIGHUP arrives; returns its name.
     pub fn wait(&self) -> &'static str {
         let mut signal: libc::c_int = 0;
         // SAFETY: the set was initialised in `block`; `signal` is a valid out pointer.
         unsafe {
             libc::sigwait(&self.0, &mut signal);
         }
-        if signal == libc::SIGINT {
-            "SIGINT"
-        } else {
-            "SIGTERM"
+        match signal {
+            libc::SIGINT => "SIGINT",
+            libc::SIGHUP => "SIGHUP",
+            _ => "SIGTERM",
         }
     }
 }

@@ -115,6 +115,9 @@ pub struct Account {
     pub sender: tokio::sync::Mutex<SenderProcess>,
     pub status: Mutex<StatusState>,
     pub host: Arc<Host>,
+    /// Bumped by every config reload that applies without a restart; the watcher picks the
+    /// new settings up before its next message.
+    pub generation: std::sync::atomic::AtomicU64,
 }
 
 impl Account {
@@ -151,7 +154,15 @@ impl Account {
                 ..Default::default()
             }),
             host,
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Applies reloaded settings that need no restart (policy, routing, prefixes, chunking).
+    pub fn update(&self, config: Arc<Config>, settings: AccountConfig) {
+        *self.config.write().expect("config lock") = (config, settings);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn settings(&self) -> AccountConfig {

@@ -28,6 +28,7 @@ pub const CHANNEL_ID: &str = "imessage";
 /// The `call` methods this plugin understands.
 pub const METHODS: &[&str] = &[
     "config.validate",
+    "config.reload",
     "pairing.list",
     "pairing.approve",
     "pairing.revoke",
@@ -60,12 +61,91 @@ struct Running {
     runtime: tokio::runtime::Runtime,
     config: Arc<Config>,
     state_dir: PathBuf,
+    /// `false` for one-shot use: no watcher runs.
+    watch: bool,
     accounts: Vec<Arc<Account>>,
-    watchers: Vec<tokio::task::JoinHandle<()>>,
-    stop: watch::Sender<bool>,
+    /// Account id → its watcher's stop signal and task.
+    watchers: BTreeMap<String, (watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
+}
+
+/// The settings whose change needs the account's processes restarted (§11 "Reload"); the
+/// others (policy, routing, prefixes, chunking, …) apply to the next message.
+fn restart_key(a: &crate::config::AccountConfig) -> String {
+    format!(
+        "{:?}",
+        (
+            &a.cli_path,
+            &a.db_path,
+            &a.remote_host,
+            a.include_attachments,
+            &a.attachment_roots,
+            &a.remote_attachment_roots,
+            a.media_max_mb,
+            a.probe_timeout_ms,
+            a.send_timeout_ms,
+            a.enabled,
+        )
+    )
 }
 
 impl Running {
+    /// Creates an account and starts its watcher when it should watch.
+    fn launch(
+        &mut self,
+        settings: &crate::config::AccountConfig,
+        watching: &[String],
+        duplicates: &[(String, String)],
+        host: &Arc<Host>,
+        warnings: &mut Vec<String>,
+    ) -> AccountStart {
+        let account = Arc::new(Account::new(
+            &self.state_dir,
+            self.config.clone(),
+            settings.clone(),
+            host.clone(),
+        ));
+        let watches = self.watch && settings.enabled && watching.contains(&settings.id);
+        if let Some((_, winner)) = duplicates.iter().find(|(id, _)| *id == settings.id) {
+            let text = format!(
+                "accounts {} and {winner} read the same Messages database; only {winner} receives messages",
+                settings.id
+            );
+            tracing::warn!("{text}");
+            warnings.push(text);
+            account.set_state("duplicate_source", None);
+        }
+        if settings.enabled && settings.dm_policy == crate::config::DmPolicy::Allowlist {
+            let mut store = PairingStore::new(&account.dir);
+            let n = store.allow_list().len();
+            if n > 0 {
+                tracing::warn!(account = %settings.id, "dmPolicy \"allowlist\": {n} senders approved by pairing are ignored");
+            }
+        }
+        if watches {
+            let (stop, stop_rx) = watch::channel(false);
+            let task = self.runtime.spawn(watcher::run(account.clone(), stop_rx));
+            self.watchers.insert(settings.id.clone(), (stop, task));
+        }
+        self.accounts.push(account);
+        AccountStart {
+            account_id: settings.id.clone(),
+            enabled: settings.enabled,
+            watching: watches,
+        }
+    }
+
+    /// Stops an account's watcher and sender process, waiting for both.
+    fn halt(&mut self, account: &Arc<Account>) {
+        let watcher = self.watchers.remove(&account.id);
+        self.runtime.block_on(async {
+            if let Some((stop, task)) = watcher {
+                let _ = stop.send(true);
+                let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+            }
+            account.sender.lock().await.replace().await;
+        });
+    }
+
     fn account(&self, id: Option<&str>) -> Result<&Arc<Account>, PluginError> {
         let wanted = id
             .map(|i| i.trim().to_lowercase())
@@ -248,6 +328,56 @@ impl ImessagePlugin {
         Ok(json!({"accountId": account.id, "senderId": request.id}))
     }
 
+    /// `config.reload` (§11): settings that need no restart apply to the next message with
+    /// the same imsg processes; accounts whose source or process settings changed are
+    /// restarted; added accounts start and removed ones stop.
+    fn reload(&self, payload: &Value) -> Result<Value, PluginError> {
+        self.logged(|| {
+            let mut guard = self.running.lock().map_err(|_| poisoned())?;
+            let r = guard.as_mut().ok_or_else(not_started)?;
+            let config = Arc::new(load_config(payload)?);
+            for warning in &config.warnings {
+                tracing::warn!("{warning}");
+            }
+            let (watching, duplicates) = watchers_by_source(&config);
+            let was_watching: Vec<String> = r.watchers.keys().cloned().collect();
+            r.config = config.clone();
+            let (mut updated, mut restarted, mut started, mut stopped) = (vec![], vec![], vec![], vec![]);
+            for account in std::mem::take(&mut r.accounts) {
+                let unchanged = config.account(&account.id).filter(|s| {
+                    restart_key(s) == restart_key(&account.settings())
+                        && watching.contains(&s.id) == was_watching.contains(&s.id)
+                });
+                match unchanged {
+                    Some(settings) => {
+                        account.update(config.clone(), settings.clone());
+                        updated.push(account.id.clone());
+                        r.accounts.push(account);
+                    }
+                    None => {
+                        r.halt(&account);
+                        if config.account(&account.id).is_some() {
+                            restarted.push(account.id.clone());
+                        } else {
+                            stopped.push(account.id.clone());
+                        }
+                    }
+                }
+            }
+            let mut warnings = Vec::new();
+            for settings in &config.accounts {
+                if !r.accounts.iter().any(|a| a.id == settings.id) {
+                    r.launch(settings, &watching, &duplicates, &self.host, &mut warnings);
+                    if !restarted.contains(&settings.id) {
+                        started.push(settings.id.clone());
+                    }
+                }
+            }
+            tracing::info!(?updated, ?restarted, ?started, ?stopped, "config reloaded");
+            Ok(json!({"updated": updated, "restarted": restarted, "started": started, "stopped": stopped, "warnings": warnings}))
+        })
+    }
+
     fn pairing_revoke(r: &Running, payload: &Value) -> Result<Value, PluginError> {
         let sender = payload
             .get("senderId")
@@ -276,7 +406,10 @@ impl Plugin for ImessagePlugin {
         self.logged(|| {
             let mut running = self.running.lock().map_err(|_| poisoned())?;
             if running.is_some() {
-                return Err(PluginError::new("invalid_request", "the plugin is already started"));
+                return Err(PluginError::new(
+                    "invalid_request",
+                    "the plugin is already started",
+                ));
             }
             let config = Arc::new(load_config(&ctx.config)?);
             for warning in &config.warnings {
@@ -284,56 +417,35 @@ impl Plugin for ImessagePlugin {
             }
             let state_dir = PathBuf::from(&ctx.state_dir);
             let runtime = Self::build_runtime(dispatch)?;
-            let (stop, stop_rx) = watch::channel(false);
             let (watching, duplicates) = watchers_by_source(&config);
-            let mut accounts = Vec::new();
-            let mut watchers = Vec::new();
+            let mut r = Running {
+                runtime,
+                config: config.clone(),
+                state_dir,
+                watch: ctx.watch,
+                accounts: Vec::new(),
+                watchers: BTreeMap::new(),
+            };
             let mut report = StartReport {
                 accounts: Vec::new(),
                 warnings: config.warnings.clone(),
             };
             for settings in &config.accounts {
-                let account = Arc::new(Account::new(&state_dir, config.clone(), settings.clone(), self.host.clone()));
-                let watches = ctx.watch && settings.enabled && watching.contains(&settings.id);
-                if let Some((_, winner)) = duplicates.iter().find(|(id, _)| *id == settings.id) {
-                    let text = format!(
-                        "accounts {} and {winner} read the same Messages database; only {winner} receives messages",
-                        settings.id
-                    );
-                    tracing::warn!("{text}");
-                    report.warnings.push(text);
-                    account.set_state("duplicate_source", None);
-                }
-                if settings.enabled && settings.dm_policy == crate::config::DmPolicy::Allowlist {
-                    let mut store = PairingStore::new(&account.dir);
-                    let n = store.allow_list().len();
-                    if n > 0 {
-                        tracing::warn!(account = %settings.id, "dmPolicy \"allowlist\": {n} senders approved by pairing are ignored");
-                    }
-                }
-                if watches {
-                    watchers.push(runtime.spawn(watcher::run(account.clone(), stop_rx.clone())));
-                }
-                report.accounts.push(AccountStart {
-                    account_id: settings.id.clone(),
-                    enabled: settings.enabled,
-                    watching: watches,
-                });
-                accounts.push(account);
+                let started = r.launch(
+                    settings,
+                    &watching,
+                    &duplicates,
+                    &self.host,
+                    &mut report.warnings,
+                );
+                report.accounts.push(started);
             }
             tracing::info!(
                 accounts = config.accounts.len(),
-                watchers = watchers.len(),
+                watchers = r.watchers.len(),
                 "imessage channel started"
             );
-            *running = Some(Running {
-                runtime,
-                config,
-                state_dir,
-                accounts,
-                watchers,
-                stop,
-            });
+            *running = Some(r);
             Ok(report)
         })
     }
@@ -341,21 +453,23 @@ impl Plugin for ImessagePlugin {
     fn stop(&self) -> Result<(), PluginError> {
         self.logged(|| {
             let running = self.running.lock().map_err(|_| poisoned())?.take();
-            let Some(running) = running else {
+            let Some(mut running) = running else {
                 return Ok(());
             };
-            let _ = running.stop.send(true);
+            for (stop, _) in running.watchers.values() {
+                let _ = stop.send(true);
+            }
+            let watchers = std::mem::take(&mut running.watchers);
             let Running {
                 runtime,
                 accounts,
-                watchers,
                 state_dir,
                 ..
             } = running;
             runtime.block_on(async {
                 let joined = async {
-                    for w in watchers {
-                        let _ = w.await;
+                    for (_, (_, task)) in watchers {
+                        let _ = task.await;
                     }
                     for a in &accounts {
                         a.sender.lock().await.replace().await;
@@ -436,6 +550,7 @@ impl Plugin for ImessagePlugin {
                 let config = load_config(&payload)?;
                 Ok(json!({ "ok": true, "warnings": config.warnings }))
             }),
+            "config.reload" => self.reload(&payload),
             "pairing.list" => self.with_running(|r| Self::pairing_list(r, &payload)),
             "pairing.approve" => self.with_running(|r| Self::pairing_approve(r, &payload)),
             "pairing.revoke" => self.with_running(|r| Self::pairing_revoke(r, &payload)),

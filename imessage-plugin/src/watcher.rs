@@ -130,6 +130,8 @@ async fn request_draining(
 pub const FDA_ERROR: &str = "imsg cannot open the Messages database: grant Full Disk Access to the process that runs imsg (and its parent app), then restart";
 
 struct Watch {
+    /// The account's config generation the pipeline was built with.
+    generation: u64,
     account: Arc<Account>,
     inbound: Inbound,
     catchup: Catchup,
@@ -254,6 +256,16 @@ impl Watch {
         // A lenient server may write one more row after `watch.unsubscribe`.
         if subscription.is_some_and(|s| dead_subscriptions.contains(&s)) {
             return;
+        }
+        let generation = self
+            .account
+            .generation
+            .load(std::sync::atomic::Ordering::SeqCst);
+        if generation != self.generation {
+            let (config, settings) = self.account.config.read().expect("config lock").clone();
+            self.inbound.reconfigure(config, settings);
+            self.generation = generation;
+            tracing::info!(account = %self.account.id, "reloaded settings apply from this message on");
         }
         let now = timeutil::now_ms();
         let key = m.dedupe_key();
@@ -444,6 +456,7 @@ pub async fn run_with(
         inbound: Inbound::new(config, settings, account.echo.clone(), remote, start_ms),
         pairing: PairingStore::new(&account.dir),
         catchup,
+        generation: account.generation.load(std::sync::atomic::Ordering::SeqCst),
         persister: Some(start_persister(account.id.clone())),
         account: account.clone(),
     };

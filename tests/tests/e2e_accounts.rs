@@ -306,3 +306,68 @@ fn config_set_from_the_owner_updates_the_config_file() {
     assert!(env.gw.path().join("gateway.json5.bak").exists());
     assert!(gateway.stop().success());
 }
+
+#[test]
+fn sighup_reloads_policy_in_place_and_restarts_on_a_new_cli_path_case_159() {
+    let env = SimEnv::new(json!({}), json!({}));
+    let gateway = env.start(false);
+    wait_until("watching", WAIT, || {
+        env.stderr().contains("watching for messages")
+    });
+    let hup = |g: &common::sim::Running| {
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(g.child.id() as i32, libc::SIGHUP);
+        }
+    };
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(env.gw.config_path()).unwrap()).unwrap();
+    merge(
+        &mut config,
+        &json!({"channels": {"imessage": {"allowFrom": ["+15550001111", "+15550002222"]}}}),
+    );
+    env.gw.write_config(&config.to_string());
+    hup(&gateway);
+    wait_until("the reload", WAIT, || {
+        env.stderr().contains("config reloaded")
+    });
+    env.insert(json!({"chat_id": 8, "handle": "+15550002222", "text": "now allowed"}));
+    let routed = gateway.wait_messages(1, WAIT);
+    assert_eq!(routed[0]["senderId"], "+15550002222");
+    assert!(
+        env.sends().is_empty(),
+        "no pairing reply: the new allowFrom applied"
+    );
+    assert_eq!(
+        env.stderr().matches("watching for messages").count(),
+        1,
+        "same imsg process"
+    );
+
+    // A new cliPath (a wrapper around the same simulator) restarts the watcher.
+    let wrapper = env.path("imsg-wrapper");
+    script(
+        &wrapper,
+        &format!("exec '{}' \"$@\"", common::imsg_sim().display()),
+    );
+    merge(
+        &mut config,
+        &json!({"channels": {"imessage": {"cliPath": wrapper.display().to_string()}}}),
+    );
+    env.gw.write_config(&config.to_string());
+    hup(&gateway);
+    wait_until("a new watcher", WAIT, || {
+        env.stderr().matches("watching for messages").count() == 2
+    });
+    env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "after restart"}));
+    let routed = gateway.wait_messages(2, WAIT);
+    assert_eq!(routed[1]["text"], "after restart");
+
+    // A broken file is reported and the running config stays.
+    std::fs::write(env.gw.config_path(), "{ broken").unwrap();
+    hup(&gateway);
+    wait_until("the reload error", WAIT, || {
+        env.stderr().contains("SIGHUP: config not reloaded")
+    });
+    assert!(gateway.stop().success());
+}
