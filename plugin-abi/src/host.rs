@@ -242,3 +242,70 @@ impl<H: Host> HostCallbacks for HostAdapter<H> {
 pub fn callbacks<H: Host>(host: H) -> HostBox {
     HostCallbacks_TO::from_value(HostAdapter(host), TD_Opaque)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use abi_stable::sabi_types::VersionNumber;
+
+    #[test]
+    fn an_abi_version_mismatch_is_one_line_naming_both_versions() {
+        let error = LibraryError::IncompatibleVersionNumber {
+            library_name: "channel_plugin",
+            expected_version: VersionNumber {
+                major: 0,
+                minor: 1,
+                patch: 0,
+            },
+            actual_version: VersionNumber {
+                major: 1,
+                minor: 0,
+                patch: 0,
+            },
+        };
+        let reason = summarize(&error);
+        assert_eq!(
+            reason,
+            "built for plugin ABI 1.0.0, but this host speaks plugin ABI 0.1.0"
+        );
+        assert!(!reason.contains('\n'));
+    }
+
+    #[test]
+    fn missing_files_are_a_load_error_not_a_panic() {
+        let err = load(Path::new("/nonexistent/libnothing.so")).err().unwrap();
+        assert!(err.reason.starts_with("cannot be opened"), "{}", err.reason);
+        assert!(err.to_string().starts_with("/nonexistent/libnothing.so: "));
+    }
+
+    #[test]
+    fn discover_lists_only_plugin_library_names() {
+        let dir = tempfile_dir();
+        for name in [
+            "libimessage.so",
+            "libother.dylib",
+            "notlib.so",
+            "libx.so.1",
+            "README",
+        ] {
+            std::fs::write(dir.join(name), b"").unwrap();
+        }
+        let found: Vec<String> = discover(&dir)
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        if cfg!(target_os = "macos") {
+            assert_eq!(found, vec!["libother.dylib"]);
+        } else {
+            assert_eq!(found, vec!["libimessage.so"]);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("plugin-abi-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}
