@@ -18,6 +18,16 @@ fn with_channel<T>(
 ) -> Result<T, Failure> {
     let libraries = loader::load_all(&settings.plugins_dir)?;
     let plugin = loader::find(&libraries, channel_id, &settings.plugins_dir)?;
+    run_on(settings, plugin, log_level, f)
+}
+
+/// Starts `plugin` without a watcher, runs `f`, and stops it again.
+fn run_on<T>(
+    settings: &Settings,
+    plugin: &plugin_abi::host::LoadedPlugin,
+    log_level: &str,
+    f: impl FnOnce(&Channel) -> Result<T, Failure>,
+) -> Result<T, Failure> {
     let channel = Channel::create(plugin, None, &settings.config_path)?;
     channel.start(
         &settings.config,
@@ -130,20 +140,15 @@ pub fn channels_status(
             all_ok = false;
             continue;
         };
-        let channel = Channel::create(plugin, None, &settings.config_path)?;
-        channel.start(
-            &settings.config,
-            &settings.config_path,
-            &settings.state_dir,
-            false,
-            log_level,
-        )?;
-        let report = channel.client.status(&StatusRequest {
-            probe,
-            account_id: account.map(str::to_string),
-        });
-        channel.stop();
-        let report = report.map_err(|e| call_failure("channels status", e))?;
+        let report = run_on(settings, plugin, log_level, |channel| {
+            channel
+                .client
+                .status(&StatusRequest {
+                    probe,
+                    account_id: account.map(str::to_string),
+                })
+                .map_err(|e| call_failure("channels status", e))
+        })?;
         for account in report.accounts {
             if probe && account.enabled && !account.probe.as_ref().is_some_and(|p| p.ok) {
                 all_ok = false;

@@ -159,13 +159,10 @@ pub async fn scp(from: &str, to: &str, limit: Duration) -> Result<(), String> {
     ))
 }
 
-/// The remote temporary path an outbound file is uploaded to (§7.7).
-pub fn upload_path(local: &str) -> String {
-    let name: String = Path::new(local)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "file".into())
-        .chars()
+/// Every character outside `[A-Za-z0-9._-]` replaced by `_` (names that travel to a shell on
+/// the Mac, or into the media folder).
+pub fn safe_file_chars(name: &str) -> String {
+    name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
                 c
@@ -173,7 +170,17 @@ pub fn upload_path(local: &str) -> String {
                 '_'
             }
         })
-        .collect();
+        .collect()
+}
+
+/// The remote temporary path an outbound file is uploaded to (§7.7).
+pub fn upload_path(local: &str) -> String {
+    let name = safe_file_chars(
+        &Path::new(local)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "file".into()),
+    );
     let mut bytes = [0u8; 8];
     let _ = getrandom::fill(&mut bytes);
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();

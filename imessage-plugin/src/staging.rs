@@ -13,16 +13,7 @@ use crate::message::ImsgMessage;
 
 fn sanitize_name(raw: &str) -> String {
     let base = raw.rsplit('/').next().unwrap_or(raw);
-    let cleaned: String = base
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let cleaned = crate::remote::safe_file_chars(base);
     let trimmed = cleaned.trim_start_matches('.');
     let cut: String = trimmed.chars().take(100).collect();
     if cut.is_empty() {

@@ -6,7 +6,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use common::sim::{merge, wait_until, SimEnv};
+use common::sim::{wait_until, SimEnv};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -36,19 +36,9 @@ fn attachments_inside_the_roots_are_staged_and_others_are_not() {
     let env = SimEnv::new(json!({}), json!({}));
     let (home, _file) = home_with_attachment(&env);
     // Rewrite the scenario's home and the account's roots now that the paths exist.
-    let scenario_path = env.path("scenario.json");
-    let mut scenario: Value =
-        serde_json::from_str(&std::fs::read_to_string(&scenario_path).unwrap()).unwrap();
-    scenario["home"] = json!(home);
-    std::fs::write(&scenario_path, scenario.to_string()).unwrap();
-    let mut config: Value =
-        serde_json::from_str(&std::fs::read_to_string(env.gw.config_path()).unwrap()).unwrap();
-    merge(
-        &mut config,
-        &json!({"channels": {"imessage": {"includeAttachments": true,
-        "attachmentRoots": [format!("{home}/Library/Messages/Attachments")]}}}),
-    );
-    env.gw.write_config(&config.to_string());
+    env.merge_scenario(json!({"home": home}));
+    env.merge_config(json!({"channels": {"imessage": {"includeAttachments": true,
+        "attachmentRoots": [format!("{home}/Library/Messages/Attachments")]}}}));
 
     let gateway = env.start(false);
     wait_until("watching", WAIT, || {
@@ -85,18 +75,8 @@ fn remote_attachments_are_fetched_with_the_exact_scp_argv() {
         json!({"channels": {"imessage": {"remoteHost": "bot@mac", "includeAttachments": true}}}),
     );
     let (home, file) = home_with_attachment(&env);
-    let scenario_path = env.path("scenario.json");
-    let mut scenario: Value =
-        serde_json::from_str(&std::fs::read_to_string(&scenario_path).unwrap()).unwrap();
-    scenario["home"] = json!(home);
-    std::fs::write(&scenario_path, scenario.to_string()).unwrap();
-    let mut config: Value =
-        serde_json::from_str(&std::fs::read_to_string(env.gw.config_path()).unwrap()).unwrap();
-    merge(
-        &mut config,
-        &json!({"channels": {"imessage": {"attachmentRoots": [format!("{home}/Library/Messages/Attachments")]}}}),
-    );
-    env.gw.write_config(&config.to_string());
+    env.merge_scenario(json!({"home": home}));
+    env.merge_config(json!({"channels": {"imessage": {"attachmentRoots": [format!("{home}/Library/Messages/Attachments")]}}}));
     // A stand-in scp: records its argv, then copies `host:path` from the local disk.
     let argv_log = env.path("scp.argv");
     let scp = env.path("scp");
@@ -153,19 +133,13 @@ fn two_accounts_route_and_reply_through_their_own_simulators() {
     });
     std::fs::write(dir.join("work-inbox.jsonl"), "").unwrap();
     std::fs::write(dir.join("work-scenario.json"), work_scenario.to_string()).unwrap();
-    let mut config: Value =
-        serde_json::from_str(&std::fs::read_to_string(env.gw.config_path()).unwrap()).unwrap();
-    merge(
-        &mut config,
-        &json!({
-            "session": {"dmScope": "per-account-channel-peer"},
-            "channels": {"imessage": {"accounts": {
-                "default": {},
-                "work": {"dbPath": dir.join("work-scenario.json").display().to_string()},
-            }}},
-        }),
-    );
-    env.gw.write_config(&config.to_string());
+    env.merge_config(json!({
+        "session": {"dmScope": "per-account-channel-peer"},
+        "channels": {"imessage": {"accounts": {
+            "default": {},
+            "work": {"dbPath": dir.join("work-scenario.json").display().to_string()},
+        }}},
+    }));
     let gateway = env.start(true);
     wait_until("both watchers", WAIT, || {
         env.stderr().matches("watching for messages").count() >= 2
@@ -232,21 +206,15 @@ fn channels_status_probe_reports_each_failure_by_code() {
     )
     .unwrap();
     let sim = common::imsg_sim().display().to_string();
-    let mut config: Value =
-        serde_json::from_str(&std::fs::read_to_string(env.gw.config_path()).unwrap()).unwrap();
-    merge(
-        &mut config,
-        &json!({"channels": {"imessage": {"accounts": {
-            "healthy": {},
-            "old": {"cliPath": old.display().to_string()},
-            "missing": {"cliPath": "/nonexistent/imsg"},
-            "denied": {"cliPath": sim, "dbPath": denied.display().to_string()},
-            "banner": {"cliPath": sim, "dbPath": banner.display().to_string()},
-            "slow": {"cliPath": sim, "dbPath": slow.display().to_string(), "probeTimeoutMs": 1000},
-            "bare": {"cliPath": "imsg"},
-        }}}}),
-    );
-    env.gw.write_config(&config.to_string());
+    env.merge_config(json!({"channels": {"imessage": {"accounts": {
+        "healthy": {},
+        "old": {"cliPath": old.display().to_string()},
+        "missing": {"cliPath": "/nonexistent/imsg"},
+        "denied": {"cliPath": sim, "dbPath": denied.display().to_string()},
+        "banner": {"cliPath": sim, "dbPath": banner.display().to_string()},
+        "slow": {"cliPath": sim, "dbPath": slow.display().to_string(), "probeTimeoutMs": 1000},
+        "bare": {"cliPath": "imsg"},
+    }}}}));
     let out = env.gw.run(&["channels", "status", "--probe", "--json"]);
     assert_eq!(out.status.code(), Some(1), "not every account is healthy");
     let report: Value = serde_json::from_str(&common::stdout(&out)).unwrap();
@@ -320,13 +288,9 @@ fn sighup_reloads_policy_in_place_and_restarts_on_a_new_cli_path_case_159() {
             libc::kill(g.child.id() as i32, libc::SIGHUP);
         }
     };
-    let mut config: Value =
-        serde_json::from_str(&std::fs::read_to_string(env.gw.config_path()).unwrap()).unwrap();
-    merge(
-        &mut config,
-        &json!({"channels": {"imessage": {"allowFrom": ["+15550001111", "+15550002222"]}}}),
+    env.merge_config(
+        json!({"channels": {"imessage": {"allowFrom": ["+15550001111", "+15550002222"]}}}),
     );
-    env.gw.write_config(&config.to_string());
     hup(&gateway);
     wait_until("the reload", WAIT, || {
         env.stderr().contains("config reloaded")
@@ -350,11 +314,7 @@ fn sighup_reloads_policy_in_place_and_restarts_on_a_new_cli_path_case_159() {
         &wrapper,
         &format!("exec '{}' \"$@\"", common::imsg_sim().display()),
     );
-    merge(
-        &mut config,
-        &json!({"channels": {"imessage": {"cliPath": wrapper.display().to_string()}}}),
-    );
-    env.gw.write_config(&config.to_string());
+    env.merge_config(json!({"channels": {"imessage": {"cliPath": wrapper.display().to_string()}}}));
     hup(&gateway);
     wait_until("a new watcher", WAIT, || {
         env.stderr().matches("watching for messages").count() == 2

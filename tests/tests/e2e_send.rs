@@ -8,6 +8,13 @@ use std::time::{Duration, Instant};
 use common::sim::SimEnv;
 use serde_json::{json, Value};
 
+/// `host-stub message send --channel imessage <args…>`.
+fn send(env: &SimEnv, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["message", "send", "--channel", "imessage"];
+    all.extend_from_slice(args);
+    env.gw.run(&all)
+}
+
 fn words(n: usize) -> String {
     let mut s = String::new();
     let mut i = 0;
@@ -23,17 +30,7 @@ fn words(n: usize) -> String {
 fn long_text_is_sent_as_chunks_with_a_receipt() {
     let env = SimEnv::new(json!({}), json!({}));
     let text = words(9000);
-    let out = env.gw.run(&[
-        "message",
-        "send",
-        "--channel",
-        "imessage",
-        "--target",
-        "chat_id:42",
-        "--text",
-        &text,
-        "--json",
-    ]);
+    let out = send(&env, &["--target", "chat_id:42", "--text", &text, "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
     let receipt: Value = serde_json::from_str(&common::stdout(&out)).unwrap();
     assert_eq!(receipt["ok"], true);
@@ -65,18 +62,17 @@ fn long_text_is_sent_as_chunks_with_a_receipt() {
 fn newline_mode_sends_one_message_per_paragraph() {
     let env = SimEnv::new(json!({}), json!({}));
     let text = "First paragraph.\n\nSecond one,\nwith two lines.\n\n\n```\ncode\n\nstill code\n```";
-    let out = env.gw.run(&[
-        "message",
-        "send",
-        "--channel",
-        "imessage",
-        "--target",
-        "chat_id:42",
-        "--text",
-        text,
-        "--chunk-mode",
-        "newline",
-    ]);
+    let out = send(
+        &env,
+        &[
+            "--target",
+            "chat_id:42",
+            "--text",
+            text,
+            "--chunk-mode",
+            "newline",
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
     let texts: Vec<String> = env
         .sends()
@@ -101,18 +97,17 @@ fn oversized_media_is_refused_before_anything_is_sent() {
         .unwrap()
         .set_len(20 * 1024 * 1024)
         .unwrap();
-    let out = env.gw.run(&[
-        "message",
-        "send",
-        "--channel",
-        "imessage",
-        "--target",
-        "chat_id:42",
-        "--text",
-        "look",
-        "--media",
-        big.to_str().unwrap(),
-    ]);
+    let out = send(
+        &env,
+        &[
+            "--target",
+            "chat_id:42",
+            "--text",
+            "look",
+            "--media",
+            big.to_str().unwrap(),
+        ],
+    );
     assert_eq!(out.status.code(), Some(1));
     let err = common::stderr(&out);
     assert!(
@@ -127,19 +122,18 @@ fn text_then_file_parts() {
     let env = SimEnv::new(json!({}), json!({}));
     let photo = env.path("a.jpg");
     std::fs::write(&photo, b"jpeg bytes").unwrap();
-    let out = env.gw.run(&[
-        "message",
-        "send",
-        "--channel",
-        "imessage",
-        "--target",
-        "chat_id:42",
-        "--text",
-        "see photo",
-        "--media",
-        photo.to_str().unwrap(),
-        "--json",
-    ]);
+    let out = send(
+        &env,
+        &[
+            "--target",
+            "chat_id:42",
+            "--text",
+            "see photo",
+            "--media",
+            photo.to_str().unwrap(),
+            "--json",
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
     assert_eq!(
         env.sends(),
@@ -153,16 +147,7 @@ fn text_then_file_parts() {
 #[test]
 fn a_bad_target_exits_non_zero_naming_it() {
     let env = SimEnv::new(json!({}), json!({}));
-    let out = env.gw.run(&[
-        "message",
-        "send",
-        "--channel",
-        "imessage",
-        "--target",
-        "chat_id:abc",
-        "--text",
-        "hi",
-    ]);
+    let out = send(&env, &["--target", "chat_id:abc", "--text", "hi"]);
     assert_eq!(out.status.code(), Some(1));
     let err = common::stderr(&out);
     assert!(err.contains("chat_id:abc"), "{err}");
@@ -182,17 +167,7 @@ fn a_send_that_never_answers_is_unknown_and_never_repeated() {
     // Two chunks: the first never answers, so the second is not attempted (case 128).
     let text = words(5000);
     let started = Instant::now();
-    let out = env.gw.run(&[
-        "message",
-        "send",
-        "--channel",
-        "imessage",
-        "--target",
-        "chat_id:42",
-        "--text",
-        &text,
-        "--json",
-    ]);
+    let out = send(&env, &["--target", "chat_id:42", "--text", &text, "--json"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(started.elapsed() >= Duration::from_secs(10));
     let receipt: Value = serde_json::from_str(&common::stdout(&out)).unwrap();

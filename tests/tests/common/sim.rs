@@ -71,6 +71,23 @@ impl SimEnv {
         SimEnv { gw }
     }
 
+    /// Deep-merges `over` into the scenario file (before the gateway starts).
+    pub fn merge_scenario(&self, over: Value) {
+        let path = self.path("scenario.json");
+        let mut s: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        merge(&mut s, &over);
+        std::fs::write(&path, s.to_string()).unwrap();
+    }
+
+    /// Deep-merges `over` into the gateway config file; returns the result.
+    pub fn merge_config(&self, over: Value) -> Value {
+        let mut c: Value =
+            serde_json::from_str(&std::fs::read_to_string(self.gw.config_path()).unwrap()).unwrap();
+        merge(&mut c, &over);
+        self.gw.write_config(&c.to_string());
+        c
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.gw.path().join(name)
     }

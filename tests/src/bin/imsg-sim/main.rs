@@ -194,22 +194,11 @@ fn status_json(sim: &Sim) -> Value {
         v["selectors"] = serde_json::json!({});
     }
     if sim.at_least((0, 7, 3)) {
-        let methods: Vec<&str> = [
-            "chats.list",
-            "messages.history",
-            "watch.subscribe",
-            "watch.unsubscribe",
-            "send",
-            "typing",
-            "read",
-            "tapback",
-            "initialize",
-            "status",
-            "messages.after",
-        ]
-        .into_iter()
-        .filter(|m| sim.has_method(m))
-        .collect();
+        let methods: Vec<&str> = state::ALL_METHODS
+            .iter()
+            .copied()
+            .filter(|m| sim.has_method(m))
+            .collect();
         v["rpc_methods"] = serde_json::json!(methods);
     }
     if sim.at_least((0, 9, 0)) {

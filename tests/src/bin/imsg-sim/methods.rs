@@ -824,19 +824,7 @@ impl Sim {
         } else {
             p.allow("status", &[]).map_err(perr)?;
         }
-        let supported = [
-            "initialize",
-            "status",
-            "chats.list",
-            "messages.history",
-            "messages.after",
-            "watch.subscribe",
-            "watch.unsubscribe",
-            "send",
-            "typing",
-            "read",
-            "tapback",
-        ];
+        let supported = crate::state::ALL_METHODS;
         let db_methods = [
             "chats.list",
             "messages.history",

@@ -629,30 +629,6 @@ pub fn apply_op(shared: &Arc<Shared>, op: &Value, once: Option<&str>) {
         return;
     }
     match name {
-        "insert" => {
-            if let Some(row) = op.get("row") {
-                let row = sim.db.row_from_json(row, sim.clock.now_ms());
-                sim.insert_row(row);
-            }
-        }
-        "insert_many" => {
-            for row in op
-                .get("rows")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let row = sim.db.row_from_json(row, sim.clock.now_ms());
-                sim.insert_row(row);
-            }
-        }
-        "join" => {
-            let id = op.get("message_id").and_then(Value::as_i64).unwrap_or(0);
-            let chat = op.get("chat_id").and_then(Value::as_i64);
-            if let Some(row) = sim.db.rows.get_mut(&id) {
-                row.chat_id = chat;
-            }
-        }
         "db_error" => {
             let message = op
                 .get("message")

@@ -113,6 +113,21 @@ pub struct Sim {
     pub journal_out: Vec<Value>,
 }
 
+/// Every method the simulator implements, in the order `supported_methods` lists them.
+pub const ALL_METHODS: &[&str] = &[
+    "initialize",
+    "status",
+    "chats.list",
+    "messages.history",
+    "messages.after",
+    "watch.subscribe",
+    "watch.unsubscribe",
+    "send",
+    "typing",
+    "read",
+    "tapback",
+];
+
 pub const PERMISSION_LINES: &[&str] = &[
     "unable to open database file (code: 14)",
     "",
