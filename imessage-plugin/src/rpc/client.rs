@@ -462,12 +462,18 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         if let Err(e) = result {
             // EPIPE and friends are values, never signals: the child is gone.
             tracing::warn!("writing to imsg failed: {e}");
-            inner.fail_all(CallError::ChildExited {
-                status: format!("stdin write failed: {e}"),
-                stderr: inner.stderr_tail(),
-            });
-            if let Some(tx) = inner.shutdown.lock().expect("lock").take() {
-                let _ = tx.send(());
+            let supervisor = inner.shutdown.lock().expect("lock").take();
+            match supervisor {
+                // The process task fails every pending request once stdout has been read
+                // to its end, so a startup banner (e.g. Full Disk Access) written just before
+                // the exit still names the cause instead of a bare "child exited".
+                Some(tx) => {
+                    let _ = tx.send(());
+                }
+                None => inner.fail_all(CallError::ChildExited {
+                    status: format!("stdin write failed: {e}"),
+                    stderr: inner.stderr_tail(),
+                }),
             }
             break;
         }
@@ -614,9 +620,11 @@ async fn supervise_process(
 ) {
     let pid = child.id();
     let mut eof = eof;
+    let mut eof_seen = false;
     let status = tokio::select! {
         status = child.wait() => describe_status(status),
         _ = &mut eof => {
+            eof_seen = true;
             // stdout closed: the child is gone or about to be; give it a moment to exit.
             match tokio::time::timeout(Duration::from_millis(500), child.wait()).await {
                 Ok(status) => describe_status(status),
@@ -625,6 +633,12 @@ async fn supervise_process(
         }
         _ = shutdown => stop_child(&mut child, pid, Duration::from_secs(2)).await,
     };
+    if !eof_seen {
+        // The exit can be seen before the reader has drained stdout: let it finish (a
+        // banner written just before exiting explains the exit), within a bound, since a
+        // grandchild (an ssh wrapper's) may hold the pipe open.
+        let _ = tokio::time::timeout(Duration::from_millis(500), &mut eof).await;
+    }
     tracing::debug!(pid, status = %status, "imsg rpc child ended");
     let error = CallError::ChildExited {
         status,
