@@ -22,8 +22,16 @@ use crate::pairing::{self, Challenge, PairingStore};
 use crate::rpc::{wire, CallError, Event, RpcClient};
 use crate::timeutil;
 
-/// How long a permission-blocked account waits before trying again.
-const BLOCKED_RETRY: Duration = Duration::from_secs(300);
+/// How long a permission-blocked account waits before probing again: 5 min, or
+/// `IMESSAGE_BLOCKED_RETRY_SECS` (for operators who grant access and do not want to wait).
+fn blocked_retry() -> Duration {
+    let secs = std::env::var("IMESSAGE_BLOCKED_RETRY_SECS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .unwrap_or(300);
+    Duration::from_secs(secs)
+}
 /// How often finished messages are persisted (seen keys, then the cursor).
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// Delivery retries after a refusal: 1 s, 4 s, 16 s (§6.3).
@@ -71,7 +79,7 @@ async fn readiness(account: &Account, stop: &mut watch::Receiver<bool>) -> bool 
             if result.fatal {
                 tracing::error!(account = %account.id, code = ?result.code, "{error}");
                 account.set_state("blocked", Some(error));
-                if sleep_or_stop(BLOCKED_RETRY, stop).await {
+                if sleep_or_stop(blocked_retry(), stop).await {
                     return false;
                 }
                 break;
@@ -527,7 +535,7 @@ pub async fn run_with(
                 tracing::error!(account = %account.id, "{FDA_ERROR} ({e})");
                 account.set_state("blocked", Some(FDA_ERROR.to_string()));
                 client.shutdown(done, Duration::from_secs(2)).await;
-                if sleep_or_stop(BLOCKED_RETRY, &mut stop).await {
+                if sleep_or_stop(blocked_retry(), &mut stop).await {
                     break;
                 }
                 continue;

@@ -331,3 +331,21 @@ fn sighup_reloads_policy_in_place_and_restarts_on_a_new_cli_path_case_159() {
     });
     assert!(gateway.stop().success());
 }
+
+#[test]
+fn a_blocked_account_resumes_once_access_is_granted_case_160() {
+    let env = SimEnv::new(json!({"faults": {"startup": "fda_denied"}}), json!({}));
+    let gateway = env.start_with_env(false, &[("IMESSAGE_BLOCKED_RETRY_SECS", "1")]);
+    wait_until("the permission failure", WAIT, || {
+        env.stderr().contains("grant Full Disk Access")
+    });
+    // Granting access: the simulated Mac no longer fails at startup.
+    env.merge_scenario(json!({"faults": {"startup": null}}));
+    wait_until("watching", WAIT, || {
+        env.stderr().contains("watching for messages")
+    });
+    env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "access granted"}));
+    let routed = gateway.wait_messages(1, WAIT);
+    assert_eq!(routed[0]["text"], "access granted");
+    assert!(gateway.stop().success());
+}
