@@ -47,6 +47,8 @@ pub struct Accepted {
 /// Per-message facts the pipeline does not own.
 pub struct Input<'a> {
     pub message: &'a ImsgMessage,
+    /// `message.dedupe_key()`, computed once by the caller.
+    pub key: &'a str,
     /// The dedupe key is in the seen store.
     pub seen: bool,
     /// R of the age guard (newest processed `created_at`), when known.
@@ -209,7 +211,7 @@ impl Inbound {
     pub fn evaluate(&mut self, input: &Input<'_>) -> Verdict {
         let m = input.message;
         let now = input.now_ms;
-        let guid = m.dedupe_key();
+        let guid = input.key;
         let is_group_flag = m.is_group == Some(true);
         let sender_raw = m.sender.as_deref().unwrap_or("").trim();
         let sender_id = handle::normalize_sender(sender_raw);
@@ -224,7 +226,7 @@ impl Inbound {
 
         // 2. Duplicate.
         if input.seen {
-            return self.drop_with("duplicate", &conversation, &guid);
+            return self.drop_with("duplicate", &conversation, guid);
         }
         // 3. Stale.
         if let Some(created) = m.created_at.as_deref().and_then(timeutil::parse_ms) {
@@ -233,12 +235,12 @@ impl Inbound {
             let newest = input.newest_ms.unwrap_or(self.start_ms);
             if created < now - max_age || created < newest - tolerance {
                 self.note_stale(created, now);
-                return self.drop_with("stale", &conversation, &guid);
+                return self.drop_with("stale", &conversation, guid);
             }
         }
         // 4. Reactions.
         if m.is_reaction == Some(true) {
-            return self.drop_with("reaction", &conversation, &guid);
+            return self.drop_with("reaction", &conversation, guid);
         }
         // 5. Self-chat: not a group by flag, and sender, chat identifier and our own handle
         // all present and equal.
@@ -257,18 +259,18 @@ impl Inbound {
         // 6. Own messages.
         if m.is_from_me == Some(true) {
             if !self_chat {
-                return self.drop_with("from_me", &conversation, &guid);
+                return self.drop_with("from_me", &conversation, guid);
             }
             if self.mirror_hit(m, &conversation, now) {
-                return self.loop_drop("self_chat_mirror", &conversation, &guid, now);
+                return self.loop_drop("self_chat_mirror", &conversation, guid, now);
             }
             if self.echo_hit(m, text, &sender_id, looks_group, true, now) {
-                return self.loop_drop("echo", &conversation, &guid, now);
+                return self.loop_drop("echo", &conversation, guid, now);
             }
         }
         // 7. Sender.
         if sender_raw.is_empty() {
-            return self.drop_with("missing_sender", &conversation, &guid);
+            return self.drop_with("missing_sender", &conversation, guid);
         }
         // 8. Group classification; a group needs a chat id.
         let origin = Origin {
@@ -281,7 +283,7 @@ impl Inbound {
         let chat_id = m.chat_id.filter(|c| *c > 0);
         if is_group {
             let Some(chat_id) = chat_id else {
-                return self.drop_with("missing_chat_id", &conversation, &guid);
+                return self.drop_with("missing_chat_id", &conversation, guid);
             };
             conversation = format!("{}:group:{chat_id}", self.account.id);
         } else {
@@ -290,15 +292,15 @@ impl Inbound {
         // 9. Echo and self-chat mirror for rows not from us.
         if m.is_from_me != Some(true) {
             if self_chat && self.mirror_hit(m, &conversation, now) {
-                return self.loop_drop("self_chat_mirror", &conversation, &guid, now);
+                return self.loop_drop("self_chat_mirror", &conversation, guid, now);
             }
             if self.echo_hit(m, text, &sender_id, is_group, self_chat, now) {
-                return self.loop_drop("echo", &conversation, &guid, now);
+                return self.loop_drop("echo", &conversation, guid, now);
             }
         }
         // 10. Reflection.
         if echo::is_reflection(text) {
-            return self.loop_drop("reflection", &conversation, &guid, now);
+            return self.loop_drop("reflection", &conversation, guid, now);
         }
         // 11. Body.
         let mut body = text.replace('\u{fffc}', "").trim().to_string();
@@ -319,7 +321,7 @@ impl Inbound {
             }
         }
         if body.is_empty() {
-            return self.drop_with("empty", &conversation, &guid);
+            return self.drop_with("empty", &conversation, guid);
         }
         // 12. Access.
         let mut command_authorized = policy::lists_handle(&self.account.allow_from, &sender_id);
@@ -327,10 +329,10 @@ impl Inbound {
             match policy::group_access(&self.account, &origin) {
                 GroupAccess::Admitted => {}
                 GroupAccess::Disabled => {
-                    return self.drop_with("group_disabled", &conversation, &guid)
+                    return self.drop_with("group_disabled", &conversation, guid)
                 }
                 GroupAccess::NotAllowed => {
-                    return self.drop_with("group_not_allowed", &conversation, &guid)
+                    return self.drop_with("group_not_allowed", &conversation, guid)
                 }
                 GroupAccess::NotConfigured => {
                     if let Some(id) = chat_id {
@@ -340,19 +342,19 @@ impl Inbound {
                             );
                         }
                     }
-                    return self.drop_with("group_not_configured", &conversation, &guid);
+                    return self.drop_with("group_not_configured", &conversation, guid);
                 }
             }
             command_authorized |= policy::lists_handle(self.account.group_senders(), &sender_id);
         } else {
             match policy::dm_access(&self.account, &origin, input.allow_store) {
                 DmAccess::Admitted => {}
-                DmAccess::Disabled => return self.drop_with("dm_disabled", &conversation, &guid),
+                DmAccess::Disabled => return self.drop_with("dm_disabled", &conversation, guid),
                 DmAccess::NotAllowed => {
-                    return self.drop_with("dm_not_allowed", &conversation, &guid)
+                    return self.drop_with("dm_not_allowed", &conversation, guid)
                 }
                 DmAccess::Pairing => {
-                    self.drop_with("pairing_pending", &conversation, &guid);
+                    self.drop_with("pairing_pending", &conversation, guid);
                     return Verdict::Pairing { sender_id, chat_id };
                 }
             }
@@ -377,15 +379,15 @@ impl Inbound {
         // 14. Control commands.
         let is_command = policy::is_control_command(&body, is_group, patterns);
         if is_group && is_command && !command_authorized {
-            return self.drop_with("unauthorized_command", &conversation, &guid);
+            return self.drop_with("unauthorized_command", &conversation, guid);
         }
         // 15. `/config set|unset`.
         if let Some(path) = policy::config_write_path(&body, is_group, patterns) {
             if !command_authorized {
-                return self.drop_with("unauthorized_command", &conversation, &guid);
+                return self.drop_with("unauthorized_command", &conversation, guid);
             }
             if !globals.commands_config {
-                self.drop_with("config_disabled", &conversation, &guid);
+                self.drop_with("config_disabled", &conversation, guid);
                 return Verdict::Refuse {
                     code: "config_disabled",
                     to,
@@ -393,7 +395,7 @@ impl Inbound {
                 };
             }
             if !self.account.config_writes || !self.target_config_writes(&path) {
-                self.drop_with("config_writes_disabled", &conversation, &guid);
+                self.drop_with("config_writes_disabled", &conversation, guid);
                 return Verdict::Refuse {
                     code: "config_writes_disabled",
                     to,
@@ -415,7 +417,7 @@ impl Inbound {
                 && !mentioned
                 && !authorized_command
             {
-                return self.drop_with("no_mention", &conversation, &guid);
+                return self.drop_with("no_mention", &conversation, guid);
             }
             was_mentioned = mentioned || authorized_command;
         }
@@ -427,7 +429,7 @@ impl Inbound {
                     conversation_hash(&conversation)
                 );
             }
-            return self.drop_with("loop_limited", &conversation, &guid);
+            return self.drop_with("loop_limited", &conversation, guid);
         }
 
         let reply_to =
@@ -449,7 +451,7 @@ impl Inbound {
                 to,
                 sender_id,
                 text: body,
-                message_id: guid,
+                message_id: guid.to_string(),
                 was_mentioned,
                 command_authorized,
                 reply_to,

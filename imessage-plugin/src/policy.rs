@@ -176,8 +176,12 @@ fn contains_ignore_case(text: &str, needle: &str) -> bool {
 
 /// Control-command detection (§9.1). `patterns` are the mention patterns (groups only).
 pub fn is_control_command(text: &str, is_group: bool, patterns: &[Regex]) -> bool {
-    // Nearly every message is no command: skip the regex work unless it could be one.
-    if !text.contains('/') && !STOP_WORDS.iter().any(|w| contains_ignore_case(text, w)) {
+    // Nearly every message is no command: skip the regex work unless it could be one. A
+    // stop word must be the whole text after at most a mention, so long texts without a '/'
+    // never are.
+    if !text.contains('/')
+        && (text.len() > 80 || !STOP_WORDS.iter().any(|w| contains_ignore_case(text, w)))
+    {
         return false;
     }
     let visible = strip_invisible(text);
@@ -192,7 +196,7 @@ pub fn is_control_command(text: &str, is_group: bool, patterns: &[Regex]) -> boo
 
 /// `/config set|unset <path> …`: the path (possibly empty) when it is one.
 pub fn config_write_path(text: &str, is_group: bool, patterns: &[Regex]) -> Option<String> {
-    if !contains_ignore_case(text, "/config") {
+    if !text.contains('/') || !contains_ignore_case(text, "/config") {
         return None;
     }
     let visible = strip_invisible(text);

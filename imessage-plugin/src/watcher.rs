@@ -280,6 +280,7 @@ impl Watch {
         let seen = self.catchup.is_seen(&key);
         let verdict = self.inbound.evaluate(&Input {
             message: &m,
+            key: &key,
             seen,
             newest_ms: self.catchup.newest_ms(),
             allow_store: self.pairing.allow_list_cached(now),
@@ -336,17 +337,17 @@ impl Watch {
                 }
             }
         }
-        self.finish(&m, seen, now);
+        self.finish(&m, key, seen, now);
     }
 
-    fn finish(&mut self, m: &ImsgMessage, seen: bool, now: i64) {
+    fn finish(&mut self, m: &ImsgMessage, key: String, seen: bool, now: i64) {
         let created = m.created_at.as_deref().and_then(timeutil::parse_ms);
         let rowid = m.cursor_id();
         // A duplicate never moves the cursor backwards.
         if seen && self.catchup.rowid().is_some_and(|c| rowid <= c) {
             return;
         }
-        if let Some(warning) = self.catchup.finish(m.dedupe_key(), rowid, created, now) {
+        if let Some(warning) = self.catchup.finish(key, rowid, created, now) {
             tracing::warn!(account = %self.account.id, "{warning}");
         }
     }

@@ -87,6 +87,7 @@ impl Harness {
         let seen = self.seen.contains(&key);
         let v = self.inbound.evaluate(&Input {
             message: &m,
+            key: &key,
             seen,
             newest_ms: self.newest,
             allow_store: &self.allow_store,
