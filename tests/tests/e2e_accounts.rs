@@ -91,6 +91,10 @@ fn remote_attachments_are_fetched_with_the_exact_scp_argv() {
     wait_until("watching", WAIT, || {
         env.stderr().contains("watching for messages")
     });
+    // Case 136: a group message dropped for want of a mention fetches nothing.
+    let mut group = attachment_row("~/Library/Messages/Attachments/ab/01/X/IMG_1.jpeg");
+    group["chat_id"] = json!(42);
+    env.insert(group);
     env.insert(attachment_row(
         "~/Library/Messages/Attachments/ab/01/X/IMG_1.jpeg",
     ));
@@ -117,6 +121,10 @@ fn remote_attachments_are_fetched_with_the_exact_scp_argv() {
         ]
     );
     assert!(path.contains("/state/imessage/media/default/"));
+    assert!(
+        env.stderr().contains("drop reason=no_mention"),
+        "the group message was dropped before staging"
+    );
     assert_eq!(std::fs::read(&path).unwrap().len(), 2048);
     assert!(gateway.stop().success());
 }

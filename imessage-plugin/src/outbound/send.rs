@@ -27,6 +27,14 @@ impl SenderProcess {
         }
     }
 
+    /// A sender over an already started client (tests stand in for the child with streams).
+    pub fn with_client(spawn: SpawnConfig, started: crate::rpc::Started) -> Self {
+        SenderProcess {
+            spawn,
+            running: Some((started.client, started.done)),
+        }
+    }
+
     fn client(&mut self) -> Result<RpcClient, CallError> {
         if let Some((client, _)) = &self.running {
             if client.dead().is_none() {
@@ -243,6 +251,137 @@ pub async fn execute(
 mod tests {
     use super::*;
     use crate::rpc::RpcError;
+
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    use crate::echo::{EchoRegistry, EchoRow};
+    use crate::outbound::{Part, Plan, Target};
+
+    fn plan(texts: &[&str], reply_to: Option<&str>) -> Plan {
+        Plan {
+            target: Target::ChatId(42),
+            service: "auto".into(),
+            region: "US".into(),
+            reply_to: reply_to.map(str::to_string),
+            parts: texts
+                .iter()
+                .map(|t| Part {
+                    text: t.to_string(),
+                    file: None,
+                })
+                .collect(),
+            chunks: texts.len(),
+        }
+    }
+
+    /// Runs `plan` against a fake imsg that answers the n-th send with `answers[n]`
+    /// (a closure of the request params); returns the receipt and the params seen.
+    fn run(
+        plan: Plan,
+        answers: Vec<Box<dyn Fn(&Value) -> String + Send>>,
+        echo: Arc<Mutex<EchoRegistry>>,
+    ) -> (SendReceipt, Vec<Value>) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let (client_out, imsg_in) = tokio::io::duplex(1 << 16);
+            let (mut imsg_out, client_in) = tokio::io::duplex(1 << 16);
+            let started = RpcClient::from_io(client_in, client_out);
+            let sender = tokio::sync::Mutex::new(SenderProcess::with_client(
+                SpawnConfig::rpc("unused", None),
+                started,
+            ));
+            let imsg = tokio::spawn(async move {
+                let mut lines = BufReader::new(imsg_in).lines();
+                let mut seen = Vec::new();
+                for answer in answers {
+                    let Ok(Some(line)) = lines.next_line().await else {
+                        break;
+                    };
+                    let req: Value = serde_json::from_str(&line).unwrap();
+                    let result = answer(&req["params"]);
+                    seen.push(req["params"].clone());
+                    let reply = format!("{{\"jsonrpc\":\"2.0\",\"id\":{},{result}}}\n", req["id"]);
+                    imsg_out.write_all(reply.as_bytes()).await.unwrap();
+                }
+                seen
+            });
+            let receipt = execute(
+                &sender,
+                &plan,
+                &echo,
+                Duration::from_secs(5),
+                "default",
+                None,
+            )
+            .await;
+            (receipt, imsg.await.unwrap())
+        })
+    }
+
+    fn row<'a>(guid: &'a str, text: &'a str) -> EchoRow<'a> {
+        EchoRow {
+            guid: Some(guid),
+            rowid: None,
+            reply_to_guid: None,
+            text,
+            chat_id: Some(42),
+            chat_guid: None,
+            chat_identifier: None,
+            dm_handle: None,
+            self_chat: false,
+        }
+    }
+
+    #[test]
+    fn every_chunk_is_registered_with_its_own_guid_case_123() {
+        let echo = Arc::new(Mutex::new(EchoRegistry::in_memory()));
+        let answers: Vec<Box<dyn Fn(&Value) -> String + Send>> = (1..=3)
+            .map(|n| {
+                Box::new(move |_: &Value| format!("\"result\":{{\"ok\":true,\"guid\":\"G{n}\"}}"))
+                    as Box<dyn Fn(&Value) -> String + Send>
+            })
+            .collect();
+        let (receipt, seen) = run(plan(&["one", "two", "three"], None), answers, echo.clone());
+        assert!(receipt.ok);
+        assert_eq!(
+            receipt.message_ids,
+            vec![Some("G1".into()), Some("G2".into()), Some("G3".into())]
+        );
+        assert_eq!(seen.len(), 3);
+        let mut registry = echo.lock().unwrap();
+        for guid in ["G1", "G2", "G3"] {
+            assert!(
+                registry.is_echo(&row(guid, "anything"), 0),
+                "{guid} registered"
+            );
+        }
+        // The user typing one chunk's text again (new guid) is not an echo (case 48), and no
+        // registration holds the unchunked text.
+        assert!(!registry.is_echo(&row("U1", "two"), 0));
+        assert!(!registry.is_echo(&row("U2", "one two three"), 0));
+    }
+
+    #[test]
+    fn reply_to_is_dropped_once_when_the_bridge_is_missing_case_130() {
+        let echo = Arc::new(Mutex::new(EchoRegistry::in_memory()));
+        let answers: Vec<Box<dyn Fn(&Value) -> String + Send>> = vec![
+            Box::new(|p: &Value| {
+                assert_eq!(p["reply_to"], "abc");
+                r#""error":{"code":-32603,"message":"Internal error","data":"The imsg bridge is not running"}"#
+                    .to_string()
+            }),
+            Box::new(|p: &Value| {
+                assert!(p.get("reply_to").is_none(), "retried without reply_to");
+                "\"result\":{\"ok\":true,\"guid\":\"G1\"}".to_string()
+            }),
+        ];
+        let (receipt, seen) = run(plan(&["hi"], Some("abc")), answers, echo);
+        assert!(receipt.ok, "{receipt:?}");
+        assert_eq!(seen.len(), 2, "exactly one retry");
+    }
 
     #[test]
     fn outcomes_case_129_131() {
