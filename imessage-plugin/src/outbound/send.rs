@@ -257,6 +257,9 @@ mod tests {
     use crate::echo::{EchoRegistry, EchoRow};
     use crate::outbound::{Part, Plan, Target};
 
+    /// How the fake imsg answers one send: the reply's members after `"id"`.
+    type Answer = Box<dyn Fn(&Value) -> String + Send>;
+
     fn plan(texts: &[&str], reply_to: Option<&str>) -> Plan {
         Plan {
             target: Target::ChatId(42),
@@ -278,7 +281,7 @@ mod tests {
     /// (a closure of the request params); returns the receipt and the params seen.
     fn run(
         plan: Plan,
-        answers: Vec<Box<dyn Fn(&Value) -> String + Send>>,
+        answers: Vec<Answer>,
         echo: Arc<Mutex<EchoRegistry>>,
     ) -> (SendReceipt, Vec<Value>) {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -338,10 +341,10 @@ mod tests {
     #[test]
     fn every_chunk_is_registered_with_its_own_guid_case_123() {
         let echo = Arc::new(Mutex::new(EchoRegistry::in_memory()));
-        let answers: Vec<Box<dyn Fn(&Value) -> String + Send>> = (1..=3)
+        let answers: Vec<Answer> = (1..=3)
             .map(|n| {
                 Box::new(move |_: &Value| format!("\"result\":{{\"ok\":true,\"guid\":\"G{n}\"}}"))
-                    as Box<dyn Fn(&Value) -> String + Send>
+                    as Answer
             })
             .collect();
         let (receipt, seen) = run(plan(&["one", "two", "three"], None), answers, echo.clone());
@@ -367,7 +370,7 @@ mod tests {
     #[test]
     fn reply_to_is_dropped_once_when_the_bridge_is_missing_case_130() {
         let echo = Arc::new(Mutex::new(EchoRegistry::in_memory()));
-        let answers: Vec<Box<dyn Fn(&Value) -> String + Send>> = vec![
+        let answers: Vec<Answer> = vec![
             Box::new(|p: &Value| {
                 assert_eq!(p["reply_to"], "abc");
                 r#""error":{"code":-32603,"message":"Internal error","data":"The imsg bridge is not running"}"#
