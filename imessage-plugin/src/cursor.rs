@@ -40,6 +40,12 @@ struct SeenLine {
     t: i64,
 }
 
+#[derive(Serialize)]
+struct SeenLineRef<'a> {
+    k: &'a str,
+    t: i64,
+}
+
 pub struct Catchup {
     dir: PathBuf,
     source: String,
@@ -47,7 +53,8 @@ pub struct Catchup {
     newest_ms: Option<i64>,
     seen: HashMap<String, i64>,
     order: VecDeque<(String, i64)>,
-    unflushed: Vec<(String, i64)>,
+    /// Seen lines finished since the last batch, already serialised (JSON lines).
+    unflushed: String,
     dirty: bool,
     seen_lines: usize,
 }
@@ -71,7 +78,7 @@ impl Catchup {
             newest_ms: None,
             seen: HashMap::new(),
             order: VecDeque::new(),
-            unflushed: Vec::new(),
+            unflushed: String::new(),
             dirty: false,
             seen_lines: 0,
         };
@@ -180,8 +187,13 @@ impl Catchup {
         created_ms: Option<i64>,
         now_ms: i64,
     ) -> Option<String> {
-        self.remember(key.clone(), now_ms);
-        self.unflushed.push((key, now_ms));
+        // Serialised now, into a buffer reused across batches, instead of a second copy of
+        // the key waiting for the flush.
+        if let Ok(line) = serde_json::to_string(&SeenLineRef { k: &key, t: now_ms }) {
+            self.unflushed.push_str(&line);
+            self.unflushed.push('\n');
+        }
+        self.remember(key, now_ms);
         if let Some(created) = created_ms {
             // Values more than 5 min in the future never become R.
             if created <= now_ms + 5 * 60 * 1000 && self.newest_ms.is_none_or(|n| created > n) {
@@ -211,11 +223,7 @@ impl Catchup {
         if !self.dirty {
             return None;
         }
-        let mut seen = String::new();
-        for (k, t) in self.unflushed.drain(..) {
-            seen.push_str(&serde_json::to_string(&SeenLine { k, t }).unwrap_or_default());
-            seen.push('\n');
-        }
+        let seen = std::mem::take(&mut self.unflushed);
         let cursor = self.rowid.map(|rowid| {
             serde_json::to_vec(&CursorFile {
                 version: 1,

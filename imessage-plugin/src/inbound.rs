@@ -303,7 +303,11 @@ impl Inbound {
             return self.loop_drop("reflection", &conversation, guid, now);
         }
         // 11. Body.
-        let mut body = text.replace('\u{fffc}', "").trim().to_string();
+        let mut body = if text.contains('\u{fffc}') {
+            text.replace('\u{fffc}', "").trim().to_string()
+        } else {
+            text.trim().to_string()
+        };
         let mut candidates = Vec::new();
         let mut placeholder = false;
         if self.account.include_attachments {

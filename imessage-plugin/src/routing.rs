@@ -31,7 +31,12 @@ pub fn session_key(dm_scope: &str, agent_id: &str, account_id: &str, peer: &Peer
             _ => format!("agent:{agent_id}:main"),
         },
     };
-    key.to_lowercase()
+    // Already lower-case almost always (normalised ids); only allocate when it is not.
+    if key.chars().any(char::is_uppercase) {
+        key.to_lowercase()
+    } else {
+        key
+    }
 }
 
 /// §4.3.

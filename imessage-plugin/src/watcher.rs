@@ -138,6 +138,8 @@ async fn request_draining(
 pub const FDA_ERROR: &str = "imsg cannot open the Messages database: grant Full Disk Access to the process that runs imsg (and its parent app), then restart";
 
 struct Watch {
+    /// Reused for serialising routed messages.
+    scratch: Vec<u8>,
     /// The account's config generation the pipeline was built with.
     generation: u64,
     account: Arc<Account>,
@@ -358,11 +360,19 @@ impl Watch {
         routed: plugin_abi::types::RoutedMessage,
         stop: &mut watch::Receiver<bool>,
     ) -> bool {
-        let guid = routed.message_id.clone();
         let event = InboundEvent::Message(routed);
+        // Serialised once into a buffer the watcher reuses for every message.
+        self.scratch.clear();
+        if let Err(e) = serde_json::to_writer(&mut self.scratch, &event) {
+            tracing::error!(account = %self.account.id, "encoding a routed message: {e}");
+            return true;
+        }
+        let InboundEvent::Message(routed) = &event;
+        let guid = routed.message_id.as_str();
+        let json = std::str::from_utf8(&self.scratch).unwrap_or_default();
         let mut attempt = 0;
         loop {
-            match self.account.host.deliver(&event) {
+            match self.account.host.deliver_json(json) {
                 Ok(()) => {
                     self.inbound.stats.routed += 1;
                     self.account
@@ -465,6 +475,7 @@ pub async fn run_with(
         inbound: Inbound::new(config, settings, account.echo.clone(), remote, start_ms),
         pairing: PairingStore::new(&account.dir),
         catchup,
+        scratch: Vec::with_capacity(1024),
         generation: account.generation.load(std::sync::atomic::Ordering::SeqCst),
         persister: Some(start_persister(account.id.clone())),
         account: account.clone(),

@@ -137,6 +137,15 @@ impl Host {
         }
     }
 
+    /// `deliver` for an event the caller already serialised (lets a hot path reuse its
+    /// buffer).
+    pub fn deliver_json(&self, event: &str) -> Result<(), PluginError> {
+        match self.0.deliver(event.into()) {
+            ROk(()) => Ok(()),
+            RErr(e) => Err(PluginError::from_wire(e.as_str())),
+        }
+    }
+
     pub fn log(&self, record: &LogRecord) {
         if let Ok(text) = serde_json::to_string(record) {
             self.0.log(text.as_str().into());

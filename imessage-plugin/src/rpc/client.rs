@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use super::framing::{Frame, LineSplitter, DEFAULT_MAX_LINE_BYTES};
+use super::framing::{Line, LineSplitter, DEFAULT_MAX_LINE_BYTES};
 use super::wire::{self, Incoming, RpcError};
 
 /// Why a call failed.
@@ -490,30 +490,33 @@ async fn read_loop<R: AsyncRead + Unpin>(
 ) {
     let mut splitter = LineSplitter::new(max_line);
     let mut buf = vec![0u8; 64 * 1024];
-    let mut frames = Vec::new();
+    let mut ready: Vec<Event> = Vec::new();
     loop {
         let n = match stdout.read(&mut buf).await {
             Ok(0) | Err(_) => 0,
             Ok(n) => n,
         };
-        if n == 0 {
-            splitter.finish(&mut frames);
-        } else {
-            splitter.push(&buf[..n], &mut frames);
-        }
-        for frame in frames.drain(..) {
-            match frame {
-                Frame::Oversized => tracing::error!(
-                    "imsg output line exceeded max_line_bytes ({max_line}); line discarded"
-                ),
-                Frame::Line(line) => {
-                    if let Some(event) = dispatch(&line, &inner) {
-                        if events.send(event).await.is_err() {
-                            // Nobody listens any more; keep draining stdout for replies.
-                            tracing::trace!("notification dropped: no consumer");
-                        }
-                    }
+        // Lines are parsed straight from the read buffer where they fit in it; only the
+        // events (which own their data) wait for the consumer.
+        let mut on_line = |line: Line<'_>| match line {
+            Line::Oversized => tracing::error!(
+                "imsg output line exceeded max_line_bytes ({max_line}); line discarded"
+            ),
+            Line::Text(text) => {
+                if let Some(event) = dispatch(&text, &inner) {
+                    ready.push(event);
                 }
+            }
+        };
+        if n == 0 {
+            splitter.finish_with(&mut on_line);
+        } else {
+            splitter.feed(&buf[..n], &mut on_line);
+        }
+        for event in ready.drain(..) {
+            if events.send(event).await.is_err() {
+                // Nobody listens any more; keep draining stdout for replies.
+                tracing::trace!("notification dropped: no consumer");
             }
         }
         if n == 0 {

@@ -30,55 +30,88 @@ impl LineSplitter {
         }
     }
 
-    /// Feeds bytes; complete lines are appended to `out`.
-    pub fn push(&mut self, mut data: &[u8], out: &mut Vec<Frame>) {
+    /// Feeds bytes; complete lines are appended to `out` (owned; used by tests).
+    pub fn push(&mut self, data: &[u8], out: &mut Vec<Frame>) {
+        self.feed(data, |line| out.push(line.into_frame()));
+    }
+
+    /// End of stream: a last line without `\n` still counts.
+    pub fn finish(&mut self, out: &mut Vec<Frame>) {
+        self.finish_with(|line| out.push(line.into_frame()));
+    }
+
+    /// Feeds bytes and calls `on_line` for each complete line. A line that lies entirely
+    /// inside `data` is handed over borrowed, without being copied.
+    pub fn feed(&mut self, mut data: &[u8], mut on_line: impl FnMut(Line<'_>)) {
         while !data.is_empty() {
             let newline = data.iter().position(|b| *b == b'\n');
             let (segment, rest) = match newline {
                 Some(i) => (&data[..i], Some(&data[i + 1..])),
                 None => (data, None),
             };
-            if !self.discarding {
-                self.buf.extend_from_slice(segment);
-                if self.buf.len() > self.max {
-                    self.buf.clear();
-                    self.discarding = true;
-                    out.push(Frame::Oversized);
-                }
-            }
             match rest {
                 Some(rest) => {
                     if self.discarding {
                         self.discarding = false;
+                    } else if self.buf.is_empty() && segment.len() <= self.max {
+                        emit(segment, &mut on_line);
                     } else {
-                        self.emit(out);
+                        self.buf.extend_from_slice(segment);
+                        if self.buf.len() > self.max {
+                            on_line(Line::Oversized);
+                        } else {
+                            emit(&self.buf, &mut on_line);
+                        }
+                        self.buf.clear();
                     }
                     data = rest;
                 }
-                None => break,
+                None => {
+                    if !self.discarding {
+                        self.buf.extend_from_slice(segment);
+                        if self.buf.len() > self.max {
+                            self.buf.clear();
+                            self.discarding = true;
+                            on_line(Line::Oversized);
+                        }
+                    }
+                    break;
+                }
             }
         }
     }
 
-    /// End of stream: a last line without `\n` still counts.
-    pub fn finish(&mut self, out: &mut Vec<Frame>) {
-        if !self.discarding {
-            self.emit(out);
+    pub fn finish_with(&mut self, mut on_line: impl FnMut(Line<'_>)) {
+        if !self.discarding && !self.buf.is_empty() {
+            emit(&self.buf, &mut on_line);
         }
         self.discarding = false;
         self.buf.clear();
     }
+}
 
-    fn emit(&mut self, out: &mut Vec<Frame>) {
-        let mut line: &[u8] = &self.buf;
-        if let Some(stripped) = line.strip_suffix(b"\r") {
-            line = stripped;
+/// One complete line, borrowed when possible.
+pub enum Line<'a> {
+    Text(std::borrow::Cow<'a, str>),
+    Oversized,
+}
+
+impl Line<'_> {
+    fn into_frame(self) -> Frame {
+        match self {
+            Line::Text(t) => Frame::Line(t.into_owned()),
+            Line::Oversized => Frame::Oversized,
         }
-        if !line.iter().all(u8::is_ascii_whitespace) {
-            out.push(Frame::Line(String::from_utf8_lossy(line).into_owned()));
-        }
-        self.buf.clear();
     }
+}
+
+/// Drops one trailing `\r`, skips blank lines, decodes (lossily, copying only when invalid).
+fn emit(bytes: &[u8], on_line: &mut impl FnMut(Line<'_>)) {
+    let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return;
+    }
+    on_line(Line::Text(String::from_utf8_lossy(bytes)));
 }
 
 #[cfg(test)]
