@@ -100,6 +100,49 @@ async fn readiness(account: &Account, stop: &mut watch::Receiver<bool>) -> bool 
     }
 }
 
+/// The newest visible row id (the newest message of the 5 most recently active chats), or
+/// `None` when it cannot be told.
+async fn newest_row(
+    client: &RpcClient,
+    events: &mut mpsc::Receiver<Event>,
+    backlog: &mut VecDeque<Event>,
+) -> Option<i64> {
+    let timeout = Duration::from_secs(10);
+    let chats = request_draining(
+        client,
+        "chats.list",
+        json!({"limit": 5}),
+        timeout,
+        events,
+        backlog,
+    )
+    .await
+    .ok()?;
+    let ids: Vec<i64> = chats
+        .get("chats")?
+        .as_array()?
+        .iter()
+        .filter_map(|c| c.get("id")?.as_i64())
+        .collect();
+    let mut newest = None;
+    for chat_id in ids {
+        let history = request_draining(
+            client,
+            "messages.history",
+            json!({"chat_id": chat_id, "limit": 1}),
+            timeout,
+            events,
+            backlog,
+        )
+        .await
+        .ok()?;
+        if let Some(id) = history.pointer("/messages/0/id").and_then(Value::as_i64) {
+            newest = Some(newest.map_or(id, |n: i64| n.max(id)));
+        }
+    }
+    newest
+}
+
 /// The next notification: held ones first, then the live stream.
 async fn next_event(
     backlog: &mut VecDeque<Event>,
@@ -223,7 +266,23 @@ impl Watch {
                 .then(|| self.catchup.since_rowid())
                 .flatten()
         });
-        if let Some(since) = since.filter(|s| *s > 0) {
+        let mut since = since.filter(|s| *s > 0);
+        if let (Some(cursor), None) = (since, resume) {
+            // A replaced database (restore, new Mac) restarts row ids lower: a cursor past its
+            // newest row would hide every new message (imsg-protocol.md §A12).
+            if let Some(newest) = newest_row(client, events, backlog).await {
+                // The margin absorbs rows history leaves out (tapbacks); a replaced database
+                // is typically far lower than that.
+                if cursor > newest + 100 {
+                    tracing::warn!(
+                        account = %self.account.id,
+                        "cursor {cursor} is past the newest message {newest}; chat.db may have been replaced; starting at the live tail"
+                    );
+                    since = None;
+                }
+            }
+        }
+        if let Some(since) = since {
             params["since_rowid"] = json!(since);
         }
         let timeout = Duration::from_secs(if settings.include_attachments { 30 } else { 10 });

@@ -331,3 +331,82 @@ fn bad_config_fails_startup_with_exit_2_and_starts_nothing() {
         .contains("channels.imessage.remoteHost: expected \"host\" or \"user@host\""));
     assert!(env.record().is_empty(), "no imsg process was started");
 }
+
+/// The params of every `watch.subscribe` the simulators received, in order.
+fn subscribes(env: &SimEnv) -> Vec<Value> {
+    env.record()
+        .into_iter()
+        .filter(|r| r["dir"] == "in")
+        .filter_map(|r| serde_json::from_str::<Value>(r["line"].as_str()?).ok())
+        .filter(|v| v["method"] == "watch.subscribe")
+        .map(|v| v["params"].clone())
+        .collect()
+}
+
+#[test]
+fn subscribe_params_on_first_start_and_after_a_restart_cases_23_25() {
+    let env = SimEnv::new(json!({}), json!({}));
+    let first = env.start(false);
+    wait_until("watching", WAIT, || {
+        env.stderr().contains("watching for messages")
+    });
+    env.insert(owner("before the restart"));
+    let routed = first.wait_messages(1, WAIT);
+    assert!(first.stop().success());
+    assert_eq!(
+        subscribes(&env),
+        vec![json!({"attachments": false})],
+        "no cursor yet: the live tail"
+    );
+    let second = env.start(false);
+    wait_until("watching again", WAIT, || {
+        env.stderr().matches("watching for messages").count() == 2
+    });
+    let cursor: Value = serde_json::from_str(
+        &std::fs::read_to_string(env.path("state/imessage/default/cursor.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        subscribes(&env)[1],
+        json!({"attachments": false, "since_rowid": cursor["rowid"]}),
+        "resumes after {}",
+        routed[0]["messageId"]
+    );
+    assert!(second.stop().success());
+}
+
+#[test]
+fn a_cursor_past_a_replaced_database_falls_back_to_the_tail() {
+    let env = SimEnv::new(json!({}), json!({}));
+    // A cursor from a database with far more rows, for this very source.
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(env.gw.config_path()).unwrap()).unwrap();
+    let source = format!(
+        "{}|{}|",
+        config["channels"]["imessage"]["cliPath"].as_str().unwrap(),
+        config["channels"]["imessage"]["dbPath"].as_str().unwrap()
+    );
+    let dir = env.path("state/imessage/default");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("cursor.json"),
+        json!({"version": 1, "source": source, "rowid": 999_999, "newestCreatedAt": null})
+            .to_string(),
+    )
+    .unwrap();
+    // One old row so the newest visible row is known.
+    env.merge_scenario(
+        json!({"messages": [{"id": 5, "chat_id": 7, "handle": "+15550001111", "text": "old",
+        "date": "2026-01-01T00:00:00.000Z"}]}),
+    );
+    let gateway = env.start(false);
+    wait_until("watching", WAIT, || {
+        env.stderr().contains("watching for messages")
+    });
+    assert!(env.stderr().contains("chat.db may have been replaced"));
+    assert_eq!(subscribes(&env), vec![json!({"attachments": false})]);
+    env.insert(owner("after the restore"));
+    let routed = gateway.wait_messages(1, WAIT);
+    assert_eq!(routed[0]["text"], "after the restore");
+    assert!(gateway.stop().success());
+}
