@@ -410,3 +410,76 @@ fn a_cursor_past_a_replaced_database_falls_back_to_the_tail() {
     assert_eq!(routed[0]["text"], "after the restore");
     assert!(gateway.stop().success());
 }
+
+/// Processes whose environment holds `marker` (inherited from host-stub by every child).
+fn processes_with(marker: &str) -> Vec<u32> {
+    let needle = format!("IMSG_TEST_MARK={marker}");
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|pid| {
+                    std::fs::read(format!("/proc/{pid}/environ"))
+                        .map(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
+                        .unwrap_or(false)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn stopping_leaves_no_imsg_process_behind() {
+    if !std::path::Path::new("/proc/self/environ").exists() {
+        return; // needs procfs
+    }
+    let env = SimEnv::new(json!({}), json!({}));
+    let marker = format!(
+        "{}-{}",
+        std::process::id(),
+        env.path("").display().to_string().len()
+    );
+    let gateway = env.start_with_env(true, &[("IMSG_TEST_MARK", marker.as_str())]);
+    wait_until("watching", WAIT, || {
+        env.stderr().contains("watching for messages")
+    });
+    env.insert(owner("spawn a sender too"));
+    gateway.wait_messages(1, WAIT);
+    wait_until("the echo reply", WAIT, || !env.sends().is_empty());
+    assert!(
+        processes_with(&marker).len() >= 2,
+        "host-stub and its imsg children carry the mark"
+    );
+    assert!(gateway.stop().success());
+    // Exited children are reaped by the plugin before stop returns; give /proc a moment.
+    wait_until("no process left", Duration::from_secs(5), || {
+        processes_with(&marker).is_empty()
+    });
+}
+
+#[test]
+fn stopping_kills_an_imsg_that_ignores_end_of_input() {
+    if !std::path::Path::new("/proc/self/environ").exists() {
+        return;
+    }
+    // After its first reply the simulator writes nothing more and ignores stdin EOF: only
+    // SIGTERM/SIGKILL end it.
+    let env = SimEnv::new(json!({"faults": {"hang_after_requests": 1}}), json!({}));
+    let marker = format!("hang-{}", std::process::id());
+    let gateway = env.start_with_env(false, &[("IMSG_TEST_MARK", marker.as_str())]);
+    wait_until("watching", WAIT, || {
+        env.stderr().contains("watching for messages")
+    });
+    assert!(
+        processes_with(&marker).len() >= 2,
+        "the hung watcher child is running"
+    );
+    let began = std::time::Instant::now();
+    assert!(gateway.stop().success());
+    assert!(
+        began.elapsed() < Duration::from_secs(15),
+        "stop has a deadline"
+    );
+    wait_until("no process left", Duration::from_secs(5), || {
+        processes_with(&marker).is_empty()
+    });
+}
