@@ -263,7 +263,11 @@ impl ImessagePlugin {
         Ok(Value::Array(out))
     }
 
-    fn pairing_approve(r: &Running, payload: &Value) -> Result<Value, PluginError> {
+    /// Approves under the state lock; the optional notice is sent by the caller after it.
+    fn pairing_approve(
+        r: &Running,
+        payload: &Value,
+    ) -> Result<(Value, Option<Notice>), PluginError> {
         let code = payload
             .get("code")
             .and_then(Value::as_str)
@@ -311,6 +315,7 @@ impl ImessagePlugin {
                 )
             })?;
         tracing::info!(account = %account.id, "pairing approved");
+        let mut notice = None;
         if payload.get("notify").and_then(Value::as_bool) == Some(true) {
             let to = match request.chat_id.filter(|c| *c > 0) {
                 Some(c) => format!("chat_id:{c}"),
@@ -319,13 +324,13 @@ impl ImessagePlugin {
             if let Ok(plan) =
                 outbound::plan_plain(&to, crate::pairing::APPROVED_TEXT, &account.settings())
             {
-                let receipt = r.runtime.block_on(account.send(&plan));
-                if !receipt.ok {
-                    tracing::warn!(account = %account.id, "the approval notice was not sent: {:?}", receipt.parts);
-                }
+                notice = Some((account.clone(), plan, r.runtime.handle().clone()));
             }
         }
-        Ok(json!({"accountId": account.id, "senderId": request.id}))
+        Ok((
+            json!({"accountId": account.id, "senderId": request.id}),
+            notice,
+        ))
     }
 
     /// `config.reload` (§11): settings that need no restart apply to the next message with
@@ -489,8 +494,17 @@ impl Plugin for ImessagePlugin {
     }
 
     fn send(&self, request: SendRequest) -> Result<SendReceipt, PluginError> {
-        self.with_running(|r| {
-            let account = r.account(request.account_id.as_deref())?;
+        // Only the lookups hold the state lock: a send can take up to sendTimeoutMs, and
+        // status, pairing and stop must not wait for it (nor sends through other accounts).
+        let (account, runtime, prefix) = self.with_running(|r| {
+            let account = r.account(request.account_id.as_deref())?.clone();
+            Ok((
+                account,
+                r.runtime.handle().clone(),
+                r.config.globals.response_prefix.clone(),
+            ))
+        })?;
+        self.logged(|| {
             let settings = account.settings();
             if !settings.enabled {
                 return Err(PluginError::new(
@@ -498,49 +512,53 @@ impl Plugin for ImessagePlugin {
                     format!("account \"{}\" is disabled", settings.id),
                 ));
             }
-            let plan = outbound::plan(
-                &request,
-                &settings,
-                r.config.globals.response_prefix.as_deref(),
-            )
-            .map_err(|e| match e {
-                Rejected::InvalidTarget(m) => {
-                    PluginError::new("invalid_target", format!("{}: {m}", request.to.trim()))
-                }
-                Rejected::InvalidRequest(m) => PluginError::new("invalid_request", m),
-            })?;
-            Ok(r.runtime.block_on(account.send(&plan)))
+            let plan =
+                outbound::plan(&request, &settings, prefix.as_deref()).map_err(|e| match e {
+                    Rejected::InvalidTarget(m) => {
+                        PluginError::new("invalid_target", format!("{}: {m}", request.to.trim()))
+                    }
+                    Rejected::InvalidRequest(m) => PluginError::new("invalid_request", m),
+                })?;
+            Ok(runtime.block_on(account.send(&plan)))
         })
     }
 
     fn status(&self, request: StatusRequest) -> Result<StatusReport, PluginError> {
-        self.with_running(|r| {
+        let (accounts, runtime, config) = self.with_running(|r| {
+            let wanted: Vec<Arc<Account>> = r
+                .accounts
+                .iter()
+                .filter(|a| {
+                    request
+                        .account_id
+                        .as_deref()
+                        .is_none_or(|id| id.trim().to_lowercase() == a.id)
+                })
+                .cloned()
+                .collect();
+            Ok((wanted, r.runtime.handle().clone(), r.config.clone()))
+        })?;
+        // Probes run processes (seconds each): outside the state lock.
+        self.logged(|| {
             let now = timeutil::now_ms();
-            let mut accounts = Vec::new();
-            for account in &r.accounts {
-                if request
-                    .account_id
-                    .as_deref()
-                    .is_some_and(|id| id.trim().to_lowercase() != account.id)
-                {
-                    continue;
-                }
-                let mut store = r.pairing_store(account);
+            let mut out = Vec::new();
+            for account in &accounts {
+                let mut store = PairingStore::new(&account.dir);
                 let pending = store.list(now).map(|l| l.len() as u64).unwrap_or(0);
                 let allowed = store.allow_list().len() as u64;
                 let mut status = account.status(pending, allowed);
                 if request.probe {
-                    let result = r.runtime.block_on(crate::probe::probe(
+                    let result = runtime.block_on(crate::probe::probe(
                         &account.settings(),
                         &account.source,
-                        &r.config,
+                        &config,
                     ));
                     status.last_probe = Some(result.clone());
                     status.probe = Some(result);
                 }
-                accounts.push(status);
+                out.push(status);
             }
-            Ok(StatusReport { accounts })
+            Ok(StatusReport { accounts: out })
         })
     }
 
@@ -552,7 +570,19 @@ impl Plugin for ImessagePlugin {
             }),
             "config.reload" => self.reload(&payload),
             "pairing.list" => self.with_running(|r| Self::pairing_list(r, &payload)),
-            "pairing.approve" => self.with_running(|r| Self::pairing_approve(r, &payload)),
+            "pairing.approve" => {
+                let (approved, notice) =
+                    self.with_running(|r| Self::pairing_approve(r, &payload))?;
+                if let Some((account, plan, runtime)) = notice {
+                    self.logged(|| {
+                        let receipt = runtime.block_on(account.send(&plan));
+                        if !receipt.ok {
+                            tracing::warn!(account = %account.id, "the approval notice was not sent: {:?}", receipt.parts);
+                        }
+                    });
+                }
+                Ok(approved)
+            }
             "pairing.revoke" => self.with_running(|r| Self::pairing_revoke(r, &payload)),
             "target.normalize" => {
                 let to = payload.get("to").and_then(Value::as_str).unwrap_or("");
@@ -569,6 +599,9 @@ impl Plugin for ImessagePlugin {
         }
     }
 }
+
+/// An approval notice to send once the state lock is released.
+type Notice = (Arc<Account>, outbound::Plan, tokio::runtime::Handle);
 
 fn poisoned() -> PluginError {
     PluginError::new("internal", "plugin state lock poisoned by an earlier panic")

@@ -170,3 +170,54 @@ fn panic_in_a_plugin_method_is_an_error_value() {
         common::stderr(&out)
     );
 }
+
+#[test]
+fn a_hung_send_does_not_block_other_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("scenario.json");
+    std::fs::write(
+        &scenario,
+        json!({"clock": {"start": "now", "mode": "running"}, "faults": {"delay_ms": {"send": 600000}}}).to_string(),
+    )
+    .unwrap();
+    let plugin = host::load(&common::plugin_library("imessage")).unwrap();
+    let client = std::sync::Arc::new(
+        plugin
+            .instantiate(host::callbacks(Recorder::default()))
+            .unwrap(),
+    );
+    client
+        .start(&StartContext {
+            config: json!({"channels": {"imessage": {
+                "cliPath": common::imsg_sim().display().to_string(),
+                "dbPath": scenario.display().to_string(),
+                "sendTimeoutMs": 10000,
+            }}}),
+            state_dir: dir.path().join("state").display().to_string(),
+            watch: false,
+            log_level: None,
+        })
+        .unwrap();
+    let sender = {
+        let client = client.clone();
+        std::thread::spawn(move || {
+            client.send(&plugin_abi::types::SendRequest {
+                to: "chat_id:1".into(),
+                text: Some("this send hangs".into()),
+                ..Default::default()
+            })
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let began = std::time::Instant::now();
+    let status = client.status(&StatusRequest::default()).unwrap();
+    assert_eq!(status.accounts.len(), 1);
+    assert!(
+        began.elapsed() < std::time::Duration::from_secs(2),
+        "status waited {:?} for the hung send",
+        began.elapsed()
+    );
+    let receipt = sender.join().unwrap().unwrap();
+    assert_eq!(receipt.parts[0].outcome, "unknown");
+    client.stop().unwrap();
+}
