@@ -51,10 +51,11 @@ pub struct Catchup {
     source: String,
     rowid: Option<i64>,
     newest_ms: Option<i64>,
-    seen: HashMap<String, i64>,
-    order: VecDeque<(String, i64)>,
+    /// Keys are shared between the map and the order queue (one allocation per key).
+    seen: HashMap<std::sync::Arc<str>, i64>,
+    order: VecDeque<(std::sync::Arc<str>, i64)>,
     /// Seen lines finished since the last batch, already serialised (JSON lines).
-    unflushed: String,
+    unflushed: Vec<u8>,
     dirty: bool,
     seen_lines: usize,
 }
@@ -78,7 +79,7 @@ impl Catchup {
             newest_ms: None,
             seen: HashMap::new(),
             order: VecDeque::new(),
-            unflushed: String::new(),
+            unflushed: Vec::new(),
             dirty: false,
             seen_lines: 0,
         };
@@ -133,6 +134,7 @@ impl Catchup {
     }
 
     fn remember(&mut self, key: String, t: i64) {
+        let key: std::sync::Arc<str> = key.into();
         if self.seen.insert(key.clone(), t).is_none() {
             self.order.push_back((key, t));
         }
@@ -143,18 +145,18 @@ impl Catchup {
         }
     }
 
-    fn compact_seen(&mut self) -> std::io::Result<()> {
+    /// Every retained key as seen.jsonl lines (for compaction).
+    fn retained_lines(&self) -> String {
         let mut text = String::new();
         for (k, t) in &self.order {
-            text.push_str(
-                &serde_json::to_string(&SeenLine {
-                    k: k.clone(),
-                    t: *t,
-                })
-                .unwrap_or_default(),
-            );
+            text.push_str(&serde_json::to_string(&SeenLineRef { k, t: *t }).unwrap_or_default());
             text.push('\n');
         }
+        text
+    }
+
+    fn compact_seen(&mut self) -> std::io::Result<()> {
+        let text = self.retained_lines();
         store::write_atomic(&self.seen_path(), text.as_bytes())?;
         self.seen_lines = self.order.len();
         Ok(())
@@ -189,9 +191,8 @@ impl Catchup {
     ) -> Option<String> {
         // Serialised now, into a buffer reused across batches, instead of a second copy of
         // the key waiting for the flush.
-        if let Ok(line) = serde_json::to_string(&SeenLineRef { k: &key, t: now_ms }) {
-            self.unflushed.push_str(&line);
-            self.unflushed.push('\n');
+        if serde_json::to_writer(&mut self.unflushed, &SeenLineRef { k: &key, t: now_ms }).is_ok() {
+            self.unflushed.push(b'\n');
         }
         self.remember(key, now_ms);
         if let Some(created) = created_ms {
@@ -234,22 +235,11 @@ impl Catchup {
             })
             .unwrap_or_default()
         });
-        self.seen_lines += seen.lines().count();
+        self.seen_lines += seen.iter().filter(|b| **b == b'\n').count();
         // Past twice the cap the file is rewritten with the retained keys only.
         let compacted = (self.seen_lines > 2 * SEEN_CAP).then(|| {
             self.seen_lines = self.order.len();
-            self.order
-                .iter()
-                .map(|(k, t)| {
-                    let mut line = serde_json::to_string(&SeenLine {
-                        k: k.clone(),
-                        t: *t,
-                    })
-                    .unwrap_or_default();
-                    line.push('\n');
-                    line
-                })
-                .collect()
+            self.retained_lines()
         });
         self.dirty = false;
         Some(Batch {
@@ -272,7 +262,7 @@ impl Catchup {
 /// One batch of catch-up progress to persist.
 pub struct Batch {
     dir: PathBuf,
-    seen: String,
+    seen: Vec<u8>,
     cursor: Option<Vec<u8>>,
     compacted: Option<String>,
 }
@@ -289,7 +279,7 @@ impl Batch {
                 .append(true)
                 .mode(0o600)
                 .open(&seen_path)?;
-            file.write_all(self.seen.as_bytes())?;
+            file.write_all(&self.seen)?;
             file.sync_data()?;
         }
         if let Some(cursor) = &self.cursor {

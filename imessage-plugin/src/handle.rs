@@ -23,6 +23,12 @@ pub fn strip_service_prefixes(raw: &str) -> (&str, Option<&'static str>) {
 
 /// The normalised handle, or `None` when the value is not a phone number, email or short code.
 pub fn normalize(raw: &str) -> Option<String> {
+    // Fast path: imsg already reports most senders as `+` and 7–15 digits.
+    if let Some(digits) = raw.strip_prefix('+') {
+        if (7..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Some(raw.to_string());
+        }
+    }
     let (rest, _) = strip_service_prefixes(raw);
     if rest.contains('@') {
         let lower = rest.to_lowercase();

@@ -249,9 +249,11 @@ impl Inbound {
                 non_empty(&m.chat_identifier),
                 non_empty(&m.destination_caller_id),
             ) {
+                // `sender_id` is the normalised sender; the identifier is normalised only when
+                // our own handle already matched (the rare case).
                 (Some(ident), Some(dest)) if !sender_raw.is_empty() => {
-                    let s = handle::normalize_sender(sender_raw);
-                    s == handle::normalize_sender(ident) && s == handle::normalize_sender(dest)
+                    handle::normalize_sender(dest) == sender_id
+                        && handle::normalize_sender(ident) == sender_id
                 }
                 _ => false,
             };
