@@ -8,7 +8,7 @@
 //! flush replays those messages with the same `messageId`, which the host acknowledges
 //! without a second turn (§6.3 step 5): nothing is lost, nothing is doubled.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -51,8 +51,9 @@ pub struct Catchup {
     source: String,
     rowid: Option<i64>,
     newest_ms: Option<i64>,
-    /// Keys are shared between the map and the order queue (one allocation per key).
-    seen: HashMap<std::sync::Arc<str>, i64>,
+    /// Keys are shared between the map and the order queue (one allocation per key). Fx
+    /// hashing: keys are GUIDs imsg assigns, not chosen by a party that could aim collisions.
+    seen: rustc_hash::FxHashMap<std::sync::Arc<str>, i64>,
     order: VecDeque<(std::sync::Arc<str>, i64)>,
     /// Seen lines finished since the last batch, already serialised (JSON lines).
     unflushed: Vec<u8>,
@@ -77,7 +78,7 @@ impl Catchup {
             source: source.to_string(),
             rowid: None,
             newest_ms: None,
-            seen: HashMap::new(),
+            seen: rustc_hash::FxHashMap::default(),
             order: VecDeque::new(),
             unflushed: Vec::new(),
             dirty: false,

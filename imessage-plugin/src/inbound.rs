@@ -218,15 +218,19 @@ impl Inbound {
         // A provisional conversation key for drops before the group is classified.
         let looks_group =
             is_group_flag || m.chat_guid.as_deref().is_some_and(|g| g.contains(";+;"));
-        let mut conversation = if looks_group {
-            format!("{}:group:{}", self.account.id, m.chat_id.unwrap_or(0))
-        } else {
-            format!("{}:dm:{sender_id}", self.account.id)
+        // The conversation key before the group is classified: built only when an early
+        // drop needs it (it is formatted, and most messages never drop).
+        let provisional = |account: &str| -> String {
+            if looks_group {
+                format!("{account}:group:{}", m.chat_id.unwrap_or(0))
+            } else {
+                format!("{account}:dm:{sender_id}")
+            }
         };
 
         // 2. Duplicate.
         if input.seen {
-            return self.drop_with("duplicate", &conversation, guid);
+            return self.drop_with("duplicate", &provisional(&self.account.id), guid);
         }
         // 3. Stale.
         if let Some(created) = m.created_at.as_deref().and_then(timeutil::parse_ms) {
@@ -235,12 +239,12 @@ impl Inbound {
             let newest = input.newest_ms.unwrap_or(self.start_ms);
             if created < now - max_age || created < newest - tolerance {
                 self.note_stale(created, now);
-                return self.drop_with("stale", &conversation, guid);
+                return self.drop_with("stale", &provisional(&self.account.id), guid);
             }
         }
         // 4. Reactions.
         if m.is_reaction == Some(true) {
-            return self.drop_with("reaction", &conversation, guid);
+            return self.drop_with("reaction", &provisional(&self.account.id), guid);
         }
         // 5. Self-chat: not a group by flag, and sender, chat identifier and our own handle
         // all present and equal.
@@ -261,18 +265,23 @@ impl Inbound {
         // 6. Own messages.
         if m.is_from_me == Some(true) {
             if !self_chat {
-                return self.drop_with("from_me", &conversation, guid);
+                return self.drop_with("from_me", &provisional(&self.account.id), guid);
             }
-            if self.mirror_hit(m, &conversation, now) {
-                return self.loop_drop("self_chat_mirror", &conversation, guid, now);
+            if self.mirror_hit(m, &provisional(&self.account.id), now) {
+                return self.loop_drop(
+                    "self_chat_mirror",
+                    &provisional(&self.account.id),
+                    guid,
+                    now,
+                );
             }
             if self.echo_hit(m, text, &sender_id, looks_group, true, now) {
-                return self.loop_drop("echo", &conversation, guid, now);
+                return self.loop_drop("echo", &provisional(&self.account.id), guid, now);
             }
         }
         // 7. Sender.
         if sender_raw.is_empty() {
-            return self.drop_with("missing_sender", &conversation, guid);
+            return self.drop_with("missing_sender", &provisional(&self.account.id), guid);
         }
         // 8. Group classification; a group needs a chat id.
         let origin = Origin {
@@ -283,14 +292,14 @@ impl Inbound {
         };
         let is_group = looks_group || policy::own_group_key(&self.account, &origin).is_some();
         let chat_id = m.chat_id.filter(|c| *c > 0);
-        if is_group {
+        let conversation = if is_group {
             let Some(chat_id) = chat_id else {
-                return self.drop_with("missing_chat_id", &conversation, guid);
+                return self.drop_with("missing_chat_id", &provisional(&self.account.id), guid);
             };
-            conversation = format!("{}:group:{chat_id}", self.account.id);
+            format!("{}:group:{chat_id}", self.account.id)
         } else {
-            conversation = format!("{}:dm:{sender_id}", self.account.id);
-        }
+            format!("{}:dm:{sender_id}", self.account.id)
+        };
         // 9. Echo and self-chat mirror for rows not from us.
         if m.is_from_me != Some(true) {
             if self_chat && self.mirror_hit(m, &conversation, now) {
