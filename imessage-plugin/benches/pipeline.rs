@@ -313,11 +313,21 @@ fn main() {
         open.push(run(&open_config(), n, None).per_sec);
         realistic.push(run(&realistic_config(), n, None).per_sec);
     }
+    let spread = |v: &[f64]| {
+        let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().cloned().fold(0.0, f64::max);
+        format!("runs {lo:.0}–{hi:.0}")
+    };
+    let (so, sr) = (spread(&open), spread(&realistic));
     let (o, r) = (median(open), median(realistic));
-    writeln!(out, "  throughput, open policy:        {o:>10.0} msg/s").unwrap();
     writeln!(
         out,
-        "  throughput, realistic policy:   {r:>10.0} msg/s  (policy costs {:.1} %)",
+        "  throughput, open policy:        {o:>10.0} msg/s  ({so})"
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "  throughput, realistic policy:   {r:>10.0} msg/s  ({sr}; policy costs {:.1} %)",
         (1.0 - r / o) * 100.0
     )
     .unwrap();
