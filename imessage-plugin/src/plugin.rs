@@ -147,15 +147,18 @@ impl Running {
     }
 
     fn account(&self, id: Option<&str>) -> Result<&Arc<Account>, PluginError> {
-        let wanted = id
-            .map(|i| i.trim().to_lowercase())
-            .unwrap_or_else(|| self.config.default_account.clone());
+        let unknown = || {
+            let wanted = id.unwrap_or(&self.config.default_account);
+            PluginError::new(
+                "invalid_request",
+                format!("no account named \"{}\"", wanted.trim()),
+            )
+        };
+        let settings = self.config.resolve_account(id).ok_or_else(unknown)?;
         self.accounts
             .iter()
-            .find(|a| a.id == wanted)
-            .ok_or_else(|| {
-                PluginError::new("invalid_request", format!("no account named \"{wanted}\""))
-            })
+            .find(|a| a.id == settings.id)
+            .ok_or_else(unknown)
     }
 
     fn pairing_store(&self, account: &Account) -> PairingStore {

@@ -642,7 +642,6 @@ pub async fn run_with(
             };
             let (method, params) = match event {
                 None => break Exit::Gone("event stream closed".into()),
-                Some(Event::Exited(e)) => break Exit::Gone(e.to_string()),
                 Some(Event::Message {
                     subscription,
                     message,

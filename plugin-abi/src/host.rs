@@ -4,7 +4,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-use abi_stable::library::{lib_header_from_path, LibraryError, RootModule};
+use abi_stable::library::{lib_header_from_path, LibraryError};
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RErr, ROk, RResult, RStr, RString};
 use serde::{de::DeserializeOwned, Serialize};
@@ -130,11 +130,6 @@ impl LoadedPlugin {
             ROk(plugin) => Ok(PluginClient(plugin)),
             RErr(e) => Err(PluginError::from_wire(e.as_str())),
         }
-    }
-
-    /// The library's root-module name and version, as abi_stable records them.
-    pub fn root_module_version() -> String {
-        PluginModRef::VERSION_STRINGS.version.to_string()
     }
 }
 

@@ -6,7 +6,7 @@ pub mod sanitize;
 pub mod send;
 pub mod target;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use plugin_abi::types::SendRequest;
 use serde_json::{Map, Value};
@@ -184,13 +184,6 @@ fn assemble(
         parts,
         chunks: n,
     }
-}
-
-/// Whether a path exists as a regular file (for tests and the remote upload step).
-pub fn is_file(path: &Path) -> bool {
-    std::fs::metadata(path)
-        .map(|m| m.is_file())
-        .unwrap_or(false)
 }
 
 #[cfg(test)]

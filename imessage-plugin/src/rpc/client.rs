@@ -64,7 +64,8 @@ impl std::fmt::Display for CallError {
     }
 }
 
-/// Something the child said that is not a reply.
+/// Something the child said that is not a reply. The stream ends (`recv` returns `None`)
+/// when the child is gone; pending requests have failed by then.
 #[derive(Debug)]
 pub enum Event {
     /// A well-formed `message` notification, parsed in the reader in one pass.
@@ -78,8 +79,6 @@ pub enum Event {
         method: String,
         params: Option<Box<RawValue>>,
     },
-    /// The child is gone; every pending request has already failed with this error.
-    Exited(CallError),
 }
 
 /// How to start `imsg rpc`.
