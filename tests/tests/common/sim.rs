@@ -120,13 +120,17 @@ impl SimEnv {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let stdout = child.stdout.take().unwrap();
         let sink = lines.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 sink.lock().unwrap().push(line);
             }
         });
-        Running { child, lines }
+        Running {
+            child,
+            lines,
+            reader: Some(reader),
+        }
     }
 
     /// Appends an op to the simulator's inbox (every sim process sees it; row ops apply once).
@@ -185,6 +189,7 @@ pub fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
 pub struct Running {
     pub child: Child,
     pub lines: Arc<Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Running {
@@ -224,10 +229,14 @@ impl Running {
         }
     }
 
-    /// SIGKILL: a crash.
-    pub fn kill(mut self) {
+    /// SIGKILL: a crash. Returns every line it printed (read to the end of its stdout).
+    pub fn kill(mut self) -> Vec<Value> {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        self.messages()
     }
 }
 
