@@ -386,13 +386,26 @@ impl MirrorCache {
 pub struct LoopLimiter {
     hits: HashMap<String, VecDeque<i64>>,
     tripped: HashMap<String, bool>,
+    /// The newest recorded hit: once it leaves the window, every conversation is quiet.
+    last_hit_ms: i64,
 }
 
 pub const LOOP_WINDOW_MS: i64 = 60_000;
 pub const LOOP_THRESHOLD: usize = 5;
 
 impl LoopLimiter {
+    /// No conversation has loop drops in its window (the usual state), so `muted` would say
+    /// no for every one; the state of conversations that went quiet is dropped here.
+    pub fn quiet(&mut self, now_ms: i64) -> bool {
+        if !self.hits.is_empty() && now_ms - self.last_hit_ms >= LOOP_WINDOW_MS {
+            self.hits.clear();
+            self.tripped.clear();
+        }
+        self.hits.is_empty()
+    }
+
     pub fn record(&mut self, conversation: &str, now_ms: i64) {
+        self.last_hit_ms = self.last_hit_ms.max(now_ms);
         let q = self.hits.entry(conversation.to_string()).or_default();
         q.push_back(now_ms);
         while q.front().is_some_and(|t| now_ms - t > LOOP_WINDOW_MS) {
@@ -604,5 +617,25 @@ mod tests {
         );
         assert_eq!(l.muted("default:dm:+1", 6000), None);
         assert_eq!(l.muted("default:group:42", 4000 + LOOP_WINDOW_MS + 1), None);
+    }
+
+    #[test]
+    fn loop_limiter_is_quiet_once_every_hit_left_the_window() {
+        let mut l = LoopLimiter::default();
+        assert!(l.quiet(0));
+        l.record("default:dm:+1", 1000);
+        l.record("default:group:42", 2000);
+        assert!(
+            !l.quiet(2000 + LOOP_WINDOW_MS - 1),
+            "the group hit is still inside"
+        );
+        assert!(l.quiet(2000 + LOOP_WINDOW_MS));
+        // What `muted` says is unchanged by the clean-up.
+        assert_eq!(l.muted("default:group:42", 2000 + LOOP_WINDOW_MS), None);
+        for i in 0..5 {
+            l.record("default:group:42", 100_000 + i);
+        }
+        assert!(!l.quiet(100_010));
+        assert_eq!(l.muted("default:group:42", 100_010), Some((5, true)));
     }
 }

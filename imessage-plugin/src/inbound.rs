@@ -51,6 +51,8 @@ pub struct Input<'a> {
     pub key: &'a str,
     /// The dedupe key is in the seen store.
     pub seen: bool,
+    /// `message.created_ms()`, computed once by the caller (the cursor needs it too).
+    pub created_ms: Option<i64>,
     /// R of the age guard (newest processed `created_at`), when known.
     pub newest_ms: Option<i64>,
     /// The pairing allow store.
@@ -84,6 +86,22 @@ pub struct Inbound {
     start_ms: i64,
     /// Remote mode: attachments are checked against the remote roots.
     remote: bool,
+}
+
+/// A conversation key (§5.3) before it is formatted: most messages never need it as text.
+#[derive(Clone, Copy)]
+enum Conversation<'a> {
+    Group(i64),
+    Direct(&'a str),
+}
+
+impl Conversation<'_> {
+    fn key(self, account: &str) -> String {
+        match self {
+            Conversation::Group(chat_id) => format!("{account}:group:{chat_id}"),
+            Conversation::Direct(sender) => format!("{account}:dm:{sender}"),
+        }
+    }
 }
 
 /// An 8-hex FNV-1a hash of a conversation key, for logs that must not show handles.
@@ -133,29 +151,36 @@ impl Inbound {
         &self.account
     }
 
-    fn drop_with(&mut self, code: &'static str, conversation: &str, guid: &str) -> Verdict {
-        *self.stats.drops.entry(code.to_string()).or_default() += 1;
+    fn drop_with(&mut self, code: &'static str, conversation: Conversation, guid: &str) -> Verdict {
+        self.count_drop(code);
+        // The key is formatted and hashed only when the line is logged.
         tracing::debug!(
             "drop reason={code} account={} conv={} guid={guid}",
             self.account.id,
-            conversation_hash(conversation)
+            conversation_hash(&conversation.key(&self.account.id))
         );
         Verdict::Drop(code)
     }
 
     /// Counts a drop decided outside the pipeline (e.g. `delivery_failed`, `malformed`).
     pub fn count_drop(&mut self, code: &str) {
-        *self.stats.drops.entry(code.to_string()).or_default() += 1;
+        match self.stats.drops.get_mut(code) {
+            Some(n) => *n += 1,
+            None => {
+                self.stats.drops.insert(code.to_string(), 1);
+            }
+        }
     }
 
     fn loop_drop(
         &mut self,
         code: &'static str,
-        conversation: &str,
+        conversation: Conversation,
         guid: &str,
         now_ms: i64,
     ) -> Verdict {
-        self.loops.record(conversation, now_ms);
+        self.loops
+            .record(&conversation.key(&self.account.id), now_ms);
         self.drop_with(code, conversation, guid)
     }
 
@@ -218,33 +243,29 @@ impl Inbound {
         // A provisional conversation key for drops before the group is classified.
         let looks_group =
             is_group_flag || m.chat_guid.as_deref().is_some_and(|g| g.contains(";+;"));
-        // The conversation key before the group is classified: built only when an early
-        // drop needs it (it is formatted, and most messages never drop).
-        let provisional = |account: &str| -> String {
-            if looks_group {
-                format!("{account}:group:{}", m.chat_id.unwrap_or(0))
-            } else {
-                format!("{account}:dm:{sender_id}")
-            }
+        let provisional = if looks_group {
+            Conversation::Group(m.chat_id.unwrap_or(0))
+        } else {
+            Conversation::Direct(&sender_id)
         };
 
         // 2. Duplicate.
         if input.seen {
-            return self.drop_with("duplicate", &provisional(&self.account.id), guid);
+            return self.drop_with("duplicate", provisional, guid);
         }
         // 3. Stale.
-        if let Some(created) = m.created_at.as_deref().and_then(timeutil::parse_ms) {
+        if let Some(created) = input.created_ms {
             let max_age = self.account.catchup.max_age_minutes * 60_000;
             let tolerance = self.account.catchup.late_tolerance_minutes * 60_000;
             let newest = input.newest_ms.unwrap_or(self.start_ms);
             if created < now - max_age || created < newest - tolerance {
                 self.note_stale(created, now);
-                return self.drop_with("stale", &provisional(&self.account.id), guid);
+                return self.drop_with("stale", provisional, guid);
             }
         }
         // 4. Reactions.
         if m.is_reaction == Some(true) {
-            return self.drop_with("reaction", &provisional(&self.account.id), guid);
+            return self.drop_with("reaction", provisional, guid);
         }
         // 5. Self-chat: not a group by flag, and sender, chat identifier and our own handle
         // all present and equal.
@@ -265,23 +286,18 @@ impl Inbound {
         // 6. Own messages.
         if m.is_from_me == Some(true) {
             if !self_chat {
-                return self.drop_with("from_me", &provisional(&self.account.id), guid);
+                return self.drop_with("from_me", provisional, guid);
             }
-            if self.mirror_hit(m, &provisional(&self.account.id), now) {
-                return self.loop_drop(
-                    "self_chat_mirror",
-                    &provisional(&self.account.id),
-                    guid,
-                    now,
-                );
+            if self.mirror_hit(m, &provisional.key(&self.account.id), now) {
+                return self.loop_drop("self_chat_mirror", provisional, guid, now);
             }
             if self.echo_hit(m, text, &sender_id, looks_group, true, now) {
-                return self.loop_drop("echo", &provisional(&self.account.id), guid, now);
+                return self.loop_drop("echo", provisional, guid, now);
             }
         }
         // 7. Sender.
         if sender_raw.is_empty() {
-            return self.drop_with("missing_sender", &provisional(&self.account.id), guid);
+            return self.drop_with("missing_sender", provisional, guid);
         }
         // 8. Group classification; a group needs a chat id.
         let origin = Origin {
@@ -294,24 +310,24 @@ impl Inbound {
         let chat_id = m.chat_id.filter(|c| *c > 0);
         let conversation = if is_group {
             let Some(chat_id) = chat_id else {
-                return self.drop_with("missing_chat_id", &provisional(&self.account.id), guid);
+                return self.drop_with("missing_chat_id", provisional, guid);
             };
-            format!("{}:group:{chat_id}", self.account.id)
+            Conversation::Group(chat_id)
         } else {
-            format!("{}:dm:{sender_id}", self.account.id)
+            Conversation::Direct(&sender_id)
         };
         // 9. Echo and self-chat mirror for rows not from us.
         if m.is_from_me != Some(true) {
-            if self_chat && self.mirror_hit(m, &conversation, now) {
-                return self.loop_drop("self_chat_mirror", &conversation, guid, now);
+            if self_chat && self.mirror_hit(m, &conversation.key(&self.account.id), now) {
+                return self.loop_drop("self_chat_mirror", conversation, guid, now);
             }
             if self.echo_hit(m, text, &sender_id, is_group, self_chat, now) {
-                return self.loop_drop("echo", &conversation, guid, now);
+                return self.loop_drop("echo", conversation, guid, now);
             }
         }
         // 10. Reflection.
         if echo::is_reflection(text) {
-            return self.loop_drop("reflection", &conversation, guid, now);
+            return self.loop_drop("reflection", conversation, guid, now);
         }
         // 11. Body.
         let mut body = if text.contains('\u{fffc}') {
@@ -336,7 +352,7 @@ impl Inbound {
             }
         }
         if body.is_empty() {
-            return self.drop_with("empty", &conversation, guid);
+            return self.drop_with("empty", conversation, guid);
         }
         // 12. Access.
         let mut command_authorized = policy::lists_handle(&self.account.allow_from, &sender_id);
@@ -344,10 +360,10 @@ impl Inbound {
             match policy::group_access(&self.account, &origin) {
                 GroupAccess::Admitted => {}
                 GroupAccess::Disabled => {
-                    return self.drop_with("group_disabled", &conversation, guid)
+                    return self.drop_with("group_disabled", conversation, guid)
                 }
                 GroupAccess::NotAllowed => {
-                    return self.drop_with("group_not_allowed", &conversation, guid)
+                    return self.drop_with("group_not_allowed", conversation, guid)
                 }
                 GroupAccess::NotConfigured => {
                     if let Some(id) = chat_id {
@@ -357,19 +373,19 @@ impl Inbound {
                             );
                         }
                     }
-                    return self.drop_with("group_not_configured", &conversation, guid);
+                    return self.drop_with("group_not_configured", conversation, guid);
                 }
             }
             command_authorized |= policy::lists_handle(self.account.group_senders(), &sender_id);
         } else {
             match policy::dm_access(&self.account, &origin, input.allow_store) {
                 DmAccess::Admitted => {}
-                DmAccess::Disabled => return self.drop_with("dm_disabled", &conversation, guid),
+                DmAccess::Disabled => return self.drop_with("dm_disabled", conversation, guid),
                 DmAccess::NotAllowed => {
-                    return self.drop_with("dm_not_allowed", &conversation, guid)
+                    return self.drop_with("dm_not_allowed", conversation, guid)
                 }
                 DmAccess::Pairing => {
-                    self.drop_with("pairing_pending", &conversation, guid);
+                    self.drop_with("pairing_pending", conversation, guid);
                     return Verdict::Pairing { sender_id, chat_id };
                 }
             }
@@ -394,15 +410,15 @@ impl Inbound {
         // 14. Control commands.
         let is_command = policy::is_control_command(&body, is_group, patterns);
         if is_group && is_command && !command_authorized {
-            return self.drop_with("unauthorized_command", &conversation, guid);
+            return self.drop_with("unauthorized_command", conversation, guid);
         }
         // 15. `/config set|unset`.
         if let Some(path) = policy::config_write_path(&body, is_group, patterns) {
             if !command_authorized {
-                return self.drop_with("unauthorized_command", &conversation, guid);
+                return self.drop_with("unauthorized_command", conversation, guid);
             }
             if !globals.commands_config {
-                self.drop_with("config_disabled", &conversation, guid);
+                self.drop_with("config_disabled", conversation, guid);
                 return Verdict::Refuse {
                     code: "config_disabled",
                     to,
@@ -410,7 +426,7 @@ impl Inbound {
                 };
             }
             if !self.account.config_writes || !self.target_config_writes(&path) {
-                self.drop_with("config_writes_disabled", &conversation, guid);
+                self.drop_with("config_writes_disabled", conversation, guid);
                 return Verdict::Refuse {
                     code: "config_writes_disabled",
                     to,
@@ -432,19 +448,26 @@ impl Inbound {
                 && !mentioned
                 && !authorized_command
             {
-                return self.drop_with("no_mention", &conversation, guid);
+                return self.drop_with("no_mention", conversation, guid);
             }
             was_mentioned = mentioned || authorized_command;
         }
         // 17. Loop limiter (suppressed messages add no hits).
-        if let Some((n, first)) = self.loops.muted(&conversation, now) {
+        // Most accounts never had a loop drop: then no key is formatted for the check.
+        let muted = if self.loops.quiet(now) {
+            None
+        } else {
+            let key = conversation.key(&self.account.id);
+            self.loops.muted(&key, now).map(|hit| (hit, key))
+        };
+        if let Some(((n, first), key)) = muted {
             if first {
                 tracing::warn!(
                     "conversation {} muted: echo loop suspected ({n} loop drops in 60 s)",
-                    conversation_hash(&conversation)
+                    conversation_hash(&key)
                 );
             }
-            return self.drop_with("loop_limited", &conversation, guid);
+            return self.drop_with("loop_limited", conversation, guid);
         }
 
         let reply_to =

@@ -43,6 +43,13 @@ impl ImsgMessage {
         }
     }
 
+    /// `created_at` in Unix milliseconds, when present and readable.
+    pub fn created_ms(&self) -> Option<i64> {
+        self.created_at
+            .as_deref()
+            .and_then(crate::timeutil::parse_ms)
+    }
+
     /// The row id to persist as the cursor (strict `cursor` wins over `id`).
     pub fn cursor_id(&self) -> i64 {
         self.cursor.unwrap_or(self.rowid())

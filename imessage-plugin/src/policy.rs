@@ -174,14 +174,24 @@ fn contains_ignore_case(text: &str, needle: &str) -> bool {
         .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
+/// A stop word must be the whole text after at most a mention, so the text ends with it. An
+/// ASCII text is its own visible text, so the suffix test is exact; any other text may hide
+/// invisible characters inside the word ("st\u{200b}op"), so it takes the exact path.
+fn could_end_with_stop_word(text: &str) -> bool {
+    if text.is_ascii() {
+        let t = text.trim_end().as_bytes();
+        STOP_WORDS.iter().any(|w| {
+            t.len() >= w.len() && t[t.len() - w.len()..].eq_ignore_ascii_case(w.as_bytes())
+        })
+    } else {
+        true
+    }
+}
+
 /// Control-command detection (§9.1). `patterns` are the mention patterns (groups only).
 pub fn is_control_command(text: &str, is_group: bool, patterns: &[Regex]) -> bool {
-    // Nearly every message is no command: skip the regex work unless it could be one. A
-    // stop word must be the whole text after at most a mention, so long texts without a '/'
-    // never are.
-    if !text.contains('/')
-        && (text.len() > 80 || !STOP_WORDS.iter().any(|w| contains_ignore_case(text, w)))
-    {
+    // Nearly every message is no command: skip the regex work unless it could be one.
+    if !text.contains('/') && !could_end_with_stop_word(text) {
         return false;
     }
     let visible = strip_invisible(text);
@@ -277,6 +287,9 @@ mod tests {
             " cancel ",
             "@bot /reset",
             "@bot, /help",
+            "@bot stop \n",
+            "st\u{200b}op",
+            "\u{feff}Cancel",
         ] {
             assert!(is_control_command(yes, true, &p), "{yes}");
         }
@@ -285,6 +298,8 @@ mod tests {
             "stop it",
             "please /status",
             "stop it now",
+            "nonstop",
+            "ça va, stop",
             "@bot hi",
         ] {
             assert!(!is_control_command(no, true, &p), "{no}");

@@ -20,33 +20,56 @@ pub fn select_agent(globals: &Globals, account_id: &str, peer: &Peer) -> String 
 
 /// §4.2, lower-cased in full.
 pub fn session_key(dm_scope: &str, agent_id: &str, account_id: &str, peer: &Peer) -> String {
+    // Built from parts rather than `format!`: this runs for every routed message.
     let key = match peer {
-        Peer::Group(chat_id) => format!("agent:{agent_id}:imessage:group:{chat_id}"),
+        Peer::Group(chat_id) => with_id(&["agent:", agent_id, ":imessage:group:"], *chat_id),
         Peer::Direct(sender) => match dm_scope {
-            "per-peer" => format!("agent:{agent_id}:direct:{sender}"),
-            "per-channel-peer" => format!("agent:{agent_id}:imessage:direct:{sender}"),
-            "per-account-channel-peer" => {
-                format!("agent:{agent_id}:imessage:{account_id}:direct:{sender}")
-            }
-            _ => format!("agent:{agent_id}:main"),
+            "per-peer" => ["agent:", agent_id, ":direct:", sender].concat(),
+            "per-channel-peer" => ["agent:", agent_id, ":imessage:direct:", sender].concat(),
+            "per-account-channel-peer" => [
+                "agent:",
+                agent_id,
+                ":imessage:",
+                account_id,
+                ":direct:",
+                sender,
+            ]
+            .concat(),
+            _ => ["agent:", agent_id, ":main"].concat(),
         },
     };
     // Already lower-case almost always (normalised ids); only allocate when it is not.
-    if key.chars().any(char::is_uppercase) {
+    let upper = if key.is_ascii() {
+        key.bytes().any(|b| b.is_ascii_uppercase())
+    } else {
+        key.chars().any(char::is_uppercase)
+    };
+    if upper {
         key.to_lowercase()
     } else {
         key
     }
 }
 
+/// `parts` followed by `id`, in one allocation.
+fn with_id(parts: &[&str], id: i64) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(parts.iter().map(|p| p.len()).sum::<usize>() + 20);
+    for p in parts {
+        s.push_str(p);
+    }
+    let _ = write!(s, "{id}");
+    s
+}
+
 /// §4.3.
 pub fn reply_target(peer: &Peer, chat_guid: Option<&str>) -> String {
     match peer {
-        Peer::Group(chat_id) => format!("chat_id:{chat_id}"),
+        Peer::Group(chat_id) => with_id(&["chat_id:"], *chat_id),
         Peer::Direct(sender) if chat_guid.is_some_and(|g| g.starts_with("SMS;")) => {
-            format!("sms:{sender}")
+            ["sms:", sender].concat()
         }
-        Peer::Direct(sender) => format!("imessage:{sender}"),
+        Peer::Direct(sender) => ["imessage:", sender].concat(),
     }
 }
 
@@ -81,6 +104,24 @@ mod tests {
         assert_eq!(
             session_key("main", "family", "x", &Peer::Group(42)),
             "agent:family:imessage:group:42"
+        );
+        // Lower-cased in full, ASCII or not.
+        assert_eq!(
+            session_key(
+                "per-peer",
+                "main",
+                "x",
+                &Peer::Direct("Bob@Example.com".into())
+            ),
+            "agent:main:direct:bob@example.com"
+        );
+        assert_eq!(
+            session_key("per-peer", "main", "x", &Peer::Direct("ÉMILE@x.fr".into())),
+            "agent:main:direct:émile@x.fr"
+        );
+        assert_eq!(
+            session_key("main", "main", "x", &Peer::Group(-7)),
+            "agent:main:imessage:group:-7"
         );
     }
 

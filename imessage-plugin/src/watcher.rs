@@ -183,6 +183,9 @@ pub const FDA_ERROR: &str = "imsg cannot open the Messages database: grant Full 
 struct Watch {
     /// Reused for serialising routed messages.
     scratch: Vec<u8>,
+    /// When the host last accepted a message; published to status with each flush, so the
+    /// message path takes neither the status lock nor a second clock read.
+    last_inbound_ms: Option<i64>,
     /// The account's config generation the pipeline was built with.
     generation: u64,
     account: Arc<Account>,
@@ -218,6 +221,9 @@ impl Watch {
     fn sync_status(&self) {
         let mut s = self.account.status.lock().expect("status lock");
         s.stats = self.inbound.stats.clone();
+        if self.last_inbound_ms.is_some() {
+            s.last_inbound_ms = self.last_inbound_ms;
+        }
         s.cursor = self.catchup.rowid().map(|r| (r, self.catchup.newest_ms()));
     }
 
@@ -339,10 +345,12 @@ impl Watch {
         let now = timeutil::now_ms();
         let key = m.dedupe_key();
         let seen = self.catchup.is_seen(&key);
+        let created_ms = m.created_ms();
         let verdict = self.inbound.evaluate(&Input {
             message: &m,
             key: &key,
             seen,
+            created_ms,
             newest_ms: self.catchup.newest_ms(),
             allow_store: self.pairing.allow_list_cached(now),
             now_ms: now,
@@ -380,7 +388,7 @@ impl Watch {
                     )
                 });
                 let account_id = routed.account_id.clone();
-                if !self.deliver(routed, stop).await {
+                if !self.deliver(routed, now, stop).await {
                     // Stopping mid-retry: not finished, so it is replayed after restart.
                     return;
                 }
@@ -398,11 +406,10 @@ impl Watch {
                 }
             }
         }
-        self.finish(&m, key, seen, now);
+        self.finish(&m, key, seen, created_ms, now);
     }
 
-    fn finish(&mut self, m: &ImsgMessage, key: String, seen: bool, now: i64) {
-        let created = m.created_at.as_deref().and_then(timeutil::parse_ms);
+    fn finish(&mut self, m: &ImsgMessage, key: String, seen: bool, created: Option<i64>, now: i64) {
         let rowid = m.cursor_id();
         // A duplicate never moves the cursor backwards.
         if seen && self.catchup.rowid().is_some_and(|c| rowid <= c) {
@@ -417,6 +424,7 @@ impl Watch {
     async fn deliver(
         &mut self,
         routed: plugin_abi::types::RoutedMessage,
+        now: i64,
         stop: &mut watch::Receiver<bool>,
     ) -> bool {
         let event = InboundEvent::Message(routed);
@@ -434,11 +442,12 @@ impl Watch {
             match self.account.host.deliver_json(json) {
                 Ok(()) => {
                     self.inbound.stats.routed += 1;
-                    self.account
-                        .status
-                        .lock()
-                        .expect("status lock")
-                        .last_inbound_ms = Some(timeutil::now_ms());
+                    // After a retry the clock has moved on.
+                    self.last_inbound_ms = Some(if attempt == 0 {
+                        now
+                    } else {
+                        timeutil::now_ms()
+                    });
                     return true;
                 }
                 Err(e) if attempt < DELIVERY_RETRIES.len() => {
@@ -535,6 +544,7 @@ pub async fn run_with(
         pairing: PairingStore::new(&account.dir),
         catchup,
         scratch: Vec::with_capacity(1024),
+        last_inbound_ms: None,
         generation: account.generation.load(std::sync::atomic::Ordering::SeqCst),
         persister: Some(start_persister(account.id.clone())),
         account: account.clone(),

@@ -89,6 +89,7 @@ impl Harness {
             message: &m,
             key: &key,
             seen,
+            created_ms: m.created_ms(),
             newest_ms: self.newest,
             allow_store: &self.allow_store,
             now_ms: now,
