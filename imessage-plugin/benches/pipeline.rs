@@ -130,6 +130,12 @@ fn run(config: &Value, n: usize, rate: Option<u64>) -> Outcome {
         rss_samples: Mutex::new(Vec::new()),
         total: n,
     });
+    // Write every slot now: freshly mapped zero pages would otherwise become resident as the
+    // run goes, and the bench's own bookkeeping would read as growth of the plugin's RSS.
+    for slot in shared.sent_ns.iter().chain(&shared.delivered_ns) {
+        slot.store(u64::MAX, Ordering::Relaxed);
+        slot.store(0, Ordering::Relaxed);
+    }
     let state = tempfile::tempdir().unwrap();
     let parsed = Arc::new(config::parse(config).unwrap());
     let settings = parsed.accounts[0].clone();
