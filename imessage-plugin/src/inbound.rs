@@ -114,7 +114,7 @@ pub fn conversation_hash(key: &str) -> String {
     format!("{h:08x}")
 }
 
-fn non_empty(s: &Option<String>) -> Option<&str> {
+fn non_empty(s: &Option<compact_str::CompactString>) -> Option<&str> {
     s.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
 
@@ -494,9 +494,12 @@ impl Inbound {
                 command_authorized,
                 reply_to,
                 media: Vec::new(),
-                created_at: m.created_at.clone(),
+                created_at: m.created_at.as_deref().map(str::to_string),
                 chat_name: if is_group {
-                    m.chat_name.clone().filter(|n| !n.is_empty())
+                    m.chat_name
+                        .as_deref()
+                        .filter(|n| !n.is_empty())
+                        .map(str::to_string)
                 } else {
                     None
                 },

@@ -3,25 +3,31 @@
 //! `null`; a present field of the wrong type rejects the whole message; unknown fields are
 //! ignored.
 
+use std::borrow::Cow;
+
+use compact_str::CompactString;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+/// Strings are `CompactString`s: handles, GUIDs, chat identifiers and timestamps fit in its
+/// 24 inline bytes, so a typical message costs one heap allocation (its text) instead of
+/// eight, in the reader that parses it and again in the watcher that frees it.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct ImsgMessage {
     pub id: Option<i64>,
-    pub guid: Option<String>,
+    pub guid: Option<CompactString>,
     pub chat_id: Option<i64>,
-    pub chat_guid: Option<String>,
-    pub chat_identifier: Option<String>,
-    pub chat_name: Option<String>,
-    pub sender: Option<String>,
-    pub text: Option<String>,
-    pub created_at: Option<String>,
-    pub destination_caller_id: Option<String>,
-    pub reply_to_guid: Option<String>,
-    pub reply_to_text: Option<String>,
-    pub reply_to_sender: Option<String>,
+    pub chat_guid: Option<CompactString>,
+    pub chat_identifier: Option<CompactString>,
+    pub chat_name: Option<CompactString>,
+    pub sender: Option<CompactString>,
+    pub text: Option<CompactString>,
+    pub created_at: Option<CompactString>,
+    pub destination_caller_id: Option<CompactString>,
+    pub reply_to_guid: Option<CompactString>,
+    pub reply_to_text: Option<CompactString>,
+    pub reply_to_sender: Option<CompactString>,
     pub is_from_me: Option<bool>,
     pub is_group: Option<bool>,
     pub is_reaction: Option<bool>,
@@ -73,11 +79,11 @@ pub struct Malformed {
 }
 
 #[derive(Deserialize)]
-struct MessageLine {
+struct MessageLine<'a> {
     #[serde(default)]
     id: Option<serde::de::IgnoredAny>,
-    #[serde(default)]
-    method: Option<String>,
+    #[serde(default, borrow)]
+    method: Option<Cow<'a, str>>,
     #[serde(default)]
     params: Option<TypedParams>,
 }
@@ -190,10 +196,32 @@ mod tests {
     }
 
     #[test]
+    fn escaped_and_long_strings_survive_the_compact_representation() {
+        let line = r#"{"jsonrpc":"2.0","method":"message","params":{"subscription":3,"message":{"id":9,"guid":"p:0/0123456789ABCDEF0123456789ABCDEF-long","sender":"bob\u0040example.com","text":"say \"hi\"\n\u00e9\ud83d\ude00","created_at":"2026-11-24T10:00:00.123Z"}}}"#;
+        let (sub, m) = parse_message_line(line).expect("a message line");
+        assert_eq!(sub, Some(3));
+        assert_eq!(
+            m.guid.as_deref(),
+            Some("p:0/0123456789ABCDEF0123456789ABCDEF-long")
+        );
+        assert_eq!(m.sender.as_deref(), Some("bob@example.com"));
+        assert_eq!(m.text.as_deref(), Some("say \"hi\"\n\u{e9}\u{1f600}"));
+        assert_eq!(m.created_ms(), Some(1_795_514_400_123));
+        // Replies and other notifications are not message lines.
+        assert!(
+            parse_message_line(r#"{"jsonrpc":"2.0","id":1,"result":{"message":{}}}"#).is_none()
+        );
+        assert!(parse_message_line(
+            r#"{"jsonrpc":"2.0","method":"error","params":{"message":"x"}}"#
+        )
+        .is_none());
+    }
+
+    #[test]
     fn empty_guid_falls_back_to_rowid() {
         let m = ImsgMessage {
             id: Some(42),
-            guid: Some(String::new()),
+            guid: Some(CompactString::default()),
             ..Default::default()
         };
         assert_eq!(m.dedupe_key(), "rowid:42");
