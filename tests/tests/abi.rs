@@ -221,3 +221,92 @@ fn a_hung_send_does_not_block_other_calls() {
     assert_eq!(receipt.parts[0].outcome, "unknown");
     client.stop().unwrap();
 }
+
+/// A host that keeps every delivered event.
+#[derive(Clone, Default)]
+struct Inbox {
+    events: Arc<Mutex<Vec<serde_json::Value>>>,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Host for Inbox {
+    fn deliver(&self, event: &str) -> Result<(), String> {
+        let value = serde_json::from_str(event).map_err(|e| e.to_string())?;
+        self.events.lock().unwrap().push(value);
+        Ok(())
+    }
+    fn log(&self, record: &str) {
+        self.logs.lock().unwrap().push(record.to_string());
+    }
+}
+
+#[test]
+fn status_of_a_watching_account_reports_the_last_inbound_message_and_the_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("scenario.json");
+    std::fs::write(
+        &scenario,
+        json!({
+            "clock": {"start": "now", "mode": "running"},
+            "chats": [{"id": 7, "identifier": "+15550001111", "guid": "iMessage;-;+15550001111", "service": "iMessage", "participants": ["+15550001111"]}],
+            "messages": [],
+            "control": {"inbox": dir.path().join("inbox.jsonl")},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("inbox.jsonl"), "").unwrap();
+    let plugin = host::load(&common::plugin_library("imessage")).unwrap();
+    let inbox = Inbox::default();
+    let client = plugin.instantiate(host::callbacks(inbox.clone())).unwrap();
+    client
+        .start(&StartContext {
+            config: json!({"channels": {"imessage": {
+                "cliPath": common::imsg_sim().display().to_string(),
+                "dbPath": scenario.display().to_string(),
+                "allowFrom": ["+15550001111"],
+            }}}),
+            state_dir: dir.path().join("state").display().to_string(),
+            watch: true,
+            log_level: Some("debug".into()),
+        })
+        .unwrap();
+    let began = std::time::Instant::now();
+    // A first start subscribes at the live tail: insert once the watch is up.
+    while client.status(&StatusRequest::default()).unwrap().accounts[0].state != "watching" {
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(20),
+            "never watching"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let op = json!({"op": "insert", "row": {"id": 77, "chat_id": 7, "handle": "+15550001111", "text": "ping"}});
+    std::fs::write(dir.path().join("inbox.jsonl"), format!("{op}\n")).unwrap();
+    while inbox.events.lock().unwrap().is_empty() {
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(20),
+            "nothing delivered; plugin log:\n{}",
+            inbox.logs.lock().unwrap().join("\n")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(inbox.events.lock().unwrap()[0]["text"], "ping");
+    // Status is published with the watcher's periodic flush (every 100 ms).
+    let account = loop {
+        let status = client.status(&StatusRequest::default()).unwrap();
+        let account = status.accounts.into_iter().next().unwrap();
+        if account.cursor.is_some() && account.last_inbound_at.is_some() {
+            break account;
+        }
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(20),
+            "status never showed the message: {account:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(account.state, "watching");
+    assert_eq!(account.cursor.unwrap().rowid, 77);
+    let at = account.last_inbound_at.unwrap();
+    assert!(at.ends_with('Z') && at.len() == 24, "ISO timestamp: {at}");
+    client.stop().unwrap();
+}
