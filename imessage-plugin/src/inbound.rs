@@ -88,7 +88,7 @@ pub struct Inbound {
     remote: bool,
 }
 
-/// A conversation key (§5.3) before it is formatted: most messages never need it as text.
+/// A conversation key (§5.5) before it is formatted: most messages never need it as text.
 #[derive(Clone, Copy)]
 enum Conversation<'a> {
     Group(i64),
