@@ -55,7 +55,9 @@ impl AccountLog {
 
     /// Appends the id (visible to a restarted process at once); `sync` makes it durable.
     fn record(&mut self, id: &str) -> std::io::Result<()> {
-        writeln!(self.file, "{id}")?;
+        // One write: `writeln!` on a File may split the id and its newline into two, and a
+        // kill between them would glue the next id onto this one.
+        self.file.write_all(format!("{id}\n").as_bytes())?;
         self.lines_in_file += 1;
         self.order.push_back(id.to_string());
         self.set.insert(id.to_string());

@@ -231,23 +231,21 @@ fn killing_the_gateway_mid_stream_loses_and_doubles_nothing() {
         );
     }
     std::thread::sleep(Duration::from_millis(500));
-    all.extend(second.messages());
-    if all.len() < total {
-        // Tell host-stub's documented window (id recorded, killed before printing) from a
-        // loss in the plugin (never delivered at all).
-        let recorded =
-            std::fs::read_to_string(env.path("state/host-stub/imessage/default.delivered"))
-                .unwrap_or_default();
-        let printed: HashSet<&str> = all.iter().filter_map(|m| m["messageId"].as_str()).collect();
-        let unprinted: Vec<&str> = recorded
-            .lines()
-            .filter(|id| !printed.contains(id))
-            .collect();
-        panic!(
-            "{} of {total} printed; recorded by host-stub but never printed: {unprinted:?}",
-            all.len()
-        );
+    let mut rest = second.messages();
+    // host-stub prints a line, then records its id: a kill between the two (microseconds)
+    // prints that one message again, first thing after the restart. That seam, and only it,
+    // is allowed; any other repeat, and any loss, fails below.
+    let id = |m: &Value| m["messageId"].as_str().unwrap().to_string();
+    if let (Some(last), Some(next)) = (all.last(), rest.first()) {
+        if id(last) == id(next) {
+            eprintln!(
+                "killed between printing {} and recording it: printed again after the restart",
+                id(last)
+            );
+            rest.remove(0);
+        }
     }
+    all.extend(rest);
     assert_exactly_once_in_order(&all, total);
     assert!(second.stop().success());
 }
