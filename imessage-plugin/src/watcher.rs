@@ -221,6 +221,7 @@ impl Watch {
     fn sync_status(&self) {
         let mut s = self.account.status.lock().expect("status lock");
         s.stats = self.inbound.stats.clone();
+        // A watcher restarted by a reload has routed nothing yet: keep the account's time.
         if self.last_inbound_ms.is_some() {
             s.last_inbound_ms = self.last_inbound_ms;
         }

@@ -12,10 +12,13 @@ use serde_json::json;
 #[derive(Clone, Default)]
 struct Recorder {
     logs: Arc<Mutex<Vec<String>>>,
+    events: Arc<Mutex<Vec<serde_json::Value>>>,
 }
 
 impl Host for Recorder {
-    fn deliver(&self, _event: &str) -> Result<(), String> {
+    fn deliver(&self, event: &str) -> Result<(), String> {
+        let value = serde_json::from_str(event).map_err(|e| e.to_string())?;
+        self.events.lock().unwrap().push(value);
         Ok(())
     }
     fn log(&self, record: &str) {
@@ -222,24 +225,6 @@ fn a_hung_send_does_not_block_other_calls() {
     client.stop().unwrap();
 }
 
-/// A host that keeps every delivered event.
-#[derive(Clone, Default)]
-struct Inbox {
-    events: Arc<Mutex<Vec<serde_json::Value>>>,
-    logs: Arc<Mutex<Vec<String>>>,
-}
-
-impl Host for Inbox {
-    fn deliver(&self, event: &str) -> Result<(), String> {
-        let value = serde_json::from_str(event).map_err(|e| e.to_string())?;
-        self.events.lock().unwrap().push(value);
-        Ok(())
-    }
-    fn log(&self, record: &str) {
-        self.logs.lock().unwrap().push(record.to_string());
-    }
-}
-
 #[test]
 fn status_of_a_watching_account_reports_the_last_inbound_message_and_the_cursor() {
     let dir = tempfile::tempdir().unwrap();
@@ -257,7 +242,7 @@ fn status_of_a_watching_account_reports_the_last_inbound_message_and_the_cursor(
     .unwrap();
     std::fs::write(dir.path().join("inbox.jsonl"), "").unwrap();
     let plugin = host::load(&common::plugin_library("imessage")).unwrap();
-    let inbox = Inbox::default();
+    let inbox = Recorder::default();
     let client = plugin.instantiate(host::callbacks(inbox.clone())).unwrap();
     client
         .start(&StartContext {
