@@ -1,12 +1,13 @@
 //! One account at run time: its folders, its source signature, the state shared between its
 //! watcher task and host calls (echo registry, sender process, status), and its sends.
 
+use crate::sync::{LockExt, RwLockExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use plugin_abi::guard::Host;
-use plugin_abi::types::{AccountStatus, CursorStatus, SendReceipt};
+use plugin_abi::types::{AccountStatus, CursorStatus, QuarantineStatus, SendReceipt};
 use serde_json::Value;
 
 use crate::config::{rules, AccountConfig, Config};
@@ -102,6 +103,9 @@ pub struct StatusState {
     pub last_outbound_ms: Option<i64>,
     pub cursor: Option<(i64, Option<i64>)>,
     pub stats: Stats,
+    /// Panics caught in processing, and messages quarantined for panicking twice.
+    pub panics: u64,
+    pub quarantined: u64,
 }
 
 /// The part of an account that host calls and the watcher share.
@@ -118,6 +122,9 @@ pub struct Account {
     /// Bumped by every config reload that applies without a restart; the watcher picks the
     /// new settings up before its next message.
     pub generation: std::sync::atomic::AtomicU64,
+    /// The dedupe key of the message whose processing last panicked. It outlives the watcher
+    /// restart that follows, so a second panic on the same message quarantines it.
+    pub suspect: Mutex<Option<String>>,
 }
 
 impl Account {
@@ -155,26 +162,34 @@ impl Account {
             }),
             host,
             generation: std::sync::atomic::AtomicU64::new(0),
+            suspect: Mutex::new(None),
         }
     }
 
     /// Applies reloaded settings that need no restart (policy, routing, prefixes, chunking).
     pub fn update(&self, config: Arc<Config>, settings: AccountConfig) {
-        *self.config.write().expect("config lock") = (config, settings);
+        *self.config.write_locked() = (config, settings);
         self.generation
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn settings(&self) -> AccountConfig {
-        self.config.read().expect("config lock").1.clone()
+        self.config.read_locked().1.clone()
     }
 
     pub fn whole_config(&self) -> Arc<Config> {
-        self.config.read().expect("config lock").0.clone()
+        self.config.read_locked().0.clone()
+    }
+
+    /// Counts a caught panic and shows it as the last error.
+    pub fn note_panic(&self, what: String) {
+        let mut s = self.status.locked();
+        s.panics += 1;
+        s.last_error = Some(what);
     }
 
     pub fn set_state(&self, state: &'static str, error: Option<String>) {
-        let mut s = self.status.lock().expect("status lock");
+        let mut s = self.status.locked();
         s.state = state;
         if error.is_some() {
             s.last_error = error;
@@ -194,14 +209,14 @@ impl Account {
         )
         .await;
         if receipt.parts.iter().any(|p| p.outcome == "sent") {
-            self.status.lock().expect("status lock").last_outbound_ms = Some(timeutil::now_ms());
+            self.status.locked().last_outbound_ms = Some(timeutil::now_ms());
         }
         receipt
     }
 
     pub fn status(&self, pending_pairing: u64, allow_store_size: u64) -> AccountStatus {
         let account = self.settings();
-        let s = self.status.lock().expect("status lock").clone();
+        let s = self.status.locked().clone();
         let mut settings = std::collections::BTreeMap::new();
         let policy = |p: &str| Value::from(p);
         settings.insert(
@@ -265,6 +280,11 @@ impl Account {
             drops: s.stats.drops.clone(),
             settings,
             probe: None,
+            panics: s.panics,
+            quarantine: (s.quarantined > 0).then(|| QuarantineStatus {
+                count: s.quarantined,
+                file: crate::quarantine::path(&self.dir).display().to_string(),
+            }),
         }
     }
 }

@@ -4,15 +4,27 @@
 /// Service prefixes that may precede a handle, any number of times, any case.
 const SERVICE_PREFIXES: [&str; 3] = ["imessage:", "sms:", "auto:"];
 
+/// `value` without an ASCII `prefix`, compared case-insensitively.
+///
+/// Compares bytes, never slices the `&str` first: a sender such as `josé@example.com` has a
+/// multi-byte character across byte 4, and `value[..4]` would panic there. When the bytes
+/// match, they are all ASCII, so the cut after them is a character boundary.
+pub fn strip_prefix_ignore_ascii_case<'a>(value: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = value.as_bytes().get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix.as_bytes())
+        .then(|| value.get(prefix.len()..))
+        .flatten()
+}
+
 /// Strips every leading service prefix; returns the rest (trimmed) and the last prefix seen.
 pub fn strip_service_prefixes(raw: &str) -> (&str, Option<&'static str>) {
     let mut rest = raw.trim();
     let mut service = None;
     'outer: loop {
         for prefix in SERVICE_PREFIXES {
-            if rest.len() >= prefix.len() && rest[..prefix.len()].eq_ignore_ascii_case(prefix) {
-                rest = rest[prefix.len()..].trim_start();
-                service = Some(&prefix[..prefix.len() - 1]);
+            if let Some(after) = strip_prefix_ignore_ascii_case(rest, prefix) {
+                rest = after.trim_start();
+                service = prefix.strip_suffix(':');
                 continue 'outer;
             }
         }
@@ -88,6 +100,28 @@ mod tests {
         for (raw, want) in cases {
             assert_eq!(normalize(raw).as_deref(), *want, "{raw:?}");
         }
+    }
+
+    #[test]
+    fn multi_byte_characters_across_a_prefix_length_do_not_panic() {
+        // Issue 10: `é` spans bytes 3–4 of this sender, inside the 4-byte `sms:` window.
+        assert_eq!(
+            normalize("josé@example.com").as_deref(),
+            Some("josé@example.com")
+        );
+        for raw in [
+            "ab\u{e9}cd",
+            "😀😀😀",
+            "a😀",
+            "sms😀",
+            "imessag\u{e9}:x",
+            "auto:é",
+        ] {
+            let _ = strip_service_prefixes(raw);
+            let _ = normalize(raw);
+        }
+        assert_eq!(strip_prefix_ignore_ascii_case("SMS:é", "sms:"), Some("é"));
+        assert_eq!(strip_prefix_ignore_ascii_case("smé", "sms:"), None);
     }
 
     #[test]

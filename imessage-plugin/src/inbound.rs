@@ -2,6 +2,7 @@
 //! the spec's step order. In-memory guards (echo registry, mirror cache, loop limiter) live
 //! here; file I/O (pairing, staging, the cursor) is done by the caller on the verdict.
 
+use crate::sync::LockExt;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
@@ -529,7 +530,7 @@ impl Inbound {
         self_chat: bool,
         now: i64,
     ) -> bool {
-        self.echo.lock().expect("echo lock").is_echo(
+        self.echo.locked().is_echo(
             &EchoRow {
                 guid: non_empty(&m.guid),
                 rowid: m.id,

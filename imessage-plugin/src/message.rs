@@ -6,14 +6,14 @@
 use std::borrow::Cow;
 
 use compact_str::CompactString;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// Strings are `CompactString`s: handles, GUIDs, chat identifiers and timestamps fit in its
 /// 24 inline bytes, so a typical message costs one heap allocation (its text) instead of
 /// eight, in the reader that parses it and again in the watcher that frees it.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct ImsgMessage {
     pub id: Option<i64>,
     pub guid: Option<CompactString>,

@@ -19,6 +19,7 @@ use crate::config::{self, Config};
 use crate::logging;
 use crate::outbound::{self, Rejected};
 use crate::pairing::PairingStore;
+use crate::sync::LockExt;
 use crate::timeutil;
 use crate::watcher;
 
@@ -50,7 +51,11 @@ pub fn load_config(config: &Value) -> Result<Config, PluginError> {
     config::parse(config).map_err(|errors| {
         let mut e = PluginError::new(
             "config_invalid",
-            format!("{} config error(s): {}", errors.len(), errors[0]),
+            format!(
+                "{} config error(s): {}",
+                errors.len(),
+                errors.first().map(String::as_str).unwrap_or("")
+            ),
         );
         e.errors = errors;
         e
@@ -212,11 +217,8 @@ impl ImessagePlugin {
 
     /// Runs `f` with this instance's log dispatcher as the thread default.
     fn logged<T>(&self, f: impl FnOnce() -> T) -> T {
-        let dispatch = self.dispatch.lock().map(|d| d.clone()).ok();
-        match dispatch {
-            Some(d) => tracing::dispatcher::with_default(&d, f),
-            None => f(),
-        }
+        let dispatch = self.dispatch.locked().clone();
+        tracing::dispatcher::with_default(&dispatch, f)
     }
 
     fn build_runtime(dispatch: Dispatch) -> Result<tokio::runtime::Runtime, PluginError> {
@@ -237,7 +239,7 @@ impl ImessagePlugin {
         &self,
         f: impl FnOnce(&Running) -> Result<T, PluginError>,
     ) -> Result<T, PluginError> {
-        let running = self.running.lock().map_err(|_| poisoned())?;
+        let running = self.running.locked();
         match running.as_ref() {
             Some(r) => self.logged(|| f(r)),
             None => Err(not_started()),
@@ -341,7 +343,7 @@ impl ImessagePlugin {
     /// restarted; added accounts start and removed ones stop.
     fn reload(&self, payload: &Value) -> Result<Value, PluginError> {
         self.logged(|| {
-            let mut guard = self.running.lock().map_err(|_| poisoned())?;
+            let mut guard = self.running.locked();
             let r = guard.as_mut().ok_or_else(not_started)?;
             let config = Arc::new(load_config(payload)?);
             for warning in &config.warnings {
@@ -408,11 +410,9 @@ impl Plugin for ImessagePlugin {
             self.host.clone(),
             logging::parse_level(ctx.log_level.as_deref()),
         );
-        if let Ok(mut d) = self.dispatch.lock() {
-            *d = dispatch.clone();
-        }
+        *self.dispatch.locked() = dispatch.clone();
         self.logged(|| {
-            let mut running = self.running.lock().map_err(|_| poisoned())?;
+            let mut running = self.running.locked();
             if running.is_some() {
                 return Err(PluginError::new(
                     "invalid_request",
@@ -460,7 +460,7 @@ impl Plugin for ImessagePlugin {
 
     fn stop(&self) -> Result<(), PluginError> {
         self.logged(|| {
-            let running = self.running.lock().map_err(|_| poisoned())?.take();
+            let running = self.running.locked().take();
             let Some(mut running) = running else {
                 return Ok(());
             };
@@ -605,10 +605,6 @@ impl Plugin for ImessagePlugin {
 
 /// An approval notice to send once the state lock is released.
 type Notice = (Arc<Account>, outbound::Plan, tokio::runtime::Handle);
-
-fn poisoned() -> PluginError {
-    PluginError::new("internal", "plugin state lock poisoned by an earlier panic")
-}
 
 fn not_started() -> PluginError {
     PluginError::new("not_started", "the plugin is not started")

@@ -4,6 +4,7 @@
 //! host acknowledged it (or it was deliberately dropped). The child is restarted with backoff
 //! whenever it dies, forever; a permission failure blocks the account instead of looping.
 
+use crate::sync::{LockExt, RwLockExt};
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -178,6 +179,11 @@ async fn request_draining(
     }
 }
 
+/// With the `fault-injection` feature (tests only), a message with exactly this text makes
+/// processing panic, to exercise the restart and quarantine path end to end.
+#[cfg(feature = "fault-injection")]
+pub const FAULT_PANIC_TEXT: &str = "__imessage_fault_injection_panic__";
+
 pub const FDA_ERROR: &str = "imsg cannot open the Messages database: grant Full Disk Access to the process that runs imsg (and its parent app), then restart";
 
 struct Watch {
@@ -208,8 +214,19 @@ fn start_persister(
         .spawn(move || {
             let _logging = tracing::dispatcher::set_default(&dispatch);
             for batch in rx {
-                if let Err(e) = batch.write() {
-                    tracing::error!(account = %account_id, "persisting the cursor failed: {e}");
+                let written =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| batch.write()));
+                match written {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!(account = %account_id, "persisting the cursor failed: {e}")
+                    }
+                    // The batch is lost, not the thread: the next batch carries the cursor on.
+                    Err(p) => tracing::error!(
+                        account = %account_id,
+                        "persisting the cursor panicked: {}",
+                        plugin_abi::guard::panic_text(p.as_ref())
+                    ),
                 }
             }
         })
@@ -219,7 +236,7 @@ fn start_persister(
 
 impl Watch {
     fn sync_status(&self) {
-        let mut s = self.account.status.lock().expect("status lock");
+        let mut s = self.account.status.locked();
         s.stats = self.inbound.stats.clone();
         // A watcher restarted by a reload has routed nothing yet: keep the account's time.
         if self.last_inbound_ms.is_some() {
@@ -307,9 +324,9 @@ impl Watch {
         params: Option<&serde_json::value::RawValue>,
         dead_subscriptions: &HashSet<i64>,
         stop: &mut watch::Receiver<bool>,
-    ) {
+    ) -> Result<(), String> {
         match message::parse_notification(params) {
-            Ok((sub, m)) => self.handle(sub, m, dead_subscriptions, stop).await,
+            Ok((sub, m)) => self.supervised(sub, m, dead_subscriptions, stop).await,
             Err(bad) => {
                 self.inbound.count_drop("malformed");
                 tracing::debug!(
@@ -317,15 +334,83 @@ impl Watch {
                     self.account.id,
                     bad.keys.join(",")
                 );
+                Ok(())
             }
         }
+    }
+
+    /// [`Self::handle`] with its panics caught (issue 10). The first panic on a message asks
+    /// for a restart from the cursor (`Err`), which replays it; a second panic on the same
+    /// message quarantines it and moves on, so one bad row never silences the account.
+    async fn supervised(
+        &mut self,
+        subscription: Option<i64>,
+        m: ImsgMessage,
+        dead_subscriptions: &HashSet<i64>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<(), String> {
+        let outcome =
+            crate::supervise::catch(self.handle(subscription, &m, dead_subscriptions, stop)).await;
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(panic) => self.after_panic(&m, &panic),
+        }
+    }
+
+    fn after_panic(&mut self, m: &ImsgMessage, panic: &str) -> Result<(), String> {
+        let key = m.dedupe_key();
+        let guid = m.guid.as_deref().unwrap_or("");
+        let rowid = m.cursor_id();
+        let again = {
+            let mut suspect = self.account.suspect.locked();
+            let again = suspect.as_deref() == Some(key.as_str());
+            *suspect = if again { None } else { Some(key.clone()) };
+            again
+        };
+        // The log line names the message, never its text or handles; the panic's own text may
+        // quote either, so it goes to the dead-letter entry and the debug log only.
+        tracing::debug!(account = %self.account.id, guid, "panic while processing: {panic}");
+        if !again {
+            let what = format!(
+                "processing message {guid} (row {rowid}) panicked; restarting from the cursor"
+            );
+            tracing::error!(account = %self.account.id, guid, rowid, "{what}");
+            self.account.note_panic(what.clone());
+            return Err(what);
+        }
+        let entry = json!({
+            "at": timeutil::format_ms(timeutil::now_ms()),
+            "accountId": self.account.id,
+            "guid": guid,
+            "rowid": rowid,
+            "chatId": m.chat_id,
+            "panic": panic,
+            "message": m,
+        });
+        let what = match crate::quarantine::record(&self.account.dir, &entry) {
+            Ok(file) => format!(
+                "message {guid} (row {rowid}) panicked twice and was quarantined in {}",
+                file.display()
+            ),
+            // Still move on: holding the cursor here would silence every later message.
+            Err(e) => format!(
+                "message {guid} (row {rowid}) panicked twice; writing it to the quarantine file failed ({e}); skipped"
+            ),
+        };
+        tracing::error!(account = %self.account.id, guid, rowid, "{what}");
+        self.account.note_panic(what);
+        self.account.status.locked().quarantined += 1;
+        self.inbound.count_drop("quarantined");
+        let seen = self.catchup.is_seen(&key);
+        self.finish(m, key, seen, m.created_ms(), timeutil::now_ms());
+        Ok(())
     }
 
     /// One message, start to finish.
     async fn handle(
         &mut self,
         subscription: Option<i64>,
-        m: ImsgMessage,
+        m: &ImsgMessage,
         dead_subscriptions: &HashSet<i64>,
         stop: &mut watch::Receiver<bool>,
     ) {
@@ -338,17 +423,21 @@ impl Watch {
             .generation
             .load(std::sync::atomic::Ordering::SeqCst);
         if generation != self.generation {
-            let (config, settings) = self.account.config.read().expect("config lock").clone();
+            let (config, settings) = self.account.config.read_locked().clone();
             self.inbound.reconfigure(config, settings);
             self.generation = generation;
             tracing::info!(account = %self.account.id, "reloaded settings apply from this message on");
+        }
+        #[cfg(feature = "fault-injection")]
+        if m.text.as_deref() == Some(FAULT_PANIC_TEXT) {
+            panic!("fault injection: processing this message panics");
         }
         let now = timeutil::now_ms();
         let key = m.dedupe_key();
         let seen = self.catchup.is_seen(&key);
         let created_ms = m.created_ms();
         let verdict = self.inbound.evaluate(&Input {
-            message: &m,
+            message: m,
             key: &key,
             seen,
             created_ms,
@@ -366,7 +455,7 @@ impl Watch {
                 let mut routed = accepted.message;
                 if !accepted.attachments.is_empty() {
                     routed.media =
-                        crate::staging::stage(&self.account, &m, &accepted.attachments).await;
+                        crate::staging::stage(&self.account, m, &accepted.attachments).await;
                     if accepted.placeholder && routed.media.is_empty() {
                         routed.text = "<media:unavailable>".into();
                     }
@@ -407,7 +496,7 @@ impl Watch {
                 }
             }
         }
-        self.finish(&m, key, seen, created_ms, now);
+        self.finish(m, key, seen, created_ms, now);
     }
 
     fn finish(&mut self, m: &ImsgMessage, key: String, seen: bool, created: Option<i64>, now: i64) {
@@ -523,7 +612,43 @@ pub async fn run(account: Arc<Account>, stop: watch::Receiver<bool>) {
 
 /// `run`, with the way to start imsg injected (benchmarks and tests hand it in-memory
 /// streams standing in for the child, and skip the readiness probe, which runs the CLI).
+///
+/// A panic anywhere in the watch (issue 10) is caught here: it is logged, counted in the
+/// account's status, and the watch starts again from the persisted cursor after the usual
+/// restart backoff, until `stop`. A panic while processing one message is handled closer to
+/// it (see `Watch::supervised`) so that message can be quarantined.
 pub async fn run_with(
+    account: Arc<Account>,
+    mut stop: watch::Receiver<bool>,
+    probe_first: bool,
+    connect: impl Fn() -> Result<crate::rpc::Started, CallError> + Send + Sync + 'static,
+) {
+    let connect = Arc::new(connect);
+    let mut panics = 0;
+    loop {
+        let attempt = connect.clone();
+        let watched = watch_account(account.clone(), stop.clone(), probe_first, move || {
+            attempt()
+        });
+        match crate::supervise::catch(watched).await {
+            Ok(()) => return,
+            Err(panic) => {
+                let what = "the watcher panicked; restarting it from the cursor".to_string();
+                tracing::error!(account = %account.id, "{what}: {panic}");
+                account.note_panic(what);
+                account.set_state("recovering", None);
+                if sleep_or_stop(backoff::restart_delay(panics), &mut stop).await {
+                    account.set_state("stopped", None);
+                    return;
+                }
+                panics += 1;
+            }
+        }
+    }
+}
+
+/// One life of the watch: from opening the cursor to `stop`.
+async fn watch_account(
     account: Arc<Account>,
     mut stop: watch::Receiver<bool>,
     probe_first: bool,
@@ -531,7 +656,7 @@ pub async fn run_with(
 ) {
     let start_ms = timeutil::now_ms();
     crate::staging::clean_old(&account.media_dir);
-    let (config, settings) = account.config.read().expect("config lock").clone();
+    let (config, settings) = account.config.read_locked().clone();
     let (catchup, report) = Catchup::open(&account.dir, &account.source.signature(), start_ms);
     for w in report.warnings {
         tracing::warn!(account = %account.id, "{w}");
@@ -659,8 +784,12 @@ pub async fn run_with(
                 }) => {
                     // The "message" arm below, with the message already parsed.
                     watch_failures = 0;
-                    w.handle(subscription, *message, &dead_subscriptions, &mut stop)
-                        .await;
+                    if let Err(reason) = w
+                        .supervised(subscription, *message, &dead_subscriptions, &mut stop)
+                        .await
+                    {
+                        break Exit::Gone(reason);
+                    }
                     if last_flush.elapsed() >= FLUSH_EVERY {
                         w.flush();
                         last_flush = Instant::now();
@@ -672,8 +801,12 @@ pub async fn run_with(
             match method.as_str() {
                 "message" => {
                     watch_failures = 0;
-                    w.process(params.as_deref(), &dead_subscriptions, &mut stop)
-                        .await;
+                    if let Err(reason) = w
+                        .process(params.as_deref(), &dead_subscriptions, &mut stop)
+                        .await
+                    {
+                        break Exit::Gone(reason);
+                    }
                     // During a burst the stream always wins the select above, so the tick
                     // alone would never persist progress (nor bound the unflushed keys).
                     if last_flush.elapsed() >= FLUSH_EVERY {

@@ -37,18 +37,23 @@ pub fn guarded<T>(
 ) -> Result<T, PluginError> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(result) => result,
-        Err(payload) => {
-            let what = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic payload".to_string());
-            Err(PluginError::new(
-                "panic",
-                format!("plugin panicked in {method}: {what}"),
-            ))
-        }
+        Err(payload) => Err(PluginError::new(
+            "panic",
+            format!(
+                "plugin panicked in {method}: {}",
+                panic_text(payload.as_ref())
+            ),
+        )),
     }
+}
+
+/// The message a panic carried (`panic!("…")` payloads are `&str` or `String`).
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic payload".to_string())
 }
 
 fn decode<T: DeserializeOwned>(method: &str, text: &str) -> Result<T, PluginError> {

@@ -268,6 +268,22 @@ pub struct AccountStatus {
     /// The probe run for this request, when `probe` was asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe: Option<ProbeResult>,
+    /// Panics caught in this account's processing since start (each one restarted the
+    /// watch from the cursor).
+    #[serde(default)]
+    pub panics: u64,
+    /// Messages set aside because their processing panicked twice, and where they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine: Option<QuarantineStatus>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QuarantineStatus {
+    /// Messages quarantined since start.
+    pub count: u64,
+    /// The dead-letter file (one JSON object per line).
+    pub file: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -35,10 +35,9 @@ const CHAT_IDENT_PREFIXES: [&str; 3] = ["chat_identifier:", "chatidentifier:", "
 
 /// Strips the first of `prefixes` (case-insensitive) from `value`.
 pub fn strip_any_prefix<'a>(value: &'a str, prefixes: &[&str]) -> Option<&'a str> {
-    prefixes.iter().find_map(|p| {
-        (value.len() >= p.len() && value[..p.len()].eq_ignore_ascii_case(p))
-            .then(|| value[p.len()..].trim())
-    })
+    prefixes
+        .iter()
+        .find_map(|p| handle::strip_prefix_ignore_ascii_case(value, p).map(str::trim))
 }
 
 /// Why an entry was rejected, or the entry with an optional "missing +" warning.

@@ -1,6 +1,7 @@
 //! Sending a plan through the account's sender process (channel-behaviour.md §7.3, §7.8):
 //! one request at a time, a long timeout, never a blind retry of an `unknown` outcome.
 
+use crate::sync::LockExt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -153,8 +154,7 @@ pub async fn execute(
             }
         }
         let part = &part;
-        let ticket = (!part.text.is_empty())
-            .then(|| echo.lock().expect("echo lock").begin(&scope, &part.text));
+        let ticket = (!part.text.is_empty()).then(|| echo.locked().begin(&scope, &part.text));
         let mut with_reply_to = plan.reply_to.is_some();
         let result = loop {
             let client = match sender.client() {
@@ -184,7 +184,7 @@ pub async fn execute(
                     .filter(|s| !s.is_empty());
                 let rowid = value.get("id").and_then(Value::as_i64);
                 {
-                    let mut registry = echo.lock().expect("echo lock");
+                    let mut registry = echo.locked();
                     match ticket {
                         Some(t) => registry.finish(t, guid, rowid, now),
                         None => registry.record_ids(guid, rowid, "", &scope, now),
@@ -199,7 +199,7 @@ pub async fn execute(
             }
             Ok(value) => {
                 if let Some(t) = ticket {
-                    echo.lock().expect("echo lock").cancel(t);
+                    echo.locked().cancel(t);
                 }
                 parts.push(SendPart {
                     kind: kind.into(),
@@ -211,7 +211,7 @@ pub async fn execute(
             Err(e) => {
                 let (outcome, text) = outcome_of(&e);
                 if let Some(t) = ticket {
-                    let mut registry = echo.lock().expect("echo lock");
+                    let mut registry = echo.locked();
                     if outcome == "unknown" {
                         // It may have been delivered: keep the text entry for its echo.
                         registry.finish(t, None, None, now);

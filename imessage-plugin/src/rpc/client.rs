@@ -4,6 +4,7 @@
 //! Reading never waits on writing: imsg blocks when its stdout pipe is full, and a lenient
 //! server then stops reading stdin, so a client that writes before it reads can deadlock.
 
+use crate::sync::LockExt;
 use std::collections::{HashMap, VecDeque};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
@@ -178,15 +179,12 @@ impl RpcClient {
             Self::start(stdin, stdout, Some(stderr), pid, config.max_line_bytes);
         let inner = started.client.inner.clone();
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
-        *inner.shutdown.lock().expect("lock") = Some(shutdown_tx);
+        *inner.shutdown.locked() = Some(shutdown_tx);
         let (done_tx, done_rx) = oneshot::channel();
-        tokio::spawn(supervise_process(
-            child,
-            inner,
-            eof_rx,
-            shutdown_rx,
-            done_tx,
-        ));
+        crate::supervise::spawn(
+            "imsg process",
+            supervise_process(child, inner, eof_rx, shutdown_rx, done_tx),
+        );
         Ok(Started {
             client: started.client,
             events: started.events,
@@ -209,7 +207,7 @@ impl RpcClient {
         );
         let inner = started.client.inner.clone();
         let (done_tx, done_rx) = oneshot::channel();
-        tokio::spawn(async move {
+        crate::supervise::spawn("imsg stream", async move {
             let _ = eof_rx.await;
             inner.fail_all(CallError::ChildExited {
                 status: "stream closed".into(),
@@ -252,11 +250,14 @@ impl RpcClient {
             shutdown: Mutex::new(None),
             pid,
         });
-        tokio::spawn(write_loop(stdin, write_rx, inner.clone()));
+        crate::supervise::spawn("imsg writer", write_loop(stdin, write_rx, inner.clone()));
         let (eof_tx, eof_rx) = oneshot::channel();
-        tokio::spawn(read_loop(stdout, inner.clone(), event_tx, max_line, eof_tx));
+        crate::supervise::spawn(
+            "imsg reader",
+            read_loop(stdout, inner.clone(), event_tx, max_line, eof_tx),
+        );
         if let Some(stderr) = stderr {
-            tokio::spawn(drain_stderr(stderr, inner.clone()));
+            crate::supervise::spawn("imsg stderr", drain_stderr(stderr, inner.clone()));
         }
         let done = oneshot::channel().1;
         (
@@ -329,22 +330,21 @@ impl RpcClient {
             serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
                 .to_string();
         let (tx, rx) = oneshot::channel();
-        self.inner.pending.lock().expect("lock").insert(id, tx);
+        self.inner.pending.locked().insert(id, tx);
         // The child may have died between the check above and the insert.
         if let Some(e) = self.dead() {
-            self.inner.pending.lock().expect("lock").remove(&id);
+            self.inner.pending.locked().remove(&id);
             return Err(e);
         }
         let sent = self
             .inner
             .writer
-            .lock()
-            .expect("lock")
+            .locked()
             .as_ref()
             .map(|w| w.send(line).is_ok())
             .unwrap_or(false);
         if !sent {
-            self.inner.pending.lock().expect("lock").remove(&id);
+            self.inner.pending.locked().remove(&id);
             return Err(self.dead().unwrap_or(CallError::ChildExited {
                 status: "stdin closed".into(),
                 stderr: self.stderr_tail(),
@@ -360,7 +360,7 @@ impl RpcClient {
                 stderr: self.stderr_tail(),
             })),
             Err(_) => {
-                self.inner.pending.lock().expect("lock").remove(&id);
+                self.inner.pending.locked().remove(&id);
                 self.inner
                     .consecutive_timeouts
                     .fetch_add(1, Ordering::Relaxed);
@@ -375,8 +375,8 @@ impl RpcClient {
     /// Stops the child: close stdin, wait up to `grace`, SIGTERM, 1 s later SIGKILL, reap.
     /// Returns once the child is reaped (or at once for stream clients).
     pub async fn shutdown(self, done: oneshot::Receiver<()>, grace: Duration) {
-        self.inner.writer.lock().expect("lock").take();
-        let tx = self.inner.shutdown.lock().expect("lock").take();
+        self.inner.writer.locked().take();
+        let tx = self.inner.shutdown.locked().take();
         if let Some(tx) = tx {
             let _ = tx.send(());
             let _ = tokio::time::timeout(grace + Duration::from_secs(5), done).await;
@@ -386,7 +386,7 @@ impl RpcClient {
 
 impl Inner {
     fn stderr_tail(&self) -> String {
-        let tail = self.stderr_tail.lock().expect("lock");
+        let tail = self.stderr_tail.locked();
         let bytes: Vec<u8> = tail.iter().copied().collect();
         String::from_utf8_lossy(&bytes).into_owned()
     }
@@ -394,19 +394,13 @@ impl Inner {
     /// Marks the child dead and fails every pending request with `error`.
     fn fail_all(&self, error: CallError) {
         {
-            let mut dead = self.dead.lock().expect("lock");
+            let mut dead = self.dead.locked();
             if dead.is_none() {
                 *dead = Some(error.clone());
             }
         }
-        let waiters: Vec<Waiter> = self
-            .pending
-            .lock()
-            .expect("lock")
-            .drain()
-            .map(|(_, w)| w)
-            .collect();
-        let error = self.dead.lock().expect("lock").clone().unwrap_or(error);
+        let waiters: Vec<Waiter> = self.pending.locked().drain().map(|(_, w)| w).collect();
+        let error = self.dead.locked().clone().unwrap_or(error);
         for w in waiters {
             let _ = w.send(Err(error.clone()));
         }
@@ -414,7 +408,7 @@ impl Inner {
     }
 
     fn flush_noise(&self) {
-        let lines: Vec<String> = std::mem::take(&mut *self.noise.lock().expect("lock"));
+        let lines: Vec<String> = std::mem::take(&mut *self.noise.locked());
         if !lines.is_empty() {
             tracing::warn!(
                 lines = lines.len(),
@@ -425,14 +419,14 @@ impl Inner {
     }
 
     fn on_noise(&self, line: &str) {
-        if wire::is_permission_text(line) && self.dead.lock().expect("lock").is_none() {
+        if wire::is_permission_text(line) && self.dead.locked().is_none() {
             // Fail now instead of waiting for timeouts, and refuse later requests: respawning
             // into the same error would loop.
-            self.noise.lock().expect("lock").push(truncate(line, 200));
+            self.noise.locked().push(truncate(line, 200));
             self.fail_all(CallError::PermissionDenied(line.trim().to_string()));
             return;
         }
-        let mut noise = self.noise.lock().expect("lock");
+        let mut noise = self.noise.locked();
         if noise.len() < 64 {
             noise.push(truncate(line, 200));
         }
@@ -461,7 +455,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         if let Err(e) = result {
             // EPIPE and friends are values, never signals: the child is gone.
             tracing::warn!("writing to imsg failed: {e}");
-            let supervisor = inner.shutdown.lock().expect("lock").take();
+            let supervisor = inner.shutdown.locked().take();
             match supervisor {
                 // The process task fails every pending request once stdout has been read
                 // to its end, so a startup banner (e.g. Full Disk Access) written just before
@@ -542,7 +536,7 @@ fn dispatch(line: &str, inner: &Inner) -> Option<Event> {
     }
     match incoming {
         Incoming::Reply { id, outcome } => {
-            let waiter = inner.pending.lock().expect("lock").remove(&id);
+            let waiter = inner.pending.locked().remove(&id);
             match waiter {
                 Some(w) => {
                     let _ = w.send(outcome.map_err(CallError::Rpc));
@@ -575,7 +569,7 @@ async fn drain_stderr<E: AsyncRead + Unpin>(stderr: E, inner: Arc<Inner>) {
             Ok(0) | Err(_) => break,
             Ok(_) => {
                 {
-                    let mut tail = inner.stderr_tail.lock().expect("lock");
+                    let mut tail = inner.stderr_tail.locked();
                     tail.extend(line.iter().copied());
                     while tail.len() > STDERR_TAIL {
                         tail.pop_front();

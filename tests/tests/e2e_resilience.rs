@@ -1,0 +1,107 @@
+//! One odd message must never silence an account (issue 10): a sender whose handle has a
+//! multi-byte character where a prefix check used to slice, and a message whose processing
+//! panics (through the `fault-injection` hook), through host-stub + libimessage + imsg-sim.
+
+mod common;
+
+use std::time::Duration;
+
+use common::sim::{chats, wait_until, SimEnv};
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(30);
+/// Must match `imessage::watcher::FAULT_PANIC_TEXT` (the library is built with the feature).
+const PANIC_TEXT: &str = "__imessage_fault_injection_panic__";
+
+fn owner(text: &str) -> Value {
+    json!({"chat_id": 7, "handle": "+15550001111", "text": text})
+}
+
+fn with_chat(id: i64, handle: &str) -> Value {
+    let mut list = chats();
+    list.as_array_mut().unwrap().push(json!({
+        "id": id, "identifier": handle, "guid": format!("iMessage;-;{handle}"),
+        "service": "iMessage", "participants": [handle],
+    }));
+    json!({ "chats": list })
+}
+
+#[test]
+fn a_sender_with_a_multi_byte_character_routes_and_later_messages_too() {
+    let env = SimEnv::new(
+        with_chat(9, "josé@example.com"),
+        json!({"channels": {"imessage": {"dmPolicy": "open", "allowFrom": ["*"]}}}),
+    );
+    let gateway = env.start(false);
+    wait_until("watching", WAIT, || {
+        env.stderr().contains("watching for messages")
+    });
+    env.insert(json!({"chat_id": 9, "handle": "josé@example.com", "text": "hola"}));
+    env.insert(owner("after josé"));
+    let routed = gateway.wait_messages(2, WAIT);
+    assert_eq!(routed[0]["senderId"], "josé@example.com");
+    assert_eq!(routed[0]["text"], "hola");
+    assert_eq!(routed[1]["text"], "after josé");
+    assert!(!env.stderr().contains("panicked"), "{}", env.stderr());
+    assert!(gateway.stop().success());
+}
+
+#[test]
+fn a_message_that_panics_twice_is_quarantined_and_never_replayed() {
+    let env = SimEnv::new(json!({}), json!({}));
+    let gateway = env.start(false);
+    wait_until("watching", WAIT, || {
+        env.stderr().contains("watching for messages")
+    });
+    env.insert(owner("before"));
+    gateway.wait_messages(1, WAIT);
+    env.insert(owner(PANIC_TEXT));
+    env.insert(owner("after"));
+    let routed = gateway.wait_messages(2, WAIT);
+    assert_eq!(routed[1]["text"], "after", "later messages route");
+    let log = env.stderr();
+    // First panic: logged with the GUID, then a restart from the cursor replays it.
+    assert!(
+        log.contains("panicked; restarting from the cursor"),
+        "{log}"
+    );
+    assert!(log.contains("panicked twice and was quarantined"), "{log}");
+    let file = env.path("state/imessage/default/quarantine.jsonl");
+    let text = std::fs::read_to_string(&file).expect("the dead-letter file exists");
+    let entries: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(entries.len(), 1, "{text}");
+    assert_eq!(entries[0]["message"]["text"], PANIC_TEXT);
+    assert_eq!(entries[0]["message"]["sender"], "+15550001111");
+    assert!(entries[0]["guid"].as_str().is_some_and(|g| !g.is_empty()));
+    assert!(entries[0]["panic"]
+        .as_str()
+        .unwrap()
+        .contains("fault injection"));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // The log names the message, never its text.
+    let error_lines: Vec<&str> = log.lines().filter(|l| l.contains("panicked")).collect();
+    assert!(
+        error_lines.iter().all(|l| !l.contains("+15550001111")),
+        "{error_lines:?}"
+    );
+    assert!(gateway.stop().success());
+
+    // A restart neither replays the quarantined row nor loses the next message.
+    let before = env.stderr().matches("panicked").count();
+    let gateway = env.start(false);
+    wait_until("watching again", WAIT, || {
+        env.stderr().matches("watching for messages").count() >= 2
+    });
+    env.insert(owner("after restart"));
+    let routed = gateway.wait_messages(1, WAIT);
+    assert_eq!(routed.len(), 1, "nothing replayed: {routed:?}");
+    assert_eq!(routed[0]["text"], "after restart");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(env.stderr().matches("panicked").count(), before);
+    assert!(gateway.stop().success());
+}
