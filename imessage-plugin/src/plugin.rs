@@ -186,6 +186,7 @@ fn watchers_by_source(config: &Config) -> (Vec<String>, Vec<(String, String)>) {
         let winner = if ids.contains(&config.default_account) {
             config.default_account.clone()
         } else {
+            // Every entry of `by_source` was created with one id pushed.
             ids[0].clone()
         };
         for id in ids {

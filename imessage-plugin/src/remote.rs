@@ -40,6 +40,7 @@ pub fn detect_in(text: &str) -> Detection {
         }) else {
             continue;
         };
+        // `ssh_at` is an index of `tokens`, so `ssh_at + 1 <= len`: an empty tail at worst.
         let mut rest = tokens[ssh_at + 1..].iter().map(|t| unquote(t));
         let mut host = None;
         for token in rest.by_ref() {

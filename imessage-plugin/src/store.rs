@@ -69,6 +69,7 @@ fn lock_path(path: &Path) -> PathBuf {
 
 /// Blocks until the lock on `<path>.lock` is ours.
 pub fn lock(path: &Path) -> std::io::Result<FileLock> {
+    // A blocking flock returns a lock or an error, never `None`.
     lock_file(&lock_path(path), true).map(|f| f.expect("blocking lock"))
 }
 

@@ -215,6 +215,7 @@ pub fn parse(root: &Value) -> Result<Config, Vec<String>> {
             }
         }
         None if accounts.iter().any(|a| a.0 == "default") => "default".into(),
+        // Never empty: a config without accounts gets `default` above.
         None => accounts[0].0.clone(),
     };
 
