@@ -404,7 +404,7 @@ impl Inbound {
         let agent_id = routing::select_agent(&globals, &self.account.id, &peer);
         let session_key =
             routing::session_key(&globals.dm_scope, &agent_id, &self.account.id, &peer);
-        let to = routing::reply_target(&peer, m.chat_guid.as_deref());
+        let to = routing::reply_target(&peer, m.chat_id, m.chat_guid.as_deref());
         // An Arc clone, so the patterns can be borrowed while `self` is mutated below.
         let config = self.config.clone();
         let patterns: &[Regex] = Self::mention_patterns(&config, &agent_id).unwrap_or(&[]);

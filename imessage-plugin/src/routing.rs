@@ -62,14 +62,16 @@ fn with_id(parts: &[&str], id: i64) -> String {
     s
 }
 
-/// §4.3.
-pub fn reply_target(peer: &Peer, chat_guid: Option<&str>) -> String {
-    match peer {
-        Peer::Group(chat_id) => with_id(&["chat_id:"], *chat_id),
-        Peer::Direct(sender) if chat_guid.is_some_and(|g| g.starts_with("SMS;")) => {
+/// §4.3: a DM is answered in its own conversation when it has a chat id, so an SMS, RCS or
+/// macOS 26 `any;-;` chat keeps its service; the handle forms are the fallback.
+pub fn reply_target(peer: &Peer, chat_id: Option<i64>, chat_guid: Option<&str>) -> String {
+    match (peer, chat_id.filter(|c| *c > 0)) {
+        (Peer::Group(chat_id), _) => with_id(&["chat_id:"], *chat_id),
+        (Peer::Direct(_), Some(chat_id)) => with_id(&["chat_id:"], chat_id),
+        (Peer::Direct(sender), None) if chat_guid.is_some_and(|g| g.starts_with("SMS;")) => {
             ["sms:", sender].concat()
         }
-        Peer::Direct(sender) => ["imessage:", sender].concat(),
+        (Peer::Direct(sender), None) => ["imessage:", sender].concat(),
     }
 }
 
@@ -128,15 +130,24 @@ mod tests {
     #[test]
     fn targets() {
         let dm = Peer::Direct("+15550001111".into());
+        // Case 121 (revised): a DM with a chat id is answered in that chat.
         assert_eq!(
-            reply_target(&dm, Some("SMS;-;+15550001111")),
+            reply_target(&dm, Some(7), Some("any;-;+15550001111")),
+            "chat_id:7"
+        );
+        assert_eq!(
+            reply_target(&dm, Some(7), Some("SMS;-;+15550001111")),
+            "chat_id:7"
+        );
+        assert_eq!(
+            reply_target(&dm, None, Some("SMS;-;+15550001111")),
             "sms:+15550001111"
         );
         assert_eq!(
-            reply_target(&dm, Some("iMessage;-;+15550001111")),
+            reply_target(&dm, Some(0), Some("iMessage;-;+15550001111")),
             "imessage:+15550001111"
         );
-        assert_eq!(reply_target(&Peer::Group(42), None), "chat_id:42");
+        assert_eq!(reply_target(&Peer::Group(42), None, None), "chat_id:42");
     }
 
     #[test]

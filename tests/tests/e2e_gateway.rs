@@ -28,7 +28,8 @@ fn routes_messages_and_echo_replies_reach_the_simulator() {
     assert_eq!(m["type"], "message");
     assert_eq!(m["channel"], "imessage");
     assert_eq!(m["sessionKey"], "agent:main:main");
-    assert_eq!(m["to"], "imessage:+15550001111");
+    // §4.3: the DM is answered in its own chat, keeping its service.
+    assert_eq!(m["to"], "chat_id:7");
     assert_eq!(m["senderId"], "+15550001111");
     assert_eq!(m["text"], "hello there");
     assert_eq!(m["commandAuthorized"], true);
@@ -38,7 +39,7 @@ fn routes_messages_and_echo_replies_reach_the_simulator() {
     wait_until("the echo reply", WAIT, || !env.sends().is_empty());
     assert_eq!(
         env.sends()[0],
-        json!({"to": "+15550001111", "text": "echo: hello there", "service": "imessage", "region": "US"})
+        json!({"chat_id": 7, "text": "echo: hello there", "service": "auto", "region": "US"})
     );
     // … and its row, which comes back through the watch stream, is not routed.
     wait_until("the echo row to be dropped", WAIT, || {

@@ -126,7 +126,7 @@ impl Harness {
 }
 
 fn r_d0() -> Value {
-    json!({"sessionKey":"agent:main:main","agentId":"main","accountId":"default","chatType":"direct","to":"imessage:+15550001111","senderId":"+15550001111","text":"hello","messageId":"D0","wasMentioned":true,"commandAuthorized":true,"replyTo":null,"media":[]})
+    json!({"sessionKey":"agent:main:main","agentId":"main","accountId":"default","chatType":"direct","to":"chat_id:7","senderId":"+15550001111","text":"hello","messageId":"D0","wasMentioned":true,"commandAuthorized":true,"replyTo":null,"media":[]})
 }
 
 fn r_g0() -> Value {
@@ -214,7 +214,7 @@ fn self_note() -> Value {
 fn cases_37_38_self_chat() {
     let mut h = harness(with_channel(c0(), json!({"allowFrom": ["+15559990000"]})));
     let r = h.routed(self_note());
-    assert_eq!(r.to, "imessage:+15559990000");
+    assert_eq!(r.to, "chat_id:7");
     assert_eq!(r.text, "note to self");
     // Its mirror: not from me, another guid, same text and created_at.
     assert_eq!(
@@ -436,7 +436,7 @@ fn cases_53_54_63_to_69_dm_access() {
         json!({"sender":"bob@example.COM","chat_identifier":"bob@example.com"}),
     ));
     assert_eq!(r.sender_id, "bob@example.com");
-    assert_eq!(r.to, "imessage:bob@example.com");
+    assert_eq!(r.to, "chat_id:7");
     harness(with_channel(
         c0(),
         json!({"allowFrom": ["+1 (555) 000-1111"]}),
@@ -689,11 +689,28 @@ fn cases_96_to_104_routing() {
         json!({"chat_id":43,"chat_guid":"iMessage;+;chat43"}),
     ));
     assert_eq!(r.agent_id, "main");
+    // §4.3 (revised): a DM with a chat id is answered in that chat, whatever its service;
+    // without one, an SMS chat GUID still picks `sms:` (case 103).
     assert_eq!(
         harness(c0())
             .routed(merge(d0(), json!({"chat_guid":"SMS;-;+15550001111"})))
             .to,
+        "chat_id:7"
+    );
+    assert_eq!(
+        harness(c0())
+            .routed(merge(
+                d0(),
+                json!({"chat_guid":"SMS;-;+15550001111","chat_id":null})
+            ))
+            .to,
         "sms:+15550001111"
+    );
+    assert_eq!(
+        harness(c0())
+            .routed(merge(d0(), json!({"chat_id":null})))
+            .to,
+        "imessage:+15550001111"
     );
     let r = harness(c0()).routed(merge(d0(), json!({"reply_to_guid":"P1","reply_to_text":" lunch? ","reply_to_sender":"+1 555 000 4444"})));
     let reply = r.reply_to.unwrap();
@@ -745,7 +762,7 @@ fn cases_143_to_148_config_writes() {
     {
         Verdict::Refuse { code, to, text } => {
             assert_eq!(code, "config_writes_disabled");
-            assert_eq!(to, "imessage:+15550001111");
+            assert_eq!(to, "chat_id:7");
             assert_eq!(text, policy::CONFIG_WRITES_DISABLED_REPLY);
         }
         other => panic!("{other:?}"),
