@@ -59,31 +59,26 @@ fn long_text_is_sent_as_chunks_with_a_receipt() {
 }
 
 #[test]
-fn newline_mode_sends_one_message_per_paragraph() {
-    let env = SimEnv::new(json!({}), json!({}));
-    let text = "First paragraph.\n\nSecond one,\nwith two lines.\n\n\n```\ncode\n\nstill code\n```";
-    let out = send(
-        &env,
-        &[
-            "--target",
-            "chat_id:42",
-            "--text",
-            text,
-            "--chunk-mode",
-            "newline",
-        ],
+fn newline_mode_packs_whole_paragraphs() {
+    // OpenClaw 2026.9's location of the setting, read as an alias of chunkMode (§1.2).
+    let env = SimEnv::new(
+        json!({}),
+        json!({"channels": {"imessage": {"textChunkLimit": 50, "streaming": {"chunkMode": "newline"}}}}),
     );
+    let text = "First paragraph.\n\nSecond one,\nwith two lines.\n\n\n```\ncode\n\nstill code\n```";
+    let out = send(&env, &["--target", "chat_id:42", "--text", text]);
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
     let texts: Vec<String> = env
         .sends()
         .iter()
         .map(|s| s["text"].as_str().unwrap().to_string())
         .collect();
+    // §7.5: paragraphs are packed up to the limit (45 units, then the fence would pass 50);
+    // a fence with a blank line inside stays one paragraph.
     assert_eq!(
         texts,
         vec![
-            "First paragraph.",
-            "Second one,\nwith two lines.",
+            "First paragraph.\n\nSecond one,\nwith two lines.",
             "```\ncode\n\nstill code\n```"
         ]
     );

@@ -128,6 +128,7 @@ pub fn read_section(
     diag: &mut Diag,
 ) -> Partial {
     let mut p = Partial::default();
+    let mut streaming_chunk_mode = None;
     for (key, value) in map {
         let at = read::field(path, key);
         if value.is_null() {
@@ -213,15 +214,8 @@ pub fn read_section(
             "remoteAttachmentRoots" => p.remote_attachment_roots = read_roots(value, &at, diag),
             "mediaMaxMb" => p.media_max_mb = read::integer_in(value, &at, 1, 100, diag),
             "textChunkLimit" => p.text_chunk_limit = read::integer_in(value, &at, 50, 20000, diag),
-            "chunkMode" => {
-                p.chunk_mode = read::one_of(
-                    value,
-                    &at,
-                    &["length", "newline"],
-                    "must be \"length\" or \"newline\"",
-                    diag,
-                )
-            }
+            "chunkMode" => p.chunk_mode = read_chunk_mode(value, &at, diag),
+            "streaming" => streaming_chunk_mode = read_streaming(value, &at, diag),
             "responsePrefix" => p.response_prefix = read_prefix(value, &at, diag),
             "configWrites" => p.config_writes = read::boolean(value, &at, diag),
             "probeTimeoutMs" => {
@@ -237,6 +231,16 @@ pub fn read_section(
                 "{at} is accepted for compatibility but has no effect in this plugin"
             )),
             _ => diag.error(&at, "unknown field"),
+        }
+    }
+    // OpenClaw 2026.9 reads `streaming.chunkMode`; one config works in both gateways.
+    if let Some(alias) = streaming_chunk_mode {
+        match &p.chunk_mode {
+            Some(mode) if *mode != alias => diag.error(
+                &read::field(&read::field(path, "streaming"), "chunkMode"),
+                &format!("conflicts with {}", read::field(path, "chunkMode")),
+            ),
+            _ => p.chunk_mode = Some(alias),
         }
     }
     p
@@ -306,6 +310,34 @@ fn read_groups(value: &Value, at: &str, diag: &mut Diag) -> Option<Groups> {
         groups.insert(parsed, GroupEntry { require_mention });
     }
     ok.then_some(groups)
+}
+
+fn read_chunk_mode(value: &Value, at: &str, diag: &mut Diag) -> Option<String> {
+    read::one_of(
+        value,
+        at,
+        &["length", "newline"],
+        "must be \"length\" or \"newline\"",
+        diag,
+    )
+}
+
+/// `streaming`: only `chunkMode` has an effect here; OpenClaw's other streaming keys are
+/// accepted with a warning.
+fn read_streaming(value: &Value, at: &str, diag: &mut Diag) -> Option<String> {
+    let map = read::object(value, at, diag)?;
+    let mut mode = None;
+    for (key, v) in map {
+        let path = read::field(at, key);
+        match key.as_str() {
+            _ if v.is_null() => {}
+            "chunkMode" => mode = read_chunk_mode(v, &path, diag),
+            _ => diag.warn(format!(
+                "{path} is accepted for compatibility but has no effect in this plugin"
+            )),
+        }
+    }
+    mode
 }
 
 fn read_catchup(value: &Value, at: &str, diag: &mut Diag) -> Option<CatchupPartial> {

@@ -183,6 +183,8 @@ fn case_12_field_reasons() {
         (json!({"mediaMaxMb": 0}), "channels.imessage.mediaMaxMb: must be an integer from 1 to 100"),
         (json!({"textChunkLimit": 10}), "channels.imessage.textChunkLimit: must be an integer from 50 to 20000"),
         (json!({"chunkMode": "paragraph"}), "channels.imessage.chunkMode: must be \"length\" or \"newline\""),
+        (json!({"streaming": {"chunkMode": "paragraph"}}), "channels.imessage.streaming.chunkMode: must be \"length\" or \"newline\""),
+        (json!({"chunkMode": "length", "streaming": {"chunkMode": "newline"}}), "channels.imessage.streaming.chunkMode: conflicts with channels.imessage.chunkMode"),
         (json!({"service": "iMessage"}), "channels.imessage.service: must be one of \"imessage\", \"sms\", \"auto\""),
         (json!({"dmPolicy": "sometimes"}), "channels.imessage.dmPolicy: must be one of \"pairing\", \"allowlist\", \"open\", \"disabled\""),
         (json!({"region": "USA"}), "channels.imessage.region: must be a two-letter country code such as \"US\""),
@@ -327,4 +329,22 @@ fn globals_are_read() {
     assert_eq!(g.agents[1].mention_patterns.as_ref().unwrap().len(), 0);
     assert_eq!(g.bindings.len(), 1, "non-imessage bindings are not read");
     assert_eq!(g.bindings[0].peer, Some(Peer::Group(42)));
+}
+
+#[test]
+fn streaming_chunk_mode_is_an_alias_of_chunk_mode() {
+    let parse =
+        |channel: Value| crate::config::parse(&json!({"channels": {"imessage": channel}})).unwrap();
+    let cfg = parse(json!({"streaming": {"chunkMode": "newline", "mode": "partial"}}));
+    assert_eq!(cfg.accounts[0].chunk_mode, ChunkMode::Newline);
+    assert!(cfg
+        .warnings
+        .iter()
+        .any(|w| w.contains("channels.imessage.streaming.mode is accepted for compatibility")));
+    // Both set to the same value is no conflict; an account's alias overrides the channel.
+    let cfg = parse(
+        json!({"chunkMode": "newline", "streaming": {"chunkMode": "newline"},
+        "accounts": {"a": {"streaming": {"chunkMode": "length"}}}}),
+    );
+    assert_eq!(cfg.accounts[0].chunk_mode, ChunkMode::Length);
 }

@@ -131,13 +131,44 @@ pub fn chunk(text: &str, limit: usize, mode: ChunkMode) -> Vec<String> {
     let mut out = Vec::new();
     match mode {
         ChunkMode::Length => by_length(text, limit, &mut out),
-        ChunkMode::Newline => {
-            for p in paragraphs(text) {
-                by_length(&p, limit, &mut out);
-            }
-        }
+        ChunkMode::Newline => by_paragraph(text, limit, &mut out),
     }
     out
+}
+
+/// `newline` mode (§7.5): whole paragraphs packed, in order, into as few messages as fit,
+/// joined by one blank line; a paragraph longer than the limit is split by `length` rules and
+/// its pieces are not packed with neighbours. (One message per paragraph sent a 9,000-
+/// character reply as 19 iMessages where OpenClaw sends 3.)
+fn by_paragraph(text: &str, limit: usize, out: &mut Vec<String>) {
+    const JOIN: &str = "\n\n";
+    let mut packed = String::new();
+    let mut packed_units = 0;
+    for p in paragraphs(text) {
+        let p = p.trim();
+        let units = utf16_len(p);
+        if units > limit {
+            if !packed.is_empty() {
+                out.push(std::mem::take(&mut packed));
+                packed_units = 0;
+            }
+            by_length(p, limit, out);
+            continue;
+        }
+        if !packed.is_empty() && packed_units + JOIN.len() + units > limit {
+            out.push(std::mem::take(&mut packed));
+            packed_units = 0;
+        }
+        if !packed.is_empty() {
+            packed.push_str(JOIN);
+            packed_units += JOIN.len();
+        }
+        packed.push_str(p);
+        packed_units += units;
+    }
+    if !packed.is_empty() {
+        out.push(packed);
+    }
 }
 
 #[cfg(test)]
@@ -184,21 +215,47 @@ mod tests {
     }
 
     #[test]
-    fn newline_mode_case_121_122() {
+    fn newline_mode_packs_paragraphs_case_121_122() {
+        let text = "p1\n\np2\n\n\np3";
         assert_eq!(
-            chunk("p1\n\np2\n\n\np3", 4000, ChunkMode::Newline),
-            vec!["p1", "p2", "p3"]
+            chunk(text, 4000, ChunkMode::Newline),
+            vec!["p1\n\np2\n\np3"]
         );
+        assert_eq!(chunk(text, 5, ChunkMode::Newline), vec!["p1", "p2", "p3"]);
+        assert_eq!(chunk(text, 6, ChunkMode::Newline), vec!["p1\n\np2", "p3"]);
         let fenced = "intro\n\n```\ncode\n\nmore code\n```\n\nend";
+        assert_eq!(chunk(fenced, 4000, ChunkMode::Newline), vec![fenced]);
         assert_eq!(
-            chunk(fenced, 4000, ChunkMode::Newline),
-            vec!["intro", "```\ncode\n\nmore code\n```", "end"]
+            chunk(fenced, 25, ChunkMode::Newline),
+            vec!["intro", "```\ncode\n\nmore code\n```", "end"],
+            "a fence with a blank line inside stays one paragraph"
         );
-        let sizes: Vec<usize> = chunk(&"y".repeat(9000), 4000, ChunkMode::Newline)
-            .iter()
-            .map(|c| c.len())
+        // 40 paragraphs of ~220 characters: 3 sends, each ending at a paragraph boundary.
+        let paragraphs: Vec<String> = (0..40)
+            .map(|i| format!("{i:02} {}", "word ".repeat(44).trim_end()))
             .collect();
-        assert_eq!(sizes, vec![4000, 4000, 1000]);
+        let text = paragraphs.join("\n\n");
+        assert!((8_900..9_200).contains(&text.len()), "{}", text.len());
+        let chunks = chunk(&text, 4000, ChunkMode::Newline);
+        assert_eq!(chunks.len(), 3);
+        for c in &chunks {
+            assert!(utf16_len(c) <= 4000);
+            assert!(
+                paragraphs.iter().any(|p| c.ends_with(p.as_str())),
+                "ends at a paragraph"
+            );
+        }
+        assert_eq!(chunks.join("\n\n"), text);
+        // A paragraph over the limit is split alone; its pieces are not packed with others.
+        let sizes: Vec<usize> = chunk(
+            &format!("a\n\n{}\n\nb", "y".repeat(9000)),
+            4000,
+            ChunkMode::Newline,
+        )
+        .iter()
+        .map(|c| c.len())
+        .collect();
+        assert_eq!(sizes, vec![1, 4000, 4000, 1000, 1]);
     }
 
     #[test]
