@@ -34,6 +34,29 @@ pub struct StubHost {
     sink: Option<Arc<Sink>>,
     /// The config file `config.write` requests apply to.
     config_path: std::path::PathBuf,
+    /// A second, never-started instance of the same plugin that validates a config before
+    /// it is written. A separate instance, so validating from inside this callback never
+    /// calls back into the instance that made the request (DESIGN.md: callbacks never
+    /// re-enter the plugin).
+    validator: Option<PluginClient>,
+}
+
+/// The callbacks of the validator instance: it is never started, so it delivers nothing.
+struct ValidatorHost;
+
+impl host::Host for ValidatorHost {
+    fn request(&self, method: &str, _payload: &str) -> Result<String, PluginError> {
+        Err(PluginError::new(
+            "unknown_method",
+            format!("the validator instance does not support {method}"),
+        ))
+    }
+
+    fn deliver(&self, _event: &str) -> Result<(), String> {
+        Err("the validator instance takes no messages".into())
+    }
+
+    fn log(&self, _record: &str) {}
 }
 
 impl StubHost {
@@ -103,9 +126,15 @@ impl host::Host for StubHost {
             "config.write" => {
                 let request: Value = serde_json::from_str(payload)
                     .map_err(|e| PluginError::new("bad_payload", format!("config.write: {e}")))?;
-                crate::config_write::apply(&self.config_path, &request)
+                let validate = |config: &Value| match &self.validator {
+                    Some(v) => v.call("config.validate", config).map(|_| ()),
+                    None => Err(PluginError::new(
+                        "failed",
+                        "no validator for this channel; the config was not changed",
+                    )),
+                };
+                crate::config_write::apply(&self.config_path, &request, validate)
                     .map(|v| v.to_string())
-                    .map_err(|e| PluginError::new("failed", e))
             }
             other => Err(PluginError::new(
                 "unknown_method",
@@ -164,10 +193,15 @@ impl Channel {
         config_path: &Path,
     ) -> Result<Channel, Failure> {
         let id = plugin.description.id.clone();
+        let validator = plugin
+            .instantiate(host::callbacks(ValidatorHost))
+            .map_err(|e| tracing::warn!(channel = %id, "no validator instance: {e}; config writes are refused"))
+            .ok();
         let callbacks = host::callbacks(StubHost {
             channel: id.clone(),
             sink,
             config_path: config_path.to_path_buf(),
+            validator,
         });
         let client = plugin.instantiate(callbacks).map_err(|e| {
             Failure::runtime(format!(

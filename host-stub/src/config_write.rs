@@ -1,11 +1,15 @@
-//! Applying a plugin's `config.write` request to the gateway's config file: the original is
-//! kept as `<file>.bak`, and the new file replaces the old one atomically, so the user's file
-//! is never lost or half-written. The file is rewritten as JSON (valid JSON5); comments are
-//! not preserved, which is why the backup is kept.
+//! Applying a plugin's `config.write` request to the gateway's config file. The change is
+//! made to an in-memory copy, and the whole result is validated (host-stub's own rules and
+//! the plugin's `config.validate`) before anything is written: a write never leaves a config
+//! the gateway cannot start with (channel-behaviour.md §9.2). The original is kept as
+//! `<file>.bak`, and the new file replaces the old one atomically, so the user's file is never
+//! lost or half-written. The file is rewritten as JSON (valid JSON5); comments are not
+//! preserved, which is why the backup is kept.
 
 use std::io::Write;
 use std::path::Path;
 
+use plugin_abi::types::PluginError;
 use serde_json::{json, Value};
 
 use crate::settings;
@@ -33,20 +37,65 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Sets or unsets `path` (dotted) in the config file.
-pub fn apply(config_path: &Path, request: &Value) -> Result<Value, String> {
+/// Sets or unsets `path` (dotted) in the config file, when `validate` accepts the result.
+pub fn apply(
+    config_path: &Path,
+    request: &Value,
+    validate: impl FnOnce(&Value) -> Result<(), PluginError>,
+) -> Result<Value, PluginError> {
+    let failed = |message: String| PluginError::new("failed", message);
     let op = request.get("op").and_then(Value::as_str).unwrap_or("");
     let path = request.get("path").and_then(Value::as_str).unwrap_or("");
+    let text = std::fs::read_to_string(config_path)
+        .map_err(|e| failed(format!("reading {}: {e}", config_path.display())))?;
+    let mut config = settings::parse_json5(&text).map_err(|(_, reason)| {
+        failed(format!(
+            "{} is not valid JSON5: {reason}",
+            config_path.display()
+        ))
+    })?;
+    edit(&mut config, op, path, request.get("value")).map_err(failed)?;
+    let mut problems = settings::check(&config);
+    if let Err(e) = validate(&config) {
+        if e.errors.is_empty() {
+            problems.push(e.message);
+        } else {
+            problems.extend(e.errors);
+        }
+    }
+    if !problems.is_empty() {
+        tracing::warn!(
+            path,
+            op,
+            "config write refused; the file is unchanged: {}",
+            problems.join("; ")
+        );
+        let mut e = PluginError::new("config_invalid", problems[0].clone());
+        e.errors = problems;
+        return Err(e);
+    }
+    let mut backup = config_path.as_os_str().to_os_string();
+    backup.push(".bak");
+    let backup = std::path::PathBuf::from(backup);
+    write_atomic(&backup, text.as_bytes())
+        .map_err(|e| failed(format!("writing the backup {}: {e}", backup.display())))?;
+    let mut out = serde_json::to_string_pretty(&config).map_err(|e| failed(e.to_string()))?;
+    out.push('\n');
+    write_atomic(config_path, out.as_bytes())
+        .map_err(|e| failed(format!("writing {}: {e}", config_path.display())))?;
+    tracing::info!(path, op, backup = %backup.display(), "config file updated");
+    Ok(json!({"ok": true, "path": path, "backup": backup.display().to_string()}))
+}
+
+/// The change itself, on the in-memory config.
+fn edit(config: &mut Value, op: &str, path: &str, value: Option<&Value>) -> Result<(), String> {
     let keys: Vec<&str> = path.split('.').collect();
-    if path.is_empty() || keys.iter().any(|k| k.is_empty()) {
+    if path.is_empty() || keys.iter().any(|k| k.is_empty() || k.contains('=')) {
         return Err(format!("not a config path: \"{path}\""));
     }
-    let text = std::fs::read_to_string(config_path)
-        .map_err(|e| format!("reading {}: {e}", config_path.display()))?;
-    let mut config = settings::parse_json5(&text)
-        .map_err(|(_, reason)| format!("{} is not valid JSON5: {reason}", config_path.display()))?;
+    // `split('.')` yields at least one key.
     let (last, parents) = keys.split_last().expect("non-empty");
-    let mut at = &mut config;
+    let mut at = config;
     for key in parents {
         if !at.is_object() {
             return Err(format!("{path}: {key} is not an object"));
@@ -62,32 +111,23 @@ pub fn apply(config_path: &Path, request: &Value) -> Result<Value, String> {
     };
     match op {
         "set" => {
-            obj.insert(
-                last.to_string(),
-                request.get("value").cloned().unwrap_or(Value::Null),
-            );
+            obj.insert(last.to_string(), value.cloned().unwrap_or(Value::Null));
         }
         "unset" => {
             obj.remove(*last);
         }
         other => return Err(format!("unknown config operation \"{other}\"")),
     }
-    let mut backup = config_path.as_os_str().to_os_string();
-    backup.push(".bak");
-    let backup = std::path::PathBuf::from(backup);
-    write_atomic(&backup, text.as_bytes())
-        .map_err(|e| format!("writing the backup {}: {e}", backup.display()))?;
-    let mut out = serde_json::to_string_pretty(&config).map_err(|e| e.to_string())?;
-    out.push('\n');
-    write_atomic(config_path, out.as_bytes())
-        .map_err(|e| format!("writing {}: {e}", config_path.display()))?;
-    tracing::info!(path, op, backup = %backup.display(), "config file updated");
-    Ok(json!({"ok": true, "path": path, "backup": backup.display().to_string()}))
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn accept(_: &Value) -> Result<(), PluginError> {
+        Ok(())
+    }
 
     #[test]
     fn set_and_unset_keep_a_backup() {
@@ -98,6 +138,7 @@ mod tests {
         apply(
             &file,
             &json!({"op": "set", "path": "channels.imessage.textChunkLimit", "value": 2000}),
+            accept,
         )
         .unwrap();
         let now: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
@@ -109,11 +150,23 @@ mod tests {
         apply(
             &file,
             &json!({"op": "unset", "path": "channels.imessage.textChunkLimit"}),
+            accept,
         )
         .unwrap();
         let now: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
         assert!(now["channels"]["imessage"].get("textChunkLimit").is_none());
-        assert!(apply(&file, &json!({"op": "set", "path": "a..b", "value": 1})).is_err());
+        assert!(apply(
+            &file,
+            &json!({"op": "set", "path": "a..b", "value": 1}),
+            accept
+        )
+        .is_err());
+        assert!(apply(
+            &file,
+            &json!({"op": "set", "path": "a=1", "value": ""}),
+            accept
+        )
+        .is_err());
     }
 
     #[test]
@@ -121,7 +174,49 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("gateway.json5");
         std::fs::write(&file, "{ broken").unwrap();
-        assert!(apply(&file, &json!({"op": "set", "path": "x", "value": 1})).is_err());
+        assert!(apply(
+            &file,
+            &json!({"op": "set", "path": "x", "value": 1}),
+            accept
+        )
+        .is_err());
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "{ broken");
+    }
+
+    #[test]
+    fn an_invalid_result_writes_nothing_and_names_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gateway.json5");
+        let original = "{ channels: { imessage: {} } }\n";
+        std::fs::write(&file, original).unwrap();
+        let refuse = |config: &Value| -> Result<(), PluginError> {
+            assert_eq!(config["channels"]["imessage"]["textChunkLimit"], 10);
+            let mut e = PluginError::new("config_invalid", "1 config error(s)");
+            e.errors = vec![
+                "channels.imessage.textChunkLimit: must be an integer from 50 to 20000".into(),
+            ];
+            Err(e)
+        };
+        let e = apply(
+            &file,
+            &json!({"op": "set", "path": "channels.imessage.textChunkLimit", "value": 10}),
+            refuse,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, "config_invalid");
+        assert_eq!(
+            e.errors,
+            vec!["channels.imessage.textChunkLimit: must be an integer from 50 to 20000"]
+        );
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), original);
+        assert!(!dir.path().join("gateway.json5.bak").exists());
+        // host-stub's own rules apply too.
+        let e = apply(
+            &file,
+            &json!({"op": "set", "path": "stateDir", "value": 3}),
+            accept,
+        )
+        .unwrap_err();
+        assert_eq!(e.errors, vec!["stateDir: expected a string"]);
     }
 }

@@ -36,6 +36,23 @@ pub fn parse_json5(text: &str) -> Result<Value, (Option<(usize, usize)>, String)
 }
 
 /// The resolved global options.
+/// host-stub's own rules for a config file, as `<field>: <reason>` lines (the channels'
+/// sections are their plugins' to validate).
+pub fn check(config: &Value) -> Vec<String> {
+    let Some(map) = config.as_object() else {
+        return vec!["the config must be an object".into()];
+    };
+    let mut problems = Vec::new();
+    let string_or_null = |v: Option<&Value>| v.is_none_or(|v| v.is_string() || v.is_null());
+    if !string_or_null(map.get("plugins").and_then(|p| p.get("dir"))) {
+        problems.push("plugins.dir: expected a string".to_string());
+    }
+    if !string_or_null(map.get("stateDir")) {
+        problems.push("stateDir: expected a string".to_string());
+    }
+    problems
+}
+
 pub struct Settings {
     pub config_path: PathBuf,
     /// The parsed config; `{}` when the file does not exist and it was optional.
@@ -78,9 +95,9 @@ pub fn resolve(args: GlobalArgs<'_>, config_required: bool) -> Result<Settings, 
     } else {
         Value::Object(Default::default())
     };
-    if !config.is_object() {
+    if let Some(problem) = check(&config).first() {
         return Err(Failure::usage(format!(
-            "{}: the config must be an object",
+            "{}: {problem}",
             config_path.display()
         )));
     }

@@ -43,6 +43,9 @@ pub struct Accepted {
     pub attachments: Vec<Candidate>,
     /// The body is a placeholder because the text was empty.
     pub placeholder: bool,
+    /// An authorized `/config set|unset` that passed every gate of §9.2: the host's
+    /// `config.write` payload, sent once the message is delivered.
+    pub config_write: Option<serde_json::Value>,
 }
 
 /// Per-message facts the pipeline does not own.
@@ -414,7 +417,8 @@ impl Inbound {
             return self.drop_with("unauthorized_command", conversation, guid);
         }
         // 15. `/config set|unset`.
-        if let Some(path) = policy::config_write_path(&body, is_group, patterns) {
+        let config_command = policy::config_command(&body, is_group, patterns);
+        if let Some(command) = &config_command {
             if !command_authorized {
                 return self.drop_with("unauthorized_command", conversation, guid);
             }
@@ -426,7 +430,15 @@ impl Inbound {
                     text: policy::CONFIG_DISABLED_REPLY,
                 };
             }
-            if !self.account.config_writes || !self.target_config_writes(&path) {
+            let Some(path) = command.path() else {
+                self.drop_with("config_malformed", conversation, guid);
+                return Verdict::Refuse {
+                    code: "config_malformed",
+                    to,
+                    text: policy::CONFIG_USAGE_REPLY,
+                };
+            };
+            if !self.account.config_writes || !self.target_config_writes(path) {
                 self.drop_with("config_writes_disabled", conversation, guid);
                 return Verdict::Refuse {
                     code: "config_writes_disabled",
@@ -508,6 +520,9 @@ impl Inbound {
             },
             attachments: candidates,
             placeholder,
+            config_write: config_command
+                .as_ref()
+                .and_then(policy::ConfigCommand::request),
         }))
     }
 

@@ -204,8 +204,46 @@ pub fn is_control_command(text: &str, is_group: bool, patterns: &[Regex]) -> boo
         || STOP_WORDS.iter().any(|w| rest.eq_ignore_ascii_case(w))
 }
 
-/// `/config set|unset <path> …`: the path (possibly empty) when it is one.
-pub fn config_write_path(text: &str, is_group: bool, patterns: &[Regex]) -> Option<String> {
+/// A parsed `/config set|unset` command (§9.2).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConfigCommand {
+    Set {
+        path: String,
+        value: serde_json::Value,
+    },
+    Unset {
+        path: String,
+    },
+    /// `/config set|unset` without a usable path: answered with [`CONFIG_USAGE_REPLY`].
+    Malformed,
+}
+
+impl ConfigCommand {
+    pub fn path(&self) -> Option<&str> {
+        match self {
+            ConfigCommand::Set { path, .. } | ConfigCommand::Unset { path } => Some(path),
+            ConfigCommand::Malformed => None,
+        }
+    }
+
+    /// The host's `config.write` payload; `None` for a malformed command.
+    pub fn request(&self) -> Option<serde_json::Value> {
+        match self {
+            ConfigCommand::Set { path, value } => {
+                Some(serde_json::json!({"op": "set", "path": path, "value": value}))
+            }
+            ConfigCommand::Unset { path } => Some(serde_json::json!({"op": "unset", "path": path})),
+            ConfigCommand::Malformed => None,
+        }
+    }
+}
+
+/// `/config set <path>=<value>` (OpenClaw's form), `/config set <path> <value>` or
+/// `/config unset <path>`, after at most one leading mention in groups; `None` when the text
+/// is no config write. The value is JSON5 when it parses as JSON5, else the raw text. A path
+/// that is empty or still contains `=` is [`ConfigCommand::Malformed`]: taking
+/// `textChunkLimit=3000` as a path once wrote a key that kept the gateway from starting.
+pub fn config_command(text: &str, is_group: bool, patterns: &[Regex]) -> Option<ConfigCommand> {
     if !text.contains('/') || !contains_ignore_case(text, "/config") {
         return None;
     }
@@ -214,49 +252,46 @@ pub fn config_write_path(text: &str, is_group: bool, patterns: &[Regex]) -> Opti
     if is_group {
         rest = without_leading_mention(rest, patterns).trim();
     }
-    let mut tokens = rest.split_whitespace();
-    if !tokens.next()?.eq_ignore_ascii_case("/config") {
+    let (first, rest) = split_token(rest);
+    if !first.eq_ignore_ascii_case("/config") {
         return None;
     }
-    let verb = tokens.next()?;
-    if verb.eq_ignore_ascii_case("set") || verb.eq_ignore_ascii_case("unset") {
-        Some(tokens.next().unwrap_or("").to_string())
-    } else {
-        None
+    let (verb, rest) = split_token(rest);
+    let set = verb.eq_ignore_ascii_case("set");
+    if !set && !verb.eq_ignore_ascii_case("unset") {
+        return None;
+    }
+    let (token, after) = split_token(rest);
+    let (path, raw) = match token.split_once('=') {
+        Some((path, value)) if set => {
+            // `path=value with spaces`: the value runs to the end of the text.
+            let value_start = rest.len() - rest.trim_start().len() + path.len() + 1;
+            (path, rest.get(value_start..).unwrap_or(value).trim())
+        }
+        _ => (token, after.trim()),
+    };
+    if path.is_empty() || path.contains('=') {
+        return Some(ConfigCommand::Malformed);
+    }
+    let path = path.to_string();
+    if !set {
+        return Some(ConfigCommand::Unset { path });
+    }
+    let value =
+        json5::from_str::<serde_json::Value>(raw).unwrap_or_else(|_| serde_json::Value::from(raw));
+    Some(ConfigCommand::Set { path, value })
+}
+
+/// The first whitespace-separated token of `text` and what follows it (untrimmed).
+fn split_token(text: &str) -> (&str, &str) {
+    let text = text.trim_start();
+    match text.find(char::is_whitespace) {
+        Some(i) => (&text[..i], &text[i..]),
+        None => (text, ""),
     }
 }
 
-/// A `/config set <path> <value>` or `/config unset <path>` request, as the host's
-/// `config.write` payload: the value is JSON when it parses as JSON, else the text.
-pub fn config_write_request(
-    text: &str,
-    is_group: bool,
-    patterns: &[Regex],
-) -> Option<serde_json::Value> {
-    let path = config_write_path(text, is_group, patterns)?;
-    let visible = strip_invisible(text);
-    let mut rest = visible.trim();
-    if is_group {
-        rest = without_leading_mention(rest, patterns).trim();
-    }
-    let mut parts = rest
-        .splitn(4, char::is_whitespace)
-        .filter(|p| !p.is_empty());
-    parts.next();
-    let op = parts.next()?.to_ascii_lowercase();
-    parts.next();
-    let raw = rest
-        .split_once(&path)
-        .map(|(_, after)| after.trim())
-        .unwrap_or("");
-    let mut request = serde_json::json!({"op": op, "path": path});
-    if op == "set" {
-        request["value"] =
-            serde_json::from_str(raw).unwrap_or_else(|_| serde_json::Value::from(raw));
-    }
-    Some(request)
-}
-
+pub const CONFIG_USAGE_REPLY: &str = "Usage: /config set path=value";
 pub const CONFIG_DISABLED_REPLY: &str =
     "Config commands are turned off on this gateway (commands.config is not true).";
 pub const CONFIG_WRITES_DISABLED_REPLY: &str =
@@ -311,53 +346,64 @@ mod tests {
     }
 
     #[test]
-    fn config_paths() {
-        let p = pats(&[]);
-        assert_eq!(
-            config_write_path(
-                "/config set channels.imessage.textChunkLimit 2000",
-                false,
-                &p
-            )
-            .as_deref(),
-            Some("channels.imessage.textChunkLimit")
-        );
-        assert_eq!(
-            config_write_path("/config unset x", false, &p).as_deref(),
-            Some("x")
-        );
-        assert_eq!(config_write_path("/config show", false, &p), None);
-        assert_eq!(config_write_path("/status", false, &p), None);
-    }
-
-    #[test]
-    fn config_write_requests() {
+    fn config_commands_both_forms_case_143() {
         let p = pats(&["@bot\\b"]);
-        assert_eq!(
-            config_write_request(
+        let set = |path: &str, value: serde_json::Value| {
+            Some(ConfigCommand::Set {
+                path: path.into(),
+                value,
+            })
+        };
+        let cases = [
+            (
+                "/config set textChunkLimit=3000",
+                false,
+                set("textChunkLimit", 3000.into()),
+            ),
+            (
                 "/config set channels.imessage.textChunkLimit 2000",
                 false,
-                &p
+                set("channels.imessage.textChunkLimit", 2000.into()),
             ),
-            Some(
-                serde_json::json!({"op": "set", "path": "channels.imessage.textChunkLimit", "value": 2000})
-            )
-        );
-        assert_eq!(
-            config_write_request(
+            (
+                "@bot /config set messages.responsePrefix=[bot] says",
+                true,
+                set("messages.responsePrefix", "[bot] says".into()),
+            ),
+            (
                 "@bot /config set messages.responsePrefix [bot] says",
                 true,
-                &p
+                set("messages.responsePrefix", "[bot] says".into()),
             ),
-            Some(
-                serde_json::json!({"op": "set", "path": "messages.responsePrefix", "value": "[bot] says"})
-            )
-        );
+            (
+                "/config set a.b={x: 1, y: [true]}",
+                false,
+                set("a.b", serde_json::json!({"x": 1, "y": [true]})),
+            ),
+            ("/config set a='quoted'", false, set("a", "quoted".into())),
+            ("/CONFIG SET a=b=c", false, set("a", "b=c".into())),
+            (
+                "/config unset x.y",
+                false,
+                Some(ConfigCommand::Unset { path: "x.y".into() }),
+            ),
+            ("/config set =3", false, Some(ConfigCommand::Malformed)),
+            ("/config set", false, Some(ConfigCommand::Malformed)),
+            ("/config unset", false, Some(ConfigCommand::Malformed)),
+            ("/config unset a=b", false, Some(ConfigCommand::Malformed)),
+            ("/config show", false, None),
+            ("/status", false, None),
+            ("/config", false, None),
+        ];
+        for (text, group, want) in cases {
+            assert_eq!(config_command(text, group, &p), want, "{text}");
+        }
         assert_eq!(
-            config_write_request("/config unset x.y", false, &p),
-            Some(serde_json::json!({"op": "unset", "path": "x.y"}))
+            config_command("/config set a=1", false, &p)
+                .unwrap()
+                .request(),
+            Some(serde_json::json!({"op": "set", "path": "a", "value": 1}))
         );
-        assert_eq!(config_write_request("/status", false, &p), None);
     }
 
     #[test]

@@ -460,37 +460,29 @@ impl Watch {
                         routed.text = "<media:unavailable>".into();
                     }
                 }
-                let config_write = routed.command_authorized.then(|| {
-                    let config = self.account.whole_config();
-                    let agent = config
-                        .globals
-                        .agents
-                        .iter()
-                        .find(|a| a.id == routed.agent_id);
-                    let patterns = agent
-                        .and_then(|a| a.mention_patterns.as_deref())
-                        .or(config.globals.mention_patterns.as_deref())
-                        .unwrap_or(&[]);
-                    crate::policy::config_write_request(
-                        &routed.text,
-                        routed.chat_type == "group",
-                        patterns,
-                    )
-                });
                 let account_id = routed.account_id.clone();
+                let to = routed.to.clone();
                 if !self.deliver(routed, now, stop).await {
                     // Stopping mid-retry: not finished, so it is replayed after restart.
                     return;
                 }
-                if let Some(Some(mut request)) = config_write {
-                    // Every gate of §9.2 passed in the pipeline; the host performs the write.
-                    request["accountId"] = Value::from(account_id);
+                if let Some(mut request) = accepted.config_write {
+                    // Every gate of §9.2 passed in the pipeline; the host validates the whole
+                    // resulting config and writes it only when the gateway can start with it.
+                    request["accountId"] = json!(account_id);
                     match self.account.host.request("config.write", &request) {
                         Ok(_) => {
                             tracing::info!(account = %self.account.id, path = %request["path"], "config write applied by the host")
                         }
                         Err(e) => {
-                            tracing::warn!(account = %self.account.id, "the host did not apply the config write: {e}")
+                            tracing::warn!(account = %self.account.id, "the host did not apply the config write: {e}");
+                            let reason = if e.errors.is_empty() {
+                                e.message.clone()
+                            } else {
+                                e.errors.join("; ")
+                            };
+                            self.send_plain(&to, &format!("Config not changed: {reason}"))
+                                .await;
                         }
                     }
                 }

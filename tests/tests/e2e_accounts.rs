@@ -263,23 +263,101 @@ fn channels_status_probe_reports_each_failure_by_code() {
     }
 }
 
+fn config_file() -> impl Fn(&SimEnv) -> Value {
+    |env: &SimEnv| {
+        serde_json::from_str(&std::fs::read_to_string(env.gw.config_path()).unwrap()).unwrap()
+    }
+}
+
 #[test]
 fn config_set_from_the_owner_updates_the_config_file() {
     let env = SimEnv::new(json!({}), json!({"commands": {"config": true}}));
+    let read = config_file();
     let gateway = env.start(false);
     wait_until("watching", WAIT, || {
         env.stderr().contains("watching for messages")
     });
+    // Both forms of §9.2: the space form, then OpenClaw's `path=value`.
     env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "/config set channels.imessage.textChunkLimit 2000"}));
     let routed = gateway.wait_messages(1, WAIT);
     assert_eq!(routed[0]["commandAuthorized"], true);
     wait_until("the config write", WAIT, || {
-        std::fs::read_to_string(env.gw.config_path())
-            .ok()
-            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-            .is_some_and(|c| c["channels"]["imessage"]["textChunkLimit"] == 2000)
+        read(&env)["channels"]["imessage"]["textChunkLimit"] == 2000
     });
     assert!(env.gw.path().join("gateway.json5.bak").exists());
+    env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "/config set channels.imessage.textChunkLimit=3000"}));
+    gateway.wait_messages(2, WAIT);
+    wait_until("the second config write", WAIT, || {
+        read(&env)["channels"]["imessage"]["textChunkLimit"] == 3000
+    });
+    assert!(gateway.stop().success());
+    // The written config starts: a restart routes again.
+    let gateway = env.start(false);
+    wait_until("watching after the restart", WAIT, || {
+        env.stderr().matches("watching for messages").count() >= 2
+    });
+    env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "after restart"}));
+    let routed = gateway.wait_messages(1, WAIT);
+    assert_eq!(routed[0]["text"], "after restart");
+    assert!(gateway.stop().success());
+}
+
+#[test]
+fn an_invalid_or_malformed_config_write_changes_nothing_and_says_why() {
+    let env = SimEnv::new(json!({}), json!({"commands": {"config": true}}));
+    let read = config_file();
+    let before = read(&env);
+    let gateway = env.start(false);
+    wait_until("watching", WAIT, || {
+        env.stderr().contains("watching for messages")
+    });
+    // Valid syntax, invalid value: the host validates the whole result and writes nothing.
+    env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "/config set channels.imessage.textChunkLimit=10"}));
+    wait_until("the refusal reply", WAIT, || {
+        env.sends().iter().any(|s| {
+            s["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("Config not changed: "))
+        })
+    });
+    let reply = env
+        .sends()
+        .into_iter()
+        .find(|s| {
+            s["text"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("Config not changed")
+        })
+        .unwrap();
+    assert_eq!(
+        reply["text"],
+        "Config not changed: channels.imessage.textChunkLimit: must be an integer from 50 to 20000"
+    );
+    assert_eq!(reply["chat_id"], 7, "answered in the DM's own chat");
+    // An unknown field would brick the next start: refused the same way.
+    env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "/config set channels.imessage.textChunkLimt=3000"}));
+    wait_until("the unknown-field refusal", WAIT, || {
+        env.sends().iter().any(|s| {
+            s["text"] == "Config not changed: channels.imessage.textChunkLimt: unknown field"
+        })
+    });
+    // No path at all: usage, and nothing reaches the host.
+    env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "/config set =3000"}));
+    wait_until("the usage reply", WAIT, || {
+        env.sends()
+            .iter()
+            .any(|s| s["text"] == "Usage: /config set path=value")
+    });
+    assert!(env.stderr().contains("drop reason=config_malformed"));
+    assert_eq!(read(&env), before, "the config file is unchanged");
+    assert!(!env.gw.path().join("gateway.json5.bak").exists());
+    assert!(gateway.stop().success());
+    // And the gateway still starts with it.
+    let gateway = env.start(false);
+    wait_until("watching after the restart", WAIT, || {
+        env.stderr().matches("watching for messages").count() >= 2
+    });
     assert!(gateway.stop().success());
 }
 

@@ -797,6 +797,35 @@ fn cases_143_to_148_config_writes() {
 }
 
 #[test]
+fn config_write_forms_and_usage_section_9_2() {
+    let set = |t: &str| merge(d0(), json!({"text": t}));
+    let on = merge(c0(), json!({"commands": {"config": true}}));
+    // OpenClaw's `path=value` form: the verdict carries the host's payload.
+    match harness(on.clone()).run(set("/config set textChunkLimit=3000")) {
+        Verdict::Route(accepted) => assert_eq!(
+            accepted.config_write,
+            Some(json!({"op": "set", "path": "textChunkLimit", "value": 3000}))
+        ),
+        other => panic!("{other:?}"),
+    }
+    for malformed in ["/config set =3", "/config set", "/config unset a=b"] {
+        match harness(on.clone()).run(set(malformed)) {
+            Verdict::Refuse { code, text, to } => {
+                assert_eq!(code, "config_malformed", "{malformed}");
+                assert_eq!(text, "Usage: /config set path=value");
+                assert_eq!(to, "chat_id:7");
+            }
+            other => panic!("{malformed}: {other:?}"),
+        }
+    }
+    // A plain message carries no config write.
+    match harness(on).run(d0()) {
+        Verdict::Route(accepted) => assert_eq!(accepted.config_write, None),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn drops_are_counted_by_reason() {
     let mut h = harness(c0());
     h.routed(d0());
