@@ -227,6 +227,7 @@ impl Channel {
             state_dir: state_dir.display().to_string(),
             watch,
             log_level: Some(log_level.to_string()),
+            host: Default::default(),
         };
         self.client
             .start(&ctx)

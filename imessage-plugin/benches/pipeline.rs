@@ -140,7 +140,13 @@ fn run(config: &Value, n: usize, rate: Option<u64>) -> Outcome {
     let parsed = Arc::new(config::parse(config).unwrap());
     let settings = parsed.accounts[0].clone();
     let host = Arc::new(PluginHost::new(host::callbacks(BenchHost(shared.clone()))));
-    let account = Arc::new(Account::new(state.path(), parsed, settings, host));
+    let account = Arc::new(Account::new(
+        state.path(),
+        parsed,
+        settings,
+        host,
+        Default::default(),
+    ));
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

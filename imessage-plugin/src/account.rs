@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use plugin_abi::guard::Host;
-use plugin_abi::types::{AccountStatus, CursorStatus, QuarantineStatus, SendReceipt};
+use plugin_abi::types::{AccountStatus, CursorStatus, HostFeatures, QuarantineStatus, SendReceipt};
 use serde_json::Value;
 
 use crate::config::{rules, AccountConfig, Config};
@@ -119,6 +119,10 @@ pub struct Account {
     pub sender: tokio::sync::Mutex<SenderProcess>,
     pub status: Mutex<StatusState>,
     pub host: Arc<Host>,
+    /// What the host understands beyond the base contract (`StartContext.host`).
+    pub features: Arc<HostFeatures>,
+    /// Control-command names: the host's, else the defaults (§9.1).
+    pub commands: Arc<crate::policy::CommandNames>,
     /// Bumped by every config reload that applies without a restart; the watcher picks the
     /// new settings up before its next message.
     pub generation: std::sync::atomic::AtomicU64,
@@ -133,6 +137,7 @@ impl Account {
         config: Arc<Config>,
         account: AccountConfig,
         host: Arc<Host>,
+        features: Arc<HostFeatures>,
     ) -> Account {
         let dir = state_dir.join("imessage").join(&account.key);
         let media_dir = state_dir.join("imessage").join("media").join(&account.key);
@@ -161,6 +166,10 @@ impl Account {
                 ..Default::default()
             }),
             host,
+            commands: Arc::new(crate::policy::CommandNames::new(
+                features.command_names.as_deref(),
+            )),
+            features,
             generation: std::sync::atomic::AtomicU64::new(0),
             suspect: Mutex::new(None),
         }

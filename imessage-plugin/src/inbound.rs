@@ -78,6 +78,8 @@ struct StaleSummary {
 }
 
 pub struct Inbound {
+    /// The control-command names in force (the host's, else the defaults).
+    commands: Arc<policy::CommandNames>,
     config: Arc<Config>,
     account: AccountConfig,
     pub echo: Arc<Mutex<EchoRegistry>>,
@@ -129,8 +131,10 @@ impl Inbound {
         echo: Arc<Mutex<EchoRegistry>>,
         remote: bool,
         start_ms: i64,
+        commands: Arc<policy::CommandNames>,
     ) -> Self {
         Inbound {
+            commands,
             config,
             account,
             echo,
@@ -412,7 +416,7 @@ impl Inbound {
         let config = self.config.clone();
         let patterns: &[Regex] = Self::mention_patterns(&config, &agent_id).unwrap_or(&[]);
         // 14. Control commands.
-        let is_command = policy::is_control_command(&body, is_group, patterns);
+        let is_command = policy::is_control_command(&body, is_group, patterns, &self.commands);
         if is_group && is_command && !command_authorized {
             return self.drop_with("unauthorized_command", conversation, guid);
         }

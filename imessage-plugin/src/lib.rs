@@ -17,6 +17,7 @@ pub mod config;
 // crashed in its thread initialisation when a second mimalloc instance lived in the same
 // process (a host, or a test binary, that uses it too). A plugin must not make that bet.
 pub mod cursor;
+pub mod delivery;
 pub mod echo;
 mod ffi;
 pub mod handle;

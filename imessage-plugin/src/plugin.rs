@@ -68,6 +68,8 @@ struct Running {
     state_dir: PathBuf,
     /// `false` for one-shot use: no watcher runs.
     watch: bool,
+    /// What the host said it understands at start; kept across reloads.
+    features: Arc<plugin_abi::types::HostFeatures>,
     accounts: Vec<Arc<Account>>,
     /// Account id → its watcher's stop signal and task.
     watchers: BTreeMap<String, (watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
@@ -108,6 +110,7 @@ impl Running {
             self.config.clone(),
             settings.clone(),
             host.clone(),
+            self.features.clone(),
         ));
         let watches = self.watch && settings.enabled && watching.contains(&settings.id);
         if let Some((_, winner)) = duplicates.iter().find(|(id, _)| *id == settings.id) {
@@ -432,6 +435,7 @@ impl Plugin for ImessagePlugin {
                 config: config.clone(),
                 state_dir,
                 watch: ctx.watch,
+                features: Arc::new(ctx.host.clone()),
                 accounts: Vec::new(),
                 watchers: BTreeMap::new(),
             };

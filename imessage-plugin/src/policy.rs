@@ -150,9 +150,105 @@ pub fn is_mentioned(text: &str, patterns: &[Regex]) -> bool {
     patterns.iter().any(|p| p.is_match(&visible))
 }
 
-const COMMANDS: &[&str] = &[
-    "/status", "/new", "/reset", "/stop", "/help", "/config", "/model", "/think",
+/// OpenClaw 2026.9.6's built-in command names and aliases (§9.1): the default when the host
+/// names none in `StartContext`.
+pub const DEFAULT_COMMANDS: &[&str] = &[
+    "/help",
+    "/commands",
+    "/tools",
+    "/skill",
+    "/dashboard",
+    "/learn",
+    "/loop",
+    "/status",
+    "/goal",
+    "/diagnostics",
+    "/login",
+    "/openclaw",
+    "/tasks",
+    "/allowlist",
+    "/approve",
+    "/context",
+    "/btw",
+    "/side",
+    "/export-session",
+    "/export",
+    "/export-trajectory",
+    "/trajectory",
+    "/tts",
+    "/whoami",
+    "/id",
+    "/session",
+    "/subagents",
+    "/acp",
+    "/agents",
+    "/steer",
+    "/tell",
+    "/config",
+    "/mcp",
+    "/plugins",
+    "/plugin",
+    "/debug",
+    "/usage",
+    "/stop",
+    "/restart",
+    "/update",
+    "/activation",
+    "/send",
+    "/reset",
+    "/new",
+    "/name",
+    "/compact",
+    "/think",
+    "/verbose",
+    "/v",
+    "/trace",
+    "/fast",
+    "/reasoning",
+    "/reason",
+    "/elevated",
+    "/elev",
+    "/exec",
+    "/model",
+    "/models",
+    "/queue",
+    "/bash",
 ];
+
+/// The control-command names in force: the host's (from `StartContext`) or the defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandNames(Vec<String>);
+
+impl CommandNames {
+    /// The host's list, or the defaults when it gives none. Names are matched
+    /// case-insensitively; a name without its leading `/` gets one.
+    pub fn new(host: Option<&[String]>) -> Self {
+        match host {
+            Some(names) => CommandNames(
+                names
+                    .iter()
+                    .map(|n| n.trim())
+                    .filter(|n| !n.is_empty() && !n.contains(char::is_whitespace))
+                    .map(|n| match n.starts_with('/') {
+                        true => n.to_lowercase(),
+                        false => format!("/{}", n.to_lowercase()),
+                    })
+                    .collect(),
+            ),
+            None => Self::default(),
+        }
+    }
+
+    pub fn contains(&self, token: &str) -> bool {
+        self.0.iter().any(|c| token.eq_ignore_ascii_case(c))
+    }
+}
+
+impl Default for CommandNames {
+    fn default() -> Self {
+        CommandNames(DEFAULT_COMMANDS.iter().map(|c| c.to_string()).collect())
+    }
+}
 const STOP_WORDS: &[&str] = &["stop", "abort", "cancel"];
 
 /// The text with one leading mention (and the spaces, commas or colons after it) removed.
@@ -189,7 +285,12 @@ fn could_end_with_stop_word(text: &str) -> bool {
 }
 
 /// Control-command detection (§9.1). `patterns` are the mention patterns (groups only).
-pub fn is_control_command(text: &str, is_group: bool, patterns: &[Regex]) -> bool {
+pub fn is_control_command(
+    text: &str,
+    is_group: bool,
+    patterns: &[Regex],
+    commands: &CommandNames,
+) -> bool {
     // Nearly every message is no command: skip the regex work unless it could be one.
     if !text.contains('/') && !could_end_with_stop_word(text) {
         return false;
@@ -200,8 +301,13 @@ pub fn is_control_command(text: &str, is_group: bool, patterns: &[Regex]) -> boo
         rest = without_leading_mention(rest, patterns).trim();
     }
     let first = rest.split_whitespace().next().unwrap_or("");
-    COMMANDS.iter().any(|c| first.eq_ignore_ascii_case(c))
-        || STOP_WORDS.iter().any(|w| rest.eq_ignore_ascii_case(w))
+    if commands.contains(first) {
+        return true;
+    }
+    // A bare stop word in a group stops the agent only when it was addressed: the owner
+    // telling a friend "stop" must not.
+    STOP_WORDS.iter().any(|w| rest.eq_ignore_ascii_case(w))
+        && (!is_group || is_mentioned(text, patterns))
 }
 
 /// A parsed `/config set|unset` command (§9.2).
@@ -315,18 +421,23 @@ mod tests {
     #[test]
     fn commands() {
         let p = pats(&["@bot\\b"]);
+        let defaults = CommandNames::default();
+        let is_control_command =
+            |text: &str, group: bool, p: &[Regex]| is_control_command(text, group, p, &defaults);
         for yes in [
             "/status",
             "/STATUS now",
-            "STOP",
-            " cancel ",
+            "/whoami",
             "@bot /reset",
             "@bot, /help",
             "@bot stop \n",
-            "st\u{200b}op",
-            "\u{feff}Cancel",
         ] {
             assert!(is_control_command(yes, true, &p), "{yes}");
+        }
+        // §9.1: a bare stop word is a command in a DM; in a group only when addressed.
+        for word in ["STOP", " cancel ", "st\u{200b}op", "\u{feff}Cancel"] {
+            assert!(is_control_command(word, false, &p), "{word:?} in a DM");
+            assert!(!is_control_command(word, true, &p), "{word:?} in a group");
         }
         for no in [
             "/statusx",
@@ -343,6 +454,22 @@ mod tests {
             !is_control_command("@bot /reset", false, &p),
             "mentions are only removed in groups"
         );
+    }
+
+    #[test]
+    fn the_hosts_command_names_replace_the_defaults() {
+        let host = CommandNames::new(Some(&["/Deploy".to_string(), "ping".into(), " ".into()]));
+        assert!(is_control_command("/deploy now", false, &[], &host));
+        assert!(is_control_command("/PING", false, &[], &host));
+        assert!(
+            !is_control_command("/status", false, &[], &host),
+            "not the host's"
+        );
+        assert!(
+            is_control_command("stop", false, &[], &host),
+            "stop words stay"
+        );
+        assert!(CommandNames::new(None).contains("/whoami"));
     }
 
     #[test]

@@ -9,13 +9,14 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use plugin_abi::types::InboundEvent;
+use plugin_abi::types::{features, HostFeatures, InboundEvent};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
 use crate::account::Account;
 use crate::backoff;
 use crate::cursor::{Batch, Catchup};
+use crate::delivery::{AfterAck, Outbox, Pending};
 use crate::inbound::{Inbound, Input, Verdict};
 use crate::message::{self, ImsgMessage};
 use crate::outbound;
@@ -144,6 +145,33 @@ async fn newest_row(
     newest
 }
 
+/// Whether another event can be had without waiting (it is moved to `backlog`).
+fn more_ready(backlog: &mut VecDeque<Event>, events: &mut mpsc::Receiver<Event>) -> bool {
+    if !backlog.is_empty() {
+        return true;
+    }
+    match events.try_recv() {
+        Ok(event) => {
+            backlog.push_back(event);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// How many events one delivery may carry: the host's `maxBatch` when it takes batches,
+/// else 1 (the base contract).
+fn batch_bound(features: &HostFeatures) -> usize {
+    if features.has(features::BATCH_DELIVERY) {
+        features
+            .max_batch
+            .unwrap_or(features::DEFAULT_MAX_BATCH)
+            .clamp(1, 10_000) as usize
+    } else {
+        1
+    }
+}
+
 /// The next notification: held ones first, then the live stream.
 async fn next_event(
     backlog: &mut VecDeque<Event>,
@@ -187,8 +215,8 @@ pub const FAULT_PANIC_TEXT: &str = "__imessage_fault_injection_panic__";
 pub const FDA_ERROR: &str = "imsg cannot open the Messages database: grant Full Disk Access to the process that runs imsg (and its parent app), then restart";
 
 struct Watch {
-    /// Reused for serialising routed messages.
-    scratch: Vec<u8>,
+    /// Processed messages the host has not acknowledged yet (group commit).
+    outbox: Outbox,
     /// When the host last accepted a message; published to status with each flush, so the
     /// message path takes neither the status lock nor a second clock read.
     last_inbound_ms: Option<i64>,
@@ -323,10 +351,9 @@ impl Watch {
         &mut self,
         params: Option<&serde_json::value::RawValue>,
         dead_subscriptions: &HashSet<i64>,
-        stop: &mut watch::Receiver<bool>,
     ) -> Result<(), String> {
         match message::parse_notification(params) {
-            Ok((sub, m)) => self.supervised(sub, m, dead_subscriptions, stop).await,
+            Ok((sub, m)) => self.supervised(sub, m, dead_subscriptions).await,
             Err(bad) => {
                 self.inbound.count_drop("malformed");
                 tracing::debug!(
@@ -347,10 +374,9 @@ impl Watch {
         subscription: Option<i64>,
         m: ImsgMessage,
         dead_subscriptions: &HashSet<i64>,
-        stop: &mut watch::Receiver<bool>,
     ) -> Result<(), String> {
         let outcome =
-            crate::supervise::catch(self.handle(subscription, &m, dead_subscriptions, stop)).await;
+            crate::supervise::catch(self.handle(subscription, &m, dead_subscriptions)).await;
         match outcome {
             Ok(()) => Ok(()),
             Err(panic) => self.after_panic(&m, &panic),
@@ -401,8 +427,14 @@ impl Watch {
         self.account.note_panic(what);
         self.account.status.locked().quarantined += 1;
         self.inbound.count_drop("quarantined");
-        let seen = self.catchup.is_seen(&key);
-        self.finish(m, key, seen, m.created_ms(), timeutil::now_ms());
+        let seen = self.catchup.is_seen(&key) || self.outbox.holds(&key);
+        self.outbox.push(Pending {
+            key,
+            rowid,
+            created_ms: m.created_ms(),
+            seen,
+            routed: false,
+        });
         Ok(())
     }
 
@@ -412,7 +444,6 @@ impl Watch {
         subscription: Option<i64>,
         m: &ImsgMessage,
         dead_subscriptions: &HashSet<i64>,
-        stop: &mut watch::Receiver<bool>,
     ) {
         // A lenient server may write one more row after `watch.unsubscribe`.
         if subscription.is_some_and(|s| dead_subscriptions.contains(&s)) {
@@ -434,7 +465,8 @@ impl Watch {
         }
         let now = timeutil::now_ms();
         let key = m.dedupe_key();
-        let seen = self.catchup.is_seen(&key);
+        // A repeat of a message still waiting for its acknowledgement is a duplicate too.
+        let seen = self.catchup.is_seen(&key) || self.outbox.holds(&key);
         let created_ms = m.created_ms();
         let verdict = self.inbound.evaluate(&Input {
             message: m,
@@ -445,11 +477,15 @@ impl Watch {
             allow_store: self.pairing.allow_list_cached(now),
             now_ms: now,
         });
-        match verdict {
-            Verdict::Drop(_) => {}
-            Verdict::Pairing { sender_id, chat_id } => self.pairing_flow(&sender_id, chat_id).await,
+        let routed = match verdict {
+            Verdict::Drop(_) => false,
+            Verdict::Pairing { sender_id, chat_id } => {
+                self.pairing_flow(&sender_id, chat_id).await;
+                false
+            }
             Verdict::Refuse { to, text, .. } => {
                 self.send_plain(&to, text).await;
+                false
             }
             Verdict::Route(accepted) => {
                 let mut routed = accepted.message;
@@ -460,90 +496,117 @@ impl Watch {
                         routed.text = "<media:unavailable>".into();
                     }
                 }
-                let account_id = routed.account_id.clone();
                 let to = routed.to.clone();
-                if !self.deliver(routed, now, stop).await {
-                    // Stopping mid-retry: not finished, so it is replayed after restart.
-                    return;
-                }
-                if let Some(mut request) = accepted.config_write {
-                    // Every gate of §9.2 passed in the pipeline; the host validates the whole
-                    // resulting config and writes it only when the gateway can start with it.
-                    request["accountId"] = json!(account_id);
-                    match self.account.host.request("config.write", &request) {
-                        Ok(_) => {
-                            tracing::info!(account = %self.account.id, path = %request["path"], "config write applied by the host")
+                let event = InboundEvent::Message(routed);
+                let message_id = match &event {
+                    InboundEvent::Message(r) => r.message_id.as_str(),
+                    _ => "",
+                };
+                match self.outbox.push_event(&event, message_id) {
+                    Ok(()) => {
+                        if let Some(config_write) = accepted.config_write {
+                            self.outbox.after_ack(AfterAck { to, config_write });
                         }
-                        Err(e) => {
-                            tracing::warn!(account = %self.account.id, "the host did not apply the config write: {e}");
-                            let reason = if e.errors.is_empty() {
-                                e.message.clone()
-                            } else {
-                                e.errors.join("; ")
-                            };
-                            self.send_plain(&to, &format!("Config not changed: {reason}"))
-                                .await;
-                        }
+                        true
+                    }
+                    Err(e) => {
+                        tracing::error!(account = %self.account.id, "encoding routed message {message_id}: {e}");
+                        false
                     }
                 }
             }
-        }
-        self.finish(m, key, seen, created_ms, now);
+        };
+        self.outbox.push(Pending {
+            key,
+            rowid: m.cursor_id(),
+            created_ms,
+            seen,
+            routed,
+        });
     }
 
-    fn finish(&mut self, m: &ImsgMessage, key: String, seen: bool, created: Option<i64>, now: i64) {
-        let rowid = m.cursor_id();
+    fn finish(&mut self, p: Pending, now: i64) {
         // A duplicate never moves the cursor backwards.
-        if seen && self.catchup.rowid().is_some_and(|c| rowid <= c) {
+        if p.seen && self.catchup.rowid().is_some_and(|c| p.rowid <= c) {
             return;
         }
-        if let Some(warning) = self.catchup.finish(key, rowid, created, now) {
+        if let Some(warning) = self.catchup.finish(p.key, p.rowid, p.created_ms, now) {
             tracing::warn!(account = %self.account.id, "{warning}");
         }
     }
 
-    /// Hands a routed message to the host; false only when stopped while retrying.
-    async fn deliver(
-        &mut self,
-        routed: plugin_abi::types::RoutedMessage,
-        now: i64,
-        stop: &mut watch::Receiver<bool>,
-    ) -> bool {
-        let event = InboundEvent::Message(routed);
-        // Serialised once into a buffer the watcher reuses for every message.
-        self.scratch.clear();
-        if let Err(e) = serde_json::to_writer(&mut self.scratch, &event) {
-            tracing::error!(account = %self.account.id, "encoding a routed message: {e}");
+    /// Hands what the outbox holds to the host (one `deliver` call, retried after a refusal)
+    /// and finishes every held message in order once it is acknowledged or given up. False
+    /// only when stopped while retrying: then nothing is finished, and all of it is replayed
+    /// after the restart.
+    async fn commit(&mut self, stop: &mut watch::Receiver<bool>) -> bool {
+        if self.outbox.is_empty() {
             return true;
         }
-        let InboundEvent::Message(routed) = &event;
-        let guid = routed.message_id.as_str();
-        let json = std::str::from_utf8(&self.scratch).unwrap_or_default();
-        let mut attempt = 0;
-        loop {
-            match self.account.host.deliver_json(json) {
-                Ok(()) => {
-                    self.inbound.stats.routed += 1;
-                    // After a retry the clock has moved on.
-                    self.last_inbound_ms = Some(if attempt == 0 {
-                        now
-                    } else {
-                        timeutil::now_ms()
-                    });
-                    return true;
-                }
-                Err(e) if attempt < DELIVERY_RETRIES.len() => {
-                    tracing::warn!(account = %self.account.id, "host refused {guid}: {e}; retrying");
-                    if sleep_or_stop(Duration::from_secs(DELIVERY_RETRIES[attempt]), stop).await {
-                        return false;
+        let mut acknowledged = true;
+        if self.outbox.events() > 0 {
+            let mut attempt = 0;
+            loop {
+                match self.account.host.deliver_json(self.outbox.payload()) {
+                    Ok(()) => break,
+                    Err(e) if attempt < DELIVERY_RETRIES.len() => {
+                        let what = self.outbox.describe();
+                        tracing::warn!(account = %self.account.id, "host refused {what}: {e}; retrying");
+                        let delay = Duration::from_secs(DELIVERY_RETRIES[attempt]);
+                        if sleep_or_stop(delay, stop).await {
+                            return false;
+                        }
+                        attempt += 1;
                     }
-                    attempt += 1;
+                    Err(e) => {
+                        let what = self.outbox.describe();
+                        tracing::error!(account = %self.account.id, "delivery failed for {what} after 4 attempts: {e}");
+                        acknowledged = false;
+                        break;
+                    }
                 }
-                Err(e) => {
-                    tracing::error!(account = %self.account.id, "delivery failed for {guid} after 4 attempts: {e}");
+            }
+        }
+        let now = timeutil::now_ms();
+        let (held, effects) = self.outbox.take();
+        for p in held {
+            if p.routed {
+                if acknowledged {
+                    self.inbound.stats.routed += 1;
+                    self.last_inbound_ms = Some(now);
+                } else {
                     self.inbound.count_drop("delivery_failed");
-                    return true;
                 }
+            }
+            self.finish(p, now);
+        }
+        if acknowledged {
+            for effect in effects {
+                self.config_write(effect).await;
+            }
+        }
+        true
+    }
+
+    /// An authorized `/config set|unset` whose message the host acknowledged (§9.2): the host
+    /// validates the whole resulting config and writes it only when the gateway can start
+    /// with it; a refusal is answered with its reason.
+    async fn config_write(&mut self, effect: AfterAck) {
+        let mut request = effect.config_write;
+        request["accountId"] = json!(self.account.id);
+        match self.account.host.request("config.write", &request) {
+            Ok(_) => {
+                tracing::info!(account = %self.account.id, path = %request["path"], "config write applied by the host")
+            }
+            Err(e) => {
+                tracing::warn!(account = %self.account.id, "the host did not apply the config write: {e}");
+                let reason = if e.errors.is_empty() {
+                    e.message.clone()
+                } else {
+                    e.errors.join("; ")
+                };
+                self.send_plain(&effect.to, &format!("Config not changed: {reason}"))
+                    .await;
             }
         }
     }
@@ -658,10 +721,17 @@ async fn watch_account(
     }
     let remote = account.source.remote_host.is_some();
     let mut w = Watch {
-        inbound: Inbound::new(config, settings, account.echo.clone(), remote, start_ms),
+        inbound: Inbound::new(
+            config,
+            settings,
+            account.echo.clone(),
+            remote,
+            start_ms,
+            account.commands.clone(),
+        ),
         pairing: PairingStore::new(&account.dir),
         catchup,
-        scratch: Vec::with_capacity(1024),
+        outbox: Outbox::new(batch_bound(&account.features)),
         last_inbound_ms: None,
         generation: account.generation.load(std::sync::atomic::Ordering::SeqCst),
         persister: Some(start_persister(account.id.clone())),
@@ -758,6 +828,14 @@ async fn watch_account(
         let mut tick = tokio::time::interval(FLUSH_EVERY);
         let mut last_flush = Instant::now();
         let exit = loop {
+            // Group commit: what is held goes to the host once nothing more is ready right
+            // now (so at low rates every message goes alone, at once) or the batch is full.
+            if !w.outbox.is_empty()
+                && (w.outbox.is_full() || !more_ready(&mut backlog, &mut events))
+                && !w.commit(&mut stop).await
+            {
+                break Exit::Stop;
+            }
             let event = tokio::select! {
                 biased;
                 _ = stop.changed() => break Exit::Stop,
@@ -777,7 +855,7 @@ async fn watch_account(
                     // The "message" arm below, with the message already parsed.
                     watch_failures = 0;
                     if let Err(reason) = w
-                        .supervised(subscription, *message, &dead_subscriptions, &mut stop)
+                        .supervised(subscription, *message, &dead_subscriptions)
                         .await
                     {
                         break Exit::Gone(reason);
@@ -793,10 +871,7 @@ async fn watch_account(
             match method.as_str() {
                 "message" => {
                     watch_failures = 0;
-                    if let Err(reason) = w
-                        .process(params.as_deref(), &dead_subscriptions, &mut stop)
-                        .await
-                    {
+                    if let Err(reason) = w.process(params.as_deref(), &dead_subscriptions).await {
                         break Exit::Gone(reason);
                     }
                     // During a burst the stream always wins the select above, so the tick
@@ -807,6 +882,10 @@ async fn watch_account(
                     }
                 }
                 "error" | "watch.overflow" => {
+                    // Resubscribing replays from the cursor: settle what is held first.
+                    if !w.commit(&mut stop).await {
+                        break Exit::Stop;
+                    }
                     let p: Value = params
                         .as_deref()
                         .and_then(|p| serde_json::from_str(p.get()).ok())
@@ -852,6 +931,11 @@ async fn watch_account(
                 other => tracing::debug!(method = other, "ignoring notification"),
             }
         };
+        // Messages processed before the exit are delivered now (on stop, one attempt); what is
+        // still unacknowledged is let go unfinished, so the next subscription replays it.
+        if !w.commit(&mut stop).await {
+            w.outbox.take();
+        }
         w.flush();
         client.shutdown(done, Duration::from_secs(2)).await;
         match exit {

@@ -167,8 +167,10 @@ proptest! {
         let patterns = [Regex::new(r"(?i)@bot\b").unwrap(), Regex::new("é+").unwrap()];
         let _ = policy::strip_invisible(&text);
         let _ = policy::is_mentioned(&text, &patterns);
-        let _ = policy::is_control_command(&text, group, &patterns);
-        let _ = policy::config_write_path(&text, group, &patterns);
+        let _ = policy::is_control_command(&text, group, &patterns, &policy::CommandNames::default());
+        if let Some(command) = policy::config_command(&text, group, &patterns) {
+            let _ = command.request();
+        }
     }
 
     #[test]

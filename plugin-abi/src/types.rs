@@ -45,6 +45,51 @@ pub struct StartContext {
     /// The most verbose log level the host wants forwarded (`error` … `trace`).
     #[serde(default)]
     pub log_level: Option<String>,
+    /// What the host understands beyond the base contract. A host that leaves it empty keeps
+    /// the base contract: one message per `deliver` call, message events only, the plugin's
+    /// default control-command names.
+    #[serde(default, skip_serializing_if = "HostFeatures::is_empty")]
+    pub host: HostFeatures,
+}
+
+/// The host's side of the contract beyond the base (DESIGN.md "Host features"). The plugin
+/// uses only what is listed here, so an older host keeps working unchanged, and a plugin
+/// ignores names it does not know.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostFeatures {
+    /// Named abilities, such as [`features::BATCH_DELIVERY`] or [`features::REACTION_EVENTS`].
+    #[serde(default)]
+    pub features: Vec<String>,
+    /// With [`features::BATCH_DELIVERY`]: the most events the host takes in one delivery
+    /// (default [`features::DEFAULT_MAX_BATCH`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_batch: Option<u32>,
+    /// The host's control-command names, aliases included (`["/status", "/whoami", …]`).
+    /// Absent: the plugin's built-in list (OpenClaw 2026.9.6's commands).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_names: Option<Vec<String>>,
+}
+
+impl HostFeatures {
+    pub fn is_empty(&self) -> bool {
+        self.features.is_empty() && self.max_batch.is_none() && self.command_names.is_none()
+    }
+
+    pub fn has(&self, feature: &str) -> bool {
+        self.features.iter().any(|f| f == feature)
+    }
+}
+
+/// Names of [`HostFeatures::features`].
+pub mod features {
+    /// The host takes [`super::InboundEvent::Batch`]: several events in one `deliver` call,
+    /// acknowledged together (group commit).
+    pub const BATCH_DELIVERY: &str = "deliver.batch";
+    /// The host takes `reaction` events (tapbacks).
+    pub const REACTION_EVENTS: &str = "event.reaction";
+    /// The batch bound when the host names none.
+    pub const DEFAULT_MAX_BATCH: u32 = 256;
 }
 
 /// What `start` reports.
@@ -120,6 +165,13 @@ impl std::error::Error for PluginError {}
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum InboundEvent {
     Message(RoutedMessage),
+    /// Several events in one delivery, only to a host that lists
+    /// [`features::BATCH_DELIVERY`]: `Ok` acknowledges every event in it, an error none of
+    /// them (the plugin delivers the same events again). Events of one batch come from one
+    /// account, in the order the plugin would have delivered them one by one.
+    Batch {
+        events: Vec<InboundEvent>,
+    },
 }
 
 /// One accepted inbound message, routed to a session.

@@ -44,6 +44,7 @@ fn describe_start_status_stop_through_the_abi() {
         state_dir: state.path().display().to_string(),
         watch: false,
         log_level: Some("debug".into()),
+        host: Default::default(),
     };
     let report = client.start(&ctx).expect("start");
     assert_eq!(report.accounts.len(), 1);
@@ -90,6 +91,7 @@ fn bad_config_is_rejected_with_every_field_path() {
             state_dir: state.path().display().to_string(),
             watch: false,
             log_level: None,
+            host: Default::default(),
         })
         .unwrap_err();
     assert_eq!(err.code, "config_invalid");
@@ -107,6 +109,7 @@ fn bad_config_is_rejected_with_every_field_path() {
             state_dir: state.path().display().to_string(),
             watch: false,
             log_level: None,
+            host: Default::default(),
         })
         .expect("start after a rejected config");
     client.stop().unwrap();
@@ -199,6 +202,7 @@ fn a_hung_send_does_not_block_other_calls() {
             state_dir: dir.path().join("state").display().to_string(),
             watch: false,
             log_level: None,
+            host: Default::default(),
         })
         .unwrap();
     let sender = {
@@ -254,6 +258,7 @@ fn status_of_a_watching_account_reports_the_last_inbound_message_and_the_cursor(
             state_dir: dir.path().join("state").display().to_string(),
             watch: true,
             log_level: Some("debug".into()),
+            host: Default::default(),
         })
         .unwrap();
     let began = std::time::Instant::now();

@@ -39,6 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         state_dir,
         watch: true,
         log_level: Some("info".into()),
+        host: Default::default(),
     })?;
     // Block until stdin closes; the plugin works on its own threads meanwhile.
     std::io::copy(&mut std::io::stdin(), &mut std::io::sink())?;

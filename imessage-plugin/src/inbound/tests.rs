@@ -69,6 +69,7 @@ fn harness_for(config: Value, account: &str) -> Harness {
             Arc::new(std::sync::Mutex::new(EchoRegistry::in_memory())),
             false,
             NOW - 60_000,
+            Default::default(),
         ),
         allow_store: Vec::new(),
         newest: None,
@@ -545,11 +546,20 @@ fn cases_81_to_86_group_commands() {
             .text,
         "@bot /reset"
     );
+    // §9.1 (revised by issue 11; case 85's "STOP" predates it): a bare stop word in a group
+    // is a command only when it was addressed.
+    assert_eq!(
+        harness(c0()).dropped(merge(g0(), json!({"text":"STOP"}))),
+        "no_mention"
+    );
     assert!(
         harness(c0())
-            .routed(merge(g0(), json!({"text":"STOP"})))
+            .routed(merge(g0(), json!({"text":"@bot STOP"})))
             .was_mentioned
     );
+    // OpenClaw's built-in names are commands: the owner's /whoami needs no mention.
+    let r = harness(c0()).routed(merge(g0(), json!({"text":"/whoami"})));
+    assert!(r.was_mentioned && r.command_authorized);
     assert_eq!(
         harness(c0()).dropped(merge(g0(), json!({"text":"stop it now"}))),
         "no_mention"
