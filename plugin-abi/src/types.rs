@@ -163,6 +163,9 @@ impl std::error::Error for PluginError {}
 /// events they may ignore.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
+// Events are built one at a time and serialised at once; boxing `Message` would only change
+// every host's pattern for the common case.
+#[allow(clippy::large_enum_variant)]
 pub enum InboundEvent {
     Message(RoutedMessage),
     /// Several events in one delivery, only to a host that lists
