@@ -238,7 +238,7 @@ pub fn read_section(
         match &p.chunk_mode {
             Some(mode) if *mode != alias => diag.error(
                 &read::field(&read::field(path, "streaming"), "chunkMode"),
-                &format!("conflicts with {}", read::field(path, "chunkMode")),
+                format!("conflicts with {}", read::field(path, "chunkMode")),
             ),
             _ => p.chunk_mode = Some(alias),
         }
