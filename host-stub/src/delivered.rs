@@ -3,7 +3,9 @@
 //! printed twice (spec/host-stub-cli.md, channel-behaviour.md §6.3 step 5).
 //!
 //! Append-only file, one id per line, synced before the acknowledgement returns; compacted to
-//! the newest `CAP` ids when it grows past twice that.
+//! the newest `CAP` ids when it grows past twice that. The ids of one delivery (a batch, when
+//! the plugin sends several messages at once) are appended in one write and made durable with
+//! one sync: group commit, so a burst costs one fsync per batch instead of one per message.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -12,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 pub const CAP: usize = 10_000;
 
-struct AccountLog {
+pub struct AccountLog {
     cap: usize,
     path: PathBuf,
     file: File,
@@ -42,7 +44,23 @@ impl AccountLog {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(&path)?;
+        // A kill in the middle of a write can leave a last id without its newline: end that
+        // line, so the next id is not glued onto it.
+        let len = file.metadata()?.len();
+        if len > 0 {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut last = [0u8; 1];
+            file.seek(SeekFrom::Start(len - 1))?;
+            file.read_exact(&mut last)?;
+            if last[0] != b'\n' {
+                file.write_all(b"\n")?;
+            }
+        }
         Ok(AccountLog {
             cap,
             path,
@@ -53,14 +71,29 @@ impl AccountLog {
         })
     }
 
-    /// Appends the id (visible to a restarted process at once); `sync` makes it durable.
-    fn record(&mut self, id: &str) -> std::io::Result<()> {
-        // One write: `writeln!` on a File may split the id and its newline into two, and a
-        // kill between them would glue the next id onto this one.
-        self.file.write_all(format!("{id}\n").as_bytes())?;
-        self.lines_in_file += 1;
-        self.order.push_back(id.to_string());
-        self.set.insert(id.to_string());
+    pub fn contains(&self, id: &str) -> bool {
+        self.set.contains(id)
+    }
+
+    /// Records the ids of one delivery: one write (visible to a restarted process at once),
+    /// then one `sync_data` to make them durable.
+    pub fn record_all<'a>(
+        &mut self,
+        ids: impl IntoIterator<Item = &'a str>,
+    ) -> std::io::Result<()> {
+        let mut buf = String::new();
+        for id in ids {
+            buf.push_str(id);
+            buf.push('\n');
+            self.lines_in_file += 1;
+            self.order.push_back(id.to_string());
+            self.set.insert(id.to_string());
+        }
+        if buf.is_empty() {
+            return Ok(());
+        }
+        // One write: a kill between an id and its newline would glue the next id onto it.
+        self.file.write_all(buf.as_bytes())?;
         while self.order.len() > self.cap {
             if let Some(old) = self.order.pop_front() {
                 self.set.remove(&old);
@@ -69,7 +102,7 @@ impl AccountLog {
         if self.lines_in_file > 2 * self.cap {
             self.compact()?;
         }
-        Ok(())
+        self.file.sync_data()
     }
 
     fn compact(&mut self) -> std::io::Result<()> {
@@ -108,7 +141,8 @@ impl Delivered {
         }
     }
 
-    fn log(&mut self, channel: &str, account: &str) -> std::io::Result<&mut AccountLog> {
+    /// The log of one channel account, opened on first use.
+    pub fn account(&mut self, channel: &str, account: &str) -> std::io::Result<&mut AccountLog> {
         let key = format!("{channel}/{account}");
         if !self.logs.contains_key(&key) {
             let safe = |s: &str| -> String {
@@ -131,21 +165,6 @@ impl Delivered {
         }
         Ok(self.logs.get_mut(&key).expect("inserted above"))
     }
-
-    /// True when `id` was already delivered for this account.
-    pub fn seen(&mut self, channel: &str, account: &str, id: &str) -> std::io::Result<bool> {
-        Ok(self.log(channel, account)?.set.contains(id))
-    }
-
-    /// Records `id`: written to the file, not yet fsynced (see `sync`).
-    pub fn record(&mut self, channel: &str, account: &str, id: &str) -> std::io::Result<()> {
-        self.log(channel, account)?.record(id)
-    }
-
-    /// Makes the account's recorded ids durable.
-    pub fn sync(&mut self, channel: &str, account: &str) -> std::io::Result<()> {
-        self.log(channel, account)?.file.sync_data()
-    }
 }
 
 #[cfg(test)]
@@ -157,25 +176,41 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let mut d = Delivered::with_cap(dir.path(), 50);
-            assert!(!d.seen("imessage", "default", "A").unwrap());
-            d.record("imessage", "default", "A").unwrap();
-            assert!(d.seen("imessage", "default", "A").unwrap());
-            assert!(!d.seen("imessage", "work", "A").unwrap(), "per account");
+            let log = d.account("imessage", "default").unwrap();
+            assert!(!log.contains("A"));
+            log.record_all(["A"]).unwrap();
+            assert!(log.contains("A"));
+            assert!(
+                !d.account("imessage", "work").unwrap().contains("A"),
+                "per account"
+            );
         }
         let mut d = Delivered::with_cap(dir.path(), 50);
-        assert!(d.seen("imessage", "default", "A").unwrap(), "persisted");
-        for i in 0..105 {
-            d.record("imessage", "default", &format!("id{i}")).unwrap();
+        let log = d.account("imessage", "default").unwrap();
+        assert!(log.contains("A"), "persisted");
+        let ids: Vec<String> = (0..105).map(|i| format!("id{i}")).collect();
+        for batch in ids.chunks(10) {
+            log.record_all(batch.iter().map(String::as_str)).unwrap();
         }
-        assert!(
-            !d.seen("imessage", "default", "A").unwrap(),
-            "evicted past the cap"
-        );
-        assert!(d.seen("imessage", "default", "id104").unwrap());
+        assert!(!log.contains("A"), "evicted past the cap");
+        assert!(log.contains("id104"));
         let lines = std::fs::read_to_string(dir.path().join("imessage/default.delivered"))
             .unwrap()
             .lines()
             .count();
-        assert!(lines <= 100, "compacted: {lines}");
+        assert!(lines <= 110, "compacted: {lines}");
+    }
+
+    #[test]
+    fn a_torn_last_line_is_ended_before_the_next_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("imessage/default.delivered");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, "A\nB").unwrap();
+        let mut d = Delivered::with_cap(dir.path(), 50);
+        let log = d.account("imessage", "default").unwrap();
+        assert!(log.contains("B"));
+        log.record_all(["C", "D"]).unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "A\nB\nC\nD\n");
     }
 }

@@ -50,6 +50,18 @@ pub fn check(config: &Value) -> Vec<String> {
     if !string_or_null(map.get("stateDir")) {
         problems.push("stateDir: expected a string".to_string());
     }
+    if let Some(names) = map.get("commands").and_then(|c| c.get("names")) {
+        let strings = names.as_array().is_some_and(|a| {
+            a.iter()
+                .all(|n| n.as_str().is_some_and(|s| !s.trim().is_empty()))
+        });
+        if !strings && !names.is_null() {
+            problems.push(
+                "commands.names: expected an array of command names such as \"/status\""
+                    .to_string(),
+            );
+        }
+    }
     problems
 }
 
