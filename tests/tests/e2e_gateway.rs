@@ -219,7 +219,9 @@ fn burst_across(n: usize) -> Value {
     let rows: Vec<Value> = (0..n)
         .map(|i| match i % 4 {
             0 => json!({"chat_id": 7, "handle": "+15550001111", "text": format!("dm {i}")}),
-            1 => json!({"chat_id": 42, "handle": "+15550001111", "text": format!("@bot group {i}")}),
+            1 => {
+                json!({"chat_id": 42, "handle": "+15550001111", "text": format!("@bot group {i}")})
+            }
             2 => json!({"chat_id": 9, "handle": "+15550004444", "text": format!("dm {i}")}),
             _ => json!({"chat_id": 43, "handle": "+15550004444", "text": format!("@bot ops {i}")}),
         })

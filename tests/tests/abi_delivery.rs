@@ -1,0 +1,235 @@
+//! Delivery across the real library boundary (issue 12): a host that does not opt in gets one
+//! `message` event per call; a host that lists `deliver.batch` gets `batch` events when
+//! several messages are ready, bounded by its `maxBatch`, in order, one account per batch; a
+//! refused delivery acknowledges nothing and comes again whole.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use plugin_abi::host::{self, Host, PluginClient};
+use plugin_abi::types::{features, HostFeatures, StartContext};
+use serde_json::{json, Value};
+
+/// Records every delivery as it arrived; refuses the first `refuse` of them; takes `pause` to
+/// accept each, so messages pile up behind it as behind a host that syncs to disk.
+#[derive(Clone, Default)]
+struct Gate {
+    deliveries: Arc<Mutex<Vec<Value>>>,
+    refused: Arc<Mutex<Vec<Value>>>,
+    refuse: Arc<Mutex<usize>>,
+    pause: Duration,
+}
+
+impl Host for Gate {
+    fn deliver(&self, event: &str) -> Result<(), String> {
+        let value: Value = serde_json::from_str(event).map_err(|e| e.to_string())?;
+        std::thread::sleep(self.pause);
+        let mut refuse = self.refuse.lock().unwrap();
+        if *refuse > 0 {
+            *refuse -= 1;
+            self.refused.lock().unwrap().push(value);
+            return Err("disk full (test)".into());
+        }
+        self.deliveries.lock().unwrap().push(value);
+        Ok(())
+    }
+    fn log(&self, _record: &str) {}
+}
+
+impl Gate {
+    /// The messages in the order they were acknowledged.
+    fn messages(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        for d in self.deliveries.lock().unwrap().iter() {
+            match d["type"].as_str() {
+                Some("batch") => out.extend(d["events"].as_array().unwrap().iter().cloned()),
+                _ => out.push(d.clone()),
+            }
+        }
+        out
+    }
+}
+
+struct Run {
+    _dir: tempfile::TempDir,
+    inbox: std::path::PathBuf,
+    client: PluginClient,
+}
+
+fn start(gate: &Gate, host: HostFeatures) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("scenario.json");
+    let inbox = dir.path().join("inbox.jsonl");
+    std::fs::write(&inbox, "").unwrap();
+    std::fs::write(
+        &scenario,
+        json!({
+            "clock": {"start": "now", "mode": "running"},
+            "chats": common::sim::chats(),
+            "messages": [],
+            "control": {"inbox": inbox},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let plugin = host::load(&common::plugin_library("imessage")).unwrap();
+    let client = plugin.instantiate(host::callbacks(gate.clone())).unwrap();
+    client
+        .start(&StartContext {
+            config: json!({"channels": {"imessage": {
+                "cliPath": common::imsg_sim().display().to_string(),
+                "dbPath": scenario.display().to_string(),
+                "allowFrom": ["+15550001111"],
+            }}, "messages": {"groupChat": {"mentionPatterns": ["@bot\\b"]}}}),
+            state_dir: dir.path().join("state").display().to_string(),
+            watch: true,
+            log_level: None,
+            host,
+        })
+        .unwrap();
+    let began = Instant::now();
+    while client.status(&Default::default()).unwrap().accounts[0].state != "watching" {
+        assert!(began.elapsed() < Duration::from_secs(20), "never watching");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Run {
+        _dir: dir,
+        inbox,
+        client,
+    }
+}
+
+/// `n` rows alternating between the owner's DM and the group; text ends with the sequence.
+fn burst(run: &Run, n: usize) {
+    let rows: Vec<Value> = (0..n)
+        .map(|i| match i % 2 {
+            0 => json!({"chat_id": 7, "handle": "+15550001111", "text": format!("dm {i}")}),
+            _ => {
+                json!({"chat_id": 42, "handle": "+15550001111", "text": format!("@bot group {i}")})
+            }
+        })
+        .collect();
+    std::fs::write(
+        &run.inbox,
+        format!("{}\n", json!({"op": "insert_many", "rows": rows})),
+    )
+    .unwrap();
+}
+
+fn wait_for(gate: &Gate, n: usize) -> Vec<Value> {
+    let began = Instant::now();
+    while gate.messages().len() < n {
+        assert!(
+            began.elapsed() < Duration::from_secs(60),
+            "{} of {n} messages",
+            gate.messages().len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    gate.messages()
+}
+
+fn assert_once_in_order(messages: &[Value], n: usize) {
+    let seqs: Vec<usize> = messages
+        .iter()
+        .map(|m| {
+            m["text"]
+                .as_str()
+                .unwrap()
+                .rsplit(' ')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        seqs,
+        (0..n).collect::<Vec<_>>(),
+        "each message once, in stream order"
+    );
+}
+
+fn batching(max: u32) -> HostFeatures {
+    HostFeatures {
+        features: vec![features::BATCH_DELIVERY.into()],
+        max_batch: Some(max),
+        command_names: None,
+    }
+}
+
+#[test]
+fn a_host_that_does_not_opt_in_gets_one_message_per_call() {
+    let gate = Gate {
+        pause: Duration::from_millis(2),
+        ..Default::default()
+    };
+    let run = start(&gate, HostFeatures::default());
+    burst(&run, 300);
+    let messages = wait_for(&gate, 300);
+    assert_once_in_order(&messages, 300);
+    let deliveries = gate.deliveries.lock().unwrap().clone();
+    assert_eq!(deliveries.len(), 300);
+    assert!(deliveries.iter().all(|d| d["type"] == "message"));
+    run.client.stop().unwrap();
+}
+
+#[test]
+fn a_batching_host_gets_bounded_batches_in_order() {
+    let gate = Gate {
+        pause: Duration::from_millis(20),
+        ..Default::default()
+    };
+    let run = start(&gate, batching(64));
+    burst(&run, 2000);
+    let messages = wait_for(&gate, 2000);
+    assert_once_in_order(&messages, 2000);
+    let deliveries = gate.deliveries.lock().unwrap().clone();
+    let sizes: Vec<usize> = deliveries
+        .iter()
+        .map(|d| d["events"].as_array().map_or(1, Vec::len))
+        .collect();
+    assert!(sizes.iter().all(|&n| (1..=64).contains(&n)), "{sizes:?}");
+    assert!(
+        deliveries.len() < 2000 / 4,
+        "a slow host gets the burst in batches: {} deliveries",
+        deliveries.len()
+    );
+    for d in deliveries.iter().filter(|d| d["type"] == "batch") {
+        let events = d["events"].as_array().unwrap();
+        assert!(
+            events.len() > 1,
+            "one ready message goes as a plain message event"
+        );
+        assert!(events
+            .iter()
+            .all(|e| e["accountId"] == "default" && e["type"] == "message"));
+    }
+    run.client.stop().unwrap();
+}
+
+#[test]
+fn a_refused_batch_is_acknowledged_not_at_all_and_comes_again_whole() {
+    let gate = Gate {
+        pause: Duration::from_millis(20),
+        refuse: Arc::new(Mutex::new(1)),
+        ..Default::default()
+    };
+    let run = start(&gate, batching(256));
+    burst(&run, 500);
+    let messages = wait_for(&gate, 500);
+    assert_once_in_order(&messages, 500);
+    let refused = gate.refused.lock().unwrap()[0].clone();
+    let first_accepted = gate.deliveries.lock().unwrap()[0].clone();
+    assert_eq!(
+        refused, first_accepted,
+        "the same delivery came again after the refusal"
+    );
+    // Nothing of the refused delivery was finished: the status counts each message once.
+    let status = run.client.status(&Default::default()).unwrap();
+    assert_eq!(status.accounts[0].routed, 500);
+    run.client.stop().unwrap();
+}
