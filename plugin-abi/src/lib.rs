@@ -17,6 +17,38 @@
 //!   into the plugin.
 //! - A panic must never unwind across the boundary (it aborts the process). Plugins get this
 //!   for free by implementing [`guard::Plugin`] and exporting [`guard::Guarded`].
+//!
+//! # Delivery: what `Ok` promises, batches, and redelivery
+//!
+//! The plugin hands inbound events to [`HostCallbacks::deliver`] as JSON
+//! ([`types::InboundEvent`]). Returning `Ok` means the host has durably taken responsibility
+//! for every event in that call: only then does the plugin move its catch-up cursor past them.
+//! Returning an error acknowledges nothing; the plugin delivers the same events again later
+//! (after 1 s, 4 s and 16 s, then it counts them as `delivery_failed`).
+//!
+//! **Opting in to batches (group commit).** A host that lists
+//! [`types::features::BATCH_DELIVERY`] in [`types::StartContext::host`] may receive a
+//! [`types::InboundEvent::Batch`]: several events in one call, at most `maxBatch` of them
+//! (default [`types::features::DEFAULT_MAX_BATCH`]), all from one account, in the order they
+//! would have come one by one. One `Ok` acknowledges them all, so a host that syncs to disk
+//! syncs once per batch instead of once per message. Nothing waits for a batch to fill: a
+//! batch is sent as soon as no further message is ready, and a single ready message comes as a
+//! plain `message` event. A host that does not list the feature keeps the base contract: one
+//! `message` event per call. Other abilities are opted into the same way
+//! ([`types::HostFeatures`]); the plugin ignores feature names it does not know.
+//!
+//! ```text
+//! StartContext { host: HostFeatures { features: ["deliver.batch"], maxBatch: 256, .. }, .. }
+//! deliver({"type":"batch","events":[{"type":"message","messageId":"A",..},{..,"messageId":"B"}]})
+//!   -> Ok   // A and B are the host's now; one fsync covered both
+//! ```
+//!
+//! **Redelivery after a crash.** The cursor is persisted shortly after the acknowledgement,
+//! so a crash of either side can deliver an acknowledged event again, with the same
+//! `messageId`. Hosts keep the ids they have taken (host-stub keeps the last 10,000 per
+//! account) and acknowledge a repeat without acting on it again. A host that prints or
+//! forwards before it records the ids can, when killed between the two, repeat at most the
+//! events of the one delivery in flight; it never loses one.
 
 // `#[sabi_trait]` expands to impls that trip these lints; they can only be silenced here.
 #![allow(non_local_definitions, unused_braces)]
