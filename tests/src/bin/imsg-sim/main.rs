@@ -5,6 +5,7 @@
 //! Messages database seeded from a scenario (fixture F by default), with hooks to inject
 //! inbound messages, delays, malformed lines, permission failures and crashes.
 
+mod burst;
 mod db;
 mod journal;
 mod methods;
@@ -133,6 +134,10 @@ fn load_scenario(args: &Args) -> Result<Value, String> {
 }
 
 fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some("burst") {
+        std::process::exit(burst::dump(&argv[1..]));
+    }
     let args = parse_args();
     let scenario = match load_scenario(&args) {
         Ok(s) => s,
@@ -266,7 +271,7 @@ fn run_rpc(sim: Sim, scenario: &Value) {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let shared = server::Shared::new(sim, record);
+    let shared = server::Shared::new(sim, record, burst::Burst::from_scenario(scenario));
     server::spawn_ticker(shared.clone(), events, inbox);
     let server = server::Server::new(shared);
     let code = server.run();

@@ -37,6 +37,10 @@ pub struct Shared {
     start: Instant,
     in_flight: AtomicUsize,
     pub closing: AtomicBool,
+    /// Burst mode (benchmark): started once, after the first `watch.subscribe` answer.
+    pub burst: Mutex<Option<crate::burst::Burst>>,
+    /// Burst mode: where received `send`s are noted.
+    pub send_log: Option<String>,
 }
 
 fn fault_u64(faults: &Map<String, Value>, key: &str) -> Option<u64> {
@@ -44,8 +48,9 @@ fn fault_u64(faults: &Map<String, Value>, key: &str) -> Option<u64> {
 }
 
 impl Shared {
-    pub fn new(sim: Sim, record: Option<File>) -> Arc<Shared> {
+    pub fn new(sim: Sim, record: Option<File>, burst: Option<crate::burst::Burst>) -> Arc<Shared> {
         let faults = sim.faults.clone();
+        let send_log = burst.as_ref().and_then(|b| b.sends.clone());
         Arc::new(Shared {
             state: Mutex::new(sim),
             out: Mutex::new(Out {
@@ -60,6 +65,8 @@ impl Shared {
             start: Instant::now(),
             in_flight: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
+            burst: Mutex::new(burst),
+            send_log,
         })
     }
 
@@ -553,9 +560,24 @@ fn execute(shared: &Arc<Shared>, request: Request) {
                     shared.notify_all(out_lines);
                 }
                 drop(sim);
+                let burst = shared.burst.lock().ok().and_then(|mut b| b.take());
+                if let Some(burst) = burst {
+                    let writer = shared.clone();
+                    std::thread::spawn(move || {
+                        crate::burst::run(&burst, Some(sub), |bytes| {
+                            if let Ok(mut out) = writer.out.lock() {
+                                let _ = out.stdout.write_all(bytes);
+                                let _ = out.stdout.flush();
+                            }
+                        })
+                    });
+                }
             }
         },
         "send" => {
+            if let (Some(path), Some(text)) = (&shared.send_log, params.get("text").and_then(Value::as_str)) {
+                crate::burst::note_send(path, text);
+            }
             let latency = sim
                 .send_cfg
                 .get("latency_ms")

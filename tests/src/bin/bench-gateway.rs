@@ -1,0 +1,416 @@
+//! The whole-process benchmark (issue 12): what a user running `host-stub gateway` gets.
+//!
+//! ```sh
+//! cargo build --release --workspace && target/release/bench-gateway
+//! ```
+//!
+//! Each run starts `host-stub gateway` with the built `libimessage` and an `imsg-sim` that
+//! writes N `message` notifications right after `watch.subscribe` (burst mode), and times the
+//! first byte of the burst to the N-th routed line on host-stub's stdout, every delivery made
+//! durable (host-stub fsyncs its delivered-id log before it acknowledges). Beside it, in the
+//! same run, a bare loop over the same bytes: read a line, parse it with serde_json, print one
+//! line. Then latency: the same gateway paced at 20,000 msg/s (notification → routed line),
+//! and the echo round trip (notification → the `send` of the `--reply echo` answer).
+//!
+//! Knobs (environment): `MESSAGES` (default 100,000), `RUNS` (5), `PACED` (100,000 messages
+//! at 20,000/s), `ECHOES` (200 at 50/s), `RSS_MESSAGES` (1,000,000: peak RSS sampled at 200k,
+//! 600k and 1M; 0 skips it). Medians are over `RUNS`; the machine is noisy, so compare
+//! numbers from one run of this binary.
+
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(default)
+}
+
+fn unix_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+fn release_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("target/release"))
+}
+
+fn artifact(name: &str) -> PathBuf {
+    let path = release_dir().join(name);
+    if !path.exists() {
+        eprintln!(
+            "{} is missing: run `cargo build --release --workspace` first",
+            path.display()
+        );
+        std::process::exit(2);
+    }
+    path
+}
+
+fn library_name() -> &'static str {
+    if cfg!(target_os = "macos") {
+        "libimessage.dylib"
+    } else {
+        "libimessage.so"
+    }
+}
+
+/// Peak and current resident set of a process, in KiB (Linux `/proc`).
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// A scratch gateway folder: plugins, config, scenario, state.
+struct Gateway {
+    dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    fn new(burst: Value) -> Gateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let plugins = dir.path().join("plugins");
+        std::fs::create_dir_all(&plugins).unwrap();
+        std::fs::copy(artifact(library_name()), plugins.join(library_name())).unwrap();
+        let scenario = dir.path().join("scenario.json");
+        std::fs::write(
+            &scenario,
+            json!({
+                "clock": {"start": "now", "mode": "running"},
+                "chats": [{"id": 7, "identifier": "+15550001111", "guid": "iMessage;-;+15550001111",
+                           "service": "iMessage", "participants": ["+15550001111"]}],
+                "messages": [],
+                "control": {"shared": dir.path().join("chat.journal")},
+                "burst": burst,
+            })
+            .to_string(),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("gateway.json5"),
+            json!({"channels": {"imessage": {
+                "cliPath": artifact("imsg-sim").display().to_string(),
+                "dbPath": scenario.display().to_string(),
+                "dmPolicy": "open",
+                "allowFrom": ["*"],
+            }}})
+            .to_string(),
+        )
+        .unwrap();
+        Gateway { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn start(&self, echo: bool) -> Child {
+        let mut cmd = Command::new(artifact("host-stub"));
+        cmd.arg("--config")
+            .arg(self.path("gateway.json5"))
+            .arg("--plugins")
+            .arg(self.path("plugins"))
+            .arg("--state-dir")
+            .arg(self.path("state"))
+            .args(["--log-level", "warn", "gateway"]);
+        if echo {
+            cmd.args(["--reply", "echo"]);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(self.path("host-stub.stderr")).unwrap())
+            .spawn()
+            .expect("start host-stub")
+    }
+}
+
+fn stop(mut child: Child) {
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let _ = child.wait();
+}
+
+/// Reads `stdout` until `n` lines; calls `at(lines_so_far)` after every read. Returns the
+/// unix time of the n-th line.
+fn count_lines(stdout: &mut impl Read, n: u64, mut at: impl FnMut(u64)) -> u128 {
+    let mut buf = vec![0u8; 1 << 16];
+    let mut lines = 0;
+    while lines < n {
+        let got = stdout.read(&mut buf).expect("reading stdout");
+        assert!(got > 0, "the process ended after {lines} of {n} lines");
+        lines += buf[..got].iter().filter(|b| **b == b'\n').count() as u64;
+        at(lines);
+    }
+    unix_ns()
+}
+
+fn started_ns(path: &Path) -> u128 {
+    for _ in 0..1000 {
+        if let Some(t) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            return t;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("{} was never written", path.display());
+}
+
+struct Sample {
+    seconds: f64,
+    peak_kib: u64,
+    /// (lines read, current RSS KiB) at the checkpoints asked for.
+    rss: Vec<(u64, u64)>,
+}
+
+/// One whole-process run: host-stub + libimessage + imsg-sim, N messages in a burst.
+fn whole_process(n: u64, checkpoints: &[u64]) -> Sample {
+    let gw = Gateway::new(json!({"messages": n, "started": "STARTED"}));
+    let started = gw.path("started");
+    let scenario_path = gw.path("scenario.json");
+    let scenario = std::fs::read_to_string(&scenario_path)
+        .unwrap()
+        .replace("\"STARTED\"", &Value::from(started.display().to_string()).to_string());
+    std::fs::write(&scenario_path, scenario).unwrap();
+    let mut child = gw.start(false);
+    let pid = child.id();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut rss = Vec::new();
+    let mut next = 0;
+    let end = count_lines(&mut stdout, n, |lines| {
+        while next < checkpoints.len() && lines >= checkpoints[next] {
+            rss.push((checkpoints[next], memory_kib(pid).1));
+            next += 1;
+        }
+    });
+    let (peak_kib, _) = memory_kib(pid);
+    let seconds = (end - started_ns(&started)) as f64 / 1e9;
+    stop(child);
+    Sample {
+        seconds,
+        peak_kib,
+        rss,
+    }
+}
+
+/// The bare loop over the same bytes: `imsg-sim burst N | bench-gateway --bare`.
+fn bare(n: u64) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let started = dir.path().join("started");
+    let mut sim = Command::new(artifact("imsg-sim"))
+        .args(["burst", &n.to_string(), &started.display().to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("imsg-sim burst");
+    let mut bare = Command::new(std::env::current_exe().unwrap())
+        .arg("--bare")
+        .stdin(sim.stdout.take().unwrap())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("bare loop");
+    let mut stdout = bare.stdout.take().unwrap();
+    let end = count_lines(&mut stdout, n, |_| {});
+    let seconds = (end - started_ns(&started)) as f64 / 1e9;
+    let _ = sim.wait();
+    let _ = bare.wait();
+    seconds
+}
+
+/// `--bare`: read a line, parse it with serde_json, print one line; flush whenever no more
+/// input is buffered (as host-stub writes once per delivery).
+fn bare_loop() {
+    let mut input = BufReader::with_capacity(1 << 16, std::io::stdin().lock());
+    let mut out = BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match input.read_line(&mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let Ok(v) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        let _ = serde_json::to_writer(&mut out, &v["params"]["message"]);
+        let _ = out.write_all(b"\n");
+        if input.buffer().is_empty() {
+            let _ = out.flush();
+        }
+    }
+    let _ = out.flush();
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    percentile(&v, 0.5)
+}
+
+/// The `t=<ns>` stamp imsg-sim put in a text.
+fn stamp(text: &[u8]) -> Option<u128> {
+    let at = text.windows(2).position(|w| w == b"t=")?;
+    let digits: String = text[at + 2..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .map(|b| *b as char)
+        .collect();
+    digits.parse().ok()
+}
+
+/// Notification → routed line at a fixed rate; latencies in µs, sorted.
+fn paced(n: u64, rate: u64) -> Vec<f64> {
+    let gw = Gateway::new(json!({"messages": n, "rate": rate}));
+    let mut child = gw.start(false);
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut latencies = Vec::with_capacity(n as usize);
+    for line in stdout.split(b'\n').take(n as usize) {
+        let line = line.expect("stdout");
+        let now = unix_ns();
+        if let Some(t) = stamp(&line) {
+            latencies.push((now.saturating_sub(t)) as f64 / 1000.0);
+        }
+    }
+    stop(child);
+    latencies.sort_by(f64::total_cmp);
+    latencies
+}
+
+/// Notification → the `send` of the echo agent's answer; latencies in µs, sorted.
+fn echo_round_trip(n: u64, rate: u64) -> Vec<f64> {
+    let gw = Gateway::new(json!({"messages": n, "rate": rate, "sends": "SENDS"}));
+    let sends = gw.path("sends.log");
+    let scenario_path = gw.path("scenario.json");
+    let scenario = std::fs::read_to_string(&scenario_path)
+        .unwrap()
+        .replace("\"SENDS\"", &Value::from(sends.display().to_string()).to_string());
+    std::fs::write(&scenario_path, scenario).unwrap();
+    let child = gw.start(true);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30 + 2 * n / rate.max(1));
+    let mut latencies = Vec::new();
+    while std::time::Instant::now() < deadline {
+        let text = std::fs::read_to_string(&sends).unwrap_or_default();
+        latencies = text
+            .lines()
+            .filter_map(|l| {
+                let (at, rest) = l.split_once(' ')?;
+                let at: u128 = at.parse().ok()?;
+                Some((at.saturating_sub(stamp(rest.as_bytes())?)) as f64 / 1000.0)
+            })
+            .collect();
+        if latencies.len() as u64 >= n {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop(child);
+    latencies.sort_by(f64::total_cmp);
+    latencies
+}
+
+fn main() {
+    if std::env::args().nth(1).as_deref() == Some("--bare") {
+        bare_loop();
+        return;
+    }
+    let n = env_number("MESSAGES", 100_000);
+    let runs = env_number("RUNS", 5).max(1);
+    println!("whole process: host-stub gateway + libimessage + imsg-sim, {n} messages in a burst, every delivery fsynced; {runs} runs");
+    let mut whole = Vec::new();
+    let mut bares = Vec::new();
+    let mut peaks = Vec::new();
+    for run in 1..=runs {
+        let sample = whole_process(n, &[]);
+        let b = bare(n);
+        println!(
+            "  run {run}: gateway {:.3} s ({:.0} msg/s, peak RSS {:.1} MiB), bare loop {:.3} s ({:.0} msg/s), ratio {:.2}",
+            sample.seconds,
+            n as f64 / sample.seconds,
+            sample.peak_kib as f64 / 1024.0,
+            b,
+            n as f64 / b,
+            sample.seconds / b
+        );
+        whole.push(sample.seconds);
+        bares.push(b);
+        peaks.push(sample.peak_kib as f64 / 1024.0);
+    }
+    let (w, b) = (median(&whole), median(&bares));
+    let ratios: Vec<f64> = whole.iter().zip(&bares).map(|(w, b)| w / b).collect();
+    println!(
+        "median: gateway {:.3} s = {:.0} msg/s; bare loop {:.3} s = {:.0} msg/s; ratio {:.2} (per-run ratios median {:.2}); peak RSS median {:.1} MiB",
+        w,
+        n as f64 / w,
+        b,
+        n as f64 / b,
+        w / b,
+        median(&ratios),
+        median(&peaks)
+    );
+
+    let paced_n = env_number("PACED", 100_000);
+    if paced_n > 0 {
+        let l = paced(paced_n, 20_000);
+        println!(
+            "paced 20,000 msg/s, {} messages: notification → routed line p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs",
+            l.len(),
+            percentile(&l, 0.5),
+            percentile(&l, 0.99),
+            l.last().copied().unwrap_or(f64::NAN)
+        );
+    }
+    let echoes = env_number("ECHOES", 200);
+    if echoes > 0 {
+        let l = echo_round_trip(echoes, 50);
+        println!(
+            "echo round trip, {} messages at 50/s: notification → send of the reply p50 {:.2} ms, p99 {:.2} ms",
+            l.len(),
+            percentile(&l, 0.5) / 1000.0,
+            percentile(&l, 0.99) / 1000.0
+        );
+    }
+    let rss_n = env_number("RSS_MESSAGES", 1_000_000);
+    if rss_n > 0 {
+        let checkpoints = [rss_n / 5, rss_n * 3 / 5, rss_n];
+        let sample = whole_process(rss_n, &checkpoints);
+        let points: Vec<String> = sample
+            .rss
+            .iter()
+            .map(|(at, kib)| format!("{:.1} MiB at {at}", *kib as f64 / 1024.0))
+            .collect();
+        println!(
+            "RSS over {rss_n} messages: {}; peak {:.1} MiB ({:.0} msg/s)",
+            points.join(", "),
+            sample.peak_kib as f64 / 1024.0,
+            rss_n as f64 / sample.seconds
+        );
+    }
+}
