@@ -107,11 +107,15 @@ impl AccountLog {
 
     fn compact(&mut self) -> std::io::Result<()> {
         let tmp = self.path.with_extension("tmp");
+        // One buffer, one write: compaction runs every CAP messages, on the delivery path.
+        let mut text = String::with_capacity(self.order.iter().map(|id| id.len() + 1).sum());
+        for id in &self.order {
+            text.push_str(id);
+            text.push('\n');
+        }
         {
             let mut out = File::create(&tmp)?;
-            for id in &self.order {
-                writeln!(out, "{id}")?;
-            }
+            out.write_all(text.as_bytes())?;
             out.sync_all()?;
         }
         std::fs::rename(&tmp, &self.path)?;

@@ -86,7 +86,11 @@ struct Gateway {
 
 impl Gateway {
     fn new(burst: Value) -> Gateway {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let mut dir = tempfile::tempdir().expect("tempdir");
+        // For profilers that resolve symbols after the run (perf report).
+        if std::env::var_os("BENCH_KEEP").is_some() {
+            dir.disable_cleanup(true);
+        }
         let plugins = dir.path().join("plugins");
         std::fs::create_dir_all(&plugins).unwrap();
         std::fs::copy(artifact(library_name()), plugins.join(library_name())).unwrap();
@@ -189,9 +193,10 @@ fn whole_process(n: u64, checkpoints: &[u64]) -> Sample {
     let gw = Gateway::new(json!({"messages": n, "started": "STARTED"}));
     let started = gw.path("started");
     let scenario_path = gw.path("scenario.json");
-    let scenario = std::fs::read_to_string(&scenario_path)
-        .unwrap()
-        .replace("\"STARTED\"", &Value::from(started.display().to_string()).to_string());
+    let scenario = std::fs::read_to_string(&scenario_path).unwrap().replace(
+        "\"STARTED\"",
+        &Value::from(started.display().to_string()).to_string(),
+    );
     std::fs::write(&scenario_path, scenario).unwrap();
     let mut child = gw.start(false);
     let pid = child.id();
@@ -214,8 +219,8 @@ fn whole_process(n: u64, checkpoints: &[u64]) -> Sample {
     }
 }
 
-/// The bare loop over the same bytes: `imsg-sim burst N | bench-gateway --bare`.
-fn bare(n: u64) -> f64 {
+/// The bare loop over the same bytes: `imsg-sim burst N | bench-gateway --bare[-println]`.
+fn bare(n: u64, mode: &str) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let started = dir.path().join("started");
     let mut sim = Command::new(artifact("imsg-sim"))
@@ -224,7 +229,7 @@ fn bare(n: u64) -> f64 {
         .spawn()
         .expect("imsg-sim burst");
     let mut bare = Command::new(std::env::current_exe().unwrap())
-        .arg("--bare")
+        .arg(mode)
         .stdin(sim.stdout.take().unwrap())
         .stdout(Stdio::piped())
         .spawn()
@@ -237,8 +242,21 @@ fn bare(n: u64) -> f64 {
     seconds
 }
 
+/// `--bare-println`: the same with `println!`, one write per line (Rust's stdout is
+/// line-buffered): the loop as most people would write it.
+fn bare_println_loop() {
+    let stdin = std::io::stdin().lock();
+    for line in stdin.lines() {
+        let Ok(line) = line else { break };
+        let Ok(v) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        println!("{}", v["params"]["message"]);
+    }
+}
+
 /// `--bare`: read a line, parse it with serde_json, print one line; flush whenever no more
-/// input is buffered (as host-stub writes once per delivery).
+/// input is buffered (as host-stub writes once per delivery). The stricter baseline.
 fn bare_loop() {
     let mut input = BufReader::with_capacity(1 << 16, std::io::stdin().lock());
     let mut out = BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
@@ -309,9 +327,10 @@ fn echo_round_trip(n: u64, rate: u64) -> Vec<f64> {
     let gw = Gateway::new(json!({"messages": n, "rate": rate, "sends": "SENDS"}));
     let sends = gw.path("sends.log");
     let scenario_path = gw.path("scenario.json");
-    let scenario = std::fs::read_to_string(&scenario_path)
-        .unwrap()
-        .replace("\"SENDS\"", &Value::from(sends.display().to_string()).to_string());
+    let scenario = std::fs::read_to_string(&scenario_path).unwrap().replace(
+        "\"SENDS\"",
+        &Value::from(sends.display().to_string()).to_string(),
+    );
     std::fs::write(&scenario_path, scenario).unwrap();
     let child = gw.start(true);
     let deadline = std::time::Instant::now() + Duration::from_secs(30 + 2 * n / rate.max(1));
@@ -337,43 +356,49 @@ fn echo_round_trip(n: u64, rate: u64) -> Vec<f64> {
 }
 
 fn main() {
-    if std::env::args().nth(1).as_deref() == Some("--bare") {
-        bare_loop();
-        return;
+    match std::env::args().nth(1).as_deref() {
+        Some("--bare") => return bare_loop(),
+        Some("--bare-println") => return bare_println_loop(),
+        _ => {}
     }
     let n = env_number("MESSAGES", 100_000);
     let runs = env_number("RUNS", 5).max(1);
     println!("whole process: host-stub gateway + libimessage + imsg-sim, {n} messages in a burst, every delivery fsynced; {runs} runs");
     let mut whole = Vec::new();
     let mut bares = Vec::new();
+    let mut printlns = Vec::new();
     let mut peaks = Vec::new();
     for run in 1..=runs {
         let sample = whole_process(n, &[]);
-        let b = bare(n);
+        let b = bare(n, "--bare");
+        let p = bare(n, "--bare-println");
         println!(
-            "  run {run}: gateway {:.3} s ({:.0} msg/s, peak RSS {:.1} MiB), bare loop {:.3} s ({:.0} msg/s), ratio {:.2}",
+            "  run {run}: gateway {:.3} s ({:.0} msg/s, peak RSS {:.1} MiB); bare loop {:.3} s (ratio {:.2}); println! loop {:.3} s (ratio {:.2})",
             sample.seconds,
             n as f64 / sample.seconds,
             sample.peak_kib as f64 / 1024.0,
             b,
-            n as f64 / b,
-            sample.seconds / b
+            sample.seconds / b,
+            p,
+            sample.seconds / p,
         );
         whole.push(sample.seconds);
         bares.push(b);
+        printlns.push(p);
         peaks.push(sample.peak_kib as f64 / 1024.0);
     }
-    let (w, b) = (median(&whole), median(&bares));
-    let ratios: Vec<f64> = whole.iter().zip(&bares).map(|(w, b)| w / b).collect();
+    let (w, b, p) = (median(&whole), median(&bares), median(&printlns));
     println!(
-        "median: gateway {:.3} s = {:.0} msg/s; bare loop {:.3} s = {:.0} msg/s; ratio {:.2} (per-run ratios median {:.2}); peak RSS median {:.1} MiB",
+        "median: gateway {:.3} s = {:.0} msg/s, peak RSS {:.1} MiB | bare loop (buffered) {:.3} s = {:.0} msg/s, ratio {:.2} | println! loop {:.3} s = {:.0} msg/s, ratio {:.2}",
         w,
         n as f64 / w,
+        median(&peaks),
         b,
         n as f64 / b,
         w / b,
-        median(&ratios),
-        median(&peaks)
+        p,
+        n as f64 / p,
+        w / p,
     );
 
     let paced_n = env_number("PACED", 100_000);

@@ -57,7 +57,9 @@ fn line(out: &mut Vec<u8>, b: &Burst, i: u64, subscription: Option<i64>, created
         Some(_) => format!(" t={}", unix_ns()),
         None => String::new(),
     };
-    let sub = subscription.map(|s| format!("\"subscription\":{s},")).unwrap_or_default();
+    let sub = subscription
+        .map(|s| format!("\"subscription\":{s},"))
+        .unwrap_or_default();
     let _ = writeln!(
         out,
         concat!(
@@ -85,19 +87,21 @@ fn line(out: &mut Vec<u8>, b: &Burst, i: u64, subscription: Option<i64>, created
 /// Notes a received `send` (one `write` per line, so processes can share the file).
 pub fn note_send(path: &str, text: &str) {
     let line = format!("{} {}\n", unix_ns(), text.replace('\n', " "));
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
         let _ = f.write_all(line.as_bytes());
     }
 }
 
 /// Writes the burst through `write` in blocks, pacing when a rate is set.
 pub fn run(b: &Burst, subscription: Option<i64>, mut write: impl FnMut(&[u8])) {
-    let created = iso(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0),
-    );
+    let created = iso(SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0));
     if let Some(path) = &b.started {
         let _ = std::fs::write(path, unix_ns().to_string());
     }

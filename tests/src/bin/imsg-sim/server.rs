@@ -575,7 +575,9 @@ fn execute(shared: &Arc<Shared>, request: Request) {
             }
         },
         "send" => {
-            if let (Some(path), Some(text)) = (&shared.send_log, params.get("text").and_then(Value::as_str)) {
+            if let (Some(path), Some(text)) =
+                (&shared.send_log, params.get("text").and_then(Value::as_str))
+            {
                 crate::burst::note_send(path, text);
             }
             let latency = sim
