@@ -523,3 +523,61 @@ fn stopping_kills_an_imsg_that_ignores_end_of_input() {
         processes_with(&marker).is_empty()
     });
 }
+
+#[test]
+fn group_commands_follow_the_hosts_names_and_stop_needs_a_mention_section_9_1() {
+    // An open group, so a stranger's command reaches the command check.
+    let env = SimEnv::new(
+        json!({}),
+        json!({"channels": {"imessage": {"groupPolicy": "open"}}}),
+    );
+    let gateway = env.start(false);
+    wait_until("watching", WAIT, || {
+        env.stderr().contains("watching for messages")
+    });
+    let group = |handle: &str, text: &str| json!({"chat_id": 42, "handle": handle, "text": text});
+    // OpenClaw's built-in names are commands: the owner's /whoami needs no mention.
+    env.insert(group("+15550001111", "/whoami"));
+    // A stranger's command in an open group is not the agent's text.
+    env.insert(group("+15550003333", "/whoami"));
+    // The owner telling a friend to stop does not stop the agent; addressed, it does.
+    env.insert(group("+15550001111", "stop"));
+    env.insert(group("+15550001111", "@bot stop"));
+    let routed = gateway.wait_messages(2, WAIT);
+    std::thread::sleep(Duration::from_millis(500));
+    let texts: Vec<&str> = gateway
+        .messages()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().to_string())
+        .map(|t| Box::leak(t.into_boxed_str()) as &str)
+        .collect();
+    assert_eq!(texts, ["/whoami", "@bot stop"], "{routed:?}");
+    let log = env.stderr();
+    assert!(log.contains("drop reason=unauthorized_command"), "{log}");
+    assert!(log.contains("drop reason=no_mention"), "{log}");
+    assert!(gateway.stop().success());
+}
+
+#[test]
+fn the_gateways_command_names_replace_the_defaults() {
+    let env = SimEnv::new(
+        json!({}),
+        json!({"commands": {"names": ["/deploy", "/status"]}}),
+    );
+    let gateway = env.start(false);
+    wait_until("watching", WAIT, || {
+        env.stderr().contains("watching for messages")
+    });
+    env.insert(json!({"chat_id": 42, "handle": "+15550001111", "text": "/whoami"}));
+    env.insert(json!({"chat_id": 42, "handle": "+15550001111", "text": "/deploy now"}));
+    let routed = gateway.wait_messages(1, WAIT);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(routed[0]["text"], "/deploy now");
+    assert_eq!(routed[0]["commandAuthorized"], true);
+    assert_eq!(
+        gateway.messages().len(),
+        1,
+        "/whoami is not this gateway's command"
+    );
+    assert!(gateway.stop().success());
+}

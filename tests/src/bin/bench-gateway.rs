@@ -332,7 +332,10 @@ fn echo_round_trip(n: u64, rate: u64) -> Vec<f64> {
         &Value::from(sends.display().to_string()).to_string(),
     );
     std::fs::write(&scenario_path, scenario).unwrap();
-    let child = gw.start(true);
+    let mut child = gw.start(true);
+    // Routed lines must be read, or a full pipe stalls host-stub after ~64 KiB.
+    let mut stdout = child.stdout.take().unwrap();
+    let drain = std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
     let deadline = std::time::Instant::now() + Duration::from_secs(30 + 2 * n / rate.max(1));
     let mut latencies = Vec::new();
     while std::time::Instant::now() < deadline {
@@ -351,6 +354,7 @@ fn echo_round_trip(n: u64, rate: u64) -> Vec<f64> {
         std::thread::sleep(Duration::from_millis(100));
     }
     stop(child);
+    let _ = drain.join();
     latencies.sort_by(f64::total_cmp);
     latencies
 }
