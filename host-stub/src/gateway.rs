@@ -2,16 +2,16 @@
 //! optionally answer them with the echo agent, and stop cleanly on SIGINT or SIGTERM.
 
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use plugin_abi::types::SendRequest;
 
-use crate::channel::{Channel, Reply, Sink};
-use crate::delivered::Delivered;
+use crate::channel::Channel;
 use crate::failure::Failure;
 use crate::loader;
 use crate::settings::Settings;
 use crate::signals;
+use host_stub::sink::{Reply, Sink};
 
 /// SIGHUP: re-read the config file and hand it to every channel (`config.reload`). A bad
 /// file is reported and the running config stays in force.
@@ -48,11 +48,11 @@ pub fn run(settings: &Settings, echo: bool, log_level: &str) -> Result<(), Failu
         .unwrap_or_default();
 
     let (tx, rx) = mpsc::channel::<Reply>();
-    let sink = Arc::new(Sink {
-        delivered: Mutex::new(Delivered::new(&settings.state_dir.join("host-stub"))),
-        stdout: Mutex::new(std::io::stdout()),
-        replies: Mutex::new(echo.then_some(tx)),
-    });
+    let sink = Arc::new(Sink::new(
+        Box::new(std::io::stdout()),
+        &settings.state_dir.join("host-stub"),
+        echo.then_some(tx),
+    ));
 
     let mut channels: Vec<Channel> = Vec::new();
     for library in &libraries {

@@ -8,7 +8,6 @@
 mod channel;
 mod commands;
 mod config_write;
-mod delivered;
 mod failure;
 mod gateway;
 mod loader;

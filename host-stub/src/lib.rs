@@ -1,0 +1,5 @@
+//! host-stub's reusable parts: the durable delivery sink and the delivered-id log, shared by
+//! the `host-stub` binary and the pipeline benchmark (which delivers into this very code).
+
+pub mod delivered;
+pub mod sink;
