@@ -100,7 +100,7 @@ impl Sink {
                 .strip_prefix('{')
                 .ok_or("a message event is not a JSON object")?;
             let log = delivered
-                .account(&channel, &message.account_id)
+                .account(channel, &message.account_id)
                 .map_err(|e| format!("reading the delivered-id store: {e}"))?;
             let repeated = log.contains(&message.message_id)
                 || taken.iter().any(|t| {
@@ -143,7 +143,7 @@ impl Sink {
                 .filter(|t| t.account_id == account)
                 .map(|t| t.message_id.as_ref());
             let recorded = delivered
-                .account(&channel, account)
+                .account(channel, account)
                 .and_then(|log| log.record_all(ids));
             if let Err(e) = recorded {
                 tracing::error!(account, "recording delivered ids failed: {e}; after a crash these messages may be printed again");
