@@ -233,3 +233,45 @@ fn a_refused_batch_is_acknowledged_not_at_all_and_comes_again_whole() {
     assert_eq!(status.accounts[0].routed, 500);
     run.client.stop().unwrap();
 }
+
+#[test]
+fn status_counts_panics_and_shows_the_quarantine_file_issue_10() {
+    let gate = Gate::default();
+    let run = start(&gate, HostFeatures::default());
+    // The library these tests load is built with `fault-injection`: this text panics.
+    let panic = "__imessage_fault_injection_panic__";
+    let rows = json!([
+        {"chat_id": 7, "handle": "+15550001111", "text": panic},
+        {"chat_id": 7, "handle": "+15550001111", "text": "dm 0"},
+    ]);
+    std::fs::write(
+        &run.inbox,
+        format!("{}\n", json!({"op": "insert_many", "rows": rows})),
+    )
+    .unwrap();
+    let messages = wait_for(&gate, 1);
+    assert_eq!(messages[0]["text"], "dm 0", "the next message routes");
+    let began = Instant::now();
+    let account = loop {
+        let status = run.client.status(&Default::default()).unwrap();
+        let account = status.accounts.into_iter().next().unwrap();
+        if account.quarantine.is_some() && account.drops.contains_key("quarantined") {
+            break account;
+        }
+        assert!(began.elapsed() < Duration::from_secs(20), "{account:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        account.panics, 2,
+        "the first panic restarted the watch, the second quarantined"
+    );
+    let quarantine = account.quarantine.unwrap();
+    assert_eq!(quarantine.count, 1);
+    assert!(quarantine
+        .file
+        .ends_with("imessage/default/quarantine.jsonl"));
+    assert!(std::path::Path::new(&quarantine.file).exists());
+    assert!(account.last_error.unwrap().contains("quarantined"));
+    assert_eq!(account.drops["quarantined"], 1);
+    run.client.stop().unwrap();
+}
