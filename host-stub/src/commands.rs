@@ -1,13 +1,60 @@
-//! The one-shot commands: `pairing list|approve`, `channels status`, `message send`. Each
-//! starts the channel without a watcher, does its call, and stops it.
+//! The CLI commands that act through a channel: `pairing list|approve|revoke`,
+//! `channels status`, `message send`. When a gateway runs on the same state folder they go
+//! through its control socket, so they see its live state and use its sender process;
+//! otherwise each starts the channel without a watcher (one-shot), does its call, and stops
+//! it. Output and exit status are the same either way.
 
-use plugin_abi::types::{PluginError, SendRequest, StatusRequest};
+use plugin_abi::types::{PluginError, SendReceipt, SendRequest, StatusReport, StatusRequest};
 use serde_json::{json, Value};
 
 use crate::channel::Channel;
+use crate::control::{Gateway, Op};
 use crate::failure::Failure;
 use crate::loader;
 use crate::settings::Settings;
+
+/// Runs `op` in the running gateway when one answers, else `one_shot` on a fresh instance.
+fn through<T: serde::de::DeserializeOwned>(
+    settings: &Settings,
+    channel_id: &str,
+    log_level: &str,
+    what: &str,
+    op: Op,
+    one_shot: impl FnOnce(&Channel) -> Result<T, PluginError>,
+) -> Result<T, Failure> {
+    match Gateway::find(&settings.state_dir)? {
+        Some(gateway) => {
+            tracing::debug!(pid = gateway.pid, "{what}: through the running gateway");
+            let value = gateway
+                .request(channel_id, op)
+                .map_err(|e| call_failure(what, e))?;
+            serde_json::from_value(value).map_err(|e| {
+                Failure::runtime(format!("{what}: unexpected answer from the gateway: {e}"))
+            })
+        }
+        None => with_channel(settings, channel_id, log_level, |c| {
+            one_shot(c).map_err(|e| call_failure(what, e))
+        }),
+    }
+}
+
+/// A plugin `call`, through the running gateway when one answers.
+fn call(
+    settings: &Settings,
+    channel_id: &str,
+    log_level: &str,
+    what: &str,
+    method: &str,
+    payload: Value,
+) -> Result<Value, Failure> {
+    let op = Op::Call {
+        method: method.to_string(),
+        payload: payload.clone(),
+    };
+    through(settings, channel_id, log_level, what, op, |c| {
+        c.client.call(method, &payload)
+    })
+}
 
 /// Runs `f` on a started, non-watching instance of `channel`'s plugin.
 fn with_channel<T>(
@@ -61,11 +108,14 @@ pub fn pairing_list(
     as_json: bool,
     log_level: &str,
 ) -> Result<(), Failure> {
-    let requests = with_channel(settings, channel, log_level, |c| {
-        c.client
-            .call("pairing.list", &json!({ "accountId": account }))
-            .map_err(|e| call_failure("pairing list", e))
-    })?;
+    let requests = call(
+        settings,
+        channel,
+        log_level,
+        "pairing list",
+        "pairing.list",
+        json!({ "accountId": account }),
+    )?;
     if as_json {
         println!("{requests}");
         return Ok(());
@@ -95,14 +145,14 @@ pub fn pairing_approve(
     notify: bool,
     log_level: &str,
 ) -> Result<(), Failure> {
-    let approved = with_channel(settings, channel, log_level, |c| {
-        c.client
-            .call(
-                "pairing.approve",
-                &json!({ "code": code, "accountId": account, "notify": notify }),
-            )
-            .map_err(|e| call_failure("pairing approve", e))
-    })?;
+    let approved = call(
+        settings,
+        channel,
+        log_level,
+        "pairing approve",
+        "pairing.approve",
+        json!({ "code": code, "accountId": account, "notify": notify }),
+    )?;
     let field = |k: &str| {
         approved
             .get(k)
@@ -118,6 +168,44 @@ pub fn pairing_approve(
     Ok(())
 }
 
+pub fn pairing_revoke(
+    settings: &Settings,
+    channel: &str,
+    sender: &str,
+    account: Option<&str>,
+    log_level: &str,
+) -> Result<(), Failure> {
+    let revoked = call(
+        settings,
+        channel,
+        log_level,
+        "pairing revoke",
+        "pairing.revoke",
+        json!({ "senderId": sender, "accountId": account }),
+    )?;
+    let field = |k: &str| {
+        revoked
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    if revoked.get("removed").and_then(Value::as_bool) == Some(true) {
+        println!(
+            "revoked {} on account {}",
+            field("senderId"),
+            field("accountId")
+        );
+        Ok(())
+    } else {
+        Err(Failure::runtime(format!(
+            "{} was not approved on account {}",
+            field("senderId"),
+            field("accountId")
+        )))
+    }
+}
+
 pub fn channels_status(
     settings: &Settings,
     probe: bool,
@@ -125,6 +213,7 @@ pub fn channels_status(
     as_json: bool,
     log_level: &str,
 ) -> Result<(), Failure> {
+    let gateway = Gateway::find(&settings.state_dir)?;
     let libraries = loader::load_all(&settings.plugins_dir)?;
     let configured: Vec<String> = settings
         .config
@@ -140,15 +229,25 @@ pub fn channels_status(
             all_ok = false;
             continue;
         };
-        let report = run_on(settings, plugin, log_level, |channel| {
-            channel
-                .client
-                .status(&StatusRequest {
-                    probe,
-                    account_id: account.map(str::to_string),
+        let request = StatusRequest {
+            probe,
+            account_id: account.map(str::to_string),
+        };
+        let report: StatusReport = match &gateway {
+            Some(g) => g
+                .request(id, Op::Status { request })
+                .and_then(|v| {
+                    serde_json::from_value(v)
+                        .map_err(|e| PluginError::new("bad_payload", e.to_string()))
                 })
-                .map_err(|e| call_failure("channels status", e))
-        })?;
+                .map_err(|e| call_failure("channels status", e))?,
+            None => run_on(settings, plugin, log_level, |channel| {
+                channel
+                    .client
+                    .status(&request)
+                    .map_err(|e| call_failure("channels status", e))
+            })?,
+        };
         for account in report.accounts {
             if probe && account.enabled && !account.probe.as_ref().is_some_and(|p| p.ok) {
                 all_ok = false;
@@ -160,9 +259,21 @@ pub fn channels_status(
             rows.push(row);
         }
     }
+    // Live state only comes from a running gateway; say plainly when there is none.
+    let gateway_field = match &gateway {
+        Some(g) => json!({"running": true, "pid": g.pid}),
+        None => json!({"running": false}),
+    };
     if as_json {
-        println!("{}", json!({ "channels": rows }));
+        println!("{}", json!({ "channels": rows, "gateway": gateway_field }));
     } else {
+        match &gateway {
+            Some(g) => println!("gateway running (pid {}): live state", g.pid),
+            None => println!(
+                "no gateway is running on {}: the states below are not live (start `host-stub gateway`)",
+                settings.state_dir.display()
+            ),
+        }
         for row in &rows {
             let s = |k: &str| {
                 row.get(k)
@@ -232,11 +343,16 @@ pub fn message_send(
         reply_to_id: args.reply_to.map(str::to_string),
         chunk_mode: args.chunk_mode.map(str::to_string),
     };
-    let receipt = with_channel(settings, args.channel, log_level, |c| {
-        c.client
-            .send(&request)
-            .map_err(|e| call_failure(&format!("sending to {}", args.target), e))
-    })?;
+    let receipt: SendReceipt = through(
+        settings,
+        args.channel,
+        log_level,
+        &format!("sending to {}", args.target),
+        Op::Send {
+            request: request.clone(),
+        },
+        |c| c.client.send(&request),
+    )?;
     if args.as_json {
         println!("{}", serde_json::to_string(&receipt).unwrap_or_default());
     } else {

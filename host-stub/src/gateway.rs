@@ -92,6 +92,25 @@ pub fn run(settings: &Settings, echo: bool, log_level: &str) -> Result<(), Failu
         );
     }
     let channels = Arc::new(channels);
+    // The CLI reaches this gateway through its control socket (issue 13).
+    let socket = crate::control::socket_path(&settings.state_dir);
+    let control = match crate::control::Server::start(&socket, channels.clone()) {
+        Ok(server) => {
+            tracing::info!(path = %socket.display(), "control socket ready");
+            Some(server)
+        }
+        Err(crate::control::NotServing::OtherGateway(pid)) => {
+            tracing::warn!(
+                "another gateway (pid {pid}) answers on {}; the CLI will talk to that one",
+                socket.display()
+            );
+            None
+        }
+        Err(crate::control::NotServing::Io(e)) => {
+            tracing::warn!("no control socket: {e}; CLI commands will run one-shot");
+            None
+        }
+    };
 
     let replier = {
         let channels = channels.clone();
@@ -130,6 +149,9 @@ pub fn run(settings: &Settings, echo: bool, log_level: &str) -> Result<(), Failu
             break;
         }
         reload(settings, &channels);
+    }
+    if let Some(control) = control {
+        control.close();
     }
     for channel in channels.iter() {
         channel.stop();

@@ -8,6 +8,7 @@
 mod channel;
 mod commands;
 mod config_write;
+mod control;
 mod failure;
 mod gateway;
 mod loader;
@@ -100,6 +101,13 @@ enum PairingAction {
         #[arg(long)]
         notify: bool,
     },
+    /// Remove a sender that pairing approved
+    Revoke {
+        channel: String,
+        sender: String,
+        #[arg(long)]
+        account: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -118,7 +126,7 @@ enum ChannelsAction {
 
 #[derive(Subcommand)]
 enum MessageAction {
-    /// Send one message without starting a watcher
+    /// Send one message (through the running gateway when one answers)
     Send {
         #[arg(long)]
         channel: String,
@@ -222,6 +230,20 @@ fn run(cli: Cli, log_level: &str) -> Result<(), Failure> {
             &code,
             account.as_deref(),
             notify,
+            log_level,
+        ),
+        Command::Pairing {
+            action:
+                PairingAction::Revoke {
+                    channel,
+                    sender,
+                    account,
+                },
+        } => commands::pairing_revoke(
+            &settings(true)?,
+            &channel,
+            &sender,
+            account.as_deref(),
             log_level,
         ),
         Command::Channels {

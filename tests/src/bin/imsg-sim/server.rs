@@ -79,6 +79,8 @@ impl Shared {
             if let Ok(mut f) = file.lock() {
                 let mut entry = entry;
                 entry["t_ms"] = json!(self.t_ms());
+                // Which simulator process: tests tell a gateway's sender from a CLI's.
+                entry["pid"] = json!(std::process::id());
                 let _ = writeln!(f, "{entry}");
                 let _ = f.flush();
             }
