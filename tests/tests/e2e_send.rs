@@ -176,3 +176,54 @@ fn a_send_that_never_answers_is_unknown_and_never_repeated() {
         "exactly one send request, no retry"
     );
 }
+
+#[test]
+fn a_threaded_reply_without_the_bridge_is_sent_unthreaded_on_a_strict_server_e5() {
+    // Strict imsg (≥ 0.14) refuses `reply_to` without the bridge with −32602; the reply must
+    // still go out, once, without threading (actions.md §10 E5).
+    let env = SimEnv::new(json!({"profile": "strict"}), json!({}));
+    let out = send(
+        &env,
+        &[
+            "--target",
+            "chat_id:7",
+            "--text",
+            "threaded?",
+            "--reply-to",
+            "PARENT-GUID",
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let receipt: Value = serde_json::from_str(&common::stdout(&out)).unwrap();
+    assert_eq!(receipt["ok"], true);
+    let requests = env.send_requests();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert_eq!(requests[0]["params"]["reply_to"], "PARENT-GUID");
+    assert!(requests[1]["params"].get("reply_to").is_none());
+    // The refused attempt wrote no row; the retry wrote one.
+    let written: Vec<Value> = env
+        .record()
+        .into_iter()
+        .filter(|r| r["effect"] == "send" && r["rows"].as_array().is_some_and(|a| !a.is_empty()))
+        .collect();
+    assert_eq!(written.len(), 1, "sent exactly once: {written:?}");
+    assert_eq!(written[0]["params"]["text"], "threaded?");
+    assert!(written[0]["params"].get("reply_to").is_none());
+    // With the bridge up, the reply is threaded.
+    let env = SimEnv::new(json!({"profile": "strict", "bridge": "ready"}), json!({}));
+    let out = send(
+        &env,
+        &[
+            "--target",
+            "chat_id:7",
+            "--text",
+            "threaded",
+            "--reply-to",
+            "P2",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    assert_eq!(env.send_requests().len(), 1);
+    assert_eq!(env.sends()[0]["reply_to"], "P2");
+}

@@ -76,7 +76,10 @@ fn outcome_of(error: &CallError) -> (&'static str, String) {
     }
 }
 
-/// A definite non-send because the private-API bridge is not there (§7.3).
+/// A definite non-send because the private-API bridge is not there (§7.3). Strict servers
+/// (≥ 0.14) answer a `reply_to` without the bridge with −32602 "reply_to requires bridge
+/// transport; AppleScript fallback cannot send threaded replies" (actions.md §10 E5): missing
+/// it meant the retry without `reply_to` never happened and the reply was lost.
 fn bridge_unavailable(error: &CallError) -> bool {
     match error {
         CallError::Rpc(e) => {
@@ -85,7 +88,8 @@ fn bridge_unavailable(error: &CallError) -> bool {
                 || (t.contains("bridge")
                     && (t.contains("not running")
                         || t.contains("unavailable")
-                        || t.contains("not started")))
+                        || t.contains("not started")
+                        || t.contains("requires bridge")))
         }
         _ => false,
     }
@@ -430,5 +434,13 @@ mod tests {
             "The bridge is not running"
         )));
         assert!(!bridge_unavailable(&rpc(-32603, "AppleScript failed")));
+        assert!(bridge_unavailable(&rpc(
+            -32602,
+            "reply_to requires bridge transport; AppleScript fallback cannot send threaded replies"
+        )));
+        assert!(!bridge_unavailable(&rpc(
+            -32602,
+            "unknown send param: replyTo"
+        )));
     }
 }

@@ -359,9 +359,22 @@ impl Sim {
                 "service",
                 "region",
                 "transport",
+                "reply_to",
             ],
         )
         .map_err(|e| fail(perr(e)))?;
+        // Threaded replies need the private-API bridge: 0.12 and later fail closed instead of
+        // sending an unthreaded AppleScript message (actions.md §3.6, §10 E5).
+        let reply_to = p
+            .string("reply_to")
+            .map_err(|e| fail(perr(e)))?
+            .filter(|r| !r.is_empty());
+        if reply_to.is_some() && self.at_least((0, 12, 0)) && self.bridge.as_str() != Some("ready")
+        {
+            return Err(fail(RpcError::params(
+                "reply_to requires bridge transport; AppleScript fallback cannot send threaded replies",
+            )));
+        }
         let service = p.string("service").map_err(|e| fail(perr(e)))?;
         if service
             .as_deref()
