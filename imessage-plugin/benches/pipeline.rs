@@ -220,7 +220,7 @@ fn run(config: &Value, n: usize, rate: Option<u64>, sink: Sink) -> Outcome {
             .ok_or(CallError::Spawn("once".into()))?;
         Ok(RpcClient::from_io(r, w))
     };
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let cancel = tokio_util::sync::CancellationToken::new();
     // Saturating runs up to 200k messages get a pre-generated stream.
     let pregenerated = rate.is_none() && n <= 200_000;
     let blocks: Vec<Vec<u8>> = if pregenerated {
@@ -244,7 +244,7 @@ fn run(config: &Value, n: usize, rate: Option<u64>, sink: Sink) -> Outcome {
     runtime.block_on(async {
         let watcher = tokio::spawn(imessage::watcher::run_with(
             account.clone(),
-            stop_rx,
+            cancel.clone(),
             false,
             connect,
         ));
@@ -306,7 +306,7 @@ fn run(config: &Value, n: usize, rate: Option<u64>, sink: Sink) -> Outcome {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let _out = writer.await.unwrap();
-        let _ = stop_tx.send(true);
+        cancel.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), watcher).await;
     });
     let secs = began.elapsed().as_secs_f64();

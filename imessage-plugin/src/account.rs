@@ -95,9 +95,36 @@ impl Source {
     }
 }
 
+/// Where an account's watch is (channel-behaviour.md §10.3); a string only in status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AccountState {
+    Starting,
+    Watching,
+    Recovering,
+    /// A permission failure (Full Disk Access): re-probed on a long timer, never in a loop.
+    Blocked,
+    /// Another account or process watches the same Messages database.
+    DuplicateSource,
+    #[default]
+    Stopped,
+}
+
+impl AccountState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountState::Starting => "starting",
+            AccountState::Watching => "watching",
+            AccountState::Recovering => "recovering",
+            AccountState::Blocked => "blocked",
+            AccountState::DuplicateSource => "duplicate_source",
+            AccountState::Stopped => "stopped",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct StatusState {
-    pub state: &'static str,
+    pub state: AccountState,
     pub last_error: Option<String>,
     pub last_inbound_ms: Option<i64>,
     pub last_outbound_ms: Option<i64>,
@@ -162,7 +189,7 @@ impl Account {
             config: RwLock::new((config, account)),
             echo: Arc::new(Mutex::new(echo)),
             status: Mutex::new(StatusState {
-                state: "stopped",
+                state: AccountState::Stopped,
                 ..Default::default()
             }),
             host,
@@ -197,7 +224,7 @@ impl Account {
         s.last_error = Some(what);
     }
 
-    pub fn set_state(&self, state: &'static str, error: Option<String>) {
+    pub fn set_state(&self, state: AccountState, error: Option<String>) {
         let mut s = self.status.locked();
         s.state = state;
         if error.is_some() {
@@ -268,11 +295,7 @@ impl Account {
             name: account.name.clone(),
             enabled: account.enabled,
             configured: true,
-            state: if s.state.is_empty() {
-                "stopped".into()
-            } else {
-                s.state.into()
-            },
+            state: s.state.as_str().into(),
             last_error: s.last_error.clone(),
             last_probe: None,
             last_inbound_at: s.last_inbound_ms.map(timeutil::format_ms),

@@ -11,7 +11,7 @@ use plugin_abi::types::{
     StartReport, StatusReport, StatusRequest,
 };
 use serde_json::{json, Value};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tracing::Dispatch;
 
 use crate::account::{Account, Source};
@@ -72,7 +72,7 @@ struct Running {
     features: Arc<plugin_abi::types::HostFeatures>,
     accounts: Vec<Arc<Account>>,
     /// Account id → its watcher's stop signal and task.
-    watchers: BTreeMap<String, (watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
+    watchers: BTreeMap<String, (CancellationToken, tokio::task::JoinHandle<()>)>,
 }
 
 /// The settings whose change needs the account's processes restarted (§11 "Reload"); the
@@ -120,7 +120,7 @@ impl Running {
             );
             tracing::warn!("{text}");
             warnings.push(text);
-            account.set_state("duplicate_source", None);
+            account.set_state(crate::account::AccountState::DuplicateSource, None);
         }
         if settings.enabled && settings.dm_policy == crate::config::DmPolicy::Allowlist {
             let mut store = PairingStore::new(&account.dir);
@@ -130,9 +130,11 @@ impl Running {
             }
         }
         if watches {
-            let (stop, stop_rx) = watch::channel(false);
-            let task = self.runtime.spawn(watcher::run(account.clone(), stop_rx));
-            self.watchers.insert(settings.id.clone(), (stop, task));
+            let cancel = CancellationToken::new();
+            let task = self
+                .runtime
+                .spawn(watcher::run(account.clone(), cancel.clone()));
+            self.watchers.insert(settings.id.clone(), (cancel, task));
         }
         self.accounts.push(account);
         AccountStart {
@@ -147,7 +149,7 @@ impl Running {
         let watcher = self.watchers.remove(&account.id);
         self.runtime.block_on(async {
             if let Some((stop, task)) = watcher {
-                let _ = stop.send(true);
+                stop.cancel();
                 let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
             }
             account.sender.lock().await.replace().await;
@@ -469,8 +471,8 @@ impl Plugin for ImessagePlugin {
             let Some(mut running) = running else {
                 return Ok(());
             };
-            for (stop, _) in running.watchers.values() {
-                let _ = stop.send(true);
+            for (cancel, _) in running.watchers.values() {
+                cancel.cancel();
             }
             let watchers = std::mem::take(&mut running.watchers);
             let Running {

@@ -108,6 +108,9 @@ impl Replay {
                 } => {
                     assert_eq!(method, "message");
                     assert_eq!(subscription, v["params"]["subscription"].as_i64());
+                    let message = message.unwrap_or_else(|bad| {
+                        self.fail(format!("a transcript message did not parse: {bad:?}"))
+                    });
                     assert_eq!(message.id, v["params"]["message"]["id"].as_i64());
                     assert_eq!(
                         message.guid.as_deref(),

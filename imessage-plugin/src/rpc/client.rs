@@ -69,13 +69,13 @@ impl std::fmt::Display for CallError {
 /// when the child is gone; pending requests have failed by then.
 #[derive(Debug)]
 pub enum Event {
-    /// A well-formed `message` notification, parsed in the reader in one pass.
+    /// A `message` notification, parsed in the reader: the typed message, or why it could not
+    /// be used (the consumer counts it as malformed).
     Message {
         subscription: Option<i64>,
-        message: Box<crate::message::ImsgMessage>,
+        message: Result<Box<crate::message::ImsgMessage>, crate::message::Malformed>,
     },
-    /// Any other notification (including a `message` one that did not parse; the consumer
-    /// reports it as malformed).
+    /// Any other notification.
     Notification {
         method: String,
         params: Option<Box<RawValue>>,
@@ -527,7 +527,7 @@ fn dispatch(line: &str, inner: &Inner) -> Option<Event> {
         inner.flush_noise();
         return Some(Event::Message {
             subscription,
-            message: Box::new(message),
+            message: Ok(Box::new(message)),
         });
     }
     let incoming = wire::classify(line);
@@ -549,6 +549,21 @@ fn dispatch(line: &str, inner: &Inner) -> Option<Event> {
             error = %error.map(|e| e.describe()).unwrap_or_default(),
             "imsg could not read a request line"
         ),
+        // A `message` line the fast pass refused: its slow parse says what is wrong with it.
+        Incoming::Notification { method, params } if method == "message" => {
+            return Some(
+                match crate::message::parse_notification(params.as_deref()) {
+                    Ok((subscription, message)) => Event::Message {
+                        subscription,
+                        message: Ok(Box::new(message)),
+                    },
+                    Err(bad) => Event::Message {
+                        subscription: bad.subscription,
+                        message: Err(bad),
+                    },
+                },
+            );
+        }
         Incoming::Notification { method, params } => {
             return Some(Event::Notification { method, params });
         }

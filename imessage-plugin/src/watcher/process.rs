@@ -1,0 +1,337 @@
+//! What the watcher does with each message: the pipeline's verdict carried out (pairing
+//! replies, refusals, staging, the routed event held for delivery), panics caught per message
+//! (restart, then quarantine), and delivery to the host with its acknowledgement finishing the
+//! held messages in order.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use plugin_abi::types::InboundEvent;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::watch::Watch;
+use super::{sleep_or_cancel, DELIVERY_RETRIES};
+use crate::delivery::{AfterAck, Pending};
+use crate::inbound::{Input, Verdict};
+use crate::message::{ImsgMessage, Malformed};
+use crate::outbound;
+use crate::pairing::{self, Challenge};
+use crate::sync::{LockExt, RwLockExt};
+use crate::timeutil;
+
+impl Watch {
+    /// One `message` notification: the typed message, or why it could not be used.
+    pub(super) async fn message(
+        &mut self,
+        subscription: Option<i64>,
+        message: Result<Box<ImsgMessage>, Malformed>,
+        dead_subscriptions: &HashSet<i64>,
+    ) -> Result<(), String> {
+        match message {
+            Ok(m) => self.supervised(subscription, *m, dead_subscriptions).await,
+            Err(bad) => {
+                self.inbound.count_drop("malformed");
+                tracing::debug!(
+                    "drop reason=malformed account={} keys={}",
+                    self.account.id,
+                    bad.keys.join(",")
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// [`Self::handle`] with its panics caught (issue 10). The first panic on a message asks
+    /// for a restart from the cursor (`Err`), which replays it; a second panic on the same
+    /// message quarantines it and moves on, so one bad row never silences the account.
+    pub(super) async fn supervised(
+        &mut self,
+        subscription: Option<i64>,
+        m: ImsgMessage,
+        dead_subscriptions: &HashSet<i64>,
+    ) -> Result<(), String> {
+        let outcome =
+            crate::supervise::catch(self.handle(subscription, &m, dead_subscriptions)).await;
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(panic) => self.after_panic(&m, &panic),
+        }
+    }
+
+    fn after_panic(&mut self, m: &ImsgMessage, panic: &str) -> Result<(), String> {
+        let key = m.dedupe_key();
+        let guid = m.guid.as_deref().unwrap_or("");
+        let rowid = m.cursor_id();
+        let again = {
+            let mut suspect = self.account.suspect.locked();
+            let again = suspect.as_deref() == Some(key.as_str());
+            *suspect = if again { None } else { Some(key.clone()) };
+            again
+        };
+        // The log line names the message, never its text or handles; the panic's own text may
+        // quote either, so it goes to the dead-letter entry and the debug log only.
+        tracing::debug!(account = %self.account.id, guid, "panic while processing: {panic}");
+        if !again {
+            let what = format!(
+                "processing message {guid} (row {rowid}) panicked; restarting from the cursor"
+            );
+            tracing::error!(account = %self.account.id, guid, rowid, "{what}");
+            self.account.note_panic(what.clone());
+            return Err(what);
+        }
+        let entry = json!({
+            "at": timeutil::format_ms(timeutil::now_ms()),
+            "accountId": self.account.id,
+            "guid": guid,
+            "rowid": rowid,
+            "chatId": m.chat_id,
+            "panic": panic,
+            "message": m,
+        });
+        let what = match crate::quarantine::record(&self.account.dir, &entry) {
+            Ok(file) => format!(
+                "message {guid} (row {rowid}) panicked twice and was quarantined in {}",
+                file.display()
+            ),
+            // Still move on: holding the cursor here would silence every later message.
+            Err(e) => format!(
+                "message {guid} (row {rowid}) panicked twice; writing it to the quarantine file failed ({e}); skipped"
+            ),
+        };
+        tracing::error!(account = %self.account.id, guid, rowid, "{what}");
+        self.account.note_panic(what);
+        self.account.status.locked().quarantined += 1;
+        self.inbound.count_drop("quarantined");
+        let seen = self.catchup.is_seen(&key) || self.outbox.holds(&key);
+        self.outbox.push(Pending {
+            key,
+            rowid,
+            created_ms: m.created_ms(),
+            seen,
+            routed: false,
+        });
+        Ok(())
+    }
+
+    /// One message, start to finish.
+    async fn handle(
+        &mut self,
+        subscription: Option<i64>,
+        m: &ImsgMessage,
+        dead_subscriptions: &HashSet<i64>,
+    ) {
+        // A lenient server may write one more row after `watch.unsubscribe`.
+        if subscription.is_some_and(|s| dead_subscriptions.contains(&s)) {
+            return;
+        }
+        let generation = self
+            .account
+            .generation
+            .load(std::sync::atomic::Ordering::SeqCst);
+        if generation != self.generation {
+            let (config, settings) = self.account.config.read_locked().clone();
+            self.inbound.reconfigure(config, settings);
+            self.generation = generation;
+            tracing::info!(account = %self.account.id, "reloaded settings apply from this message on");
+        }
+        #[cfg(feature = "fault-injection")]
+        if m.text.as_deref() == Some(super::FAULT_PANIC_TEXT) {
+            panic!("fault injection: processing this message panics");
+        }
+        let now = timeutil::now_ms();
+        let key = m.dedupe_key();
+        // A repeat of a message still waiting for its acknowledgement is a duplicate too.
+        let seen = self.catchup.is_seen(&key) || self.outbox.holds(&key);
+        let created_ms = m.created_ms();
+        let verdict = self.inbound.evaluate(&Input {
+            message: m,
+            key: &key,
+            seen,
+            created_ms,
+            newest_ms: self.catchup.newest_ms(),
+            allow_store: self.pairing.allow_list_cached(now),
+            now_ms: now,
+        });
+        let routed = match verdict {
+            Verdict::Drop(_) => false,
+            Verdict::Pairing { sender_id, chat_id } => {
+                self.pairing_flow(&sender_id, chat_id).await;
+                false
+            }
+            Verdict::Refuse { to, text, .. } => {
+                self.send_plain(&to, text).await;
+                false
+            }
+            Verdict::Route(accepted) => {
+                let mut routed = accepted.message;
+                if !accepted.attachments.is_empty() {
+                    routed.media =
+                        crate::staging::stage(&self.account, m, &accepted.attachments).await;
+                    if accepted.placeholder && routed.media.is_empty() {
+                        routed.text = "<media:unavailable>".into();
+                    }
+                }
+                let to = routed.to.clone();
+                let event = InboundEvent::Message(routed);
+                let message_id = match &event {
+                    InboundEvent::Message(r) => r.message_id.as_str(),
+                    _ => "",
+                };
+                match self.outbox.push_event(&event, message_id) {
+                    Ok(()) => {
+                        if let Some(config_write) = accepted.config_write {
+                            self.outbox.after_ack(AfterAck { to, config_write });
+                        }
+                        true
+                    }
+                    Err(e) => {
+                        tracing::error!(account = %self.account.id, "encoding routed message {message_id}: {e}");
+                        false
+                    }
+                }
+            }
+        };
+        self.outbox.push(Pending {
+            key,
+            rowid: m.cursor_id(),
+            created_ms,
+            seen,
+            routed,
+        });
+    }
+
+    fn finish(&mut self, p: Pending, now: i64) {
+        // A duplicate never moves the cursor backwards.
+        if p.seen && self.catchup.rowid().is_some_and(|c| p.rowid <= c) {
+            return;
+        }
+        if let Some(warning) = self.catchup.finish(p.key, p.rowid, p.created_ms, now) {
+            tracing::warn!(account = %self.account.id, "{warning}");
+        }
+    }
+
+    /// Hands what the outbox holds to the host (one `deliver` call, retried after a refusal)
+    /// and finishes every held message in order once it is acknowledged or given up. False
+    /// only when stopped while retrying: then nothing is finished, and all of it is replayed
+    /// after the restart.
+    pub(super) async fn commit(&mut self, cancel: &CancellationToken) -> bool {
+        if self.outbox.is_empty() {
+            return true;
+        }
+        let mut acknowledged = true;
+        if self.outbox.events() > 0 {
+            let mut attempt = 0;
+            loop {
+                match self.account.host.deliver_json(self.outbox.payload()) {
+                    Ok(()) => break,
+                    Err(e) if attempt < DELIVERY_RETRIES.len() => {
+                        let what = self.outbox.describe();
+                        tracing::warn!(account = %self.account.id, "host refused {what}: {e}; retrying");
+                        let delay = Duration::from_secs(DELIVERY_RETRIES[attempt]);
+                        if sleep_or_cancel(delay, cancel).await {
+                            return false;
+                        }
+                        attempt += 1;
+                    }
+                    Err(e) => {
+                        let what = self.outbox.describe();
+                        tracing::error!(account = %self.account.id, "delivery failed for {what} after 4 attempts: {e}");
+                        acknowledged = false;
+                        break;
+                    }
+                }
+            }
+        }
+        let now = timeutil::now_ms();
+        let (held, effects) = self.outbox.take();
+        for p in held {
+            if p.routed {
+                if acknowledged {
+                    self.inbound.stats.routed += 1;
+                    self.last_inbound_ms = Some(now);
+                } else {
+                    self.inbound.count_drop("delivery_failed");
+                }
+            }
+            self.finish(p, now);
+        }
+        if acknowledged {
+            for effect in effects {
+                self.config_write(effect).await;
+            }
+        }
+        true
+    }
+
+    /// An authorized `/config set|unset` whose message the host acknowledged (§9.2): the host
+    /// validates the whole resulting config and writes it only when the gateway can start
+    /// with it; a refusal is answered with its reason.
+    async fn config_write(&mut self, effect: AfterAck) {
+        let mut request = effect.config_write;
+        request["accountId"] = json!(self.account.id);
+        match self.account.host.request("config.write", &request) {
+            Ok(_) => {
+                tracing::info!(account = %self.account.id, path = %request["path"], "config write applied by the host")
+            }
+            Err(e) => {
+                tracing::warn!(account = %self.account.id, "the host did not apply the config write: {e}");
+                let reason = if e.errors.is_empty() {
+                    e.message.clone()
+                } else {
+                    e.errors.join("; ")
+                };
+                self.send_plain(&effect.to, &format!("Config not changed: {reason}"))
+                    .await;
+            }
+        }
+    }
+
+    async fn pairing_flow(&mut self, sender_id: &str, chat_id: Option<i64>) {
+        let now = timeutil::now_ms();
+        match self.pairing.challenge(sender_id, chat_id, now) {
+            Ok(Challenge::Reply { code, chat_id }) => {
+                let to = match chat_id.filter(|c| *c > 0) {
+                    Some(c) => format!("chat_id:{c}"),
+                    None => sender_id.to_string(),
+                };
+                let delivered = self
+                    .send_plain(&to, &pairing::pairing_text(sender_id, &code))
+                    .await;
+                tracing::info!(
+                    account = %self.account.id,
+                    "pairing requested by an unknown sender; list pending codes with `host-stub pairing list imessage`"
+                );
+                if let Err(e) = self
+                    .pairing
+                    .set_notified(sender_id, delivered, timeutil::now_ms())
+                {
+                    tracing::error!(account = %self.account.id, "updating pairing.json: {e}");
+                }
+            }
+            Ok(Challenge::Pending) => {}
+            Ok(Challenge::QueueFull) => {
+                tracing::info!("pairing queue full for account {}", self.account.id)
+            }
+            Err(e) => tracing::error!(account = %self.account.id, "pairing store: {e}"),
+        }
+    }
+
+    /// Sends a plugin-generated text; true when it reached imsg (`sent` or `unknown`).
+    async fn send_plain(&self, to: &str, text: &str) -> bool {
+        let settings = self.account.settings();
+        match outbound::plan_plain(to, text, &settings) {
+            Ok(plan) => {
+                let receipt = self.account.send(&plan).await;
+                receipt
+                    .parts
+                    .iter()
+                    .all(|p| p.outcome == "sent" || p.outcome == "unknown")
+            }
+            Err(e) => {
+                tracing::warn!(account = %self.account.id, "cannot reply to {to}: {e:?}");
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! Pumping one subscription: events in, messages processed one at a time in stream order,
+//! deliveries committed in groups, progress flushed, and the watch's own failures
+//! (`error`, `watch.overflow`) answered by resubscribing on the same child.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::connection::Connection;
+use super::watch::Watch;
+use super::{sleep_or_cancel, FLUSH_EVERY};
+use crate::account::AccountState;
+use crate::backoff;
+use crate::rpc::Event;
+
+/// Why pumping stopped.
+pub(super) enum Exit {
+    /// Cancelled: the account is stopping.
+    Stop,
+    /// The child is gone or unusable; the reason becomes the account's `lastError`.
+    Gone(String),
+}
+
+/// Pumps until the child goes away or `cancel` fires. On return, everything processed was
+/// delivered and acknowledged or let go unfinished (so the next subscription replays it).
+pub(super) async fn pump(w: &mut Watch, conn: &mut Connection, cancel: &CancellationToken) -> Exit {
+    let mut dead_subscriptions: HashSet<i64> = HashSet::new();
+    let mut watch_failures: u32 = 0;
+    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    let mut last_flush = Instant::now();
+    let exit = loop {
+        // Group commit: what is held goes to the host once nothing more is ready right now (so
+        // at low rates every message goes alone, at once) or the batch is full.
+        if !w.outbox.is_empty()
+            && (w.outbox.is_full() || !conn.more_ready())
+            && !w.commit(cancel).await
+        {
+            break Exit::Stop;
+        }
+        let event = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break Exit::Stop,
+            event = conn.next_event() => event,
+            _ = tick.tick() => {
+                w.flush();
+                last_flush = Instant::now();
+                continue;
+            }
+        };
+        match event {
+            None => break Exit::Gone("event stream closed".into()),
+            Some(Event::Message {
+                subscription,
+                message,
+            }) => {
+                watch_failures = 0;
+                if let Err(reason) = w.message(subscription, message, &dead_subscriptions).await {
+                    break Exit::Gone(reason);
+                }
+                // During a burst the stream always wins the select above, so the tick alone
+                // would never persist progress (nor bound the unflushed keys).
+                if last_flush.elapsed() >= FLUSH_EVERY {
+                    w.flush();
+                    last_flush = Instant::now();
+                }
+            }
+            Some(Event::Notification { method, params })
+                if method == "error" || method == "watch.overflow" =>
+            {
+                // Resubscribing replays from the cursor: settle what is held first.
+                if !w.commit(cancel).await {
+                    break Exit::Stop;
+                }
+                let p: Value = params
+                    .as_deref()
+                    .and_then(|p| serde_json::from_str(p.get()).ok())
+                    .unwrap_or(Value::Null);
+                let sub = p.get("subscription").and_then(Value::as_i64).unwrap_or(0);
+                dead_subscriptions.insert(sub);
+                w.flush();
+                let mut resume = None;
+                if method == "error" {
+                    let text = p
+                        .pointer("/error/message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("unknown error");
+                    tracing::warn!(account = %w.account.id, "watch failing: {text}");
+                    w.account.set_state(
+                        AccountState::Recovering,
+                        Some(format!("watch failing: {text}")),
+                    );
+                    let _ = conn
+                        .request(
+                            "watch.unsubscribe",
+                            json!({"subscription": sub}),
+                            Duration::from_secs(10),
+                        )
+                        .await;
+                    if sleep_or_cancel(backoff::resubscribe_delay(watch_failures), cancel).await {
+                        break Exit::Stop;
+                    }
+                    watch_failures += 1;
+                } else {
+                    resume = p.get("resume_after_rowid").and_then(Value::as_i64);
+                    tracing::warn!(account = %w.account.id, "watch overflowed; resubscribing after row {resume:?}");
+                }
+                match w.subscribe(conn, resume).await {
+                    Ok(_) => w.account.set_state(AccountState::Watching, None),
+                    Err(e) => break Exit::Gone(format!("resubscribing failed: {e}")),
+                }
+            }
+            Some(Event::Notification { method, .. }) => {
+                tracing::debug!(method = %method, "ignoring notification")
+            }
+        }
+    };
+    // Messages processed before the exit are delivered now (on stop, one attempt); what is
+    // still unacknowledged is let go unfinished, so the next subscription replays it.
+    if !w.commit(cancel).await {
+        w.outbox.take();
+    }
+    w.flush();
+    exit
+}

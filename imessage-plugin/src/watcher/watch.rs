@@ -1,0 +1,196 @@
+//! The watcher's state for one account: the inbound pipeline, the catch-up state and its
+//! writer thread, the pairing store, and what the host has not acknowledged yet. It lives as
+//! long as the watch (across imsg restarts), so the cursor and the guards carry over.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use plugin_abi::types::{features, HostFeatures};
+use serde_json::{json, Value};
+
+use super::connection::Connection;
+use crate::account::Account;
+use crate::cursor::{Batch, Catchup};
+use crate::delivery::Outbox;
+use crate::inbound::Inbound;
+use crate::pairing::PairingStore;
+use crate::rpc::CallError;
+use crate::sync::{LockExt, RwLockExt};
+use crate::timeutil;
+
+pub(super) struct Watch {
+    /// Processed messages the host has not acknowledged yet (group commit).
+    pub(super) outbox: Outbox,
+    /// When the host last accepted a message; published to status with each flush, so the
+    /// message path takes neither the status lock nor a second clock read.
+    pub(super) last_inbound_ms: Option<i64>,
+    /// The account's config generation the pipeline was built with.
+    pub(super) generation: u64,
+    pub(super) account: Arc<Account>,
+    pub(super) inbound: Inbound,
+    pub(super) catchup: Catchup,
+    pub(super) pairing: PairingStore,
+    /// Writes catch-up batches in order, off the message path.
+    persister: Option<(std::sync::mpsc::Sender<Batch>, std::thread::JoinHandle<()>)>,
+}
+
+/// How many events one delivery may carry: the host's `maxBatch` when it takes batches,
+/// else 1 (the base contract).
+fn batch_bound(features: &HostFeatures) -> usize {
+    if features.has(features::BATCH_DELIVERY) {
+        features
+            .max_batch
+            .unwrap_or(features::DEFAULT_MAX_BATCH)
+            .clamp(1, 10_000) as usize
+    } else {
+        1
+    }
+}
+
+/// A thread that writes batches in the order they were taken.
+fn start_persister(
+    account_id: String,
+) -> std::io::Result<(std::sync::mpsc::Sender<Batch>, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = std::sync::mpsc::channel::<Batch>();
+    // The plugin's log dispatcher is per thread (it installs no global one): carry it over.
+    let dispatch = tracing::dispatcher::get_default(|d| d.clone());
+    let handle = std::thread::Builder::new()
+        .name("imessage-cursor".into())
+        .spawn(move || {
+            let _logging = tracing::dispatcher::set_default(&dispatch);
+            for batch in rx {
+                let written =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| batch.write()));
+                match written {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!(account = %account_id, "persisting the cursor failed: {e}")
+                    }
+                    // The batch is lost, not the thread: the next batch carries the cursor on.
+                    Err(p) => tracing::error!(
+                        account = %account_id,
+                        "persisting the cursor panicked: {}",
+                        plugin_abi::guard::panic_text(p.as_ref())
+                    ),
+                }
+            }
+        })?;
+    Ok((tx, handle))
+}
+
+impl Watch {
+    /// Opens the account's catch-up state and builds the pipeline.
+    pub(super) fn open(account: &Arc<Account>) -> Watch {
+        let start_ms = timeutil::now_ms();
+        crate::staging::clean_old(&account.media_dir);
+        let (config, settings) = account.config.read_locked().clone();
+        let (catchup, report) = Catchup::open(&account.dir, &account.source.signature(), start_ms);
+        for w in report.warnings {
+            tracing::warn!(account = %account.id, "{w}");
+        }
+        for e in report.errors {
+            tracing::error!(account = %account.id, "{e}");
+        }
+        let persister = start_persister(account.id.clone())
+            .map_err(|e| {
+                tracing::warn!(account = %account.id, "no cursor writer thread ({e}); writing in place")
+            })
+            .ok();
+        let w = Watch {
+            inbound: Inbound::new(
+                config,
+                settings,
+                account.echo.clone(),
+                account.source.remote_host.is_some(),
+                start_ms,
+                account.commands.clone(),
+            ),
+            pairing: PairingStore::new(&account.dir),
+            catchup,
+            outbox: Outbox::new(batch_bound(&account.features)),
+            last_inbound_ms: None,
+            generation: account.generation.load(std::sync::atomic::Ordering::SeqCst),
+            persister,
+            account: account.clone(),
+        };
+        w.sync_status();
+        w
+    }
+
+    pub(super) fn sync_status(&self) {
+        let mut s = self.account.status.locked();
+        s.stats = self.inbound.stats.clone();
+        // A watcher restarted by a reload has routed nothing yet: keep the account's time.
+        if self.last_inbound_ms.is_some() {
+            s.last_inbound_ms = self.last_inbound_ms;
+        }
+        s.cursor = self.catchup.rowid().map(|r| (r, self.catchup.newest_ms()));
+    }
+
+    /// Hands what finished since the last flush to the cursor writer.
+    pub(super) fn flush(&mut self) {
+        if let Some(batch) = self.catchup.take_batch(timeutil::now_ms()) {
+            let unsent = match &self.persister {
+                Some((tx, _)) => tx.send(batch).err().map(|e| e.0),
+                None => Some(batch),
+            };
+            if let Some(batch) = unsent {
+                if let Err(e) = batch.write() {
+                    tracing::error!(account = %self.account.id, "persisting the cursor failed: {e}");
+                }
+            }
+        }
+        self.sync_status();
+    }
+
+    /// Flushes and waits until everything is on disk (shutdown).
+    pub(super) fn flush_and_wait(&mut self) {
+        self.flush();
+        if let Some((tx, handle)) = self.persister.take() {
+            drop(tx);
+            let _ = handle.join();
+        }
+    }
+
+    /// `watch.subscribe` from the cursor (or right after `resume`, after an overflow).
+    pub(super) async fn subscribe(
+        &mut self,
+        conn: &mut Connection,
+        resume: Option<i64>,
+    ) -> Result<i64, CallError> {
+        let settings = self.account.settings();
+        let mut params = json!({"attachments": settings.include_attachments});
+        let since = resume.or_else(|| {
+            settings
+                .catchup
+                .enabled
+                .then(|| self.catchup.since_rowid())
+                .flatten()
+        });
+        let mut since = since.filter(|s| *s > 0);
+        if let (Some(cursor), None) = (since, resume) {
+            // A replaced database (restore, new Mac) restarts row ids lower: a cursor past its
+            // newest row would hide every new message (imsg-protocol.md §A12).
+            if let Some(newest) = conn.newest_row().await {
+                // The margin absorbs rows history leaves out (tapbacks); a replaced database
+                // is typically far lower than that.
+                if cursor > newest + 100 {
+                    tracing::warn!(
+                        account = %self.account.id,
+                        "cursor {cursor} is past the newest message {newest}; chat.db may have been replaced; starting at the live tail"
+                    );
+                    since = None;
+                }
+            }
+        }
+        if let Some(since) = since {
+            params["since_rowid"] = json!(since);
+        }
+        let timeout = Duration::from_secs(if settings.include_attachments { 30 } else { 10 });
+        let result = conn.request("watch.subscribe", params, timeout).await?;
+        Ok(result
+            .get("subscription")
+            .and_then(Value::as_i64)
+            .unwrap_or(0))
+    }
+}
