@@ -20,7 +20,7 @@ use imessage::account::Account;
 use imessage::config::{self, ChunkMode};
 use imessage::outbound::chunk;
 use imessage::rpc::{CallError, RpcClient, Started};
-use plugin_abi::guard::Host as PluginHost;
+use plugin_abi::guard::HostHandle;
 use plugin_abi::host::{self, Host};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -189,7 +189,7 @@ fn run(config: &Value, n: usize, rate: Option<u64>, sink: Sink) -> Outcome {
         }),
         Sink::StandIn => host::callbacks(BenchHost(shared.clone())),
     };
-    let host = Arc::new(PluginHost::new(callbacks));
+    let host = Arc::new(HostHandle::new(callbacks));
     // Batched delivery, as host-stub asks for it.
     let features = plugin_abi::types::HostFeatures {
         features: vec![plugin_abi::types::features::BATCH_DELIVERY.into()],

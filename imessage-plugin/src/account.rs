@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use plugin_abi::guard::Host;
-use plugin_abi::types::{AccountStatus, CursorStatus, HostFeatures, QuarantineStatus, SendReceipt};
+use plugin_abi::guard::HostHandle;
+use plugin_abi::types::{AccountStatus, CursorStatus, HostFeatures, QuarantineStatus};
 use serde_json::Value;
 
 use crate::config::{rules, AccountConfig, Config};
@@ -135,17 +135,25 @@ pub struct StatusState {
     pub quarantined: u64,
 }
 
+/// The config an account runs with: the whole validated config and this account's effective
+/// settings, replaced together by a reload.
+#[derive(Clone)]
+pub struct Configured {
+    pub whole: Arc<Config>,
+    pub account: AccountConfig,
+}
+
 /// The part of an account that host calls and the watcher share.
 pub struct Account {
     pub id: String,
     pub dir: PathBuf,
     pub media_dir: PathBuf,
-    pub config: RwLock<(Arc<Config>, AccountConfig)>,
+    config: RwLock<Configured>,
     pub source: Source,
     pub echo: Arc<Mutex<EchoRegistry>>,
     pub sender: tokio::sync::Mutex<SenderProcess>,
     pub status: Mutex<StatusState>,
-    pub host: Arc<Host>,
+    pub host: Arc<HostHandle>,
     /// What the host understands beyond the base contract (`StartContext.host`).
     pub features: Arc<HostFeatures>,
     /// Control-command names: the host's, else the defaults (§9.1).
@@ -163,7 +171,7 @@ impl Account {
         state_dir: &Path,
         config: Arc<Config>,
         account: AccountConfig,
-        host: Arc<Host>,
+        host: Arc<HostHandle>,
         features: Arc<HostFeatures>,
     ) -> Account {
         let dir = state_dir.join("imessage").join(&account.key);
@@ -186,7 +194,10 @@ impl Account {
             media_dir,
             sender: tokio::sync::Mutex::new(SenderProcess::new(source.spawn_config())),
             source,
-            config: RwLock::new((config, account)),
+            config: RwLock::new(Configured {
+                whole: config,
+                account,
+            }),
             echo: Arc::new(Mutex::new(echo)),
             status: Mutex::new(StatusState {
                 state: AccountState::Stopped,
@@ -204,17 +215,25 @@ impl Account {
 
     /// Applies reloaded settings that need no restart (policy, routing, prefixes, chunking).
     pub fn update(&self, config: Arc<Config>, settings: AccountConfig) {
-        *self.config.write_locked() = (config, settings);
+        *self.config.write_locked() = Configured {
+            whole: config,
+            account: settings,
+        };
         self.generation
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// The whole config and the account's settings, read together.
+    pub fn configured(&self) -> Configured {
+        self.config.read_locked().clone()
+    }
+
     pub fn settings(&self) -> AccountConfig {
-        self.config.read_locked().1.clone()
+        self.config.read_locked().account.clone()
     }
 
     pub fn whole_config(&self) -> Arc<Config> {
-        self.config.read_locked().0.clone()
+        self.config.read_locked().whole.clone()
     }
 
     /// Counts a caught panic and shows it as the last error.
@@ -233,7 +252,7 @@ impl Account {
     }
 
     /// Sends a plan through this account's sender process.
-    pub async fn send(&self, plan: &Plan) -> SendReceipt {
+    pub async fn send(&self, plan: &Plan) -> send::Receipt {
         let timeout = Duration::from_millis(self.settings().send_timeout_ms);
         let receipt = send::execute(
             &self.sender,
@@ -244,7 +263,7 @@ impl Account {
             self.source.remote_host.as_deref(),
         )
         .await;
-        if receipt.parts.iter().any(|p| p.outcome == "sent") {
+        if receipt.any_sent() {
             self.status.locked().last_outbound_ms = Some(timeutil::now_ms());
         }
         receipt
@@ -254,23 +273,10 @@ impl Account {
         let account = self.settings();
         let s = self.status.locked().clone();
         let mut settings = std::collections::BTreeMap::new();
-        let policy = |p: &str| Value::from(p);
-        settings.insert(
-            "dmPolicy".into(),
-            policy(match account.dm_policy {
-                crate::config::DmPolicy::Pairing => "pairing",
-                crate::config::DmPolicy::Allowlist => "allowlist",
-                crate::config::DmPolicy::Open => "open",
-                crate::config::DmPolicy::Disabled => "disabled",
-            }),
-        );
+        settings.insert("dmPolicy".into(), Value::from(account.dm_policy.as_str()));
         settings.insert(
             "groupPolicy".into(),
-            policy(match account.group_policy {
-                crate::config::GroupPolicy::Allowlist => "allowlist",
-                crate::config::GroupPolicy::Open => "open",
-                crate::config::GroupPolicy::Disabled => "disabled",
-            }),
+            Value::from(account.group_policy.as_str()),
         );
         settings.insert("cliPath".into(), Value::from(account.cli_path.clone()));
         settings.insert(

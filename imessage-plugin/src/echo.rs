@@ -59,7 +59,20 @@ pub enum Scope {
     Handle(String),
 }
 
+impl std::fmt::Display for Scope {
+    /// The written form, as persisted in `sent.jsonl`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scope::Chat(id) => write!(f, "chat:{id}"),
+            Scope::Guid(g) => write!(f, "guid:{g}"),
+            Scope::Ident(i) => write!(f, "ident:{i}"),
+            Scope::Handle(h) => write!(f, "handle:{h}"),
+        }
+    }
+}
+
 impl Scope {
+    /// Reads the written form back (persisted entries).
     pub fn parse(text: &str) -> Option<Scope> {
         let (kind, value) = text.split_once(':')?;
         Some(match kind {
@@ -189,12 +202,12 @@ impl EchoRegistry {
     }
 
     /// Before a text part is written: a pending text entry for `scope`.
-    pub fn begin(&mut self, scope: &str, text: &str) -> Ticket {
+    pub fn begin(&mut self, scope: &Scope, text: &str) -> Ticket {
         let id = self.next;
         self.next += 1;
         self.texts.push(TextEntry {
             id,
-            scope: Scope::parse(scope),
+            scope: Some(scope.clone()),
             text: normalize_text(text),
             state: TextState::Pending,
         });
@@ -205,22 +218,16 @@ impl EchoRegistry {
     /// 4 s expiry.
     pub fn finish(&mut self, ticket: Ticket, guid: Option<&str>, rowid: Option<i64>, now_ms: i64) {
         let mut text = String::new();
-        let mut scope = String::new();
+        let mut scope = None;
         if let Some(entry) = self.texts.iter_mut().find(|e| e.id == ticket.0) {
             entry.state = TextState::Finished {
                 at_ms: now_ms,
                 had_ids: guid.is_some() || rowid.is_some(),
             };
             text = entry.text.clone();
-            scope = match &entry.scope {
-                Some(Scope::Chat(id)) => format!("chat:{id}"),
-                Some(Scope::Guid(g)) => format!("guid:{g}"),
-                Some(Scope::Ident(i)) => format!("ident:{i}"),
-                Some(Scope::Handle(h)) => format!("handle:{h}"),
-                None => String::new(),
-            };
+            scope = entry.scope.clone();
         }
-        self.record_ids(guid, rowid, &text, &scope, now_ms);
+        self.record_ids(guid, rowid, &text, scope.as_ref(), now_ms);
     }
 
     /// Records sent ids of a part that had no text entry (file-only parts).
@@ -229,9 +236,10 @@ impl EchoRegistry {
         guid: Option<&str>,
         rowid: Option<i64>,
         text: &str,
-        scope: &str,
+        scope: Option<&Scope>,
         now_ms: i64,
     ) {
+        let scope = scope.map(Scope::to_string).unwrap_or_default();
         let mut added = 0;
         for id in guid
             .map(str::to_string)
@@ -241,7 +249,7 @@ impl EchoRegistry {
             self.insert_sent(SentId {
                 id,
                 text: text.to_string(),
-                scope: scope.to_string(),
+                scope: scope.clone(),
                 at: now_ms,
             });
             added += 1;
@@ -536,14 +544,14 @@ mod tests {
     fn guid_match_and_narrow_text_fallback() {
         let mut r = EchoRegistry::in_memory();
         let dm = "+15550001111";
-        let t = r.begin("handle:+15550001111", "Hello");
+        let t = r.begin(&Scope::parse("handle:+15550001111").unwrap(), "Hello");
         r.finish(t, Some("OUT2"), None, 0);
         assert!(r.is_echo(&row("OUT2", "anything", dm, false), 100));
         // Same text, another GUID, outside a self-chat: a genuine message (case 43).
         assert!(!r.is_echo(&row("U9", "Hello", dm, false), 2000));
 
         // A send that returned no id: text fallback for 4 s (case 44).
-        let t = r.begin("handle:+15550001111", "On it");
+        let t = r.begin(&Scope::parse("handle:+15550001111").unwrap(), "On it");
         r.finish(t, None, None, 10_000);
         assert!(r.is_echo(&row("X1", "On it", dm, false), 13_000));
         assert!(!r.is_echo(&row("X2", "On it", dm, false), 15_000));
@@ -553,7 +561,7 @@ mod tests {
     fn pending_text_matches_only_in_self_chat() {
         let mut r = EchoRegistry::in_memory();
         let me = "+15559990000";
-        let t = r.begin("handle:+15559990000", "Done.");
+        let t = r.begin(&Scope::parse("handle:+15559990000").unwrap(), "Done.");
         assert!(r.is_echo(&row("S1M", "Done.", me, true), 0));
         assert!(!r.is_echo(&row("S1M", "Done.", me, false), 0));
         r.cancel(t);
@@ -563,7 +571,7 @@ mod tests {
     #[test]
     fn quoted_reply_with_same_text_is_an_echo() {
         let mut r = EchoRegistry::in_memory();
-        let t = r.begin("handle:+15550001111", "Hello");
+        let t = r.begin(&Scope::parse("handle:+15550001111").unwrap(), "Hello");
         r.finish(t, Some("OUT2"), None, 0);
         let mut quoted = row("U1", "Hello", "+15550001111", false);
         quoted.reply_to_guid = Some("OUT2");
@@ -577,7 +585,7 @@ mod tests {
     fn sent_ids_persist() {
         let dir = tempfile::tempdir().unwrap();
         let mut r = EchoRegistry::open(dir.path(), 0);
-        let t = r.begin("chat:42", "hi");
+        let t = r.begin(&Scope::parse("chat:42").unwrap(), "hi");
         r.finish(t, Some("G1"), Some(901), 0);
         let mut again = EchoRegistry::open(dir.path(), 1000);
         let mut by_rowid = row("other", "x", "", false);

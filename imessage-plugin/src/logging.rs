@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use plugin_abi::guard::Host;
+use plugin_abi::guard::HostHandle;
 use plugin_abi::types::LogRecord;
 use serde_json::Value;
 use tracing::field::{Field, Visit};
@@ -18,7 +18,7 @@ use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::Registry;
 
 struct Forward {
-    host: Arc<Host>,
+    host: Arc<HostHandle>,
 }
 
 #[derive(Default)]
@@ -95,6 +95,6 @@ pub fn parse_level(level: Option<&str>) -> LevelFilter {
 }
 
 /// The dispatcher that forwards events at or above `max_level` to the host.
-pub fn dispatch(host: Arc<Host>, max_level: LevelFilter) -> Dispatch {
+pub fn dispatch(host: Arc<HostHandle>, max_level: LevelFilter) -> Dispatch {
     Dispatch::new(Registry::default().with(max_level).with(Forward { host }))
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use plugin_abi::guard::{Host, Plugin};
+use plugin_abi::guard::{HostHandle, Plugin};
 use plugin_abi::types::{
     AccountStart, PluginDescription, PluginError, SendReceipt, SendRequest, StartContext,
     StartReport, StatusReport, StatusRequest,
@@ -75,26 +75,6 @@ struct Running {
     watchers: BTreeMap<String, (CancellationToken, tokio::task::JoinHandle<()>)>,
 }
 
-/// The settings whose change needs the account's processes restarted (§11 "Reload"); the
-/// others (policy, routing, prefixes, chunking, …) apply to the next message.
-fn restart_key(a: &crate::config::AccountConfig) -> String {
-    format!(
-        "{:?}",
-        (
-            &a.cli_path,
-            &a.db_path,
-            &a.remote_host,
-            a.include_attachments,
-            &a.attachment_roots,
-            &a.remote_attachment_roots,
-            a.media_max_mb,
-            a.probe_timeout_ms,
-            a.send_timeout_ms,
-            a.enabled,
-        )
-    )
-}
-
 impl Running {
     /// Creates an account and starts its watcher when it should watch.
     fn launch(
@@ -102,7 +82,7 @@ impl Running {
         settings: &crate::config::AccountConfig,
         watching: &[String],
         duplicates: &[(String, String)],
-        host: &Arc<Host>,
+        host: &Arc<HostHandle>,
         warnings: &mut Vec<String>,
     ) -> AccountStart {
         let account = Arc::new(Account::new(
@@ -205,13 +185,13 @@ fn watchers_by_source(config: &Config) -> (Vec<String>, Vec<(String, String)>) {
 }
 
 pub struct ImessagePlugin {
-    host: Arc<Host>,
+    host: Arc<HostHandle>,
     dispatch: Mutex<Dispatch>,
     running: Mutex<Option<Running>>,
 }
 
 impl ImessagePlugin {
-    pub fn new(host: Host) -> Self {
+    pub fn new(host: HostHandle) -> Self {
         let host = Arc::new(host);
         let dispatch = logging::dispatch(host.clone(), logging::parse_level(None));
         ImessagePlugin {
@@ -361,7 +341,7 @@ impl ImessagePlugin {
             let (mut updated, mut restarted, mut started, mut stopped) = (vec![], vec![], vec![], vec![]);
             for account in std::mem::take(&mut r.accounts) {
                 let unchanged = config.account(&account.id).filter(|s| {
-                    restart_key(s) == restart_key(&account.settings())
+                    s.process_settings() == account.settings().process_settings()
                         && watching.contains(&s.id) == was_watching.contains(&s.id)
                 });
                 match unchanged {
@@ -529,7 +509,7 @@ impl Plugin for ImessagePlugin {
                     }
                     Rejected::InvalidRequest(m) => PluginError::new("invalid_request", m),
                 })?;
-            Ok(runtime.block_on(account.send(&plan)))
+            Ok(runtime.block_on(account.send(&plan)).wire)
         })
     }
 
@@ -586,8 +566,8 @@ impl Plugin for ImessagePlugin {
                 if let Some((account, plan, runtime)) = notice {
                     self.logged(|| {
                         let receipt = runtime.block_on(account.send(&plan));
-                        if !receipt.ok {
-                            tracing::warn!(account = %account.id, "the approval notice was not sent: {:?}", receipt.parts);
+                        if !receipt.wire.ok {
+                            tracing::warn!(account = %account.id, "the approval notice was not sent: {:?}", receipt.wire.parts);
                         }
                     });
                 }

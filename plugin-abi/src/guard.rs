@@ -125,11 +125,11 @@ impl<P: Plugin> ChannelPlugin for Guarded<P> {
 }
 
 /// The plugin's typed handle on the host callbacks.
-pub struct Host(HostBox);
+pub struct HostHandle(HostBox);
 
-impl Host {
+impl HostHandle {
     pub fn new(callbacks: HostBox) -> Self {
-        Host(callbacks)
+        HostHandle(callbacks)
     }
 
     /// Hands one event to the host; `Ok` means the host has taken responsibility for it.
@@ -177,9 +177,9 @@ pub fn describe_ffi(describe: impl FnOnce() -> PluginDescription) -> RString {
 /// The exported constructor: builds the plugin under a panic guard and wraps it.
 pub fn new_ffi<P: Plugin>(
     callbacks: HostBox,
-    make: impl FnOnce(Host) -> P,
+    make: impl FnOnce(HostHandle) -> P,
 ) -> RResult<crate::PluginBox, RString> {
-    match guarded("new", || Ok(make(Host::new(callbacks)))) {
+    match guarded("new", || Ok(make(HostHandle::new(callbacks)))) {
         Ok(plugin) => ROk(crate::ChannelPlugin_TO::from_value(
             Guarded(plugin),
             abi_stable::sabi_trait::TD_Opaque,
@@ -189,7 +189,7 @@ pub fn new_ffi<P: Plugin>(
 }
 
 /// Exports the root module of a plugin library:
-/// `export_plugin!(description_fn, constructor_fn_taking_Host)`. The crate must depend on
+/// `export_plugin!(description_fn, constructor_fn_taking_HostHandle)`. The crate must depend on
 /// `abi_stable` (the attribute expands to paths in it).
 #[macro_export]
 macro_rules! export_plugin {

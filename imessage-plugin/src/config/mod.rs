@@ -43,6 +43,41 @@ pub enum GroupPolicy {
     Disabled,
 }
 
+/// The config names of each policy, in one place: parsing, validation messages and status
+/// all read them from here.
+macro_rules! named {
+    ($ty:ident { $($variant:ident = $name:literal),+ $(,)? }) => {
+        impl $ty {
+            pub const NAMES: &'static [&'static str] = &[$($name),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name),+
+                }
+            }
+
+            pub fn parse(name: &str) -> Option<$ty> {
+                match name {
+                    $($name => Some($ty::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+named!(DmPolicy {
+    Pairing = "pairing",
+    Allowlist = "allowlist",
+    Open = "open",
+    Disabled = "disabled",
+});
+named!(GroupPolicy {
+    Allowlist = "allowlist",
+    Open = "open",
+    Disabled = "disabled",
+});
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChunkMode {
     Length,
@@ -50,7 +85,7 @@ pub enum ChunkMode {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Catchup {
+pub struct CatchupSettings {
     pub enabled: bool,
     pub max_age_minutes: i64,
     pub late_tolerance_minutes: i64,
@@ -84,10 +119,41 @@ pub struct AccountConfig {
     pub config_writes: bool,
     pub probe_timeout_ms: u64,
     pub send_timeout_ms: u64,
-    pub catchup: Catchup,
+    pub catchup: CatchupSettings,
+}
+
+/// The settings whose change needs the account's processes restarted (§11 "Reload"); the
+/// others (policy, routing, prefixes, chunking, …) apply to the next message.
+#[derive(Debug, PartialEq)]
+pub struct ProcessSettings<'a> {
+    cli_path: &'a str,
+    db_path: Option<&'a str>,
+    remote_host: Option<&'a str>,
+    include_attachments: bool,
+    attachment_roots: &'a [String],
+    remote_attachment_roots: &'a [String],
+    media_max_mb: u64,
+    probe_timeout_ms: u64,
+    send_timeout_ms: u64,
+    enabled: bool,
 }
 
 impl AccountConfig {
+    pub fn process_settings(&self) -> ProcessSettings<'_> {
+        ProcessSettings {
+            cli_path: &self.cli_path,
+            db_path: self.db_path.as_deref(),
+            remote_host: self.remote_host.as_deref(),
+            include_attachments: self.include_attachments,
+            attachment_roots: &self.attachment_roots,
+            remote_attachment_roots: &self.remote_attachment_roots,
+            media_max_mb: self.media_max_mb,
+            probe_timeout_ms: self.probe_timeout_ms,
+            send_timeout_ms: self.send_timeout_ms,
+            enabled: self.enabled,
+        }
+    }
+
     /// The group sender list: `groupAllowFrom` when set (even empty), else `allowFrom`.
     pub fn group_senders(&self) -> &[AllowEntry] {
         self.group_allow_from.as_deref().unwrap_or(&self.allow_from)
@@ -261,18 +327,17 @@ fn finish(id: &str, p: Partial, enabled: bool) -> AccountConfig {
         remote_host: p.remote_host,
         service: p.service.unwrap_or_else(|| "auto".into()),
         region: p.region.unwrap_or_else(|| "US".into()),
-        dm_policy: match p.dm_policy.as_deref() {
-            Some("allowlist") => DmPolicy::Allowlist,
-            Some("open") => DmPolicy::Open,
-            Some("disabled") => DmPolicy::Disabled,
-            _ => DmPolicy::Pairing,
-        },
+        dm_policy: p
+            .dm_policy
+            .as_deref()
+            .and_then(DmPolicy::parse)
+            .unwrap_or(DmPolicy::Pairing),
         allow_from: p.allow_from.unwrap_or_default(),
-        group_policy: match p.group_policy.as_deref() {
-            Some("open") => GroupPolicy::Open,
-            Some("disabled") => GroupPolicy::Disabled,
-            _ => GroupPolicy::Allowlist,
-        },
+        group_policy: p
+            .group_policy
+            .as_deref()
+            .and_then(GroupPolicy::parse)
+            .unwrap_or(GroupPolicy::Allowlist),
         group_allow_from: p.group_allow_from,
         groups: p.groups,
         include_attachments: p.include_attachments.unwrap_or(false),
@@ -290,7 +355,7 @@ fn finish(id: &str, p: Partial, enabled: bool) -> AccountConfig {
         config_writes: p.config_writes.unwrap_or(true),
         probe_timeout_ms: p.probe_timeout_ms.unwrap_or(10_000) as u64,
         send_timeout_ms: p.send_timeout_ms.unwrap_or(150_000) as u64,
-        catchup: Catchup {
+        catchup: CatchupSettings {
             enabled: catchup.enabled.unwrap_or(true),
             max_age_minutes: catchup.max_age_minutes.unwrap_or(120),
             late_tolerance_minutes: catchup.late_tolerance_minutes.unwrap_or(15),

@@ -35,8 +35,10 @@ const CATCHUP_COMPAT_KEYS: &[&str] = &[
 ];
 const GROUP_COMPAT_KEYS: &[&str] = &["tools", "toolsBySender", "systemPrompt"];
 
-pub const DM_POLICIES: &[&str] = &["pairing", "allowlist", "open", "disabled"];
-pub const GROUP_POLICIES: &[&str] = &["allowlist", "open", "disabled"];
+use super::{DmPolicy, GroupPolicy};
+
+const DM_POLICIES: &[&str] = DmPolicy::NAMES;
+const GROUP_POLICIES: &[&str] = GroupPolicy::NAMES;
 const SERVICES: &[&str] = &["imessage", "sms", "auto"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

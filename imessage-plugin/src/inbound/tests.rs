@@ -121,7 +121,7 @@ impl Harness {
 
     fn sent(&mut self, scope: &str, text: &str, guid: Option<&str>, rowid: Option<i64>, at: i64) {
         let mut echo = self.inbound.echo.lock().unwrap();
-        let t = echo.begin(scope, text);
+        let t = echo.begin(&echo::Scope::parse(scope).expect("a scope"), text);
         echo.finish(t, guid, rowid, at);
     }
 }
@@ -243,7 +243,7 @@ fn cases_39_40_self_chat_echoes() {
         .echo
         .lock()
         .unwrap()
-        .begin("handle:+15559990000", "Done again.");
+        .begin(&echo::Scope::Handle("+15559990000".into()), "Done again.");
     let mirror = merge(
         self_note(),
         json!({"guid":"S1M","is_from_me":false,"text":"Done again."}),

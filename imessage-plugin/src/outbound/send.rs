@@ -58,7 +58,50 @@ impl SenderProcess {
     }
 }
 
-fn outcome_of(error: &CallError) -> (&'static str, String) {
+/// What became of one part (channel-behaviour.md §7.8); a string only in the receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Sent,
+    /// Definitely not sent: imsg refused it.
+    Failed,
+    /// It may have been delivered (a timeout, a lost reply): never retried blindly.
+    Unknown,
+    /// Never written to imsg.
+    NotSent,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Sent => "sent",
+            Outcome::Failed => "failed",
+            Outcome::Unknown => "unknown",
+            Outcome::NotSent => "not_sent",
+        }
+    }
+}
+
+/// A send's result: the receipt for the host, and each part's outcome as a value.
+#[derive(Debug, Clone)]
+pub struct Receipt {
+    pub wire: SendReceipt,
+    pub outcomes: Vec<Outcome>,
+}
+
+impl Receipt {
+    pub fn any_sent(&self) -> bool {
+        self.outcomes.contains(&Outcome::Sent)
+    }
+
+    /// Every part reached imsg (sent, or possibly sent).
+    pub fn reached_imsg(&self) -> bool {
+        self.outcomes
+            .iter()
+            .all(|o| matches!(o, Outcome::Sent | Outcome::Unknown))
+    }
+}
+
+fn outcome_of(error: &CallError) -> (Outcome, String) {
     match error {
         CallError::Rpc(e) => {
             let text = e.text();
@@ -66,13 +109,31 @@ fn outcome_of(error: &CallError) -> (&'static str, String) {
                 || text.contains("Timed out waiting for response")
                 || text.contains("not confirmed")
             {
-                ("unknown", e.describe())
+                (Outcome::Unknown, e.describe())
             } else {
-                ("failed", e.describe())
+                (Outcome::Failed, e.describe())
             }
         }
-        CallError::Timeout { .. } | CallError::ChildExited { .. } => ("unknown", error.to_string()),
-        CallError::PermissionDenied(_) | CallError::Spawn(_) => ("not_sent", error.to_string()),
+        CallError::Timeout { .. } | CallError::ChildExited { .. } => {
+            (Outcome::Unknown, error.to_string())
+        }
+        CallError::PermissionDenied(_) | CallError::Spawn(_) => {
+            (Outcome::NotSent, error.to_string())
+        }
+    }
+}
+
+fn send_part(
+    kind: &str,
+    outcome: Outcome,
+    message_id: Option<String>,
+    error: Option<String>,
+) -> SendPart {
+    SendPart {
+        kind: kind.into(),
+        outcome: outcome.as_str().into(),
+        message_id,
+        error,
     }
 }
 
@@ -119,46 +180,53 @@ pub async fn execute(
     timeout: Duration,
     account_id: &str,
     remote_host: Option<&str>,
-) -> SendReceipt {
+) -> Receipt {
     let mut sender = sender.lock().await;
     let scope = plan.target.echo_scope();
     let mut parts = Vec::with_capacity(plan.parts.len());
+    let mut outcomes = Vec::with_capacity(plan.parts.len());
     let mut stop_rest = false;
-    for part in &plan.parts {
-        let kind = if part.file.is_some() { "file" } else { "text" };
+    for planned in &plan.parts {
+        let kind = if planned.file.is_some() {
+            "file"
+        } else {
+            "text"
+        };
         if stop_rest {
-            parts.push(SendPart {
-                kind: kind.into(),
-                outcome: "not_sent".into(),
-                message_id: None,
-                error: Some("an earlier part's outcome is unknown".into()),
-            });
+            outcomes.push(Outcome::NotSent);
+            parts.push(send_part(
+                kind,
+                Outcome::NotSent,
+                None,
+                Some("an earlier part's outcome is unknown".into()),
+            ));
             continue;
         }
         // With a remote Mac, a file is first uploaded and its remote path is sent (§7.7).
-        let mut part = part.clone();
-        if let (Some(host), Some(local)) = (remote_host, part.file.clone()) {
+        let mut planned = planned.clone();
+        if let (Some(host), Some(local)) = (remote_host, planned.file.clone()) {
             let remote_path = crate::remote::upload_path(&local);
             let to = format!("{host}:{remote_path}");
             match crate::remote::scp(&local, &to, Duration::from_secs(60)).await {
-                Ok(()) => part.file = Some(remote_path),
+                Ok(()) => planned.file = Some(remote_path),
                 Err(e) => {
                     tracing::warn!(
                         account = account_id,
                         "uploading a file to the Mac failed: {e}"
                     );
-                    parts.push(SendPart {
-                        kind: kind.into(),
-                        outcome: "failed".into(),
-                        message_id: None,
-                        error: Some(format!("upload failed: {e}")),
-                    });
+                    outcomes.push(Outcome::Failed);
+                    parts.push(send_part(
+                        kind,
+                        Outcome::Failed,
+                        None,
+                        Some(format!("upload failed: {e}")),
+                    ));
                     continue;
                 }
             }
         }
-        let part = &part;
-        let ticket = (!part.text.is_empty()).then(|| echo.locked().begin(&scope, &part.text));
+        let planned = &planned;
+        let ticket = (!planned.text.is_empty()).then(|| echo.locked().begin(&scope, &planned.text));
         let mut with_reply_to = plan.reply_to.is_some();
         let result = loop {
             let client = match sender.client() {
@@ -166,7 +234,7 @@ pub async fn execute(
                 Err(e) => break Err(e),
             };
             let r = client
-                .request("send", plan.params(part, with_reply_to), timeout)
+                .request("send", plan.params(planned, with_reply_to), timeout)
                 .await;
             match &r {
                 Err(e) if with_reply_to && bridge_unavailable(e) => {
@@ -191,39 +259,36 @@ pub async fn execute(
                     let mut registry = echo.locked();
                     match ticket {
                         Some(t) => registry.finish(t, guid, rowid, now),
-                        None => registry.record_ids(guid, rowid, "", &scope, now),
+                        None => registry.record_ids(guid, rowid, "", Some(&scope), now),
                     }
                 }
-                parts.push(SendPart {
-                    kind: kind.into(),
-                    outcome: "sent".into(),
-                    message_id: message_id(&value),
-                    error: None,
-                });
+                outcomes.push(Outcome::Sent);
+                parts.push(send_part(kind, Outcome::Sent, message_id(&value), None));
             }
             Ok(value) => {
                 if let Some(t) = ticket {
                     echo.locked().cancel(t);
                 }
-                parts.push(SendPart {
-                    kind: kind.into(),
-                    outcome: "failed".into(),
-                    message_id: None,
-                    error: Some(format!("imsg answered {value}")),
-                });
+                outcomes.push(Outcome::Failed);
+                parts.push(send_part(
+                    kind,
+                    Outcome::Failed,
+                    None,
+                    Some(format!("imsg answered {value}")),
+                ));
             }
             Err(e) => {
                 let (outcome, text) = outcome_of(&e);
                 if let Some(t) = ticket {
                     let mut registry = echo.locked();
-                    if outcome == "unknown" {
+                    if outcome == Outcome::Unknown {
                         // It may have been delivered: keep the text entry for its echo.
                         registry.finish(t, None, None, now);
                     } else {
                         registry.cancel(t);
                     }
                 }
-                if outcome == "unknown" {
+                if outcome == Outcome::Unknown {
                     tracing::warn!(
                         account = account_id,
                         "send outcome unknown (may have been delivered): {text}"
@@ -231,23 +296,22 @@ pub async fn execute(
                     sender.replace().await;
                     stop_rest = true;
                 } else {
-                    tracing::warn!(account = account_id, "send {outcome}: {text}");
+                    tracing::warn!(account = account_id, "send {}: {text}", outcome.as_str());
                 }
-                parts.push(SendPart {
-                    kind: kind.into(),
-                    outcome: outcome.into(),
-                    message_id: None,
-                    error: Some(text),
-                });
+                outcomes.push(outcome);
+                parts.push(send_part(kind, outcome, None, Some(text)));
             }
         }
     }
-    SendReceipt {
-        ok: parts.iter().all(|p| p.outcome == "sent"),
-        account_id: account_id.to_string(),
-        message_ids: parts.iter().map(|p| p.message_id.clone()).collect(),
-        chunks: plan.chunks,
-        parts,
+    Receipt {
+        wire: SendReceipt {
+            ok: outcomes.iter().all(|o| *o == Outcome::Sent),
+            account_id: account_id.to_string(),
+            message_ids: parts.iter().map(|p| p.message_id.clone()).collect(),
+            chunks: plan.chunks,
+            parts,
+        },
+        outcomes,
     }
 }
 
@@ -324,7 +388,7 @@ mod tests {
                 None,
             )
             .await;
-            (receipt, imsg.await.unwrap())
+            (receipt.wire, imsg.await.unwrap())
         })
     }
 
@@ -401,12 +465,12 @@ mod tests {
         };
         assert_eq!(
             outcome_of(&rpc(-32603, "AppleScript failed: x")).0,
-            "failed"
+            Outcome::Failed
         );
-        assert_eq!(outcome_of(&rpc(-32001, "")).0, "unknown");
+        assert_eq!(outcome_of(&rpc(-32001, "")).0, Outcome::Unknown);
         assert_eq!(
             outcome_of(&rpc(-32603, "Timed out waiting for response to 'send'")).0,
-            "unknown"
+            Outcome::Unknown
         );
         assert_eq!(
             outcome_of(&CallError::Timeout {
@@ -414,11 +478,11 @@ mod tests {
                 after: Duration::from_secs(150)
             })
             .0,
-            "unknown"
+            Outcome::Unknown
         );
         assert_eq!(
             outcome_of(&CallError::Spawn("imsg not found".into())).0,
-            "not_sent"
+            Outcome::NotSent
         );
         assert_eq!(
             message_id(&serde_json::json!({"ok":true,"guid":"G"})).as_deref(),

@@ -3,6 +3,7 @@
 use serde_json::{Map, Value};
 
 use crate::config::allow::strip_any_prefix;
+use crate::echo::Scope;
 use crate::handle;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,12 +42,12 @@ impl Target {
     }
 
     /// The echo scope of parts sent here (§5.2).
-    pub fn echo_scope(&self) -> String {
+    pub fn echo_scope(&self) -> Scope {
         match self {
-            Target::ChatId(id) => format!("chat:{id}"),
-            Target::ChatGuid(g) => format!("guid:{g}"),
-            Target::ChatIdentifier(i) => format!("ident:{i}"),
-            Target::Handle { to, .. } => format!("handle:{to}"),
+            Target::ChatId(id) => Scope::Chat(*id),
+            Target::ChatGuid(g) => Scope::Guid(g.clone()),
+            Target::ChatIdentifier(i) => Scope::Ident(i.clone()),
+            Target::Handle { to, .. } => Scope::Handle(to.clone()),
         }
     }
 }

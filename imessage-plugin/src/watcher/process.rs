@@ -12,12 +12,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::watch::Watch;
 use super::{sleep_or_cancel, DELIVERY_RETRIES};
+use crate::account::Configured;
 use crate::delivery::{AfterAck, Pending};
 use crate::inbound::{Input, Verdict};
 use crate::message::{ImsgMessage, Malformed};
 use crate::outbound;
 use crate::pairing::{self, Challenge};
-use crate::sync::{LockExt, RwLockExt};
+use crate::sync::LockExt;
 use crate::timeutil;
 
 impl Watch {
@@ -130,7 +131,10 @@ impl Watch {
             .generation
             .load(std::sync::atomic::Ordering::SeqCst);
         if generation != self.generation {
-            let (config, settings) = self.account.config.read_locked().clone();
+            let Configured {
+                whole: config,
+                account: settings,
+            } = self.account.configured();
             self.inbound.reconfigure(config, settings);
             self.generation = generation;
             tracing::info!(account = %self.account.id, "reloaded settings apply from this message on");
@@ -321,13 +325,7 @@ impl Watch {
     async fn send_plain(&self, to: &str, text: &str) -> bool {
         let settings = self.account.settings();
         match outbound::plan_plain(to, text, &settings) {
-            Ok(plan) => {
-                let receipt = self.account.send(&plan).await;
-                receipt
-                    .parts
-                    .iter()
-                    .all(|p| p.outcome == "sent" || p.outcome == "unknown")
-            }
+            Ok(plan) => self.account.send(&plan).await.reached_imsg(),
             Err(e) => {
                 tracing::warn!(account = %self.account.id, "cannot reply to {to}: {e:?}");
                 false

@@ -9,13 +9,13 @@ use plugin_abi::types::{features, HostFeatures};
 use serde_json::{json, Value};
 
 use super::connection::Connection;
-use crate::account::Account;
+use crate::account::{Account, Configured};
 use crate::cursor::{Batch, Catchup};
 use crate::delivery::Outbox;
 use crate::inbound::Inbound;
 use crate::pairing::PairingStore;
 use crate::rpc::CallError;
-use crate::sync::{LockExt, RwLockExt};
+use crate::sync::LockExt;
 use crate::timeutil;
 
 pub(super) struct Watch {
@@ -83,7 +83,10 @@ impl Watch {
     pub(super) fn open(account: &Arc<Account>) -> Watch {
         let start_ms = timeutil::now_ms();
         crate::staging::clean_old(&account.media_dir);
-        let (config, settings) = account.config.read_locked().clone();
+        let Configured {
+            whole: config,
+            account: settings,
+        } = account.configured();
         let (catchup, report) = Catchup::open(&account.dir, &account.source.signature(), start_ms);
         for w in report.warnings {
             tracing::warn!(account = %account.id, "{w}");

@@ -5,7 +5,7 @@
 //! Behaviour: `start` succeeds; `send` panics; `call("panic")` panics, any other `call` echoes
 //! its payload; `status` reports one account.
 
-use plugin_abi::guard::{Host, Plugin};
+use plugin_abi::guard::{HostHandle, Plugin};
 use plugin_abi::types::{
     AccountStatus, PluginDescription, PluginError, SendReceipt, SendRequest, StartContext,
     StartReport, StatusReport, StatusRequest,
@@ -13,7 +13,7 @@ use plugin_abi::types::{
 use serde_json::Value;
 
 pub struct Fixture {
-    _host: Host,
+    _host: HostHandle,
 }
 
 pub fn description() -> PluginDescription {
@@ -26,7 +26,7 @@ pub fn description() -> PluginDescription {
     }
 }
 
-pub fn make(host: Host) -> Fixture {
+pub fn make(host: HostHandle) -> Fixture {
     Fixture { _host: host }
 }
 
