@@ -42,17 +42,24 @@ pub struct Source {
     pub remote_host: Option<String>,
     /// `config`, `detected` or `none`.
     pub remote_source: &'static str,
+    /// The wrapper was read but its host could not be told (§8.4): local mode, with a warning.
+    pub detection_unclear: bool,
 }
 
 impl Source {
     pub fn resolve(account: &AccountConfig) -> Source {
         let cli = expand_tilde(&account.cli_path);
+        let mut detection_unclear = false;
         let (remote_host, remote_source) = match &account.remote_host {
             Some(h) => (Some(h.clone()), "config"),
             // Only a path-like cliPath can be a wrapper; a bare name is never read.
             None if rules::is_path_like(&account.cli_path) => match remote::detect(&cli) {
                 remote::Detection::Host(h) => (Some(h), "detected"),
-                _ => (None, "none"),
+                remote::Detection::Unclear => {
+                    detection_unclear = true;
+                    (None, "none")
+                }
+                remote::Detection::None => (None, "none"),
             },
             None => (None, "none"),
         };
@@ -69,6 +76,7 @@ impl Source {
             }),
             remote_host,
             remote_source,
+            detection_unclear,
         }
     }
 
@@ -177,15 +185,15 @@ impl Account {
         let dir = state_dir.join("imessage").join(&account.key);
         let media_dir = state_dir.join("imessage").join("media").join(&account.key);
         let source = Source::resolve(&account);
-        if account.remote_host.is_none() && rules::is_path_like(&account.cli_path) {
-            match (&source.remote_host, remote::detect(&source.cli)) {
-                (Some(h), _) => tracing::info!("remoteHost {h} detected from {}", account.cli_path),
-                (None, remote::Detection::Unclear) => tracing::warn!(
-                    "cannot tell the remote host from {}; set channels.imessage.remoteHost",
-                    account.cli_path
-                ),
-                _ => {}
+        match &source.remote_host {
+            Some(h) if source.remote_source == "detected" => {
+                tracing::info!("remoteHost {h} detected from {}", account.cli_path)
             }
+            None if source.detection_unclear => tracing::warn!(
+                "cannot tell the remote host from {}; set channels.imessage.remoteHost",
+                account.cli_path
+            ),
+            _ => {}
         }
         let echo = EchoRegistry::open(&dir, timeutil::now_ms());
         Account {
@@ -230,10 +238,6 @@ impl Account {
 
     pub fn settings(&self) -> AccountConfig {
         self.config.read_locked().account.clone()
-    }
-
-    pub fn whole_config(&self) -> Arc<Config> {
-        self.config.read_locked().whole.clone()
     }
 
     /// Counts a caught panic and shows it as the last error.

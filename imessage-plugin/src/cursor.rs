@@ -215,10 +215,6 @@ impl Catchup {
         warning
     }
 
-    pub fn has_unflushed(&self) -> bool {
-        self.dirty
-    }
-
     /// What finished since the last batch, ready to persist (`Batch::write`), so the disk
     /// work can run off the message path. Batches must be written in the order taken.
     pub fn take_batch(&mut self, now_ms: i64) -> Option<Batch> {
@@ -252,6 +248,7 @@ impl Catchup {
     }
 
     /// Persists what finished since the last flush, on this thread.
+    #[cfg(test)]
     pub fn flush(&mut self, now_ms: i64) -> std::io::Result<()> {
         match self.take_batch(now_ms) {
             Some(batch) => batch.write(),
@@ -275,13 +272,16 @@ impl Batch {
         let seen_path = self.dir.join("seen.jsonl");
         if !self.seen.is_empty() {
             store::ensure_dir(&self.dir)?;
-            let mut file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .open(&seen_path)?;
-            file.write_all(&self.seen)?;
-            file.sync_data()?;
+            let append = || -> std::io::Result<()> {
+                let mut file = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(0o600)
+                    .open(&seen_path)?;
+                file.write_all(&self.seen)?;
+                file.sync_data()
+            };
+            append().map_err(store::context("appending to", &seen_path))?;
         }
         if let Some(cursor) = &self.cursor {
             store::write_atomic(&self.dir.join("cursor.json"), cursor)?;

@@ -10,31 +10,31 @@
 
 pub mod account;
 pub mod attachments;
-pub mod backoff;
+mod backoff;
 pub mod config;
 
 // No custom global allocator: mimalloc was tried (+8 % in the pipeline benchmark) and
 // crashed in its thread initialisation when a second mimalloc instance lived in the same
 // process (a host, or a test binary, that uses it too). A plugin must not make that bet.
-pub mod cursor;
-pub mod delivery;
+mod cursor;
+mod delivery;
 pub mod echo;
 mod ffi;
 pub mod handle;
-pub mod inbound;
-pub mod logging;
+mod inbound;
+mod logging;
 pub mod message;
 pub mod outbound;
-pub mod pairing;
-pub mod plugin;
+mod pairing;
+mod plugin;
 pub mod policy;
-pub mod probe;
-pub mod quarantine;
+mod probe;
+mod quarantine;
 pub mod remote;
-pub mod routing;
+mod routing;
 pub mod rpc;
-pub mod staging;
-pub mod store;
+mod staging;
+mod store;
 mod supervise;
 mod sync;
 pub mod timeutil;

@@ -139,10 +139,7 @@ impl Running {
     fn account(&self, id: Option<&str>) -> Result<&Arc<Account>, PluginError> {
         let unknown = || {
             let wanted = id.unwrap_or(&self.config.default_account);
-            PluginError::new(
-                "invalid_request",
-                format!("no account named \"{}\"", wanted.trim()),
-            )
+            PluginError::invalid_request(format!("no account named \"{}\"", wanted.trim()))
         };
         let settings = self.config.resolve_account(id).ok_or_else(unknown)?;
         self.accounts
@@ -218,7 +215,7 @@ impl ImessagePlugin {
                 std::mem::forget(tracing::dispatcher::set_default(&dispatch));
             })
             .build()
-            .map_err(|e| PluginError::new("internal", format!("starting the runtime: {e}")))
+            .map_err(|e| PluginError::internal(format!("starting the runtime: {e}")))
     }
 
     fn with_running<T>(
@@ -264,7 +261,7 @@ impl ImessagePlugin {
             .and_then(Value::as_str)
             .map(|c| c.trim().to_uppercase())
             .filter(|c| !c.is_empty())
-            .ok_or_else(|| PluginError::new("invalid_request", "a pairing code is required"))?;
+            .ok_or_else(|| PluginError::invalid_request("a pairing code is required"))?;
         let only = payload.get("accountId").and_then(Value::as_str);
         let now = timeutil::now_ms();
         let mut matches = Vec::new();
@@ -282,17 +279,15 @@ impl ImessagePlugin {
         }
         let account = match matches.len() {
             0 => {
-                return Err(PluginError::new(
-                    "invalid_request",
-                    format!("no pending pairing request with code {code}"),
-                ))
+                return Err(PluginError::invalid_request(format!(
+                    "no pending pairing request with code {code}"
+                )))
             }
             1 => matches.remove(0),
             _ => {
-                return Err(PluginError::new(
-                    "invalid_request",
-                    format!("code {code} is pending in several accounts; name the account"),
-                ))
+                return Err(PluginError::invalid_request(format!(
+                    "code {code} is pending in several accounts; name the account"
+                )))
             }
         };
         let request = r
@@ -300,10 +295,7 @@ impl ImessagePlugin {
             .approve(&code, now)
             .map_err(io_error)?
             .ok_or_else(|| {
-                PluginError::new(
-                    "invalid_request",
-                    format!("no pending pairing request with code {code}"),
-                )
+                PluginError::invalid_request(format!("no pending pairing request with code {code}"))
             })?;
         tracing::info!(account = %account.id, "pairing approved");
         let mut notice = None;
@@ -378,7 +370,7 @@ impl ImessagePlugin {
         let sender = payload
             .get("senderId")
             .and_then(Value::as_str)
-            .ok_or_else(|| PluginError::new("invalid_request", "senderId is required"))?;
+            .ok_or_else(|| PluginError::invalid_request("senderId is required"))?;
         let account = r.account(payload.get("accountId").and_then(Value::as_str))?;
         let id = crate::handle::normalize_sender(sender);
         let removed = r.pairing_store(account).revoke(&id).map_err(io_error)?;
@@ -400,8 +392,7 @@ impl Plugin for ImessagePlugin {
         self.logged(|| {
             let mut running = self.running.locked();
             if running.is_some() {
-                return Err(PluginError::new(
-                    "invalid_request",
+                return Err(PluginError::invalid_request(
                     "the plugin is already started",
                 ));
             }
@@ -497,24 +488,24 @@ impl Plugin for ImessagePlugin {
         self.logged(|| {
             let settings = account.settings();
             if !settings.enabled {
-                return Err(PluginError::new(
-                    "invalid_request",
-                    format!("account \"{}\" is disabled", settings.id),
-                ));
+                return Err(PluginError::invalid_request(format!(
+                    "account \"{}\" is disabled",
+                    settings.id
+                )));
             }
             let plan =
                 outbound::plan(&request, &settings, prefix.as_deref()).map_err(|e| match e {
                     Rejected::InvalidTarget(m) => {
-                        PluginError::new("invalid_target", format!("{}: {m}", request.to.trim()))
+                        PluginError::invalid_target(format!("{}: {m}", request.to.trim()))
                     }
-                    Rejected::InvalidRequest(m) => PluginError::new("invalid_request", m),
+                    Rejected::InvalidRequest(m) => PluginError::invalid_request(m),
                 })?;
             Ok(runtime.block_on(account.send(&plan)).wire)
         })
     }
 
     fn status(&self, request: StatusRequest) -> Result<StatusReport, PluginError> {
-        let (accounts, runtime, config) = self.with_running(|r| {
+        let (accounts, runtime) = self.with_running(|r| {
             let wanted: Vec<Arc<Account>> = r
                 .accounts
                 .iter()
@@ -526,7 +517,7 @@ impl Plugin for ImessagePlugin {
                 })
                 .cloned()
                 .collect();
-            Ok((wanted, r.runtime.handle().clone(), r.config.clone()))
+            Ok((wanted, r.runtime.handle().clone()))
         })?;
         // Probes run processes (seconds each): outside the state lock.
         self.logged(|| {
@@ -538,11 +529,8 @@ impl Plugin for ImessagePlugin {
                 let allowed = store.allow_list().len() as u64;
                 let mut status = account.status(pending, allowed);
                 if request.probe {
-                    let result = runtime.block_on(crate::probe::probe(
-                        &account.settings(),
-                        &account.source,
-                        &config,
-                    ));
+                    let result =
+                        runtime.block_on(crate::probe::probe(&account.settings(), &account.source));
                     status.last_probe = Some(result.clone());
                     status.probe = Some(result);
                 }
@@ -576,8 +564,7 @@ impl Plugin for ImessagePlugin {
             "pairing.revoke" => self.with_running(|r| Self::pairing_revoke(r, &payload)),
             "target.normalize" => {
                 let to = payload.get("to").and_then(Value::as_str).unwrap_or("");
-                let target = outbound::target::parse(to)
-                    .map_err(|m| PluginError::new("invalid_target", m))?;
+                let target = outbound::target::parse(to).map_err(PluginError::invalid_target)?;
                 let mut params = serde_json::Map::new();
                 target.write_params(&mut params);
                 Ok(Value::Object(params))
@@ -598,7 +585,7 @@ fn not_started() -> PluginError {
 }
 
 fn io_error(e: std::io::Error) -> PluginError {
-    PluginError::new("internal", format!("state files: {e}"))
+    PluginError::internal(format!("state files: {e}"))
 }
 
 #[cfg(test)]

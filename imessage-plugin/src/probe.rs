@@ -9,7 +9,7 @@ use plugin_abi::types::{ProbeCheck, ProbeResult};
 use serde_json::json;
 
 use crate::account::Source;
-use crate::config::{rules, AccountConfig, Config};
+use crate::config::{rules, AccountConfig};
 use crate::rpc::{wire, CallError, RpcClient};
 
 pub const NOT_MACOS: &str = "the local imsg CLI only runs on macOS; run the gateway on the Messages Mac or point cliPath at an SSH wrapper";
@@ -56,7 +56,7 @@ fn is_permission(e: &CallError) -> bool {
     }
 }
 
-pub async fn probe(account: &AccountConfig, source: &Source, _config: &Config) -> ProbeResult {
+pub async fn probe(account: &AccountConfig, source: &Source) -> ProbeResult {
     let started = Instant::now();
     let timeout = Duration::from_millis(account.probe_timeout_ms);
     let mut result = ProbeResult {

@@ -38,13 +38,16 @@ pub fn record(account_dir: &Path, entry: &Value) -> std::io::Result<PathBuf> {
         return Ok(path);
     }
     store::ensure_dir(account_dir)?;
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .open(&path)?;
-    file.write_all(&line)?;
-    file.sync_data()?;
+    let append = || -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&path)?;
+        file.write_all(&line)?;
+        file.sync_data()
+    };
+    append().map_err(store::context("appending to", &path))?;
     Ok(path)
 }
 

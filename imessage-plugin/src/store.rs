@@ -7,17 +7,32 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
+/// An I/O error that says what was being done, and to which file: the user reads
+/// "writing <state>/imessage/default/cursor.json: Permission denied", never a bare
+/// "Permission denied". The kind is kept, so callers can still match on it.
+pub fn context<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> std::io::Error + 'a {
+    move |e| std::io::Error::new(e.kind(), format!("{op} {}: {e}", path.display()))
+}
+
 /// Creates `dir` (and parents) with mode 0700.
 pub fn ensure_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
+        .map_err(context("creating", dir))
 }
 
 /// Replaces `path` atomically: a new file (exclusive, 0600) in the same directory, fsynced,
 /// renamed over the target, then the directory fsynced.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    replace(path, bytes).map_err(context("writing", path))
+}
+
+fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     ensure_dir(dir)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
@@ -76,6 +91,10 @@ pub fn lock(path: &Path) -> std::io::Result<FileLock> {
 /// Takes an exclusive lock on `path` itself; `Ok(None)` when another process holds it and
 /// `wait` is false.
 pub fn lock_file(path: &Path, wait: bool) -> std::io::Result<Option<FileLock>> {
+    take_lock(path, wait).map_err(context("locking", path))
+}
+
+fn take_lock(path: &Path, wait: bool) -> std::io::Result<Option<FileLock>> {
     if let Some(dir) = path.parent() {
         ensure_dir(dir)?;
     }
@@ -119,7 +138,7 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> std::io::Result
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Read::Missing),
         Err(e) if e.kind() == std::io::ErrorKind::InvalidData => String::from("\u{fffd}"),
-        Err(e) => return Err(e),
+        Err(e) => return Err(context("reading", path)(e)),
     };
     match serde_json::from_str(&text) {
         Ok(v) => Ok(Read::Ok(v)),
@@ -134,7 +153,7 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> std::io::Result
                 .unwrap_or_default();
             name.push(format!(".corrupt-{ms}"));
             let aside = path.with_file_name(name);
-            std::fs::rename(path, &aside)?;
+            std::fs::rename(path, &aside).map_err(context("setting aside", path))?;
             Ok(Read::SetAside(aside, e.to_string()))
         }
     }
@@ -143,6 +162,21 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> std::io::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_name_the_operation_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("not-a-dir");
+        std::fs::write(&blocker, b"").unwrap();
+        let target = blocker.join("cursor.json");
+        let e = write_atomic(&target, b"{}").unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with("writing ") || text.starts_with("creating "),
+            "{text}"
+        );
+        assert!(text.contains("not-a-dir"), "{text}");
+    }
     use std::os::unix::fs::PermissionsExt;
 
     #[test]

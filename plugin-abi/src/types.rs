@@ -136,6 +136,21 @@ impl PluginError {
         }
     }
 
+    /// The request is wrong (unknown account, missing field, bad code): `invalid_request`.
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        PluginError::new("invalid_request", message)
+    }
+
+    /// A send target that does not parse: `invalid_target`.
+    pub fn invalid_target(message: impl Into<String>) -> Self {
+        PluginError::new("invalid_target", message)
+    }
+
+    /// Something broke inside the plugin: `internal`.
+    pub fn internal(message: impl Into<String>) -> Self {
+        PluginError::new("internal", message)
+    }
+
     /// Decodes an error string from the other side; text that is not a `PluginError` (an
     /// older or foreign peer) becomes code `internal` with the text as message.
     pub fn from_wire(text: &str) -> Self {

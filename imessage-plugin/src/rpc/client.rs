@@ -7,7 +7,7 @@
 use crate::sync::LockExt;
 use std::collections::{HashMap, VecDeque};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -125,7 +125,6 @@ struct Inner {
     /// Set once the child is gone (or unusable): later calls fail at once with it.
     dead: Mutex<Option<CallError>>,
     in_flight: Semaphore,
-    consecutive_timeouts: AtomicU32,
     stderr_tail: Mutex<VecDeque<u8>>,
     /// Non-JSON lines waiting to be logged as one entry.
     noise: Mutex<Vec<String>>,
@@ -244,7 +243,6 @@ impl RpcClient {
             writer: Mutex::new(Some(write_tx)),
             dead: Mutex::new(None),
             in_flight: Semaphore::new(MAX_IN_FLIGHT),
-            consecutive_timeouts: AtomicU32::new(0),
             stderr_tail: Mutex::new(VecDeque::new()),
             noise: Mutex::new(Vec::new()),
             shutdown: Mutex::new(None),
@@ -277,10 +275,6 @@ impl RpcClient {
     /// The error every call now fails with, once the child is gone.
     pub fn dead(&self) -> Option<CallError> {
         self.inner.dead.lock().ok().and_then(|d| d.clone())
-    }
-
-    pub fn consecutive_timeouts(&self) -> u32 {
-        self.inner.consecutive_timeouts.load(Ordering::Relaxed)
     }
 
     /// The last 16 KiB of stderr.
@@ -351,19 +345,15 @@ impl RpcClient {
             }));
         }
         match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(result)) => {
-                self.inner.consecutive_timeouts.store(0, Ordering::Relaxed);
-                result
-            }
+            Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(self.dead().unwrap_or(CallError::ChildExited {
                 status: "unknown".into(),
                 stderr: self.stderr_tail(),
             })),
+            // No blind retry and no timeout counting: a watcher request that times out
+            // restarts the child, and a sender whose outcome is unknown is replaced (§A7).
             Err(_) => {
                 self.inner.pending.locked().remove(&id);
-                self.inner
-                    .consecutive_timeouts
-                    .fetch_add(1, Ordering::Relaxed);
                 Err(CallError::Timeout {
                     method: method.to_string(),
                     after: timeout,

@@ -5,7 +5,8 @@
 //! multi-byte UTF-8 sequence). U+2028/U+2029 and a lone `\r` are text. A line longer than the
 //! cap is discarded up to its newline without buffering it whole.
 
-/// What the splitter yields.
+/// An owned line, as the tests collect them.
+#[cfg(test)]
 #[derive(Debug, PartialEq, Eq)]
 pub enum Frame {
     Line(String),
@@ -30,12 +31,14 @@ impl LineSplitter {
         }
     }
 
-    /// Feeds bytes; complete lines are appended to `out` (owned; used by tests).
+    /// Feeds bytes; complete lines are appended to `out` (owned).
+    #[cfg(test)]
     pub fn push(&mut self, data: &[u8], out: &mut Vec<Frame>) {
         self.feed(data, |line| out.push(line.into_frame()));
     }
 
     /// End of stream: a last line without `\n` still counts.
+    #[cfg(test)]
     pub fn finish(&mut self, out: &mut Vec<Frame>) {
         self.finish_with(|line| out.push(line.into_frame()));
     }
@@ -96,6 +99,7 @@ pub enum Line<'a> {
     Oversized,
 }
 
+#[cfg(test)]
 impl Line<'_> {
     fn into_frame(self) -> Frame {
         match self {

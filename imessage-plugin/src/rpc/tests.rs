@@ -141,7 +141,6 @@ fn timeouts_and_late_replies() {
             .await
             .unwrap_err();
         assert!(matches!(err, CallError::Timeout { ref method, .. } if method == "chats.list"));
-        assert_eq!(client.consecutive_timeouts(), 1);
         imsg.next_request().await;
         // A late reply for the timed-out id is dropped; the next call still works.
         imsg.say(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#).await;
@@ -157,7 +156,6 @@ fn timeouts_and_late_replies() {
         imsg.say(r#"{"jsonrpc":"2.0","id":2,"result":{"ok":true}}"#)
             .await;
         assert_eq!(next.await.unwrap().unwrap()["ok"], true);
-        assert_eq!(client.consecutive_timeouts(), 0);
     });
 }
 

@@ -67,9 +67,7 @@ async fn readiness(account: &Account, cancel: &CancellationToken) -> bool {
     loop {
         let started = Instant::now();
         loop {
-            let settings = account.settings();
-            let config = account.whole_config();
-            let result = crate::probe::probe(&settings, &account.source, &config).await;
+            let result = crate::probe::probe(&account.settings(), &account.source).await;
             if result.ok {
                 return true;
             }
