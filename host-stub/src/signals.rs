@@ -1,11 +1,11 @@
-//! Waiting for SIGINT, SIGTERM (stop) or SIGHUP (reload the config). The signals are blocked in the main thread before any other
-//! thread exists (threads inherit the mask, so no plugin thread is interrupted), then the main
+//! Waiting for SIGINT, SIGTERM (stop) or SIGHUP (reload the config). The three signals are
+//! blocked in the main thread before any other thread exists (threads inherit the mask, so no plugin thread is interrupted), then the main
 //! thread waits for one with `sigwait`. Child processes start with an empty mask (std resets
 //! it before exec).
 
 pub struct Blocked(libc::sigset_t);
 
-/// Blocks SIGINT and SIGTERM for this thread and every thread it starts later.
+/// Blocks SIGINT, SIGTERM and SIGHUP for this thread and every thread it starts later.
 pub fn block() -> Blocked {
     // SAFETY: plain libc calls on a local, zero-initialised sigset_t.
     unsafe {

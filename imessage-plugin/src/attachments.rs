@@ -118,10 +118,12 @@ pub fn prefilter(entries: &[Map<String, Value>], roots: &[String], remote: bool)
     out
 }
 
+const UNAVAILABLE: &str = "<media:unavailable>";
+
 /// The body placeholder for an attachment-only message (§2 step 11).
 pub fn placeholder(first: Option<&Candidate>, entries: &[Map<String, Value>]) -> &'static str {
     let Some(c) = first else {
-        return "<media:unavailable>";
+        return UNAVAILABLE;
     };
     let declared = entries
         .get(c.index)
@@ -137,9 +139,29 @@ pub fn placeholder(first: Option<&Candidate>, entries: &[Map<String, Value>]) ->
     }
 }
 
+/// After staging: a placeholder body that promised media none of which could be staged says
+/// so instead (§8.1), so the agent is not told about an image it cannot see.
+pub fn placeholder_after_staging(placeholder: bool, staged: usize) -> Option<&'static str> {
+    (placeholder && staged == 0).then_some(UNAVAILABLE)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_placeholder_without_staged_media_says_unavailable() {
+        assert_eq!(
+            placeholder_after_staging(true, 0),
+            Some("<media:unavailable>")
+        );
+        assert_eq!(placeholder_after_staging(true, 1), None);
+        assert_eq!(
+            placeholder_after_staging(false, 0),
+            None,
+            "a text body stays"
+        );
+    }
     use serde_json::json;
 
     fn entries(v: serde_json::Value) -> Vec<Map<String, Value>> {

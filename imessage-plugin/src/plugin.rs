@@ -300,10 +300,7 @@ impl ImessagePlugin {
         tracing::info!(account = %account.id, "pairing approved");
         let mut notice = None;
         if payload.get("notify").and_then(Value::as_bool) == Some(true) {
-            let to = match request.chat_id.filter(|c| *c > 0) {
-                Some(c) => format!("chat_id:{c}"),
-                None => request.id.clone(),
-            };
+            let to = crate::pairing::reply_target(&request.id, request.chat_id);
             if let Ok(plan) =
                 outbound::plan_plain(&to, crate::pairing::APPROVED_TEXT, &account.settings())
             {

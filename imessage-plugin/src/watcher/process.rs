@@ -172,8 +172,11 @@ impl Watch {
                 if !accepted.attachments.is_empty() {
                     routed.media =
                         crate::staging::stage(&self.account, m, &accepted.attachments).await;
-                    if accepted.placeholder && routed.media.is_empty() {
-                        routed.text = "<media:unavailable>".into();
+                    if let Some(text) = crate::attachments::placeholder_after_staging(
+                        accepted.placeholder,
+                        routed.media.len(),
+                    ) {
+                        routed.text = text.into();
                     }
                 }
                 let to = routed.to.clone();
@@ -295,10 +298,7 @@ impl Watch {
         let now = timeutil::now_ms();
         match self.pairing.challenge(sender_id, chat_id, now) {
             Ok(Challenge::Reply { code, chat_id }) => {
-                let to = match chat_id.filter(|c| *c > 0) {
-                    Some(c) => format!("chat_id:{c}"),
-                    None => sender_id.to_string(),
-                };
+                let to = pairing::reply_target(sender_id, chat_id);
                 let delivered = self
                     .send_plain(&to, &pairing::pairing_text(sender_id, &code))
                     .await;
