@@ -7,6 +7,7 @@
 
 mod burst;
 mod db;
+mod faults;
 mod journal;
 mod methods;
 mod params;
@@ -227,19 +228,14 @@ fn run_rpc(sim: Sim, scenario: &Value) {
             .open(p)
             .ok()
     });
-    if let Some(n) = sim.faults.get("stderr_bytes").and_then(Value::as_u64) {
+    if let Some(n) = sim.faults.stderr_bytes {
         let line = "imsg-sim: simulated diagnostic output on stderr\n";
         let text: String = line.chars().cycle().take(n as usize).collect();
         let _ = std::io::stderr().write_all(text.as_bytes());
     }
-    if let Some(noise) = sim
-        .faults
-        .get("stdout_noise")
-        .and_then(|n| n.get("startup"))
-        .and_then(Value::as_array)
-    {
+    if let Some(noise) = &sim.faults.stdout_noise {
         let mut out = std::io::stdout();
-        for line in noise.iter().filter_map(Value::as_str) {
+        for line in &noise.startup {
             let _ = writeln!(out, "{line}");
         }
         let _ = out.flush();

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
+use crate::faults::Faults;
 use crate::params::Params;
 use crate::state::{overflow_line, RpcError, Sim};
 
@@ -23,7 +24,7 @@ pub enum Kind {
 
 pub struct Out {
     stdout: std::io::Stdout,
-    faults: Map<String, Value>,
+    faults: Faults,
     replies: u64,
     notifications: u64,
     lines: u64,
@@ -41,10 +42,6 @@ pub struct Shared {
     pub burst: Mutex<Option<crate::burst::Burst>>,
     /// Burst mode: where received `send`s are noted.
     pub send_log: Option<String>,
-}
-
-fn fault_u64(faults: &Map<String, Value>, key: &str) -> Option<u64> {
-    faults.get(key).and_then(Value::as_u64)
 }
 
 impl Shared {
@@ -87,7 +84,7 @@ impl Shared {
         }
     }
 
-    pub fn set_faults(&self, faults: Map<String, Value>) {
+    pub fn set_faults(&self, faults: Faults) {
         if let Ok(mut out) = self.out.lock() {
             out.faults = faults;
         }
@@ -98,16 +95,12 @@ impl Shared {
     }
 
     fn raw_write(&self, out: &mut Out, line: &str) {
-        let split = out.faults.get("split_writes").cloned();
+        let split = out.faults.split_writes.clone();
         let bytes = format!("{line}\n").into_bytes();
         match split {
             Some(cfg) => {
-                let chunk = cfg
-                    .get("chunk_bytes")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(7)
-                    .max(1) as usize;
-                let pause = cfg.get("pause_ms").and_then(Value::as_u64).unwrap_or(5);
+                let chunk = cfg.chunk_bytes.unwrap_or(7).max(1) as usize;
+                let pause = cfg.pause_ms.unwrap_or(5);
                 for piece in bytes.chunks(chunk) {
                     let _ = out.stdout.write_all(piece);
                     let _ = out.stdout.flush();
@@ -134,24 +127,15 @@ impl Shared {
             let n = out.replies;
             let malformed: Vec<String> = out
                 .faults
-                .get("malformed")
-                .and_then(Value::as_array)
-                .map(|items| {
-                    items
-                        .iter()
-                        .filter(|m| m.get("before_reply").and_then(Value::as_u64) == Some(n))
-                        .filter_map(|m| m.get("line").and_then(Value::as_str).map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
+                .malformed
+                .iter()
+                .filter(|m| m.before_reply == n)
+                .map(|m| m.line.clone())
+                .collect();
             for line in malformed {
                 self.raw_write(&mut out, &line);
             }
-            let failed = out
-                .faults
-                .get("write_failed")
-                .and_then(Value::as_array)
-                .is_some_and(|l| l.iter().any(|x| x.as_u64() == Some(n)));
+            let failed = out.faults.write_failed.contains(&n);
             if failed {
                 value =
                     json!({"jsonrpc": "2.0", "error": {"code": -32603, "message": "write failed"}});
@@ -163,11 +147,7 @@ impl Shared {
             Kind::Raw => value.as_str().unwrap_or_default().to_string(),
             _ => serde_json::to_string(&value).unwrap_or_default(),
         };
-        let escape = out
-            .faults
-            .get("escape_slashes")
-            .and_then(Value::as_bool)
-            .unwrap_or(true);
+        let escape = out.faults.escape_slashes.unwrap_or(true);
         if escape && kind != Kind::Raw {
             // '/' can only occur inside JSON strings, so this is exactly `\/` escaping.
             line = line.replace('/', "\\/");
@@ -175,61 +155,43 @@ impl Shared {
         self.raw_write(&mut out, &line);
         out.lines += 1;
         let lines = out.lines;
-        if let Some(noise) = out.faults.get("stdout_noise").cloned() {
-            if let Some(every) = noise
-                .get("every")
-                .and_then(Value::as_u64)
-                .filter(|n| *n > 0)
-            {
+        if let Some(noise) = out.faults.stdout_noise.clone() {
+            if let Some(every) = noise.every.filter(|n| *n > 0) {
                 if lines % every == 0 {
-                    let text = noise
-                        .get("line")
-                        .and_then(Value::as_str)
-                        .unwrap_or("imsg-sim: noise")
-                        .to_string();
+                    let text = noise.line.unwrap_or_else(|| "imsg-sim: noise".into());
                     self.raw_write(&mut out, &text);
                 }
             }
         }
-        if let Some(every) = fault_u64(&out.faults, "unknown_notifications").filter(|n| *n > 0) {
+        if let Some(every) = out.faults.unknown_notifications.filter(|n| *n > 0) {
             if lines % every == 0 {
                 let event =
                     r#"{"jsonrpc":"2.0","method":"bridge.event","params":{"event":"heartbeat"}}"#;
                 self.raw_write(&mut out, event);
             }
         }
-        if let Some(exit) = out.faults.get("exit_after").cloned() {
+        if let Some(exit) = out.faults.exit_after.clone() {
             let count = match kind {
-                Kind::Reply => exit
-                    .get("replies")
-                    .and_then(Value::as_u64)
-                    .map(|n| (n, out.replies)),
-                Kind::Notification => exit
-                    .get("notifications")
-                    .and_then(Value::as_u64)
-                    .map(|n| (n, out.notifications)),
+                Kind::Reply => exit.replies.map(|n| (n, out.replies)),
+                Kind::Notification => exit.notifications.map(|n| (n, out.notifications)),
                 Kind::Raw => None,
             }
-            .or_else(|| {
-                exit.get("lines")
-                    .and_then(Value::as_u64)
-                    .map(|n| (n, lines))
-            });
+            .or_else(|| exit.lines.map(|n| (n, lines)));
             if let Some((limit, seen)) = count {
                 if seen >= limit {
                     let _ = out.stdout.flush();
-                    if exit.get("signal").and_then(Value::as_str) == Some("KILL") {
+                    if exit.signal.as_deref() == Some("KILL") {
                         // SAFETY: sending a signal to our own pid.
                         unsafe {
                             libc::kill(libc::getpid(), libc::SIGKILL);
                         }
                     }
-                    std::process::exit(exit.get("code").and_then(Value::as_i64).unwrap_or(1) as i32);
+                    std::process::exit(exit.code.unwrap_or(1) as i32);
                 }
             }
         }
         if kind == Kind::Reply {
-            if let Some(n) = fault_u64(&out.faults, "hang_after_requests") {
+            if let Some(n) = out.faults.hang_after_requests {
                 if out.replies >= n {
                     out.hung = true;
                 }
@@ -308,7 +270,7 @@ impl Server {
             (
                 sim.strict,
                 sim.fda_style(),
-                sim.faults.get("contacts_prompt_ms").cloned(),
+                sim.faults.contacts_prompt_ms.clone(),
             )
         };
         if let (false, Some(wait)) = (strict, prompt) {
@@ -472,12 +434,7 @@ impl Server {
 
 fn delay_for(shared: &Shared, method: &str) -> Duration {
     let sim = shared.state.lock().expect("state");
-    let delays = sim.faults.get("delay_ms");
-    let ms = delays
-        .and_then(|d| d.get(method).or_else(|| d.get("*")))
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
-    Duration::from_millis(ms)
+    Duration::from_millis(sim.faults.delay_ms(method))
 }
 
 fn parse_error() -> RpcError {
@@ -546,12 +503,7 @@ fn execute(shared: &Arc<Shared>, request: Request) {
             }
             Ok((result, sub)) => {
                 let (lines, _) = sim.poll(sub);
-                let replay_first = !strict
-                    && sim
-                        .faults
-                        .get("replay_before_result")
-                        .and_then(Value::as_bool)
-                        .unwrap_or(true);
+                let replay_first = !strict && sim.faults.replay_before_result.unwrap_or(true);
                 // Keep the state lock while writing, so no ticker poll slips in between.
                 let mut out_lines = lines;
                 if replay_first {
@@ -772,8 +724,16 @@ fn apply_set(sim: &mut Sim, changes: &Value) {
             "db" => sim.db_available = value.as_str() == Some("available"),
             "faults" => {
                 if let Some(f) = value.as_object() {
+                    let mut raw = sim.faults_raw.clone();
                     for (k, v) in f {
-                        sim.faults.insert(k.clone(), v.clone());
+                        raw.insert(k.clone(), v.clone());
+                    }
+                    match crate::faults::Faults::from_map(&raw) {
+                        Ok(faults) => {
+                            sim.faults = faults;
+                            sim.faults_raw = raw;
+                        }
+                        Err(e) => eprintln!("imsg-sim: set: {e}; faults unchanged"),
                     }
                 }
             }

@@ -102,7 +102,9 @@ pub struct Sim {
     pub batch_limit: usize,
     pub methods: Option<Vec<String>>,
     pub files: Vec<String>,
-    pub faults: serde_json::Map<String, Value>,
+    /// The `faults` object as written (inbox `set` ops merge into it) and its typed form.
+    pub faults_raw: serde_json::Map<String, Value>,
+    pub faults: crate::faults::Faults,
     pub db: Db,
     pub clock: Clock,
     pub subs: BTreeMap<i64, Sub>,
@@ -243,7 +245,10 @@ impl Sim {
                         .collect()
                 })
                 .unwrap_or_default(),
-            faults: get_obj(s, "faults").cloned().unwrap_or_default(),
+            faults_raw: get_obj(s, "faults").cloned().unwrap_or_default(),
+            faults: crate::faults::Faults::from_map(
+                &get_obj(s, "faults").cloned().unwrap_or_default(),
+            )?,
             db,
             clock,
             subs: BTreeMap::new(),
@@ -273,11 +278,11 @@ impl Sim {
 
     /// The fault style for `startup: "fda_denied"`, defaulted by profile and version.
     pub fn fda_style(&self) -> Option<String> {
-        if self.faults.get("startup").and_then(Value::as_str) != Some("fda_denied") {
+        if self.faults.startup.as_deref() != Some("fda_denied") {
             return None;
         }
-        if let Some(style) = self.faults.get("fda_style").and_then(Value::as_str) {
-            return Some(style.to_string());
+        if let Some(style) = &self.faults.fda_style {
+            return Some(style.clone());
         }
         Some(
             if self.strict {
@@ -318,8 +323,7 @@ impl Sim {
             reaction_event: reactions && self.at_least((0, 5, 0)),
             cursor: false,
             reply_context: self.at_least((0, 9, 0)),
-            unknown_members: self.faults.get("unknown_members").and_then(Value::as_bool)
-                == Some(true),
+            unknown_members: self.faults.unknown_members == Some(true),
         }
     }
 
