@@ -345,8 +345,73 @@ impl Sim {
     }
 
     /// `send`: the result, and the ids of rows written (for the record file).
+    /// `send` (imsg-protocol.md §B4): read and check the params, apply the scripted send mode,
+    /// write the sent rows, answer as the profile and version would. The rows written are
+    /// returned with the outcome, even on an error (an unknown outcome may have written them).
     pub fn send(&mut self, p: &Params) -> Result<(Value, Vec<i64>), (RpcError, Vec<i64>)> {
         let fail = |e: RpcError| (e, Vec::new());
+        let req = self.read_send(p).map_err(fail)?;
+        let chat = self.resolve_chat(p).map_err(fail)?;
+        self.check_send(&req, chat.as_ref()).map_err(fail)?;
+        let file_size = self.attachment_size(&req.file).map_err(fail)?;
+        let mode = self
+            .send_cfg
+            .get("mode")
+            .and_then(Value::as_str)
+            .unwrap_or("ok")
+            .to_string();
+        self.scripted_failure(&mode).map_err(fail)?;
+        let chat_id = match &chat {
+            Some(c) => c.id,
+            None => {
+                let handle = self
+                    .db
+                    .normalize_phone(req.to.as_deref().unwrap_or(""), &req.region);
+                let before = self.db.chats.len();
+                let id = self
+                    .db
+                    .chat_for_handle(&handle, req.service.as_deref() == Some("sms"));
+                if self.db.chats.len() > before {
+                    self.journal_chat(id);
+                }
+                id
+            }
+        };
+        if mode == "ghost_row" && chat.is_some() {
+            let id = self.ghost_row(chat_id);
+            return Err((RpcError::internal(format!("AppleScript failed: Messages accepted the chat send but wrote an unjoined empty outgoing row ({id}); delivery to the target chat was not confirmed")), vec![id]));
+        }
+        let write_rows = !(matches!(mode.as_str(), "outcome_unknown" | "still_in_flight")
+            && self.send_cfg.get("write_row").and_then(Value::as_bool) == Some(false));
+        let (written, text_row) = if write_rows {
+            self.write_sent_rows(chat_id, &req, file_size)
+        } else {
+            (Vec::new(), None)
+        };
+        if self.strict && matches!(mode.as_str(), "outcome_unknown" | "still_in_flight") {
+            let disposition = if mode == "outcome_unknown" {
+                "may_have_completed"
+            } else {
+                "still_in_flight"
+            };
+            return Err((
+                RpcError::new(
+                    -32001,
+                    "Delivery outcome unknown",
+                    Some(json!({
+                    "retry_safe": false, "disposition": disposition, "transport": "applescript",
+                    "operation": "send", "detail": "simulated unknown outcome"})),
+                ),
+                written,
+            ));
+        }
+        let target_guid = self.db.chats[&chat_id].guid.clone();
+        let result = self.send_result(&req, &target_guid, mode != "unverified", text_row);
+        Ok((result, written))
+    }
+
+    /// The params of a `send`, checked in imsg's order.
+    fn read_send(&self, p: &Params) -> Result<SendParams, RpcError> {
         p.allow(
             "send",
             &[
@@ -362,203 +427,196 @@ impl Sim {
                 "reply_to",
             ],
         )
-        .map_err(|e| fail(perr(e)))?;
+        .map_err(perr)?;
         // Threaded replies need the private-API bridge: 0.12 and later fail closed instead of
         // sending an unthreaded AppleScript message (actions.md §3.6, §10 E5).
         let reply_to = p
             .string("reply_to")
-            .map_err(|e| fail(perr(e)))?
+            .map_err(perr)?
             .filter(|r| !r.is_empty());
         if reply_to.is_some() && self.at_least((0, 12, 0)) && self.bridge.as_str() != Some("ready")
         {
-            return Err(fail(RpcError::params(
+            return Err(RpcError::params(
                 "reply_to requires bridge transport; AppleScript fallback cannot send threaded replies",
-            )));
+            ));
         }
-        let service = p.string("service").map_err(|e| fail(perr(e)))?;
+        let service = p.string("service").map_err(perr)?;
         if service
             .as_deref()
             .is_some_and(|s| !matches!(s, "imessage" | "sms" | "auto"))
         {
-            return Err(fail(RpcError::params("invalid service")));
+            return Err(RpcError::params("invalid service"));
         }
         let transport = p
             .string("transport")
-            .map_err(|e| fail(perr(e)))?
+            .map_err(perr)?
             .map(|t| t.to_lowercase());
         if transport
             .as_deref()
             .is_some_and(|t| !matches!(t, "auto" | "bridge" | "applescript"))
         {
-            return Err(fail(RpcError::params("invalid transport")));
+            return Err(RpcError::params("invalid transport"));
         }
-        let mut to = p
-            .string("to")
-            .map_err(|e| fail(perr(e)))?
-            .filter(|s| !s.is_empty());
+        let to = p.string("to").map_err(perr)?.filter(|s| !s.is_empty());
         let selector = Self::has_selector(p);
         if to.is_some() && selector {
-            return Err(fail(RpcError::params("use to or chat_*; not both")));
+            return Err(RpcError::params("use to or chat_*; not both"));
         }
         if to.is_none() && !selector {
-            return Err(fail(RpcError::params("to is required for direct sends")));
+            return Err(RpcError::params("to is required for direct sends"));
         }
-        if let Some(name) = to.clone() {
-            let looks_like_name = !name.contains('@')
-                && !name.starts_with('+')
-                && !name
-                    .chars()
-                    .all(|c| c.is_ascii_digit() || " -().".contains(c));
-            if looks_like_name && !self.db.contacts.is_empty() {
-                let matches: Vec<&(String, Vec<String>)> = self
-                    .db
-                    .contacts
-                    .iter()
-                    .filter(|(n, _)| n.to_lowercase().contains(&name.to_lowercase()))
-                    .collect();
-                if matches.len() > 1 {
-                    let mut text =
-                        format!("Invalid chat target: Multiple contacts match \"{name}\":");
-                    for (n, handles) in &matches {
-                        text.push_str(&format!(
-                            "\n  {n}: {}",
-                            handles.first().cloned().unwrap_or_default()
-                        ));
-                    }
-                    text.push_str("\nSpecify a phone number or email instead.");
-                    return Err(fail(RpcError::params(text)));
-                }
-                if let Some((_, handles)) = matches.first() {
-                    to = handles.first().cloned();
-                }
-            }
-        }
-        let text = p
-            .string("text")
-            .map_err(|e| fail(perr(e)))?
-            .unwrap_or_default();
-        let file = p
-            .string("file")
-            .map_err(|e| fail(perr(e)))?
-            .unwrap_or_default();
+        let to = match to {
+            Some(name) => Some(self.resolve_contact(&name)?),
+            None => None,
+        };
+        let text = p.string("text").map_err(perr)?.unwrap_or_default();
+        let file = p.string("file").map_err(perr)?.unwrap_or_default();
         if text.is_empty() && file.is_empty() {
-            return Err(fail(RpcError::params("text or file is required")));
+            return Err(RpcError::params("text or file is required"));
         }
-        let chat = self.resolve_chat(p).map_err(fail)?;
-        let bridge_ready = self.bridge.as_str() == Some("ready");
-        if transport.as_deref() == Some("bridge") {
-            if chat.is_none() {
-                let region = p
-                    .string("region")
-                    .ok()
-                    .flatten()
-                    .unwrap_or_else(|| "US".into());
-                let handle = self
-                    .db
-                    .normalize_phone(to.as_deref().unwrap_or(""), &region);
-                if !self.db.chats.values().any(|c| c.identifier == handle) {
-                    return Err(fail(RpcError::params(
-                        "bridge transport requires an existing chat target",
-                    )));
-                }
-            }
-            if !text.is_empty() && !file.is_empty() {
-                return Err(fail(RpcError::params(
-                    "bridge transport does not support text and file together",
-                )));
-            }
-        }
-        if self.linux {
-            return Err(fail(RpcError::internal(
-                "AppleScript failed: Sending requires Messages.app automation and is only supported on macOS.",
-            )));
-        }
-        let mut file_size = 0;
-        if !file.is_empty() {
-            let expanded = self.expand_home(&file);
-            let (exists, size) = self.file_exists(&expanded);
-            if !exists {
-                return Err(fail(RpcError::internal(format!(
-                    "AppleScript failed: Attachment not found at {expanded}"
-                ))));
-            }
-            file_size = size;
-        }
-        let mode = self
-            .send_cfg
-            .get("mode")
-            .and_then(Value::as_str)
-            .unwrap_or("ok")
-            .to_string();
-        let mode_text = self
-            .send_cfg
-            .get("text")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
         let region = p
             .string("region")
             .ok()
             .flatten()
             .unwrap_or_else(|| "US".into());
-        match mode.as_str() {
-            "applescript_error" => {
-                return Err(fail(RpcError::internal(format!(
-                    "AppleScript failed: {mode_text}"
-                ))))
-            }
-            "failed_before_dispatch" if self.strict => {
-                return Err(fail(RpcError::new(
-                    -32603,
-                    "Delivery failed before dispatch",
-                    Some(json!({
-                    "retry_safe": true, "disposition": "not_started", "transport": "applescript",
-                    "operation": "send", "detail": "simulated failure before dispatch"})),
-                )))
-            }
-            _ => {}
+        Ok(SendParams {
+            to,
+            service,
+            transport,
+            text,
+            file,
+            region,
+        })
+    }
+
+    /// A `to` that looks like a name is looked up in Contacts: one match becomes its first
+    /// handle, several are an error listing them.
+    fn resolve_contact(&self, name: &str) -> Result<String, RpcError> {
+        let looks_like_name = !name.contains('@')
+            && !name.starts_with('+')
+            && !name
+                .chars()
+                .all(|c| c.is_ascii_digit() || " -().".contains(c));
+        if !looks_like_name || self.db.contacts.is_empty() {
+            return Ok(name.to_string());
         }
-        let chat_id = match &chat {
-            Some(c) => c.id,
-            None => {
+        let matches: Vec<&(String, Vec<String>)> = self
+            .db
+            .contacts
+            .iter()
+            .filter(|(n, _)| n.to_lowercase().contains(&name.to_lowercase()))
+            .collect();
+        if matches.len() > 1 {
+            let mut text = format!("Invalid chat target: Multiple contacts match \"{name}\":");
+            for (n, handles) in &matches {
+                text.push_str(&format!(
+                    "\n  {n}: {}",
+                    handles.first().cloned().unwrap_or_default()
+                ));
+            }
+            text.push_str("\nSpecify a phone number or email instead.");
+            return Err(RpcError::params(text));
+        }
+        Ok(matches
+            .first()
+            .and_then(|(_, handles)| handles.first().cloned())
+            .unwrap_or_else(|| name.to_string()))
+    }
+
+    /// Transport and platform rules that refuse a send before anything is written.
+    fn check_send(&self, req: &SendParams, chat: Option<&Chat>) -> Result<(), RpcError> {
+        if req.transport.as_deref() == Some("bridge") {
+            if chat.is_none() {
                 let handle = self
                     .db
-                    .normalize_phone(to.as_deref().unwrap_or(""), &region);
-                let before = self.db.chats.len();
-                let id = self
-                    .db
-                    .chat_for_handle(&handle, service.as_deref() == Some("sms"));
-                if self.db.chats.len() > before {
-                    self.journal_chat(id);
+                    .normalize_phone(req.to.as_deref().unwrap_or(""), &req.region);
+                if !self.db.chats.values().any(|c| c.identifier == handle) {
+                    return Err(RpcError::params(
+                        "bridge transport requires an existing chat target",
+                    ));
                 }
-                id
             }
-        };
-        if mode == "ghost_row" && chat.is_some() {
-            let id = self.db.max_row_id() + 1;
-            let guid = self.db.chats[&chat_id].guid.clone();
-            let row = Row {
-                id,
-                guid: db::guid_for(id),
-                chat_id: None,
-                handle: guid,
-                from_me: true,
-                text: String::new(),
-                date_ms: self.clock.now_ms(),
-                destination_caller_id: Some(self.db.self_handle.clone()),
-                thread_originator_guid: None,
-                reply_to_guid: None,
-                reaction: None,
-                attachments: Vec::new(),
-            };
-            self.insert_row(row);
-            return Err((RpcError::internal(format!("AppleScript failed: Messages accepted the chat send but wrote an unjoined empty outgoing row ({id}); delivery to the target chat was not confirmed")), vec![id]));
+            if !req.text.is_empty() && !req.file.is_empty() {
+                return Err(RpcError::params(
+                    "bridge transport does not support text and file together",
+                ));
+            }
         }
+        if self.linux {
+            return Err(RpcError::internal(
+                "AppleScript failed: Sending requires Messages.app automation and is only supported on macOS.",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The size of the file to attach (0 without one); a missing file is AppleScript's error.
+    fn attachment_size(&self, file: &str) -> Result<i64, RpcError> {
+        if file.is_empty() {
+            return Ok(0);
+        }
+        let expanded = self.expand_home(file);
+        let (exists, size) = self.file_exists(&expanded);
+        if !exists {
+            return Err(RpcError::internal(format!(
+                "AppleScript failed: Attachment not found at {expanded}"
+            )));
+        }
+        Ok(size)
+    }
+
+    /// The scenario's `send.mode` failures that happen before anything is written.
+    fn scripted_failure(&self, mode: &str) -> Result<(), RpcError> {
+        match mode {
+            "applescript_error" => {
+                let text = self
+                    .send_cfg
+                    .get("text")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                Err(RpcError::internal(format!("AppleScript failed: {text}")))
+            }
+            "failed_before_dispatch" if self.strict => Err(RpcError::new(
+                -32603,
+                "Delivery failed before dispatch",
+                Some(json!({
+                "retry_safe": true, "disposition": "not_started", "transport": "applescript",
+                "operation": "send", "detail": "simulated failure before dispatch"})),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// An empty outgoing row joined to no chat (Messages' "ghost row"); returns its id.
+    fn ghost_row(&mut self, chat_id: i64) -> i64 {
+        let id = self.db.max_row_id() + 1;
+        let guid = self.db.chats[&chat_id].guid.clone();
+        self.insert_row(Row {
+            id,
+            guid: db::guid_for(id),
+            chat_id: None,
+            handle: guid,
+            from_me: true,
+            text: String::new(),
+            date_ms: self.clock.now_ms(),
+            destination_caller_id: Some(self.db.self_handle.clone()),
+            thread_originator_guid: None,
+            reply_to_guid: None,
+            reaction: None,
+            attachments: Vec::new(),
+        });
+        id
+    }
+
+    /// The outgoing rows of a send: one for the text, one for the file. Returns the ids
+    /// written and the text row's id and GUID.
+    fn write_sent_rows(
+        &mut self,
+        chat_id: i64,
+        req: &SendParams,
+        file_size: i64,
+    ) -> (Vec<i64>, Option<(i64, String)>) {
         let target = self.db.chats[&chat_id].clone();
-        let write_rows = !(matches!(mode.as_str(), "outcome_unknown" | "still_in_flight")
-            && self.send_cfg.get("write_row").and_then(Value::as_bool) == Some(false));
-        let mut written = Vec::new();
-        let mut text_row = None;
         let handle = if target.is_group() {
             String::new()
         } else {
@@ -582,61 +640,61 @@ impl Sim {
             reaction: None,
             attachments: Vec::new(),
         };
-        if write_rows {
-            if !text.is_empty() {
-                let id = self.db.max_row_id() + 1;
-                let row = base(id, text.clone(), self.clock.now_ms(), &self.db.self_handle);
-                text_row = Some((id, row.guid.clone()));
-                self.insert_row(row);
-                written.push(id);
-            }
-            if !file.is_empty() {
-                let id = self.db.max_row_id() + 1;
-                let mut row = base(
-                    id,
-                    "\u{fffc}".into(),
-                    self.clock.now_ms(),
-                    &self.db.self_handle,
-                );
-                let basename = file.rsplit('/').next().unwrap_or(&file).to_string();
-                row.attachments.push(Attachment {
-                    filename: format!("~/Library/Messages/Attachments/imsg/{:08X}-0000-4000-8000-{:012X}/{basename}", id, id),
-                    transfer_name: basename.clone(),
-                    uti: String::new(),
-                    mime_type: mime_for(&basename).to_string(),
-                    total_bytes: file_size,
-                    is_sticker: false,
-                    missing: false,
-                });
-                self.insert_row(row);
-                written.push(id);
-            }
+        let mut written = Vec::new();
+        let mut text_row = None;
+        if !req.text.is_empty() {
+            let id = self.db.max_row_id() + 1;
+            let row = base(
+                id,
+                req.text.clone(),
+                self.clock.now_ms(),
+                &self.db.self_handle,
+            );
+            text_row = Some((id, row.guid.clone()));
+            self.insert_row(row);
+            written.push(id);
         }
-        match mode.as_str() {
-            "outcome_unknown" | "still_in_flight" if self.strict => {
-                let disposition = if mode == "outcome_unknown" {
-                    "may_have_completed"
-                } else {
-                    "still_in_flight"
-                };
-                return Err((
-                    RpcError::new(
-                        -32001,
-                        "Delivery outcome unknown",
-                        Some(json!({
-                    "retry_safe": false, "disposition": disposition, "transport": "applescript",
-                    "operation": "send", "detail": "simulated unknown outcome"})),
-                    ),
-                    written,
-                ));
-            }
-            _ => {}
+        if !req.file.is_empty() {
+            let id = self.db.max_row_id() + 1;
+            let mut row = base(
+                id,
+                "\u{fffc}".into(),
+                self.clock.now_ms(),
+                &self.db.self_handle,
+            );
+            let basename = req.file.rsplit('/').next().unwrap_or(&req.file).to_string();
+            row.attachments.push(Attachment {
+                filename: format!(
+                    "~/Library/Messages/Attachments/imsg/{:08X}-0000-4000-8000-{:012X}/{basename}",
+                    id, id
+                ),
+                transfer_name: basename.clone(),
+                uti: String::new(),
+                mime_type: mime_for(&basename).to_string(),
+                total_bytes: file_size,
+                is_sticker: false,
+                missing: false,
+            });
+            self.insert_row(row);
+            written.push(id);
         }
+        (written, text_row)
+    }
+
+    /// The `send` answer: `ok`, the transport from 0.8.1, and the sent row's ids when the
+    /// send was verified.
+    fn send_result(
+        &self,
+        req: &SendParams,
+        target_guid: &str,
+        verified: bool,
+        text_row: Option<(i64, String)>,
+    ) -> Value {
         let mut result = Map::new();
         result.insert("ok".into(), json!(true));
-        let verified = mode != "unverified";
-        let use_bridge =
-            bridge_ready && !target.guid.is_empty() && transport.as_deref() != Some("applescript");
+        let use_bridge = self.bridge.as_str() == Some("ready")
+            && !target_guid.is_empty()
+            && req.transport.as_deref() != Some("applescript");
         if self.at_least((0, 8, 1)) {
             result.insert(
                 "transport".into(),
@@ -652,7 +710,7 @@ impl Sim {
                 result.insert("message_id".into(), json!(guid));
             }
         }
-        Ok((Value::Object(result), written))
+        Value::Object(result)
     }
 
     fn target_checks(&self, p: &Params, to_required: &str) -> Result<(), RpcError> {
@@ -892,4 +950,15 @@ pub fn mime_for(name: &str) -> &'static str {
         "pdf" => "application/pdf",
         _ => "application/octet-stream",
     }
+}
+
+/// The checked params of one `send`.
+struct SendParams {
+    /// The handle (a contact name already looked up), when sent with `to`.
+    to: Option<String>,
+    service: Option<String>,
+    transport: Option<String>,
+    text: String,
+    file: String,
+    region: String,
 }
