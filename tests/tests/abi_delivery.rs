@@ -135,16 +135,7 @@ fn wait_for(gate: &Gate, n: usize) -> Vec<Value> {
 fn assert_once_in_order(messages: &[Value], n: usize) {
     let seqs: Vec<usize> = messages
         .iter()
-        .map(|m| {
-            m["text"]
-                .as_str()
-                .unwrap()
-                .rsplit(' ')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
-        })
+        .map(|m| common::seq_of(m) as usize)
         .collect();
     assert_eq!(
         seqs,

@@ -133,17 +133,6 @@ fn chat_of(m: &Value) -> i64 {
     m["chatId"].as_i64().unwrap()
 }
 
-fn seq_of(m: &Value) -> u64 {
-    m["text"]
-        .as_str()
-        .unwrap()
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 /// Every message exactly once, and in order within each chat.
 fn assert_exactly_once_in_order(routed: &[Value], total: usize) {
     let ids: HashSet<&str> = routed
@@ -154,7 +143,7 @@ fn assert_exactly_once_in_order(routed: &[Value], total: usize) {
     assert_eq!(routed.len(), total, "a message was lost");
     let mut last: BTreeMap<i64, u64> = BTreeMap::new();
     for m in routed {
-        let seq = seq_of(m);
+        let seq = common::seq_of(m);
         if let Some(prev) = last.insert(chat_of(m), seq) {
             assert!(
                 seq > prev,

@@ -108,3 +108,12 @@ pub fn stdout(out: &Output) -> String {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// The sequence number a test message's text ends with (`dm 12`, `@bot group 13`).
+pub fn seq_of(m: &serde_json::Value) -> u64 {
+    m["text"]
+        .as_str()
+        .and_then(|t| t.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no sequence number in {m}"))
+}
