@@ -30,6 +30,10 @@ pub(super) async fn pump(w: &mut Watch, conn: &mut Connection, cancel: &Cancella
     let mut watch_failures: u32 = 0;
     let mut tick = tokio::time::interval(FLUSH_EVERY);
     let mut last_flush = Instant::now();
+    // One future for the whole loop: registering a fresh waiter per event costs two lock
+    // round trips per message.
+    let cancelled = cancel.cancelled();
+    tokio::pin!(cancelled);
     let exit = loop {
         // Group commit: what is held goes to the host once nothing more is ready right now (so
         // at low rates every message goes alone, at once) or the batch is full.
@@ -41,7 +45,7 @@ pub(super) async fn pump(w: &mut Watch, conn: &mut Connection, cancel: &Cancella
         }
         let event = tokio::select! {
             biased;
-            _ = cancel.cancelled() => break Exit::Stop,
+            _ = &mut cancelled => break Exit::Stop,
             event = conn.next_event() => event,
             _ = tick.tick() => {
                 w.flush();
