@@ -73,6 +73,18 @@ pub struct Response {
     pub error: Option<PluginError>,
 }
 
+/// "Is a gateway there?": answered before any channel is looked up.
+fn ping() -> Request {
+    Request {
+        v: VERSION,
+        channel: String::new(),
+        op: Op::Call {
+            method: "ping".into(),
+            payload: Value::Null,
+        },
+    }
+}
+
 /// The peer's uid on a connected Unix socket.
 fn peer_uid(stream: &UnixStream) -> std::io::Result<u32> {
     use std::os::unix::io::AsRawFd;
@@ -146,17 +158,7 @@ impl Server {
                     path.display()
                 )));
             }
-            match ask(
-                path,
-                &Request {
-                    v: VERSION,
-                    channel: String::new(),
-                    op: Op::Call {
-                        method: "ping".into(),
-                        payload: Value::Null,
-                    },
-                },
-            ) {
+            match ask(path, &ping(), Some(PING_TIMEOUT)) {
                 Ok(response) => return Err(NotServing::OtherGateway(response.pid)),
                 Err(_) => {
                     // Nobody answers: a killed gateway's socket.
@@ -297,9 +299,13 @@ fn serve_one(stream: UnixStream, channels: &[Channel]) {
     answer(&stream, result);
 }
 
-/// Sends one request on `path` and reads the answer.
-fn ask(path: &Path, request: &Request) -> std::io::Result<Response> {
+/// How long a ping may take: something that accepts but never answers is no gateway.
+const PING_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Sends one request on `path` and reads the answer, waiting at most `timeout` for it.
+fn ask(path: &Path, request: &Request, timeout: Option<Duration>) -> std::io::Result<Response> {
     let mut stream = UnixStream::connect(path)?;
+    stream.set_read_timeout(timeout)?;
     let mut line = serde_json::to_vec(request)?;
     line.push(b'\n');
     stream.write_all(&line)?;
@@ -350,15 +356,7 @@ impl Gateway {
                 path.display()
             )));
         }
-        let ping = Request {
-            v: VERSION,
-            channel: String::new(),
-            op: Op::Call {
-                method: "ping".into(),
-                payload: Value::Null,
-            },
-        };
-        match ask(&path, &ping) {
+        match ask(&path, &ping(), Some(PING_TIMEOUT)) {
             Ok(response) => Ok(Some(Gateway {
                 path,
                 pid: response.pid,
@@ -377,7 +375,9 @@ impl Gateway {
             channel: channel.to_string(),
             op,
         };
-        let response = ask(&self.path, &request).map_err(|e| {
+        // No read timeout: a send through the gateway takes as long as the plugin's own
+        // `sendTimeoutMs` allows, and the plugin bounds it.
+        let response = ask(&self.path, &request, None).map_err(|e| {
             PluginError::new(
                 "gateway_unreachable",
                 format!("the running gateway (pid {}) did not answer: {e}", self.pid),
