@@ -169,6 +169,8 @@ pub struct Account {
     /// Bumped by every config reload that applies without a restart; the watcher picks the
     /// new settings up before its next message.
     pub generation: std::sync::atomic::AtomicU64,
+    /// The last capability snapshot learned (actions.md §1.2); `None` until asked for.
+    pub capabilities: Mutex<Option<crate::capabilities::Snapshot>>,
     /// The dedupe key of the message whose processing last panicked. It outlives the watcher
     /// restart that follows, so a second panic on the same message quarantines it.
     pub suspect: Mutex<Option<String>>,
@@ -218,6 +220,7 @@ impl Account {
             features,
             generation: std::sync::atomic::AtomicU64::new(0),
             suspect: Mutex::new(None),
+            capabilities: Mutex::new(None),
         }
     }
 
@@ -238,6 +241,29 @@ impl Account {
 
     pub fn settings(&self) -> AccountConfig {
         self.config.read_locked().account.clone()
+    }
+
+    /// The capability snapshot: the cached one while it is fresh (actions.md §1.2), else
+    /// learned again from imsg now. `refresh` always learns.
+    pub async fn capabilities(
+        &self,
+        refresh: bool,
+    ) -> Result<crate::capabilities::Snapshot, String> {
+        let now = timeutil::now_ms();
+        if !refresh {
+            if let Some(s) = self
+                .capabilities
+                .locked()
+                .as_ref()
+                .filter(|s| !s.is_stale(now))
+            {
+                return Ok(s.clone());
+            }
+        }
+        let timeout = Duration::from_millis(self.settings().probe_timeout_ms);
+        let learned = crate::capabilities::learn(&self.source, timeout).await?;
+        *self.capabilities.locked() = Some(learned.clone());
+        Ok(learned)
     }
 
     /// Counts a caught panic and shows it as the last error.
@@ -323,6 +349,11 @@ impl Account {
             settings,
             probe: None,
             panics: s.panics,
+            capabilities: self
+                .capabilities
+                .locked()
+                .as_ref()
+                .map(|c| c.to_json(&account.id)),
             quarantine: (s.quarantined > 0).then(|| QuarantineStatus {
                 count: s.quarantined,
                 file: crate::quarantine::path(&self.dir).display().to_string(),

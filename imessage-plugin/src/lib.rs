@@ -11,6 +11,7 @@
 pub mod account;
 pub mod attachments;
 mod backoff;
+mod capabilities;
 pub mod config;
 
 // No custom global allocator: mimalloc was tried (+8 % in the pipeline benchmark) and

@@ -34,6 +34,7 @@ pub const METHODS: &[&str] = &[
     "pairing.approve",
     "pairing.revoke",
     "target.normalize",
+    "capabilities.get",
 ];
 
 pub fn description() -> PluginDescription {
@@ -528,6 +529,13 @@ impl Plugin for ImessagePlugin {
                 if request.probe {
                     let result =
                         runtime.block_on(crate::probe::probe(&account.settings(), &account.source));
+                    // A probe also learns what imsg can do now (a bridge that came back shows).
+                    if result.ok {
+                        match runtime.block_on(account.capabilities(true)) {
+                            Ok(c) => status.capabilities = Some(c.to_json(&account.id)),
+                            Err(e) => tracing::warn!(account = %account.id, "capabilities: {e}"),
+                        }
+                    }
                     status.last_probe = Some(result.clone());
                     status.probe = Some(result);
                 }
@@ -559,6 +567,20 @@ impl Plugin for ImessagePlugin {
                 Ok(approved)
             }
             "pairing.revoke" => self.with_running(|r| Self::pairing_revoke(r, &payload)),
+            "capabilities.get" => {
+                // Learning runs imsg (seconds at worst): outside the state lock.
+                let (account, runtime) = self.with_running(|r| {
+                    let id = payload.get("accountId").and_then(Value::as_str);
+                    Ok((r.account(id)?.clone(), r.runtime.handle().clone()))
+                })?;
+                let refresh = payload.get("refresh").and_then(Value::as_bool) == Some(true);
+                self.logged(|| {
+                    runtime
+                        .block_on(account.capabilities(refresh))
+                        .map(|c| c.to_json(&account.id))
+                        .map_err(|e| PluginError::new("imsg_unavailable", e))
+                })
+            }
             "target.normalize" => {
                 let to = payload.get("to").and_then(Value::as_str).unwrap_or("");
                 let target = outbound::target::parse(to).map_err(PluginError::invalid_target)?;

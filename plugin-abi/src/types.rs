@@ -342,6 +342,10 @@ pub struct AccountStatus {
     /// watch from the cursor).
     #[serde(default)]
     pub panics: u64,
+    /// What this account's imsg can do (the `capabilities.get` result), once learned: by
+    /// `capabilities.get` or a status with `probe`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Value>,
     /// Messages set aside because their processing panicked twice, and where they are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quarantine: Option<QuarantineStatus>,

@@ -189,11 +189,12 @@ fn main() {
 
 fn status_json(sim: &Sim) -> Value {
     let macos = !sim.linux;
+    let bridge_ready = sim.bridge.as_str() == Some("ready");
+    // `advanced_features` and `v2_ready` say the bridge is up (actions.md §3.9).
     let mut v = serde_json::json!({
-        "basic_features": true, "advanced_features": false, "typing_indicators": macos,
+        "basic_features": true, "advanced_features": bridge_ready, "typing_indicators": macos,
         "read_receipts": macos, "sip": "unknown", "message": "imsg-sim: simulated Messages database",
     });
-    let bridge_ready = sim.bridge.as_str() == Some("ready");
     if sim.at_least((0, 7, 0)) {
         v["bridge_version"] = 2.into();
         v["v2_ready"] = bridge_ready.into();

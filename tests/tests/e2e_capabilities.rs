@@ -1,0 +1,92 @@
+//! Capabilities are learned, never assumed, and re-learned (issue 15, actions.md §1): what
+//! `channels status --probe --json` shows for each account, from a strict server's
+//! `initialize` or a lenient server's `imsg status --json`, and a bridge that comes back shows
+//! on the next probe, in one-shot mode and through the running gateway.
+
+mod common;
+
+use std::time::Duration;
+
+use common::sim::{wait_until, SimEnv};
+use serde_json::{json, Value};
+
+const BRIDGE_DOWN: &str = "the imsg private API bridge is not running (run imsg launch)";
+
+fn probed(env: &SimEnv) -> Value {
+    // The lenient `imsg status --json` reads the scenario through the environment, as
+    // `imsg rpc` reads it through `--db`.
+    let out = env
+        .gw
+        .command()
+        .env("IMSG_SIM_SCENARIO", env.path("scenario.json"))
+        .args(["channels", "status", "--probe", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let v: Value = serde_json::from_str(&common::stdout(&out)).unwrap();
+    v["channels"][0]["capabilities"].clone()
+}
+
+#[test]
+fn a_strict_server_without_the_bridge_says_why_and_recovers() {
+    let env = SimEnv::new(json!({"profile": "strict"}), json!({}));
+    let caps = probed(&env);
+    assert_eq!(caps["profile"], "strict");
+    assert_eq!(caps["imsgVersion"], "0.14.0");
+    assert_eq!(caps["protocolVersion"], 1);
+    assert_eq!(caps["bridgeReady"], false);
+    assert_eq!(caps["features"]["typing"], false);
+    assert_eq!(caps["reasons"]["typing"], BRIDGE_DOWN);
+    assert_eq!(caps["features"]["messagesAfter"], true);
+    assert_eq!(caps["features"]["replyThreading"], true);
+    // The bridge comes up: the next probe learns it (no cached snapshot kept it off).
+    env.merge_scenario(json!({"bridge": "ready"}));
+    let caps = probed(&env);
+    assert_eq!(caps["bridgeReady"], true);
+    assert_eq!(caps["features"]["typing"], true);
+    assert!(caps["reasons"].get("typing").is_none());
+}
+
+#[test]
+fn a_lenient_server_is_judged_by_imsg_status_and_its_version() {
+    let env = SimEnv::new(json!({"bridge": "ready"}), json!({}));
+    let caps = probed(&env);
+    assert_eq!(caps["profile"], "lenient");
+    assert_eq!(caps["imsgVersion"], "0.9.0");
+    assert_eq!(caps["protocolVersion"], Value::Null);
+    assert_eq!(caps["features"]["typing"], true);
+    assert_eq!(caps["features"]["tapback"], true);
+    assert_eq!(
+        caps["reasons"]["replyThreading"],
+        "needs imsg 0.12.0 or newer (found 0.9.0)"
+    );
+    assert_eq!(
+        caps["reasons"]["messagesAfter"],
+        "needs imsg 0.14.0 or newer (found 0.9.0)"
+    );
+    let old = SimEnv::new(json!({"version": "0.4.0"}), json!({}));
+    let caps = probed(&old);
+    assert_eq!(
+        caps["reasons"]["reactionsInbound"],
+        "needs imsg 0.5.0 or newer (found 0.4.0)"
+    );
+}
+
+#[test]
+fn the_running_gateway_shows_its_snapshot_and_relearns_it_on_probe() {
+    let env = SimEnv::new(json!({"profile": "strict"}), json!({}));
+    let gateway = env.start(false);
+    wait_until("watching", Duration::from_secs(30), || {
+        env.stderr().contains("watching for messages")
+    });
+    let caps = probed(&env);
+    assert_eq!(caps["features"]["typing"], false);
+    env.merge_scenario(json!({"bridge": "ready"}));
+    assert_eq!(probed(&env)["features"]["typing"], true);
+    // Without --probe the live status shows the snapshot last learned.
+    let out = env.gw.run(&["channels", "status", "--json"]);
+    let v: Value = serde_json::from_str(&common::stdout(&out)).unwrap();
+    assert_eq!(v["gateway"]["running"], true);
+    assert_eq!(v["channels"][0]["capabilities"]["features"]["typing"], true);
+    assert!(gateway.stop().success());
+}
