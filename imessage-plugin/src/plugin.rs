@@ -583,7 +583,8 @@ impl Plugin for ImessagePlugin {
             }
             "target.normalize" => {
                 let to = payload.get("to").and_then(Value::as_str).unwrap_or("");
-                let target = outbound::target::parse(to).map_err(PluginError::invalid_target)?;
+                let target = outbound::target::parse(to)
+                    .map_err(|e| PluginError::invalid_target(e.to_string()))?;
                 let mut params = serde_json::Map::new();
                 target.write_params(&mut params);
                 Ok(Value::Object(params))

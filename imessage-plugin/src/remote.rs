@@ -124,8 +124,22 @@ pub fn scp_args(from: &str, to: &str) -> Vec<String> {
     .collect()
 }
 
+/// Why a copy to or from the Mac failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ScpError {
+    #[error("starting scp: {0}")]
+    Start(std::io::Error),
+    #[error("scp: {0}")]
+    Wait(std::io::Error),
+    #[error("scp did not finish within {0} s")]
+    TimedOut(u64),
+    /// The exit status (or `signal`) and the first line scp wrote on stderr.
+    #[error("scp failed ({status}): {stderr}")]
+    Failed { status: String, stderr: String },
+}
+
 /// Runs scp with a time limit (the process is killed on expiry).
-pub async fn scp(from: &str, to: &str, limit: Duration) -> Result<(), String> {
+pub async fn scp(from: &str, to: &str, limit: Duration) -> Result<(), ScpError> {
     let mut child = tokio::process::Command::new(scp_program())
         .args(scp_args(from, to))
         .stdin(Stdio::null())
@@ -133,13 +147,13 @@ pub async fn scp(from: &str, to: &str, limit: Duration) -> Result<(), String> {
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("starting scp: {e}"))?;
+        .map_err(ScpError::Start)?;
     let stderr = child.stderr.take();
     let status = match tokio::time::timeout(limit, child.wait()).await {
-        Ok(status) => status.map_err(|e| format!("scp: {e}"))?,
+        Ok(status) => status.map_err(ScpError::Wait)?,
         Err(_) => {
             let _ = child.kill().await;
-            return Err(format!("scp did not finish within {} s", limit.as_secs()));
+            return Err(ScpError::TimedOut(limit.as_secs()));
         }
     };
     if status.success() {
@@ -150,14 +164,13 @@ pub async fn scp(from: &str, to: &str, limit: Duration) -> Result<(), String> {
         use tokio::io::AsyncReadExt;
         let _ = e.read_to_string(&mut text).await;
     }
-    let first = text.lines().next().unwrap_or("").trim().to_string();
-    Err(format!(
-        "scp failed ({}): {first}",
-        status
+    Err(ScpError::Failed {
+        status: status
             .code()
             .map(|c| c.to_string())
-            .unwrap_or_else(|| "signal".into())
-    ))
+            .unwrap_or_else(|| "signal".into()),
+        stderr: text.lines().next().unwrap_or("").trim().to_string(),
+    })
 }
 
 /// Every character outside `[A-Za-z0-9._-]` replaced by `_` (names that travel to a shell on

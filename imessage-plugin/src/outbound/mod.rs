@@ -109,7 +109,7 @@ pub fn plan(
     account: &AccountConfig,
     global_prefix: Option<&str>,
 ) -> Result<Plan, Rejected> {
-    let target = target::parse(&request.to).map_err(Rejected::InvalidTarget)?;
+    let target = target::parse(&request.to).map_err(|e| Rejected::InvalidTarget(e.to_string()))?;
     let mut files = Vec::new();
     for item in &request.media {
         files.push(check_media(
@@ -155,7 +155,7 @@ pub fn plan(
 /// Plans a plugin-generated text (pairing, refusals, approval notice): no sanitiser, no
 /// prefix.
 pub fn plan_plain(to: &str, text: &str, account: &AccountConfig) -> Result<Plan, Rejected> {
-    let target = target::parse(to).map_err(Rejected::InvalidTarget)?;
+    let target = target::parse(to).map_err(|e| Rejected::InvalidTarget(e.to_string()))?;
     let chunks = chunk::chunk(text, account.text_chunk_limit, account.chunk_mode);
     Ok(assemble(target, account, None, chunks, Vec::new()))
 }

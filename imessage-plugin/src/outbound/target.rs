@@ -52,28 +52,42 @@ impl Target {
     }
 }
 
-pub fn parse(raw: &str) -> Result<Target, String> {
+/// Why a target does not parse (channel-behaviour.md §7.2); the texts are the spec's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    #[error("target is empty")]
+    Empty,
+    #[error("target is empty after \"{0}\"")]
+    EmptyAfterPrefix(String),
+    #[error("chat_id must be a positive integer; use chat_identifier: for other identifiers")]
+    BadChatId,
+    #[error("chat_guid is empty")]
+    EmptyChatGuid,
+    #[error("chat_identifier is empty")]
+    EmptyChatIdentifier,
+    #[error("not a phone number, email address or chat target")]
+    NotATarget,
+}
+
+pub fn parse(raw: &str) -> Result<Target, TargetError> {
     let trimmed = raw.trim();
     if trimmed.is_empty() {
-        return Err("target is empty".into());
+        return Err(TargetError::Empty);
     }
     let (rest, service) = handle::strip_service_prefixes(trimmed);
     if rest.is_empty() {
         let prefix = trimmed.trim_end_matches(|c: char| c.is_whitespace());
-        return Err(format!("target is empty after \"{prefix}\""));
+        return Err(TargetError::EmptyAfterPrefix(prefix.to_string()));
     }
     if let Some(v) = strip_any_prefix(rest, &["chat_id:", "chatid:", "chat:"]) {
         return match v.parse::<i64>() {
             Ok(n) if n > 0 && v.bytes().all(|b| b.is_ascii_digit()) => Ok(Target::ChatId(n)),
-            _ => Err(
-                "chat_id must be a positive integer; use chat_identifier: for other identifiers"
-                    .into(),
-            ),
+            _ => Err(TargetError::BadChatId),
         };
     }
     if let Some(v) = strip_any_prefix(rest, &["chat_guid:", "chatguid:", "guid:"]) {
         return if v.is_empty() {
-            Err("chat_guid is empty".into())
+            Err(TargetError::EmptyChatGuid)
         } else {
             Ok(Target::ChatGuid(v.to_string()))
         };
@@ -81,14 +95,14 @@ pub fn parse(raw: &str) -> Result<Target, String> {
     if let Some(v) = strip_any_prefix(rest, &["chat_identifier:", "chatidentifier:", "chatident:"])
     {
         return if v.is_empty() {
-            Err("chat_identifier is empty".into())
+            Err(TargetError::EmptyChatIdentifier)
         } else {
             Ok(Target::ChatIdentifier(v.to_string()))
         };
     }
     match handle::normalize(rest) {
         Some(to) => Ok(Target::Handle { to, service }),
-        None => Err("not a phone number, email address or chat target".into()),
+        None => Err(TargetError::NotATarget),
     }
 }
 
@@ -194,7 +208,11 @@ mod tests {
             ),
         ];
         for (raw, want) in cases {
-            assert_eq!(parse(raw), Err(want.to_string()), "{raw:?}");
+            assert_eq!(
+                parse(raw).map_err(|e| e.to_string()),
+                Err(want.to_string()),
+                "{raw:?}"
+            );
         }
     }
 }
