@@ -171,6 +171,14 @@ pub struct Account {
     pub generation: std::sync::atomic::AtomicU64,
     /// The last capability snapshot learned (actions.md §1.2); `None` until asked for.
     pub capabilities: Mutex<Option<crate::capabilities::Snapshot>>,
+    /// One learner at a time: callers that find the snapshot stale wait for the one run
+    /// (a lenient `imsg status --json` may take seconds, and runs at most once per 10 s).
+    learning: tokio::sync::Mutex<()>,
+    /// The actions child (actions.md §1.1): read receipts now, typing and tapbacks later.
+    pub actions: tokio::sync::Mutex<SenderProcess>,
+    /// When the actions child was last asked something (idle close).
+    pub actions_used_ms: std::sync::atomic::AtomicI64,
+    pub read_receipts: Mutex<crate::actions::ReadReceipts>,
     /// The dedupe key of the message whose processing last panicked. It outlives the watcher
     /// restart that follows, so a second panic on the same message quarantines it.
     pub suspect: Mutex<Option<String>>,
@@ -198,6 +206,7 @@ impl Account {
             _ => {}
         }
         let echo = EchoRegistry::open(&dir, timeutil::now_ms());
+        let source_spawn = source.spawn_config();
         Account {
             id: account.id.clone(),
             dir,
@@ -221,6 +230,10 @@ impl Account {
             generation: std::sync::atomic::AtomicU64::new(0),
             suspect: Mutex::new(None),
             capabilities: Mutex::new(None),
+            learning: tokio::sync::Mutex::new(()),
+            actions: tokio::sync::Mutex::new(SenderProcess::new(source_spawn)),
+            actions_used_ms: std::sync::atomic::AtomicI64::new(0),
+            read_receipts: Mutex::new(Default::default()),
         }
     }
 
@@ -249,15 +262,24 @@ impl Account {
         &self,
         refresh: bool,
     ) -> Result<crate::capabilities::Snapshot, String> {
-        let now = timeutil::now_ms();
-        if !refresh {
-            if let Some(s) = self
-                .capabilities
+        let fresh = || {
+            let now = timeutil::now_ms();
+            self.capabilities
                 .locked()
                 .as_ref()
                 .filter(|s| !s.is_stale(now))
-            {
-                return Ok(s.clone());
+                .cloned()
+        };
+        if !refresh {
+            if let Some(s) = fresh() {
+                return Ok(s);
+            }
+        }
+        let _learner = self.learning.lock().await;
+        // Another caller may have learned it while this one waited.
+        if !refresh {
+            if let Some(s) = fresh() {
+                return Ok(s);
             }
         }
         let timeout = Duration::from_millis(self.settings().probe_timeout_ms);

@@ -25,6 +25,8 @@ pub struct Pending {
     pub seen: bool,
     /// It was routed (counts as `routed`, or as `delivery_failed` when given up).
     pub routed: bool,
+    /// Where a routed message came from (its reply target): marked read once acknowledged.
+    pub conversation: Option<String>,
 }
 
 /// Something to do once the host acknowledged the delivery (a config write, §9.2).
@@ -168,6 +170,7 @@ mod tests {
             created_ms: None,
             seen: false,
             routed,
+            conversation: None,
         }
     }
 

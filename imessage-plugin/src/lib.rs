@@ -9,6 +9,7 @@
 //! without processes, and `ffi` is the only module that touches abi_stable.
 
 pub mod account;
+mod actions;
 pub mod attachments;
 mod backoff;
 mod capabilities;

@@ -35,6 +35,7 @@ pub const METHODS: &[&str] = &[
     "pairing.revoke",
     "target.normalize",
     "capabilities.get",
+    "chat.read",
 ];
 
 pub fn description() -> PluginDescription {
@@ -134,6 +135,7 @@ impl Running {
                 let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
             }
             account.sender.lock().await.replace().await;
+            account.actions.lock().await.replace().await;
         });
     }
 
@@ -457,6 +459,7 @@ impl Plugin for ImessagePlugin {
                     }
                     for a in &accounts {
                         a.sender.lock().await.replace().await;
+                        a.actions.lock().await.replace().await;
                     }
                 };
                 if tokio::time::timeout(Duration::from_secs(15), joined)
@@ -567,6 +570,27 @@ impl Plugin for ImessagePlugin {
                 Ok(approved)
             }
             "pairing.revoke" => self.with_running(|r| Self::pairing_revoke(r, &payload)),
+            "chat.read" => {
+                let (account, runtime) = self.with_running(|r| {
+                    let id = payload.get("accountId").and_then(Value::as_str);
+                    Ok((r.account(id)?.clone(), r.runtime.handle().clone()))
+                })?;
+                let to = payload
+                    .get("to")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| PluginError::invalid_request("to is required"))?;
+                outbound::target::parse(to)
+                    .map_err(|e| PluginError::invalid_target(format!("{}: {e}", to.trim())))?;
+                // An explicit call is honoured even with sendReadReceipts false (that key
+                // governs the automatic receipts only).
+                self.logged(|| match runtime.block_on(crate::actions::mark_read(&account, to)) {
+                    Ok(None) => Ok(json!({"ok": true, "accountId": account.id, "sent": true})),
+                    Ok(Some(reason)) => Ok(
+                        json!({"ok": true, "accountId": account.id, "sent": false, "reason": reason}),
+                    ),
+                    Err(e) => Err(PluginError::new("failed", format!("mark read failed: {e}"))),
+                })
+            }
             "capabilities.get" => {
                 // Learning runs imsg (seconds at worst): outside the state lock.
                 let (account, runtime) = self.with_running(|r| {

@@ -117,6 +117,8 @@ pub struct AccountConfig {
     pub chunk_mode: ChunkMode,
     pub response_prefix: Option<String>,
     pub config_writes: bool,
+    /// Mark a chat read once the host has acknowledged a routed message (actions.md §3.2).
+    pub send_read_receipts: bool,
     pub probe_timeout_ms: u64,
     pub send_timeout_ms: u64,
     pub catchup: CatchupSettings,
@@ -353,6 +355,7 @@ fn finish(id: &str, p: Partial, enabled: bool) -> AccountConfig {
         },
         response_prefix: p.response_prefix,
         config_writes: p.config_writes.unwrap_or(true),
+        send_read_receipts: p.send_read_receipts.unwrap_or(true),
         probe_timeout_ms: p.probe_timeout_ms.unwrap_or(10_000) as u64,
         send_timeout_ms: p.send_timeout_ms.unwrap_or(150_000) as u64,
         catchup: CatchupSettings {

@@ -20,7 +20,6 @@ pub const COMPAT_KEYS: &[&str] = &[
     "heartbeat",
     "healthMonitor",
     "capabilities",
-    "sendReadReceipts",
     "reactionNotifications",
     "actions",
     "sendTransport",
@@ -78,6 +77,7 @@ pub struct Partial {
     pub chunk_mode: Option<String>,
     pub response_prefix: Option<String>,
     pub config_writes: Option<bool>,
+    pub send_read_receipts: Option<bool>,
     pub probe_timeout_ms: Option<i64>,
     pub send_timeout_ms: Option<i64>,
     pub catchup: Option<CatchupPartial>,
@@ -110,6 +110,7 @@ impl Partial {
             chunk_mode,
             response_prefix,
             config_writes,
+            send_read_receipts,
             probe_timeout_ms,
             send_timeout_ms,
             catchup
@@ -220,6 +221,7 @@ pub fn read_section(
             "streaming" => streaming_chunk_mode = read_streaming(value, &at, diag),
             "responsePrefix" => p.response_prefix = read_prefix(value, &at, diag),
             "configWrites" => p.config_writes = read::boolean(value, &at, diag),
+            "sendReadReceipts" => p.send_read_receipts = read::boolean(value, &at, diag),
             "probeTimeoutMs" => {
                 p.probe_timeout_ms = read::integer_in(value, &at, 1000, 120_000, diag)
             }

@@ -36,7 +36,7 @@ impl SenderProcess {
         }
     }
 
-    fn client(&mut self) -> Result<RpcClient, CallError> {
+    pub fn client(&mut self) -> Result<RpcClient, CallError> {
         if let Some((client, _)) = &self.running {
             if client.dead().is_none() {
                 return Ok(client.clone());

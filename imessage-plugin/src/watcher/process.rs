@@ -111,6 +111,7 @@ impl Watch {
             created_ms: m.created_ms(),
             seen,
             routed: false,
+            conversation: None,
         });
         Ok(())
     }
@@ -157,6 +158,7 @@ impl Watch {
             allow_store: self.pairing.allow_list_cached(now),
             now_ms: now,
         });
+        let mut conversation = None;
         let routed = match verdict {
             Verdict::Drop(_) => false,
             Verdict::Pairing { sender_id, chat_id } => {
@@ -188,8 +190,12 @@ impl Watch {
                 match self.outbox.push_event(&event, message_id) {
                     Ok(()) => {
                         if let Some(config_write) = accepted.config_write {
-                            self.outbox.after_ack(AfterAck { to, config_write });
+                            self.outbox.after_ack(AfterAck {
+                                to: to.clone(),
+                                config_write,
+                            });
                         }
+                        conversation = Some(to);
                         true
                     }
                     Err(e) => {
@@ -205,6 +211,7 @@ impl Watch {
             created_ms,
             seen,
             routed,
+            conversation,
         });
     }
 
@@ -252,17 +259,21 @@ impl Watch {
         }
         let now = timeutil::now_ms();
         let (held, effects) = self.outbox.take();
-        for p in held {
+        let mut read = Vec::new();
+        for mut p in held {
             if p.routed {
                 if acknowledged {
                     self.inbound.stats.routed += 1;
                     self.last_inbound_ms = Some(now);
+                    read.extend(p.conversation.take());
                 } else {
                     self.inbound.count_drop("delivery_failed");
                 }
             }
             self.finish(p, now);
         }
+        // Read receipts run on the actions child, in the background (actions.md §3.2).
+        crate::actions::after_ack(&self.account, read);
         if acknowledged {
             for effect in effects {
                 self.config_write(effect).await;
