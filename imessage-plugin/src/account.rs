@@ -179,6 +179,7 @@ pub struct Account {
     /// When the actions child was last asked something (idle close).
     pub actions_used_ms: std::sync::atomic::AtomicI64,
     pub read_receipts: Mutex<crate::actions::ReadReceipts>,
+    pub typing: Mutex<crate::typing::Typing>,
     /// The dedupe key of the message whose processing last panicked. It outlives the watcher
     /// restart that follows, so a second panic on the same message quarantines it.
     pub suspect: Mutex<Option<String>>,
@@ -234,6 +235,7 @@ impl Account {
             actions: tokio::sync::Mutex::new(SenderProcess::new(source_spawn)),
             actions_used_ms: std::sync::atomic::AtomicI64::new(0),
             read_receipts: Mutex::new(Default::default()),
+            typing: Mutex::new(Default::default()),
         }
     }
 
@@ -315,6 +317,8 @@ impl Account {
             self.source.remote_host.as_deref(),
         )
         .await;
+        // A reply to a conversation ends the typing shown there (any outcome).
+        crate::typing::stop_scope(self, &plan.target.echo_scope().to_string());
         if receipt.any_sent() {
             self.status.locked().last_outbound_ms = Some(timeutil::now_ms());
         }

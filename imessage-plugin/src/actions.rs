@@ -118,7 +118,7 @@ pub fn after_ack(account: &Arc<Account>, conversations: Vec<String>) {
 
 /// One request on the account's actions child, starting it when needed; the child is closed
 /// after [`IDLE`] without requests.
-async fn request(
+pub(crate) async fn request(
     account: &Arc<Account>,
     method: &str,
     params: Value,

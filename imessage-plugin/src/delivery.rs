@@ -27,6 +27,8 @@ pub struct Pending {
     pub routed: bool,
     /// Where a routed message came from (its reply target): marked read once acknowledged.
     pub conversation: Option<String>,
+    /// Show typing there once acknowledged (a DM, and the agent's typing mode is `instant`).
+    pub early_typing: bool,
 }
 
 /// Something to do once the host acknowledged the delivery (a config write, §9.2).
@@ -171,6 +173,7 @@ mod tests {
             seen: false,
             routed,
             conversation: None,
+            early_typing: false,
         }
     }
 

@@ -151,6 +151,11 @@ impl Inbound {
         }
     }
 
+    /// The routed agent's typing mode (actions.md §3.1).
+    pub fn typing_mode(&self, agent_id: &str) -> crate::config::TypingMode {
+        self.config.globals.typing_mode(agent_id)
+    }
+
     /// Applies a reloaded config; the guards and counters carry over.
     pub fn reconfigure(&mut self, config: Arc<Config>, account: AccountConfig) {
         self.config = config;

@@ -40,4 +40,5 @@ mod store;
 mod supervise;
 mod sync;
 pub mod timeutil;
+mod typing;
 pub mod watcher;

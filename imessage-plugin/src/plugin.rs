@@ -35,6 +35,7 @@ pub const METHODS: &[&str] = &[
     "pairing.revoke",
     "target.normalize",
     "capabilities.get",
+    "chat.typing",
     "chat.read",
 ];
 
@@ -135,6 +136,7 @@ impl Running {
                 let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
             }
             account.sender.lock().await.replace().await;
+            crate::typing::stop_all(account).await;
             account.actions.lock().await.replace().await;
         });
     }
@@ -459,6 +461,7 @@ impl Plugin for ImessagePlugin {
                     }
                     for a in &accounts {
                         a.sender.lock().await.replace().await;
+                        crate::typing::stop_all(a).await;
                         a.actions.lock().await.replace().await;
                     }
                 };
@@ -570,6 +573,49 @@ impl Plugin for ImessagePlugin {
                 Ok(approved)
             }
             "pairing.revoke" => self.with_running(|r| Self::pairing_revoke(r, &payload)),
+            "chat.typing" => {
+                let (account, runtime, config) = self.with_running(|r| {
+                    let id = payload.get("accountId").and_then(Value::as_str);
+                    Ok((
+                        r.account(id)?.clone(),
+                        r.runtime.handle().clone(),
+                        r.config.clone(),
+                    ))
+                })?;
+                let to = payload
+                    .get("to")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| PluginError::invalid_request("to is required"))?;
+                let on = match payload.get("on") {
+                    None => return Err(PluginError::invalid_request("on is required")),
+                    Some(v) => v
+                        .as_bool()
+                        .ok_or_else(|| PluginError::invalid_request("on must be true or false"))?,
+                };
+                outbound::target::parse(to)
+                    .map_err(|e| PluginError::invalid_target(format!("{}: {e}", to.trim())))?;
+                let skipped = |reason: String| json!({"ok": true, "accountId": account.id, "typing": on, "sent": false, "reason": reason});
+                // `never` turns typing off, chat.typing included; the default agent's mode.
+                let mode = config.globals.typing_mode(&config.globals.default_agent);
+                if mode == crate::config::TypingMode::Never {
+                    return Ok(skipped("typingMode is never".into()));
+                }
+                self.logged(|| {
+                    if !on {
+                        crate::typing::stop(&account, to);
+                        return Ok(json!({"ok": true, "accountId": account.id, "typing": false, "sent": true}));
+                    }
+                    match runtime.block_on(crate::typing::unavailable(&account)) {
+                        Some(reason) => Ok(skipped(reason)),
+                        None => {
+                            // The typing task runs on the plugin's runtime.
+                            let _guard = runtime.enter();
+                            crate::typing::start(&account, to, crate::typing::Origin::Host);
+                            Ok(json!({"ok": true, "accountId": account.id, "typing": true, "sent": true}))
+                        }
+                    }
+                })
+            }
             "chat.read" => {
                 let (account, runtime) = self.with_running(|r| {
                     let id = payload.get("accountId").and_then(Value::as_str);

@@ -18,6 +18,8 @@ pub const DM_SCOPES: &[&str] = &[
 #[derive(Debug, Clone)]
 pub struct Agent {
     pub id: String,
+    /// `agents.list[].typingMode`.
+    pub typing_mode: Option<super::TypingMode>,
     /// `Some` when the agent has the key, even if empty: it then wins over the global list.
     pub mention_patterns: Option<Vec<Regex>>,
 }
@@ -46,6 +48,19 @@ pub struct Globals {
     pub bindings: Vec<Binding>,
     pub commands_config: bool,
     pub response_prefix: Option<String>,
+    /// `agents.defaults.typingMode`, else `session.typingMode`, else `instant`.
+    pub typing_mode: super::TypingMode,
+}
+
+impl Globals {
+    /// The typing mode of an agent: its own, else the defaults (actions.md §3.1).
+    pub fn typing_mode(&self, agent_id: &str) -> super::TypingMode {
+        self.agents
+            .iter()
+            .find(|a| a.id == agent_id)
+            .and_then(|a| a.typing_mode)
+            .unwrap_or(self.typing_mode)
+    }
 }
 
 /// Agent id normalisation: lower-cased, runs outside `[a-z0-9_-]` become `-`, leading `-`
@@ -119,7 +134,15 @@ pub fn read_globals(root: &Value, diag: &mut Diag) -> Globals {
 
     let (agents, default_agent) = read_agents(root, diag);
     let bindings = read_bindings(root, &agents, diag);
+    // agents.defaults.typingMode, else session.typingMode, else instant.
+    let typing_mode = read::lookup(root, &["agents", "defaults"])
+        .and_then(|d| read_typing_mode(d, "agents.defaults", diag))
+        .or_else(|| {
+            read::lookup(root, &["session"]).and_then(|s| read_typing_mode(s, "session", diag))
+        })
+        .unwrap_or_default();
     Globals {
+        typing_mode,
         dm_scope,
         mention_patterns,
         agents,
@@ -128,6 +151,15 @@ pub fn read_globals(root: &Value, diag: &mut Diag) -> Globals {
         commands_config,
         response_prefix,
     }
+}
+
+/// `<at>.typingMode`, when present.
+fn read_typing_mode(parent: &Value, at: &str, diag: &mut Diag) -> Option<super::TypingMode> {
+    let value = read::present(parent.get("typingMode"))?;
+    let path = read::field(at, "typingMode");
+    let names = super::TypingMode::NAMES;
+    read::one_of(value, &path, names, &read::one_of_reason(names), diag)
+        .and_then(|name| super::TypingMode::parse(&name))
 }
 
 fn read_agents(root: &Value, diag: &mut Diag) -> (Vec<Agent>, String) {
@@ -163,8 +195,10 @@ fn read_agents(root: &Value, diag: &mut Diag) -> (Vec<Agent>, String) {
         }
         let mention_patterns = read::lookup(item, &["groupChat", "mentionPatterns"])
             .and_then(|v| read_patterns(v, &format!("{at}.groupChat.mentionPatterns"), diag));
+        let typing_mode = read_typing_mode(item, &at, diag);
         agents.push(Agent {
             id,
+            typing_mode,
             mention_patterns,
         });
     }

@@ -78,6 +78,25 @@ named!(GroupPolicy {
     Disabled = "disabled",
 });
 
+/// When typing shows (actions.md §3.1, OpenClaw's `TypingModeSchema`): `instant` starts it as
+/// soon as a DM is accepted; `thinking` and `message` leave it to the host; `never` turns it
+/// off, `chat.typing` included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TypingMode {
+    Never,
+    #[default]
+    Instant,
+    Thinking,
+    Message,
+}
+
+named!(TypingMode {
+    Never = "never",
+    Instant = "instant",
+    Thinking = "thinking",
+    Message = "message",
+});
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChunkMode {
     Length,

@@ -183,6 +183,7 @@ fn case_12_field_reasons() {
         (json!({"mediaMaxMb": 0}), "channels.imessage.mediaMaxMb: must be an integer from 1 to 100"),
         (json!({"textChunkLimit": 10}), "channels.imessage.textChunkLimit: must be an integer from 50 to 20000"),
         (json!({"chunkMode": "paragraph"}), "channels.imessage.chunkMode: must be \"length\" or \"newline\""),
+        (json!({"sendReadReceipts": "yes"}), "channels.imessage.sendReadReceipts: expected true or false"),
         (json!({"streaming": {"chunkMode": "paragraph"}}), "channels.imessage.streaming.chunkMode: must be \"length\" or \"newline\""),
         (json!({"chunkMode": "length", "streaming": {"chunkMode": "newline"}}), "channels.imessage.streaming.chunkMode: conflicts with channels.imessage.chunkMode"),
         (json!({"service": "iMessage"}), "channels.imessage.service: must be one of \"imessage\", \"sms\", \"auto\""),
@@ -347,4 +348,40 @@ fn streaming_chunk_mode_is_an_alias_of_chunk_mode() {
         "accounts": {"a": {"streaming": {"chunkMode": "length"}}}}),
     );
     assert_eq!(cfg.accounts[0].chunk_mode, ChunkMode::Length);
+}
+
+#[test]
+fn typing_modes_follow_agent_then_defaults_then_session() {
+    let parse = |v: Value| crate::config::parse(&v);
+    let cfg = parse(json!({"channels": {"imessage": {}},
+        "session": {"typingMode": "message"},
+        "agents": {"defaults": {"typingMode": "thinking"},
+            "list": [{"id": "main"}, {"id": "quiet", "typingMode": "never"}]}}))
+    .unwrap();
+    assert_eq!(
+        cfg.globals.typing_mode("main"),
+        crate::config::TypingMode::Thinking
+    );
+    assert_eq!(
+        cfg.globals.typing_mode("quiet"),
+        crate::config::TypingMode::Never
+    );
+    let cfg =
+        parse(json!({"channels": {"imessage": {}}, "session": {"typingMode": "message"}})).unwrap();
+    assert_eq!(
+        cfg.globals.typing_mode("main"),
+        crate::config::TypingMode::Message
+    );
+    let cfg = parse(json!({"channels": {"imessage": {}}})).unwrap();
+    assert_eq!(
+        cfg.globals.typing_mode("main"),
+        crate::config::TypingMode::Instant
+    );
+    let errors = parse(json!({"channels": {"imessage": {}},
+        "agents": {"defaults": {"typingMode": "sometimes"}}}))
+    .unwrap_err();
+    assert_eq!(
+        errors,
+        vec!["agents.defaults.typingMode: must be one of \"never\", \"instant\", \"thinking\", \"message\""]
+    );
 }

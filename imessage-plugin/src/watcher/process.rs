@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::watch::Watch;
 use super::{sleep_or_cancel, DELIVERY_RETRIES};
 use crate::account::Configured;
+use crate::config::TypingMode;
 use crate::delivery::{AfterAck, Pending};
 use crate::inbound::{Input, Verdict};
 use crate::message::{ImsgMessage, Malformed};
@@ -112,6 +113,7 @@ impl Watch {
             seen,
             routed: false,
             conversation: None,
+            early_typing: false,
         });
         Ok(())
     }
@@ -159,6 +161,7 @@ impl Watch {
             now_ms: now,
         });
         let mut conversation = None;
+        let mut early_typing = false;
         let routed = match verdict {
             Verdict::Drop(_) => false,
             Verdict::Pairing { sender_id, chat_id } => {
@@ -182,6 +185,9 @@ impl Watch {
                     }
                 }
                 let to = routed.to.clone();
+                // Early typing: DMs only, when the routed agent's mode is `instant` (§3.1).
+                early_typing = routed.chat_type == "direct"
+                    && self.inbound.typing_mode(&routed.agent_id) == TypingMode::Instant;
                 let event = InboundEvent::Message(routed);
                 let message_id = match &event {
                     InboundEvent::Message(r) => r.message_id.as_str(),
@@ -212,6 +218,7 @@ impl Watch {
             seen,
             routed,
             conversation,
+            early_typing,
         });
     }
 
@@ -265,7 +272,12 @@ impl Watch {
                 if acknowledged {
                     self.inbound.stats.routed += 1;
                     self.last_inbound_ms = Some(now);
-                    read.extend(p.conversation.take());
+                    if let Some(to) = p.conversation.take() {
+                        if p.early_typing {
+                            crate::typing::start(&self.account, &to, crate::typing::Origin::Early);
+                        }
+                        read.push(to);
+                    }
                 } else {
                     self.inbound.count_drop("delivery_failed");
                 }

@@ -1,0 +1,242 @@
+//! Typing indicators (actions.md §3.1), on the account's actions child.
+//!
+//! One task per conversation while typing shows: `typing:true`, again every 8 s, then
+//! `typing:false` when stopped (a reply to that conversation finished, the host turned it off,
+//! the account stops) or when it ran too long without a refresh (60 s for the plugin's early
+//! typing, 10 min for the host's). The stop is written after the start's reply, and not at
+//! all when the start failed, so a fast reply can never leave a late `typing:true` behind.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::account::Account;
+use crate::outbound::target;
+use crate::sync::LockExt;
+use crate::timeutil;
+
+const KEEPALIVE: Duration = Duration::from_secs(8);
+const EARLY_MAX_MS: i64 = 60_000;
+const HOST_MAX_MS: i64 = 10 * 60_000;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// After this many failures in a row typing is off for [`OFF_FOR_MS`].
+const MAX_FAILURES: u32 = 3;
+const OFF_FOR_MS: i64 = 10 * 60_000;
+
+/// Who turned typing on: the plugin (a DM was accepted) or the host (`chat.typing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Early,
+    Host,
+}
+
+struct Conversation {
+    stop: CancellationToken,
+    refreshed_ms: Arc<AtomicI64>,
+    max_ms: Arc<AtomicI64>,
+}
+
+/// Per-account typing state.
+#[derive(Default)]
+pub struct Typing {
+    conversations: HashMap<String, Conversation>,
+    failures: u32,
+    off_until_ms: i64,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// The params of `typing` for a target: a handle gives `to` and `service` (its prefix, else
+/// the account's); a chat gives its selector; never `region`.
+fn typing_params(to: &str, account_service: &str, on: bool) -> Result<Value, String> {
+    let target = target::parse(to).map_err(|e| e.to_string())?;
+    let mut params = Map::new();
+    target.write_params(&mut params);
+    if params.contains_key("to") {
+        params.insert("service".into(), target.service(account_service).into());
+    }
+    params.insert("typing".into(), Value::Bool(on));
+    Ok(Value::Object(params))
+}
+
+/// The conversation key of a target: its echo scope, so `chat_id:7` from the routed message
+/// and `chat_id:7` of the reply meet.
+fn key(to: &str) -> Option<String> {
+    target::parse(to).ok().map(|t| t.echo_scope().to_string())
+}
+
+/// Why typing cannot show for this account now, or `None`.
+pub async fn unavailable(account: &Account) -> Option<String> {
+    if account.typing.locked().off_until_ms > timeutil::now_ms() {
+        return Some("typing failed 3 times in a row; off for 10 minutes".into());
+    }
+    match account.capabilities(false).await {
+        Ok(snapshot) => snapshot.features().remove("typing")?.err(),
+        Err(e) => Some(e),
+    }
+}
+
+/// Shows typing in `to`, or refreshes it when it already shows.
+pub fn start(account: &Arc<Account>, to: &str, origin: Origin) {
+    let Some(key) = key(to) else { return };
+    let now = timeutil::now_ms();
+    let max = match origin {
+        Origin::Early => EARLY_MAX_MS,
+        Origin::Host => HOST_MAX_MS,
+    };
+    let mut typing = account.typing.locked();
+    if let Some(c) = typing.conversations.get(&key) {
+        c.refreshed_ms.store(now, Ordering::Relaxed);
+        c.max_ms.fetch_max(max, Ordering::Relaxed);
+        return;
+    }
+    let conversation = Conversation {
+        stop: CancellationToken::new(),
+        refreshed_ms: Arc::new(AtomicI64::new(now)),
+        max_ms: Arc::new(AtomicI64::new(max)),
+    };
+    let task = tokio::spawn(run(
+        account.clone(),
+        to.to_string(),
+        key.clone(),
+        conversation.stop.clone(),
+        conversation.refreshed_ms.clone(),
+        conversation.max_ms.clone(),
+    ));
+    typing.conversations.insert(key, conversation);
+    typing.tasks.retain(|t| !t.is_finished());
+    typing.tasks.push(task);
+}
+
+/// Stops typing in `to` (after its start's reply, if one is in flight).
+pub fn stop(account: &Account, to: &str) {
+    if let Some(key) = key(to) {
+        stop_scope(account, &key);
+    }
+}
+
+/// Stops typing in the conversation a send went to (its target's echo scope).
+pub fn stop_scope(account: &Account, scope: &str) {
+    if let Some(c) = account.typing.locked().conversations.remove(scope) {
+        c.stop.cancel();
+    }
+}
+
+/// Stops typing everywhere and waits (briefly) for the `typing:false` requests.
+pub async fn stop_all(account: &Account) {
+    let tasks = {
+        let mut typing = account.typing.locked();
+        for (_, c) in typing.conversations.drain() {
+            c.stop.cancel();
+        }
+        std::mem::take(&mut typing.tasks)
+    };
+    for task in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+    }
+}
+
+async fn send(account: &Arc<Account>, to: &str, on: bool) -> Result<(), String> {
+    let params = typing_params(to, &account.settings().service, on)?;
+    crate::actions::request(account, "typing", params, REQUEST_TIMEOUT)
+        .await
+        .map(|_| ())
+}
+
+fn note(account: &Account, ok: bool) {
+    let mut typing = account.typing.locked();
+    if ok {
+        typing.failures = 0;
+        return;
+    }
+    typing.failures += 1;
+    if typing.failures >= MAX_FAILURES {
+        typing.failures = 0;
+        typing.off_until_ms = timeutil::now_ms() + OFF_FOR_MS;
+        // The bridge may be gone: learn the snapshot again before the next try.
+        *account.capabilities.locked() = None;
+        tracing::warn!(account = %account.id, "typing failed {MAX_FAILURES} times in a row; off for 10 minutes");
+    }
+}
+
+async fn run(
+    account: Arc<Account>,
+    to: String,
+    key: String,
+    stop: CancellationToken,
+    refreshed_ms: Arc<AtomicI64>,
+    max_ms: Arc<AtomicI64>,
+) {
+    let conv = crate::inbound::conversation_hash(&key);
+    let forget = |account: &Account| {
+        let mut typing = account.typing.locked();
+        if typing
+            .conversations
+            .get(&key)
+            .is_some_and(|c| c.stop == stop)
+        {
+            typing.conversations.remove(&key);
+        }
+    };
+    if let Some(reason) = unavailable(&account).await {
+        tracing::debug!(account = %account.id, "no typing for conv {conv}: {reason}");
+        return forget(&account);
+    }
+    // Stopped (the reply already went out) before anything was written: write nothing, so
+    // no `typing:true` arrives after the reply.
+    if stop.is_cancelled() {
+        return forget(&account);
+    }
+    if let Err(e) = send(&account, &to, true).await {
+        tracing::debug!(account = %account.id, "typing start failed for conv {conv}: {e}");
+        note(&account, false);
+        // No stop after a failed start.
+        return forget(&account);
+    }
+    note(&account, true);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(KEEPALIVE) => {
+                let idle = timeutil::now_ms() - refreshed_ms.load(Ordering::Relaxed);
+                if idle >= max_ms.load(Ordering::Relaxed) {
+                    break;
+                }
+                if let Err(e) = send(&account, &to, true).await {
+                    tracing::debug!(account = %account.id, "typing keepalive failed for conv {conv}: {e}");
+                    note(&account, false);
+                }
+            }
+        }
+    }
+    forget(&account);
+    if let Err(e) = send(&account, &to, false).await {
+        tracing::debug!(account = %account.id, "typing stop failed for conv {conv}: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn typing_takes_the_target_with_a_service_only_for_handles() {
+        assert_eq!(
+            typing_params("chat_id:42", "auto", false).unwrap(),
+            json!({"chat_id": 42, "typing": false})
+        );
+        assert_eq!(
+            typing_params("imessage:+1 555 000 1111", "auto", true).unwrap(),
+            json!({"to": "+15550001111", "service": "imessage", "typing": true})
+        );
+        assert_eq!(
+            typing_params("+15550001111", "sms", true).unwrap(),
+            json!({"to": "+15550001111", "service": "sms", "typing": true})
+        );
+        assert_eq!(key("chat_id:7"), key(" chat:7"));
+    }
+}
