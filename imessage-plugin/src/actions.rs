@@ -116,6 +116,19 @@ pub fn after_ack(account: &Arc<Account>, conversations: Vec<String>) {
     }
 }
 
+/// Errors after which the capability snapshot is learned again (actions.md §1.2): database
+/// or bridge unavailable, a poisoned mutation lane, or a bridge that stopped answering.
+fn bridge_trouble(e: &crate::rpc::CallError) -> bool {
+    match e {
+        crate::rpc::CallError::Rpc(r) => {
+            matches!(r.code, -32002 | -32003 | -32004)
+                || r.text().contains("Timed out waiting for response")
+        }
+        crate::rpc::CallError::Timeout { .. } => true,
+        _ => false,
+    }
+}
+
 /// One request on the account's actions child, starting it when needed; the child is closed
 /// after [`IDLE`] without requests.
 pub(crate) async fn request(
@@ -133,10 +146,15 @@ pub(crate) async fn request(
     account
         .actions_used_ms
         .store(timeutil::now_ms(), std::sync::atomic::Ordering::Relaxed);
-    let result = client
-        .request(method, params, timeout)
-        .await
-        .map_err(|e| e.to_string());
+    let result = client.request(method, params, timeout).await;
+    if let Err(e) = &result {
+        if bridge_trouble(e) {
+            // The snapshot may be wrong now: learn it again before the next bridge call
+            // (a bridge that stalls or went away; actions.md §1.2 step 2).
+            *account.capabilities.locked() = None;
+        }
+    }
+    let result = result.map_err(|e| e.to_string());
     let idle = account.clone();
     tokio::spawn(async move {
         tokio::time::sleep(IDLE).await;
@@ -162,6 +180,24 @@ mod tests {
         assert!(!r.admit("chat_id:7", 1_999));
         assert!(r.admit("chat_id:42", 1_999), "per conversation");
         assert!(r.admit("chat_id:7", 2_000));
+    }
+
+    #[test]
+    fn bridge_trouble_drops_the_snapshot() {
+        use crate::rpc::{CallError, RpcError};
+        let rpc = |code, data: &str| {
+            CallError::Rpc(RpcError {
+                code,
+                message: "x".into(),
+                data: Some(json!(data)),
+            })
+        };
+        assert!(bridge_trouble(&rpc(-32003, "")));
+        assert!(bridge_trouble(&rpc(
+            -32603,
+            "Timed out waiting for response"
+        )));
+        assert!(!bridge_trouble(&rpc(-32602, "unknown read param: x")));
     }
 
     #[test]

@@ -134,9 +134,12 @@ pub async fn stop_all(account: &Account) {
         }
         std::mem::take(&mut typing.tasks)
     };
-    for task in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
-    }
+    // Together, within one bound: each writes its `typing:false` (or gives up at its timeout).
+    let _ = tokio::time::timeout(
+        Duration::from_secs(3),
+        futures_util::future::join_all(tasks),
+    )
+    .await;
 }
 
 async fn send(account: &Arc<Account>, to: &str, on: bool) -> Result<(), String> {
