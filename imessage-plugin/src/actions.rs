@@ -121,7 +121,7 @@ pub fn after_ack(account: &Arc<Account>, conversations: Vec<String>) {
 fn bridge_trouble(e: &crate::rpc::CallError) -> bool {
     match e {
         crate::rpc::CallError::Rpc(r) => {
-            matches!(r.code, -32002 | -32003 | -32004)
+            (-32004..=-32002).contains(&r.code)
                 || r.text().contains("Timed out waiting for response")
         }
         crate::rpc::CallError::Timeout { .. } => true,
