@@ -245,6 +245,10 @@ fn run_transcript(t: &Transcript, strict: bool) {
 fn run_profile(strict: bool) {
     let all = transcript::parse_all();
     assert_eq!(all.len(), 40, "C01–C40");
+    run_all(&all, strict);
+}
+
+fn run_all(all: &[transcript::Transcript], strict: bool) {
     let mut failures = Vec::new();
     for t in all
         .iter()
@@ -276,6 +280,32 @@ fn lenient_profile_passes_part_c() {
 #[test]
 fn strict_profile_passes_part_c() {
     run_profile(true);
+}
+
+#[test]
+fn the_action_transcripts_pass_on_both_profiles() {
+    let all = transcript::parse(transcript::ACTIONS_TRANSCRIPTS);
+    assert_eq!(all.len(), 1, "C41");
+    run_all(&all, false);
+    run_all(&all, true);
+}
+
+#[test]
+fn action_transcripts_match_the_spec() {
+    let spec =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/spec/actions.md");
+    let Ok(text) = std::fs::read_to_string(&spec) else {
+        return;
+    };
+    for line in transcript::ACTIONS_TRANSCRIPTS
+        .lines()
+        .filter(|l| !l.is_empty())
+    {
+        assert!(
+            text.contains(line),
+            "actions_transcripts.txt line not in the spec: {line}"
+        );
+    }
 }
 
 #[test]

@@ -5,6 +5,8 @@
 use serde_json::Value;
 
 pub const TRANSCRIPTS: &str = include_str!("../../conformance/transcripts.txt");
+/// The transcripts of actions.md §11 that run so far (C41; C46 needs the 0.15 method lists).
+pub const ACTIONS_TRANSCRIPTS: &str = include_str!("../../conformance/actions_transcripts.txt");
 
 #[derive(Debug, Clone)]
 pub enum Step {
@@ -36,8 +38,12 @@ pub struct Transcript {
 }
 
 pub fn parse_all() -> Vec<Transcript> {
+    parse(TRANSCRIPTS)
+}
+
+pub fn parse(text: &str) -> Vec<Transcript> {
     let mut out: Vec<Transcript> = Vec::new();
-    for line in TRANSCRIPTS.lines() {
+    for line in text.lines() {
         if let Some(head) = line.strip_prefix("== ") {
             let parts: Vec<&str> = head.split(" \u{b7} ").collect();
             let profiles = parts.last().copied().unwrap_or("both").trim();
