@@ -168,7 +168,8 @@ impl Channel {
 }
 
 /// What host-stub understands beyond the base contract: batched delivery (one stdout write
-/// and one fsync per batch), and the operator's control-command names (`commands.names`,
+/// and one fsync per batch), reaction events (printed like messages, never answered), and
+/// the operator's control-command names (`commands.names`,
 /// else the plugin's defaults).
 fn host_features(config: &Value) -> HostFeatures {
     let command_names = config
@@ -181,7 +182,10 @@ fn host_features(config: &Value) -> HostFeatures {
                 .collect()
         });
     HostFeatures {
-        features: vec![features::BATCH_DELIVERY.to_string()],
+        features: vec![
+            features::BATCH_DELIVERY.to_string(),
+            features::REACTION_EVENTS.to_string(),
+        ],
         max_batch: Some(features::DEFAULT_MAX_BATCH),
         command_names,
     }

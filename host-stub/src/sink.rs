@@ -76,7 +76,7 @@ impl Sink {
         let single;
         let events: &[&RawValue] = match head.kind.as_ref() {
             "batch" => &head.events,
-            "message" => {
+            "message" | "reaction" => {
                 single = [serde_json::from_str::<&RawValue>(event).map_err(|e| e.to_string())?];
                 &single
             }
@@ -92,7 +92,8 @@ impl Sink {
         for raw in events {
             let message: Head = serde_json::from_str(raw.get())
                 .map_err(|e| format!("message event has an unexpected shape: {e}"))?;
-            if message.kind != "message" {
+            // Messages and tapbacks are printed; a kind host-stub does not know is skipped.
+            if message.kind != "message" && message.kind != "reaction" {
                 continue;
             }
             let body = raw
@@ -152,7 +153,8 @@ impl Sink {
         drop(delivered);
         if let Ok(replies) = sink.replies.lock() {
             if let Some(tx) = replies.as_ref() {
-                for message in &taken {
+                // The echo agent answers messages, never tapbacks.
+                for message in taken.iter().filter(|t| t.kind == "message") {
                     let _ = tx.send(Reply {
                         channel: channel.to_string(),
                         account_id: message.account_id.to_string(),

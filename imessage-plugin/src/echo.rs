@@ -314,6 +314,13 @@ impl EchoRegistry {
         }
     }
 
+    /// Whether `id` is a GUID this account sent (a tapback's target, actions.md §2.2 R2);
+    /// compared ASCII case-insensitively.
+    pub fn is_sent_id(&mut self, id: &str, now_ms: i64) -> bool {
+        self.expire(now_ms);
+        self.sent.contains_key(id) || self.sent.keys().any(|k| k.eq_ignore_ascii_case(id))
+    }
+
     /// Whether a row is our own echo (§5.2 lookup).
     pub fn is_echo(&mut self, row: &EchoRow<'_>, now_ms: i64) -> bool {
         self.expire(now_ms);

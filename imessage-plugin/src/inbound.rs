@@ -6,7 +6,7 @@ use crate::sync::LockExt;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use plugin_abi::types::{ReplyTo, RoutedMessage};
+use plugin_abi::types::{ReactionEvent, ReplyTo, RoutedMessage};
 use regex::Regex;
 
 use crate::attachments::{self, Candidate};
@@ -15,6 +15,7 @@ use crate::echo::{self, EchoRegistry, EchoRow, LoopLimiter, MirrorCache};
 use crate::handle;
 use crate::message::ImsgMessage;
 use crate::policy::{self, DmAccess, GroupAccess, Origin};
+use crate::reaction::{self, Tapback};
 use crate::routing;
 use crate::timeutil;
 
@@ -36,6 +37,18 @@ pub enum Verdict {
         text: &'static str,
     },
     Route(Box<Accepted>),
+    /// A tapback to hand to the host once (actions.md §2.2 R3).
+    React(Box<ReactionEvent>),
+}
+
+/// Step 12's outcome.
+enum Access {
+    Admitted {
+        command_authorized: bool,
+    },
+    Drop(&'static str),
+    /// An unknown DM sender under `dmPolicy: "pairing"`.
+    Pairing,
 }
 
 #[derive(Debug)]
@@ -80,6 +93,8 @@ struct StaleSummary {
 }
 
 pub struct Inbound {
+    /// The host takes reaction events (`StartContext.host`, actions.md §2).
+    pub reactions: bool,
     /// The control-command names in force (the host's, else the defaults).
     commands: Arc<policy::CommandNames>,
     config: Arc<Config>,
@@ -136,6 +151,7 @@ impl Inbound {
         commands: Arc<policy::CommandNames>,
     ) -> Self {
         Inbound {
+            reactions: false,
             commands,
             config,
             account,
@@ -244,6 +260,142 @@ impl Inbound {
         true
     }
 
+    /// Step 12 (channel-behaviour.md §2), for messages and reactions alike.
+    fn access(
+        &mut self,
+        is_group: bool,
+        origin: &Origin<'_>,
+        sender_id: &str,
+        chat_id: Option<i64>,
+        allow_store: &[String],
+    ) -> Access {
+        let mut command_authorized = policy::lists_handle(&self.account.allow_from, sender_id);
+        if is_group {
+            match policy::group_access(&self.account, origin) {
+                GroupAccess::Admitted => {}
+                GroupAccess::Disabled => return Access::Drop("group_disabled"),
+                GroupAccess::NotAllowed => return Access::Drop("group_not_allowed"),
+                GroupAccess::NotConfigured => {
+                    if let Some(id) = chat_id {
+                        if self.warned_groups.insert(id) {
+                            tracing::warn!(
+                                "group chat {id} is not listed in channels.imessage.groups; add \"{id}\" or \"*\""
+                            );
+                        }
+                    }
+                    return Access::Drop("group_not_configured");
+                }
+            }
+            command_authorized |= policy::lists_handle(self.account.group_senders(), sender_id);
+        } else {
+            match policy::dm_access(&self.account, origin, allow_store) {
+                DmAccess::Admitted => {}
+                DmAccess::Disabled => return Access::Drop("dm_disabled"),
+                DmAccess::NotAllowed => return Access::Drop("dm_not_allowed"),
+                DmAccess::Pairing => return Access::Pairing,
+            }
+        }
+        if self.account.dm_policy == crate::config::DmPolicy::Pairing {
+            command_authorized |= allow_store.iter().any(|a| a == sender_id);
+        }
+        Access::Admitted { command_authorized }
+    }
+
+    /// A tapback row (actions.md §2.2): the message steps that apply to it (own, sender,
+    /// group, access), then the reaction rules; never commands, mentions, the loop limiter
+    /// or attachments.
+    fn evaluate_reaction(&mut self, input: &Input<'_>, t: Tapback) -> Verdict {
+        let m = input.message;
+        let guid = input.key;
+        let sender_raw = m.sender.as_deref().unwrap_or("").trim();
+        let sender_id = handle::normalize_sender(sender_raw);
+        let looks_group =
+            m.is_group == Some(true) || m.chat_guid.as_deref().is_some_and(|g| g.contains(";+;"));
+        let provisional = if looks_group {
+            Conversation::Group(m.chat_id.unwrap_or(0))
+        } else {
+            Conversation::Direct(&sender_id)
+        };
+        // Every own tapback (this account's, or the user's other devices) stays out, in a
+        // self-chat too.
+        if m.is_from_me == Some(true) {
+            return self.drop_with("from_me", provisional, guid);
+        }
+        if sender_raw.is_empty() {
+            return self.drop_with("missing_sender", provisional, guid);
+        }
+        let origin = Origin {
+            sender_id: &sender_id,
+            chat_id: m.chat_id,
+            chat_guid: m.chat_guid.as_deref(),
+            chat_identifier: m.chat_identifier.as_deref(),
+        };
+        let is_group = looks_group || policy::own_group_key(&self.account, &origin).is_some();
+        let chat_id = m.chat_id.filter(|c| *c > 0);
+        let conversation = if is_group {
+            let Some(chat_id) = chat_id else {
+                return self.drop_with("missing_chat_id", provisional, guid);
+            };
+            Conversation::Group(chat_id)
+        } else {
+            Conversation::Direct(&sender_id)
+        };
+        match self.access(is_group, &origin, &sender_id, chat_id, input.allow_store) {
+            Access::Admitted { .. } => {}
+            Access::Drop(code) => return self.drop_with(code, conversation, guid),
+            // A stranger's tapback never creates a pairing request nor gets an answer.
+            Access::Pairing => return self.drop_with("pairing_pending", conversation, guid),
+        }
+        use crate::config::ReactionNotifications;
+        if self.account.reaction_notifications == ReactionNotifications::Off {
+            return self.drop_with("reaction_disabled", conversation, guid);
+        }
+        let target_is_own = t
+            .target_message_id
+            .as_deref()
+            .is_some_and(|id| self.echo.locked().is_sent_id(id, input.now_ms));
+        if self.account.reaction_notifications == ReactionNotifications::Own && !target_is_own {
+            return self.drop_with("reaction_not_own", conversation, guid);
+        }
+        let peer = if is_group {
+            Peer::Group(chat_id.unwrap_or(0))
+        } else {
+            Peer::Direct(sender_id.clone())
+        };
+        let globals = &self.config.globals;
+        let agent_id = routing::select_agent(globals, &self.account.id, &peer);
+        let session_key =
+            routing::session_key(&globals.dm_scope, &agent_id, &self.account.id, &peer);
+        let to = routing::reply_target(&peer, m.chat_id, m.chat_guid.as_deref());
+        Verdict::React(Box::new(ReactionEvent {
+            session_key,
+            agent_id,
+            account_id: self.account.id.clone(),
+            chat_type: if is_group { "group" } else { "direct" }.to_string(),
+            to,
+            text: reaction::event_text(&t, &sender_id),
+            context_key: reaction::context_key(&t, m, &sender_id),
+            message_id: guid.to_string(),
+            action: t.action.to_string(),
+            kind: t.kind,
+            emoji: t.emoji,
+            target_message_id: t.target_message_id,
+            target_text: t.target_text,
+            target_is_own,
+            created_at: m.created_at.as_deref().map(str::to_string),
+            chat_id,
+            chat_name: if is_group {
+                m.chat_name
+                    .as_deref()
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_string)
+            } else {
+                None
+            },
+            sender_id,
+        }))
+    }
+
     pub fn evaluate(&mut self, input: &Input<'_>) -> Verdict {
         let m = input.message;
         let now = input.now_ms;
@@ -274,7 +426,13 @@ impl Inbound {
                 return self.drop_with("stale", provisional, guid);
             }
         }
-        // 4. Reactions.
+        // 4. Reactions: a host that takes them gets tapbacks as reaction events; for any
+        // other host a flagged tapback row is dropped and a summary text is a message.
+        if self.reactions {
+            if let Some(tapback) = reaction::classify(m) {
+                return self.evaluate_reaction(input, tapback);
+            }
+        }
         if m.is_reaction == Some(true) {
             return self.drop_with("reaction", provisional, guid);
         }
@@ -366,44 +524,15 @@ impl Inbound {
             return self.drop_with("empty", conversation, guid);
         }
         // 12. Access.
-        let mut command_authorized = policy::lists_handle(&self.account.allow_from, &sender_id);
-        if is_group {
-            match policy::group_access(&self.account, &origin) {
-                GroupAccess::Admitted => {}
-                GroupAccess::Disabled => {
-                    return self.drop_with("group_disabled", conversation, guid)
-                }
-                GroupAccess::NotAllowed => {
-                    return self.drop_with("group_not_allowed", conversation, guid)
-                }
-                GroupAccess::NotConfigured => {
-                    if let Some(id) = chat_id {
-                        if self.warned_groups.insert(id) {
-                            tracing::warn!(
-                                "group chat {id} is not listed in channels.imessage.groups; add \"{id}\" or \"*\""
-                            );
-                        }
-                    }
-                    return self.drop_with("group_not_configured", conversation, guid);
-                }
-            }
-            command_authorized |= policy::lists_handle(self.account.group_senders(), &sender_id);
-        } else {
-            match policy::dm_access(&self.account, &origin, input.allow_store) {
-                DmAccess::Admitted => {}
-                DmAccess::Disabled => return self.drop_with("dm_disabled", conversation, guid),
-                DmAccess::NotAllowed => {
-                    return self.drop_with("dm_not_allowed", conversation, guid)
-                }
-                DmAccess::Pairing => {
+        let command_authorized =
+            match self.access(is_group, &origin, &sender_id, chat_id, input.allow_store) {
+                Access::Admitted { command_authorized } => command_authorized,
+                Access::Drop(code) => return self.drop_with(code, conversation, guid),
+                Access::Pairing => {
                     self.drop_with("pairing_pending", conversation, guid);
                     return Verdict::Pairing { sender_id, chat_id };
                 }
-            }
-        }
-        if self.account.dm_policy == crate::config::DmPolicy::Pairing {
-            command_authorized |= input.allow_store.contains(&sender_id);
-        }
+            };
         // 13. Route.
         let peer = if is_group {
             Peer::Group(chat_id.unwrap_or(0))

@@ -32,6 +32,7 @@ mod plugin;
 pub mod policy;
 mod probe;
 mod quarantine;
+pub mod reaction;
 pub mod remote;
 mod routing;
 pub mod rpc;

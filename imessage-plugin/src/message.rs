@@ -31,6 +31,11 @@ pub struct ImsgMessage {
     pub is_from_me: Option<bool>,
     pub is_group: Option<bool>,
     pub is_reaction: Option<bool>,
+    /// Tapback rows (imsg 0.5+ with `include_reactions`, actions.md §2.1).
+    pub reaction_type: Option<CompactString>,
+    pub reaction_emoji: Option<CompactString>,
+    pub is_reaction_add: Option<bool>,
+    pub reacted_to_guid: Option<CompactString>,
     pub attachments: Option<Vec<Map<String, Value>>>,
     /// Strict servers: the cursor to persist instead of `id`.
     pub cursor: Option<i64>,

@@ -183,6 +183,9 @@ impl std::error::Error for PluginError {}
 #[allow(clippy::large_enum_variant)]
 pub enum InboundEvent {
     Message(RoutedMessage),
+    /// A tapback (actions.md §2.3), only to a host that lists
+    /// [`features::REACTION_EVENTS`]. Delivered once: a refusal is logged and not retried.
+    Reaction(ReactionEvent),
     /// Several events in one delivery, only to a host that lists
     /// [`features::BATCH_DELIVERY`]: `Ok` acknowledges every event in it, an error none of
     /// them (the plugin delivers the same events again). Events of one batch come from one
@@ -190,6 +193,38 @@ pub enum InboundEvent {
     Batch {
         events: Vec<InboundEvent>,
     },
+}
+
+/// A tapback on a message, routed like a message from the same sender and chat. OpenClaw
+/// enqueues `text` as an untrusted system event for the session, de-duplicated by
+/// `contextKey`, and runs no agent turn for it; hosts should do the same.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReactionEvent {
+    pub session_key: String,
+    pub agent_id: String,
+    pub account_id: String,
+    /// `direct` or `group`.
+    pub chat_type: String,
+    pub to: String,
+    pub sender_id: String,
+    /// The reaction row's GUID (`rowid:<id>` when empty).
+    pub message_id: String,
+    /// `added` or `removed`.
+    pub action: String,
+    /// `love`, `like`, `dislike`, `laugh`, `emphasize`, `question` or `custom`.
+    pub kind: String,
+    pub emoji: String,
+    pub target_message_id: Option<String>,
+    pub target_text: Option<String>,
+    /// The target is a message this account sent.
+    pub target_is_own: bool,
+    /// `iMessage reaction <action>: <emoji> by <senderId> on <target>`.
+    pub text: String,
+    pub context_key: String,
+    pub created_at: Option<String>,
+    pub chat_id: Option<i64>,
+    pub chat_name: Option<String>,
 }
 
 /// One accepted inbound message, routed to a session.

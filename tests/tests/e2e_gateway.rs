@@ -382,9 +382,11 @@ fn subscribe_params_on_first_start_and_after_a_restart_cases_23_25() {
     env.insert(owner("before the restart"));
     let routed = first.wait_messages(1, WAIT);
     assert!(first.stop().success());
+    // host-stub takes reaction events and imsg 0.9 reports tapbacks: include_reactions
+    // (actions.md §2.4; reactionNotifications defaults to "own").
     assert_eq!(
         subscribes(&env),
-        vec![json!({"attachments": false})],
+        vec![json!({"attachments": false, "include_reactions": true})],
         "no cursor yet: the live tail"
     );
     let second = env.start(false);
@@ -397,7 +399,7 @@ fn subscribe_params_on_first_start_and_after_a_restart_cases_23_25() {
     .unwrap();
     assert_eq!(
         subscribes(&env)[1],
-        json!({"attachments": false, "since_rowid": cursor["rowid"]}),
+        json!({"attachments": false, "since_rowid": cursor["rowid"], "include_reactions": true}),
         "resumes after {}",
         routed[0]["messageId"]
     );
@@ -433,7 +435,10 @@ fn a_cursor_past_a_replaced_database_falls_back_to_the_tail() {
         env.stderr().contains("watching for messages")
     });
     assert!(env.stderr().contains("chat.db may have been replaced"));
-    assert_eq!(subscribes(&env), vec![json!({"attachments": false})]);
+    assert_eq!(
+        subscribes(&env),
+        vec![json!({"attachments": false, "include_reactions": true})]
+    );
     env.insert(owner("after the restore"));
     let routed = gateway.wait_messages(1, WAIT);
     assert_eq!(routed[0]["text"], "after the restore");

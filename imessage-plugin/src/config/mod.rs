@@ -90,6 +90,22 @@ pub enum TypingMode {
     Message,
 }
 
+/// Which tapbacks reach the host (actions.md §2.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReactionNotifications {
+    Off,
+    /// Only tapbacks on messages this account sent (OpenClaw's default).
+    #[default]
+    Own,
+    All,
+}
+
+named!(ReactionNotifications {
+    Off = "off",
+    Own = "own",
+    All = "all",
+});
+
 named!(TypingMode {
     Never = "never",
     Instant = "instant",
@@ -138,6 +154,7 @@ pub struct AccountConfig {
     pub config_writes: bool,
     /// Mark a chat read once the host has acknowledged a routed message (actions.md §3.2).
     pub send_read_receipts: bool,
+    pub reaction_notifications: ReactionNotifications,
     pub probe_timeout_ms: u64,
     pub send_timeout_ms: u64,
     pub catchup: CatchupSettings,
@@ -375,6 +392,11 @@ fn finish(id: &str, p: Partial, enabled: bool) -> AccountConfig {
         response_prefix: p.response_prefix,
         config_writes: p.config_writes.unwrap_or(true),
         send_read_receipts: p.send_read_receipts.unwrap_or(true),
+        reaction_notifications: p
+            .reaction_notifications
+            .as_deref()
+            .and_then(ReactionNotifications::parse)
+            .unwrap_or_default(),
         probe_timeout_ms: p.probe_timeout_ms.unwrap_or(10_000) as u64,
         send_timeout_ms: p.send_timeout_ms.unwrap_or(150_000) as u64,
         catchup: CatchupSettings {

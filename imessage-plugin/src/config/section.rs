@@ -20,7 +20,6 @@ pub const COMPAT_KEYS: &[&str] = &[
     "heartbeat",
     "healthMonitor",
     "capabilities",
-    "reactionNotifications",
     "actions",
     "sendTransport",
     "contextVisibility",
@@ -78,6 +77,7 @@ pub struct Partial {
     pub response_prefix: Option<String>,
     pub config_writes: Option<bool>,
     pub send_read_receipts: Option<bool>,
+    pub reaction_notifications: Option<String>,
     pub probe_timeout_ms: Option<i64>,
     pub send_timeout_ms: Option<i64>,
     pub catchup: Option<CatchupPartial>,
@@ -111,6 +111,7 @@ impl Partial {
             response_prefix,
             config_writes,
             send_read_receipts,
+            reaction_notifications,
             probe_timeout_ms,
             send_timeout_ms,
             catchup
@@ -222,6 +223,11 @@ pub fn read_section(
             "responsePrefix" => p.response_prefix = read_prefix(value, &at, diag),
             "configWrites" => p.config_writes = read::boolean(value, &at, diag),
             "sendReadReceipts" => p.send_read_receipts = read::boolean(value, &at, diag),
+            "reactionNotifications" => {
+                let names = super::ReactionNotifications::NAMES;
+                p.reaction_notifications =
+                    read::one_of(value, &at, names, &read::one_of_reason(names), diag)
+            }
             "probeTimeoutMs" => {
                 p.probe_timeout_ms = read::integer_in(value, &at, 1000, 120_000, diag)
             }

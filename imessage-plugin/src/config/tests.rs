@@ -184,6 +184,7 @@ fn case_12_field_reasons() {
         (json!({"textChunkLimit": 10}), "channels.imessage.textChunkLimit: must be an integer from 50 to 20000"),
         (json!({"chunkMode": "paragraph"}), "channels.imessage.chunkMode: must be \"length\" or \"newline\""),
         (json!({"sendReadReceipts": "yes"}), "channels.imessage.sendReadReceipts: expected true or false"),
+        (json!({"reactionNotifications": "some"}), "channels.imessage.reactionNotifications: must be one of \"off\", \"own\", \"all\""),
         (json!({"streaming": {"chunkMode": "paragraph"}}), "channels.imessage.streaming.chunkMode: must be \"length\" or \"newline\""),
         (json!({"chunkMode": "length", "streaming": {"chunkMode": "newline"}}), "channels.imessage.streaming.chunkMode: conflicts with channels.imessage.chunkMode"),
         (json!({"service": "iMessage"}), "channels.imessage.service: must be one of \"imessage\", \"sms\", \"auto\""),

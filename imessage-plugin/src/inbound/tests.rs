@@ -116,6 +116,7 @@ impl Harness {
             Verdict::Pairing { .. } => "pairing_pending",
             Verdict::Refuse { code, .. } => code,
             Verdict::Route(a) => panic!("expected a drop, got routed {:?}", a.message),
+            Verdict::React(r) => panic!("expected a drop, got a reaction {r:?}"),
         }
     }
 

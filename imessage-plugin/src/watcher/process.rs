@@ -172,6 +172,19 @@ impl Watch {
                 self.send_plain(&to, text).await;
                 false
             }
+            Verdict::React(event) => {
+                let pending = Pending {
+                    key,
+                    rowid: m.cursor_id(),
+                    created_ms,
+                    seen,
+                    routed: false,
+                    conversation: None,
+                    early_typing: false,
+                };
+                self.reaction = Some((event, pending));
+                return;
+            }
             Verdict::Route(accepted) => {
                 let mut routed = accepted.message;
                 if !accepted.attachments.is_empty() {
@@ -292,6 +305,21 @@ impl Watch {
             }
         }
         true
+    }
+
+    /// The reaction the last message produced (after what was held before it is delivered):
+    /// handed to the host once; a refusal is logged and counted, never retried, so a host
+    /// that cannot take the type does not stall the stream (actions.md §2.2 R3).
+    pub(super) fn deliver_reaction(&mut self) {
+        let Some((event, pending)) = self.reaction.take() else {
+            return;
+        };
+        let json = serde_json::to_string(&InboundEvent::Reaction(*event)).unwrap_or_default();
+        if let Err(e) = self.account.host.deliver_json(&json) {
+            tracing::warn!(account = %self.account.id, "reaction event refused by host: {e}");
+            self.inbound.count_drop("reaction_refused");
+        }
+        self.outbox.push(pending);
     }
 
     /// An authorized `/config set|unset` whose message the host acknowledged (§9.2): the host

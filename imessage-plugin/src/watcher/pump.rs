@@ -63,6 +63,13 @@ pub(super) async fn pump(w: &mut Watch, conn: &mut Connection, cancel: &Cancella
                 if let Err(reason) = w.message(subscription, message, &dead_subscriptions).await {
                     break Exit::Gone(reason);
                 }
+                if w.reaction.is_some() {
+                    // In stream order: what is held before the tapback first.
+                    if !w.commit(cancel).await {
+                        break Exit::Stop;
+                    }
+                    w.deliver_reaction();
+                }
                 // During a burst the stream always wins the select above, so the tick alone
                 // would never persist progress (nor bound the unflushed keys).
                 if last_flush.elapsed() >= FLUSH_EVERY {

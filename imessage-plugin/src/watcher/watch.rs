@@ -30,6 +30,12 @@ pub(super) struct Watch {
     pub(super) inbound: Inbound,
     pub(super) catchup: Catchup,
     pub(super) pairing: PairingStore,
+    /// A reaction the last message produced, with its row: delivered once what is held before
+    /// it was acknowledged (the pump does it, in stream order).
+    pub(super) reaction: Option<(
+        Box<plugin_abi::types::ReactionEvent>,
+        crate::delivery::Pending,
+    )>,
     /// Writes catch-up batches in order, off the message path.
     persister: Option<(std::sync::mpsc::Sender<Batch>, std::thread::JoinHandle<()>)>,
 }
@@ -99,7 +105,8 @@ impl Watch {
                 tracing::warn!(account = %account.id, "no cursor writer thread ({e}); writing in place")
             })
             .ok();
-        let w = Watch {
+        let mut w = Watch {
+            reaction: None,
             inbound: Inbound::new(
                 config,
                 settings,
@@ -116,6 +123,7 @@ impl Watch {
             persister,
             account: account.clone(),
         };
+        w.inbound.reactions = account.features.has(features::REACTION_EVENTS);
         w.sync_status();
         w
     }
@@ -155,6 +163,34 @@ impl Watch {
         }
     }
 
+    /// `include_reactions` on the subscription exactly when the host takes reaction events,
+    /// `reactionNotifications` is not `off` and this imsg can report tapbacks (§2.4).
+    async fn wants_reactions(&self, settings: &crate::config::AccountConfig) -> bool {
+        use crate::config::ReactionNotifications;
+        if !self.inbound.reactions || settings.reaction_notifications == ReactionNotifications::Off
+        {
+            return false;
+        }
+        match self.account.capabilities(false).await {
+            Ok(snapshot) => match snapshot.features().remove("reactionsInbound") {
+                Some(Ok(())) => true,
+                _ => {
+                    tracing::warn!(
+                        account = %self.account.id,
+                        "reactionNotifications is \"{}\" but this imsg build ({}) cannot report tapbacks; update imsg to 0.5.0 or newer",
+                        settings.reaction_notifications.as_str(),
+                        snapshot.version_text.as_deref().unwrap_or("unknown version")
+                    );
+                    false
+                }
+            },
+            Err(e) => {
+                tracing::debug!(account = %self.account.id, "no include_reactions: {e}");
+                false
+            }
+        }
+    }
+
     /// `watch.subscribe` from the cursor (or right after `resume`, after an overflow).
     pub(super) async fn subscribe(
         &mut self,
@@ -188,6 +224,9 @@ impl Watch {
         }
         if let Some(since) = since {
             params["since_rowid"] = json!(since);
+        }
+        if self.wants_reactions(&settings).await {
+            params["include_reactions"] = json!(true);
         }
         let timeout = Duration::from_secs(if settings.include_attachments { 30 } else { 10 });
         let result = conn.request("watch.subscribe", params, timeout).await?;
