@@ -290,6 +290,11 @@ impl Account {
         Ok(learned)
     }
 
+    /// A snapshot learned on one of the account's own children (initialize, status).
+    pub fn note_capabilities(&self, snapshot: crate::capabilities::Snapshot) {
+        *self.capabilities.locked() = Some(snapshot);
+    }
+
     /// Counts a caught panic and shows it as the last error.
     pub fn note_panic(&self, what: String) {
         let mut s = self.status.locked();

@@ -90,3 +90,29 @@ fn the_running_gateway_shows_its_snapshot_and_relearns_it_on_probe() {
     assert_eq!(v["channels"][0]["capabilities"]["features"]["typing"], true);
     assert!(gateway.stop().success());
 }
+
+#[test]
+fn on_a_strict_server_the_watchers_child_is_initialized_first() {
+    let env = SimEnv::new(json!({"profile": "strict"}), json!({}));
+    let gateway = env.start(false);
+    wait_until("watching", Duration::from_secs(30), || {
+        env.stderr().contains("watching for messages")
+    });
+    let record = env.record();
+    let method = |r: &Value| -> Option<String> {
+        let line: Value = serde_json::from_str(r["line"].as_str()?).ok()?;
+        line["method"].as_str().map(str::to_string)
+    };
+    let watcher_pid = record
+        .iter()
+        .filter(|r| r["dir"] == "in")
+        .find(|r| method(r).as_deref() == Some("watch.subscribe"))
+        .and_then(|r| r["pid"].as_i64())
+        .expect("a subscription");
+    let first = record
+        .iter()
+        .filter(|r| r["dir"] == "in" && r["pid"].as_i64() == Some(watcher_pid))
+        .find_map(method);
+    assert_eq!(first.as_deref(), Some("initialize"));
+    assert!(gateway.stop().success());
+}

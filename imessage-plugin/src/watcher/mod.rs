@@ -172,6 +172,7 @@ async fn connect_and_subscribe(
     connect: &impl Fn() -> Result<Started, CallError>,
 ) -> Result<Connection, Ending> {
     let mut conn = Connection::new(connect().map_err(|e| Ending::SpawnFailed(e.to_string()))?);
+    w.initialize(&mut conn).await;
     match w.subscribe(&mut conn, None).await {
         Ok(_) => Ok(conn),
         Err(e) => {

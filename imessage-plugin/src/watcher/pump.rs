@@ -15,6 +15,9 @@ use crate::account::AccountState;
 use crate::backoff;
 use crate::rpc::Event;
 
+/// How often a strict server's `status` refreshes the capability snapshot (actions.md §1.2).
+const STATUS_EVERY: Duration = Duration::from_secs(60);
+
 /// Why pumping stopped.
 pub(super) enum Exit {
     /// Cancelled: the account is stopping.
@@ -30,6 +33,7 @@ pub(super) async fn pump(w: &mut Watch, conn: &mut Connection, cancel: &Cancella
     let mut watch_failures: u32 = 0;
     let mut tick = tokio::time::interval(FLUSH_EVERY);
     let mut last_flush = Instant::now();
+    let mut last_status = Instant::now();
     // One future for the whole loop: registering a fresh waiter per event costs two lock
     // round trips per message.
     let cancelled = cancel.cancelled();
@@ -50,6 +54,10 @@ pub(super) async fn pump(w: &mut Watch, conn: &mut Connection, cancel: &Cancella
             _ = tick.tick() => {
                 w.flush();
                 last_flush = Instant::now();
+                if last_status.elapsed() >= STATUS_EVERY {
+                    last_status = Instant::now();
+                    w.refresh_status(conn).await;
+                }
                 continue;
             }
         };

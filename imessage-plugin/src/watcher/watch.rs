@@ -163,6 +163,60 @@ impl Watch {
         }
     }
 
+    /// On a strict server, `initialize` first on this child (imsg-protocol A10 step 4), and
+    /// its answer is the account's fresh capability snapshot. Only for accounts whose host
+    /// uses capabilities (reaction events today); others never learn them.
+    pub(super) async fn initialize(&mut self, conn: &mut Connection) {
+        if !self.inbound.reactions {
+            return;
+        }
+        let Ok(known) = self.account.capabilities(false).await else {
+            return;
+        };
+        if known.profile != crate::capabilities::Profile::Strict {
+            return;
+        }
+        let params = json!({"protocol_version": 1});
+        match conn
+            .request("initialize", params, Duration::from_secs(10))
+            .await
+        {
+            Ok(result) => {
+                self.account
+                    .note_capabilities(crate::capabilities::Snapshot::from_strict(
+                        known.version_text,
+                        &result,
+                        timeutil::now_ms(),
+                    ))
+            }
+            Err(e) => tracing::debug!(account = %self.account.id, "initialize: {e}"),
+        }
+    }
+
+    /// Strict servers: `status {}` on the watcher's child every 60 s keeps the snapshot fresh
+    /// (a bridge that comes back shows without anyone asking).
+    pub(super) async fn refresh_status(&mut self, conn: &mut Connection) {
+        let known = self.account.capabilities.locked().clone();
+        let Some(known) = known.filter(|k| k.profile == crate::capabilities::Profile::Strict)
+        else {
+            return;
+        };
+        match conn
+            .request("status", json!({}), Duration::from_secs(10))
+            .await
+        {
+            Ok(result) => {
+                self.account
+                    .note_capabilities(crate::capabilities::Snapshot::from_strict(
+                        known.version_text,
+                        &result,
+                        timeutil::now_ms(),
+                    ))
+            }
+            Err(e) => tracing::debug!(account = %self.account.id, "status: {e}"),
+        }
+    }
+
     /// `include_reactions` on the subscription exactly when the host takes reaction events,
     /// `reactionNotifications` is not `off` and this imsg can report tapbacks (§2.4).
     async fn wants_reactions(&self, settings: &crate::config::AccountConfig) -> bool {
