@@ -264,12 +264,25 @@ impl Account {
         &self,
         refresh: bool,
     ) -> Result<crate::capabilities::Snapshot, String> {
+        self.capabilities_within(refresh, false).await
+    }
+
+    /// The snapshot to gate a bridge call on: on a lenient server at most 10 s old (§1.2).
+    pub async fn bridge_capabilities(&self) -> Result<crate::capabilities::Snapshot, String> {
+        self.capabilities_within(false, true).await
+    }
+
+    async fn capabilities_within(
+        &self,
+        refresh: bool,
+        for_bridge_call: bool,
+    ) -> Result<crate::capabilities::Snapshot, String> {
         let fresh = || {
             let now = timeutil::now_ms();
             self.capabilities
                 .locked()
                 .as_ref()
-                .filter(|s| !s.is_stale(now))
+                .filter(|s| !s.is_stale(now, for_bridge_call))
                 .cloned()
         };
         if !refresh {

@@ -63,7 +63,7 @@ fn read_params(to: &str) -> Result<Value, String> {
 
 /// Why the account cannot mark chats read now, or `None` when it can.
 async fn read_unavailable(account: &Account) -> Option<String> {
-    match account.capabilities(false).await {
+    match account.bridge_capabilities().await {
         Ok(snapshot) => snapshot.features().remove("readReceipts")?.err(),
         Err(e) => Some(e),
     }

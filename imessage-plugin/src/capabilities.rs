@@ -317,12 +317,13 @@ impl Snapshot {
     }
 
     /// Whether this snapshot is too old to gate on (§1.2): strict 60 s; lenient 5 min when the
-    /// bridge was ready, 10 s when it was not.
-    pub fn is_stale(&self, now_ms: i64) -> bool {
+    /// bridge was ready, 10 s when it was not — and at most 10 s before a bridge call, since a
+    /// lenient imsg that gets one while the bridge is down relaunches Messages.app.
+    pub fn is_stale(&self, now_ms: i64, for_bridge_call: bool) -> bool {
         let max_age_ms = match (self.profile, self.bridge_ready) {
             (Profile::Strict, _) => 60_000,
-            (Profile::Lenient, true) => 300_000,
-            (Profile::Lenient, false) => 10_000,
+            (Profile::Lenient, true) if !for_bridge_call => 300_000,
+            (Profile::Lenient, _) => 10_000,
         };
         now_ms - self.checked_at_ms > max_age_ms
     }
@@ -488,8 +489,15 @@ mod tests {
     #[test]
     fn staleness_follows_the_profile_and_the_bridge() {
         let s = strict(true, &[]);
-        assert!(!s.is_stale(60_000) && s.is_stale(60_001));
+        assert!(!s.is_stale(60_000, true) && s.is_stale(60_001, false));
         let lenient_down = Snapshot::from_lenient(None, None, 0);
-        assert!(lenient_down.is_stale(10_001));
+        assert!(lenient_down.is_stale(10_001, false));
+        let ready = json!({"advanced_features": true, "v2_ready": true});
+        let lenient_up = Snapshot::from_lenient(None, Some(&ready), 0);
+        assert!(!lenient_up.is_stale(200_000, false), "ready: 5 min");
+        assert!(
+            lenient_up.is_stale(10_001, true),
+            "before a bridge call: 10 s"
+        );
     }
 }

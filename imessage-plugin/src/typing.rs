@@ -73,7 +73,7 @@ pub async fn unavailable(account: &Account) -> Option<String> {
     if account.typing.locked().off_until_ms > timeutil::now_ms() {
         return Some("typing failed 3 times in a row; off for 10 minutes".into());
     }
-    match account.capabilities(false).await {
+    match account.bridge_capabilities().await {
         Ok(snapshot) => snapshot.features().remove("typing")?.err(),
         Err(e) => Some(e),
     }
