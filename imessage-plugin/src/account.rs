@@ -303,6 +303,15 @@ impl Account {
         Ok(learned)
     }
 
+    /// The last snapshot says this is a strict server (≥ 0.14): its children are initialized
+    /// first. Unknown until learned (hosts that use no capability never learn it).
+    pub fn is_strict(&self) -> bool {
+        self.capabilities
+            .locked()
+            .as_ref()
+            .is_some_and(|c| c.profile == crate::capabilities::Profile::Strict)
+    }
+
     /// A snapshot learned on one of the account's own children (initialize, status).
     pub fn note_capabilities(&self, snapshot: crate::capabilities::Snapshot) {
         *self.capabilities.locked() = Some(snapshot);
@@ -326,6 +335,7 @@ impl Account {
     /// Sends a plan through this account's sender process.
     pub async fn send(&self, plan: &Plan) -> send::Receipt {
         let timeout = Duration::from_millis(self.settings().send_timeout_ms);
+        self.sender.lock().await.initialize_first = self.is_strict();
         let receipt = send::execute(
             &self.sender,
             plan,

@@ -137,12 +137,11 @@ pub(crate) async fn request(
     params: Value,
     timeout: Duration,
 ) -> Result<Value, String> {
-    let client = account
-        .actions
-        .lock()
-        .await
-        .client()
-        .map_err(|e| e.to_string())?;
+    let client = {
+        let mut actions = account.actions.lock().await;
+        actions.initialize_first = account.is_strict();
+        actions.client().await.map_err(|e| e.to_string())?
+    };
     account
         .actions_used_ms
         .store(timeutil::now_ms(), std::sync::atomic::Ordering::Relaxed);

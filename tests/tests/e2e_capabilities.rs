@@ -114,5 +114,31 @@ fn on_a_strict_server_the_watchers_child_is_initialized_first() {
         .filter(|r| r["dir"] == "in" && r["pid"].as_i64() == Some(watcher_pid))
         .find_map(method);
     assert_eq!(first.as_deref(), Some("initialize"));
+    // The sender's child too, once the server is known to be strict.
+    env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "hello"}));
+    gateway.wait_messages(1, Duration::from_secs(30));
+    let out = env.gw.run(&[
+        "message",
+        "send",
+        "--channel",
+        "imessage",
+        "--target",
+        "chat_id:7",
+        "--text",
+        "hi",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let record = env.record();
+    let sender_pid = record
+        .iter()
+        .filter(|r| r["dir"] == "in")
+        .find(|r| method(r).as_deref() == Some("send"))
+        .and_then(|r| r["pid"].as_i64())
+        .expect("a send");
+    let first = record
+        .iter()
+        .filter(|r| r["dir"] == "in" && r["pid"].as_i64() == Some(sender_pid))
+        .find_map(method);
+    assert_eq!(first.as_deref(), Some("initialize"));
     assert!(gateway.stop().success());
 }

@@ -18,6 +18,8 @@ use crate::timeutil;
 pub struct SenderProcess {
     spawn: SpawnConfig,
     running: Option<(RpcClient, tokio::sync::oneshot::Receiver<()>)>,
+    /// Send `initialize` first on every child this starts (strict servers, imsg-protocol A10).
+    pub initialize_first: bool,
 }
 
 impl SenderProcess {
@@ -25,6 +27,7 @@ impl SenderProcess {
         SenderProcess {
             spawn,
             running: None,
+            initialize_first: false,
         }
     }
 
@@ -33,10 +36,11 @@ impl SenderProcess {
         SenderProcess {
             spawn,
             running: Some((started.client, started.done)),
+            initialize_first: false,
         }
     }
 
-    pub fn client(&mut self) -> Result<RpcClient, CallError> {
+    pub async fn client(&mut self) -> Result<RpcClient, CallError> {
         if let Some((client, _)) = &self.running {
             if client.dead().is_none() {
                 return Ok(client.clone());
@@ -46,6 +50,16 @@ impl SenderProcess {
         let started = RpcClient::spawn(&self.spawn)?;
         // The sender subscribes to nothing; notifications (if any) are not ours to read.
         drop(started.events);
+        if self.initialize_first {
+            let params = serde_json::json!({"protocol_version": 1});
+            if let Err(e) = started
+                .client
+                .request("initialize", params, Duration::from_secs(10))
+                .await
+            {
+                tracing::debug!("initialize: {e}");
+            }
+        }
         self.running = Some((started.client.clone(), started.done));
         Ok(started.client)
     }
@@ -229,7 +243,7 @@ pub async fn execute(
         let ticket = (!planned.text.is_empty()).then(|| echo.locked().begin(&scope, &planned.text));
         let mut with_reply_to = plan.reply_to.is_some();
         let result = loop {
-            let client = match sender.client() {
+            let client = match sender.client().await {
                 Ok(c) => c,
                 Err(e) => break Err(e),
             };
