@@ -148,9 +148,16 @@ pub(crate) async fn request(
     let result = client.request(method, params, timeout).await;
     if let Err(e) = &result {
         if bridge_trouble(e) {
-            // The snapshot may be wrong now: learn it again before the next bridge call
-            // (a bridge that stalls or went away; actions.md §1.2 step 2).
-            *account.capabilities.locked() = None;
+            // The snapshot may be wrong now (a bridge that stalls or went away; actions.md
+            // §1.2 step 2): a strict server is asked for `status` on the watcher's child at
+            // once; otherwise it is learned again before the next bridge call.
+            if account.is_strict() {
+                account
+                    .status_due
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            } else {
+                *account.capabilities.locked() = None;
+            }
         }
     }
     let result = result.map_err(|e| e.to_string());

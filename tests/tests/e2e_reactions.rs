@@ -187,3 +187,62 @@ fn a_summary_text_is_a_tapback_and_off_turns_them_all_off() {
     assert!(gateway.messages().is_empty());
     assert!(gateway.stop().success());
 }
+
+#[test]
+fn turning_reactions_on_by_reload_resubscribes_on_the_same_child_case_213() {
+    let env = SimEnv::new(
+        json!({}),
+        json!({"channels": {"imessage": {"reactionNotifications": "off"}}}),
+    );
+    let gateway = env.start(false);
+    wait_until("watching", WAIT, || {
+        env.stderr().contains("watching for messages")
+    });
+    env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "before"}));
+    gateway.wait_messages(1, WAIT);
+    env.merge_config(json!({"channels": {"imessage": {"reactionNotifications": "all"}}}));
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(gateway.child.id() as i32, libc::SIGHUP);
+    }
+    let subscribes = |env: &SimEnv| -> Vec<(i64, Value)> {
+        env.record()
+            .into_iter()
+            .filter(|r| r["dir"] == "in")
+            .filter_map(|r| {
+                let line: Value = serde_json::from_str(r["line"].as_str()?).ok()?;
+                (line["method"] == "watch.subscribe")
+                    .then(|| (r["pid"].as_i64().unwrap_or(0), line["params"].clone()))
+            })
+            .collect()
+    };
+    wait_until("the resubscription", WAIT, || subscribes(&env).len() == 2);
+    let subs = subscribes(&env);
+    assert_eq!(subs[0].1, json!({"attachments": false}));
+    assert_eq!(subs[1].1["include_reactions"], true);
+    assert!(
+        subs[1].1["since_rowid"].is_i64(),
+        "from the cursor: {}",
+        subs[1].1
+    );
+    assert_eq!(subs[0].0, subs[1].0, "the same imsg process");
+    env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "Loved “before”"}));
+    env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "after"}));
+    let lines = gateway.wait_messages(3, WAIT);
+    std::thread::sleep(Duration::from_millis(300));
+    let texts: Vec<(String, String)> = gateway
+        .messages()
+        .iter()
+        .map(|m| {
+            (
+                m["type"].as_str().unwrap().to_string(),
+                m["text"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(texts.len(), 3, "nothing lost or doubled: {lines:?}");
+    assert_eq!(texts[0], ("message".into(), "before".into()));
+    assert_eq!(texts[1].0, "reaction");
+    assert_eq!(texts[2], ("message".into(), "after".into()));
+    assert!(gateway.stop().success());
+}

@@ -170,11 +170,11 @@ pub async fn run_with(
 async fn connect_and_subscribe(
     w: &mut Watch,
     connect: &impl Fn() -> Result<Started, CallError>,
-) -> Result<Connection, Ending> {
+) -> Result<(Connection, i64), Ending> {
     let mut conn = Connection::new(connect().map_err(|e| Ending::SpawnFailed(e.to_string()))?);
     w.initialize(&mut conn).await;
     match w.subscribe(&mut conn, None).await {
-        Ok(_) => Ok(conn),
+        Ok(subscription) => Ok((conn, subscription)),
         Err(e) => {
             let ending = if is_permission(&e) {
                 tracing::error!(account = %w.account.id, "{FDA_ERROR} ({e})");
@@ -207,11 +207,11 @@ async fn watch_account(
         account.set_state(restarts.connecting_state(), None);
         let ending = match connect_and_subscribe(&mut w, &connect).await {
             Err(ending) => ending,
-            Ok(mut conn) => {
+            Ok((mut conn, subscription)) => {
                 account.set_state(AccountState::Watching, None);
                 tracing::info!(account = %account.id, pid = ?conn.client.pid(), "watching for messages");
                 let healthy_since = Instant::now();
-                let exit = pump(&mut w, &mut conn, cancel).await;
+                let exit = pump(&mut w, &mut conn, subscription, cancel).await;
                 conn.shutdown().await;
                 match exit {
                     Exit::Stop => break,

@@ -118,6 +118,25 @@ impl Watch {
         Ok(())
     }
 
+    /// A reload that needs no restart applies from the next message on; true when one did.
+    pub(super) fn apply_reload(&mut self) -> bool {
+        let generation = self
+            .account
+            .generation
+            .load(std::sync::atomic::Ordering::SeqCst);
+        if generation == self.generation {
+            return false;
+        }
+        let Configured {
+            whole: config,
+            account: settings,
+        } = self.account.configured();
+        self.inbound.reconfigure(config, settings);
+        self.generation = generation;
+        tracing::info!(account = %self.account.id, "reloaded settings apply from this message on");
+        true
+    }
+
     /// One message, start to finish.
     async fn handle(
         &mut self,
@@ -129,19 +148,7 @@ impl Watch {
         if subscription.is_some_and(|s| dead_subscriptions.contains(&s)) {
             return;
         }
-        let generation = self
-            .account
-            .generation
-            .load(std::sync::atomic::Ordering::SeqCst);
-        if generation != self.generation {
-            let Configured {
-                whole: config,
-                account: settings,
-            } = self.account.configured();
-            self.inbound.reconfigure(config, settings);
-            self.generation = generation;
-            tracing::info!(account = %self.account.id, "reloaded settings apply from this message on");
-        }
+        self.apply_reload();
         #[cfg(feature = "fault-injection")]
         if m.text.as_deref() == Some(super::FAULT_PANIC_TEXT) {
             panic!("fault injection: processing this message panics");

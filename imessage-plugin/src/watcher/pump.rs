@@ -28,7 +28,12 @@ pub(super) enum Exit {
 
 /// Pumps until the child goes away or `cancel` fires. On return, everything processed was
 /// delivered and acknowledged or let go unfinished (so the next subscription replays it).
-pub(super) async fn pump(w: &mut Watch, conn: &mut Connection, cancel: &CancellationToken) -> Exit {
+pub(super) async fn pump(
+    w: &mut Watch,
+    conn: &mut Connection,
+    mut subscription: i64,
+    cancel: &CancellationToken,
+) -> Exit {
     let mut dead_subscriptions: HashSet<i64> = HashSet::new();
     let mut watch_failures: u32 = 0;
     let mut tick = tokio::time::interval(FLUSH_EVERY);
@@ -54,9 +59,34 @@ pub(super) async fn pump(w: &mut Watch, conn: &mut Connection, cancel: &Cancella
             _ = tick.tick() => {
                 w.flush();
                 last_flush = Instant::now();
-                if last_status.elapsed() >= STATUS_EVERY {
+                if last_status.elapsed() >= STATUS_EVERY
+                    || w.account.status_due.swap(false, std::sync::atomic::Ordering::Relaxed)
+                {
                     last_status = Instant::now();
                     w.refresh_status(conn).await;
+                }
+                // A reload that turns tapbacks on or off resubscribes on the same child, from
+                // the cursor (actions.md §2.4, case 213).
+                if w.subscription_settings_changed() {
+                    let settings = w.account.settings();
+                    if w.wants_reactions(&settings).await != w.reactions_subscribed {
+                        if !w.commit(cancel).await {
+                            break Exit::Stop;
+                        }
+                        w.flush();
+                        dead_subscriptions.insert(subscription);
+                        let _ = conn
+                            .request(
+                                "watch.unsubscribe",
+                                json!({"subscription": subscription}),
+                                Duration::from_secs(10),
+                            )
+                            .await;
+                        match w.subscribe(conn, None).await {
+                            Ok(id) => subscription = id,
+                            Err(e) => break Exit::Gone(format!("resubscribing failed: {e}")),
+                        }
+                    }
                 }
                 continue;
             }
@@ -126,7 +156,10 @@ pub(super) async fn pump(w: &mut Watch, conn: &mut Connection, cancel: &Cancella
                     tracing::warn!(account = %w.account.id, "watch overflowed; resubscribing after row {resume:?}");
                 }
                 match w.subscribe(conn, resume).await {
-                    Ok(_) => w.account.set_state(AccountState::Watching, None),
+                    Ok(id) => {
+                        subscription = id;
+                        w.account.set_state(AccountState::Watching, None)
+                    }
                     Err(e) => break Exit::Gone(format!("resubscribing failed: {e}")),
                 }
             }

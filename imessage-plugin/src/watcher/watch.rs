@@ -30,6 +30,10 @@ pub(super) struct Watch {
     pub(super) inbound: Inbound,
     pub(super) catchup: Catchup,
     pub(super) pairing: PairingStore,
+    /// The current subscription asked for tapbacks (`include_reactions`).
+    pub(super) reactions_subscribed: bool,
+    /// The config generation the subscription's params were last checked against.
+    subscription_generation: u64,
     /// A reaction the last message produced, with its row: delivered once what is held before
     /// it was acknowledged (the pump does it, in stream order).
     pub(super) reaction: Option<(
@@ -106,6 +110,8 @@ impl Watch {
             })
             .ok();
         let mut w = Watch {
+            reactions_subscribed: false,
+            subscription_generation: account.generation.load(std::sync::atomic::Ordering::SeqCst),
             reaction: None,
             inbound: Inbound::new(
                 config,
@@ -219,7 +225,19 @@ impl Watch {
 
     /// `include_reactions` on the subscription exactly when the host takes reaction events,
     /// `reactionNotifications` is not `off` and this imsg can report tapbacks (§2.4).
-    async fn wants_reactions(&self, settings: &crate::config::AccountConfig) -> bool {
+    /// A reload happened since the subscription's params were last checked (the pump then
+    /// resubscribes when `include_reactions` should change).
+    pub(super) fn subscription_settings_changed(&mut self) -> bool {
+        let now = self
+            .account
+            .generation
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let changed = now != self.subscription_generation;
+        self.subscription_generation = now;
+        changed
+    }
+
+    pub(super) async fn wants_reactions(&self, settings: &crate::config::AccountConfig) -> bool {
         use crate::config::ReactionNotifications;
         if !self.inbound.reactions || settings.reaction_notifications == ReactionNotifications::Off
         {
@@ -279,7 +297,8 @@ impl Watch {
         if let Some(since) = since {
             params["since_rowid"] = json!(since);
         }
-        if self.wants_reactions(&settings).await {
+        self.reactions_subscribed = self.wants_reactions(&settings).await;
+        if self.reactions_subscribed {
             params["include_reactions"] = json!(true);
         }
         let timeout = Duration::from_secs(if settings.include_attachments { 30 } else { 10 });
