@@ -120,6 +120,22 @@ impl Replay {
                         message.text.as_deref(),
                         v["params"]["message"]["text"].as_str()
                     );
+                    // Tapback rows (actions.md C41): the reaction members parse too.
+                    let want = &v["params"]["message"];
+                    assert_eq!(message.is_reaction, want["is_reaction"].as_bool());
+                    assert_eq!(
+                        message.reaction_type.as_deref(),
+                        want["reaction_type"].as_str()
+                    );
+                    assert_eq!(
+                        message.reaction_emoji.as_deref(),
+                        want["reaction_emoji"].as_str()
+                    );
+                    assert_eq!(message.is_reaction_add, want["is_reaction_add"].as_bool());
+                    assert_eq!(
+                        message.reacted_to_guid.as_deref(),
+                        want["reacted_to_guid"].as_str()
+                    );
                 }
                 Event::Notification {
                     method: got,
@@ -197,13 +213,17 @@ async fn replay(t: &Transcript, strict: bool) {
 }
 
 fn run_all(strict: bool) -> usize {
+    run_these(transcript::parse_all(), strict)
+}
+
+fn run_these(transcripts: Vec<Transcript>, strict: bool) -> usize {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     let mut n = 0;
-    for t in transcript::parse_all() {
+    for t in transcripts {
         if SIMULATOR_ONLY.contains(&t.id.as_str()) || !(if strict { t.strict } else { t.lenient }) {
             continue;
         }
@@ -216,6 +236,15 @@ fn run_all(strict: bool) -> usize {
 #[test]
 fn the_client_speaks_every_transcript_lenient() {
     assert!(run_all(false) >= 25);
+}
+
+#[test]
+fn the_client_speaks_the_action_transcripts() {
+    // actions.md C41: the subscription the watcher writes with include_reactions, and the
+    // tapback rows (a removal, a custom emoji) arriving as parsed message events.
+    let actions = || transcript::parse(transcript::ACTIONS_TRANSCRIPTS);
+    assert_eq!(run_these(actions(), false), 1);
+    assert_eq!(run_these(actions(), true), 1);
 }
 
 #[test]
