@@ -142,3 +142,92 @@ fn on_a_strict_server_the_watchers_child_is_initialized_first() {
     assert_eq!(first.as_deref(), Some("initialize"));
     assert!(gateway.stop().success());
 }
+
+/// The snapshot the running gateway shows (no probe: what the account last learned).
+fn live(env: &SimEnv) -> Value {
+    let out = env.gw.run(&["channels", "status", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let v: Value = serde_json::from_str(&common::stdout(&out)).unwrap();
+    v["channels"][0]["capabilities"].clone()
+}
+
+fn method_of(r: &Value) -> Option<String> {
+    let line: Value = serde_json::from_str(r["line"].as_str()?).ok()?;
+    line["method"].as_str().map(str::to_string)
+}
+
+/// Case 164: a bridge call answered −32003 makes the watcher's child ask for `status` at
+/// once, so typing is off before the next DM; the bridge coming back is noticed by the
+/// periodic `status` (every 60 s) and early typing resumes.
+#[test]
+fn a_bridge_that_goes_away_is_noticed_at_once_and_its_return_within_a_minute() {
+    let env = SimEnv::new(
+        // The fault is in the scenario so the actions child, started later, has it from
+        // its first line; only its first `typing` call is refused.
+        json!({"profile": "strict", "version": "0.15.0", "bridge": "ready",
+            "faults": {"bridge_unavailable": {"typing": 1}}}),
+        json!({}),
+    );
+    let gateway = env.start(false);
+    wait_until("watching", Duration::from_secs(30), || {
+        env.stderr().contains("watching for messages")
+    });
+    assert_eq!(live(&env)["features"]["typing"], true);
+    let watcher_pid = env
+        .record()
+        .iter()
+        .filter(|r| r["dir"] == "in")
+        .find(|r| method_of(r).as_deref() == Some("watch.subscribe"))
+        .and_then(|r| r["pid"].as_i64())
+        .expect("a subscription");
+    let statuses = |env: &SimEnv| {
+        env.record()
+            .iter()
+            .filter(|r| r["dir"] == "in" && r["pid"].as_i64() == Some(watcher_pid))
+            .filter(|r| method_of(r).as_deref() == Some("status"))
+            .count()
+    };
+    let before = statuses(&env);
+
+    // The bridge stops; the early-typing call for the next DM is the first to find out.
+    env.inbox(json!({"op": "set", "bridge": "absent"}));
+    env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "hello"}));
+    gateway.wait_messages(1, Duration::from_secs(30));
+    let refused = || {
+        env.record()
+            .iter()
+            .any(|r| r["dir"] == "out" && r["line"].as_str().is_some_and(|l| l.contains("-32003")))
+    };
+    wait_until("typing refused", Duration::from_secs(30), refused);
+    let at = std::time::Instant::now();
+    wait_until("a status request", Duration::from_secs(10), || {
+        statuses(&env) > before
+    });
+    // actions.md asks for 1 s; the pump looks every 100 ms. The bound leaves room for a
+    // loaded CI machine without letting the 60 s poll pass for it.
+    assert!(
+        at.elapsed() < Duration::from_secs(5),
+        "status came {:?} after the bridge error",
+        at.elapsed()
+    );
+    wait_until("typing off", Duration::from_secs(5), || {
+        live(&env)["features"]["typing"] == false
+    });
+    assert_eq!(live(&env)["reasons"]["typing"], BRIDGE_DOWN);
+
+    // Back again: the periodic status sees it, and the next DM gets early typing. The fault
+    // goes too: the actions child closes after 60 s idle, and its successor would start from
+    // the scenario's count.
+    env.inbox(json!({"op": "set", "bridge": "ready", "faults": {"bridge_unavailable": {}}}));
+    wait_until("typing on again", Duration::from_secs(75), || {
+        live(&env)["features"]["typing"] == true
+    });
+    env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "still there?"}));
+    gateway.wait_messages(2, Duration::from_secs(30));
+    wait_until("early typing", Duration::from_secs(30), || {
+        env.record()
+            .iter()
+            .any(|r| r["effect"] == "typing" && r["params"]["typing"] == true)
+    });
+    assert!(gateway.stop().success());
+}

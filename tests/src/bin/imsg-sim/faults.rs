@@ -39,6 +39,9 @@ pub struct Faults {
     pub replay_before_result: Option<bool>,
     /// Messages carry members imsg may add in a later version.
     pub unknown_members: Option<bool>,
+    /// Per method: the next n calls are answered as if the bridge went away under them
+    /// (strict −32003, lenient the SIP text), whatever `bridge` says; counts down.
+    pub bridge_unavailable: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -89,6 +92,17 @@ impl Faults {
             .or_else(|| self.delay_ms.get("*"))
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Whether this call of `method` is one the bridge fails; uses up one of its count.
+    pub fn take_bridge_unavailable(&mut self, method: &str) -> bool {
+        match self.bridge_unavailable.get_mut(method) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        }
     }
 }
 

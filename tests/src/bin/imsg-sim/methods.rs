@@ -841,46 +841,79 @@ impl Sim {
         match &self.bridge {
             Value::String(s) if s == "ready" => {
                 let Some(target) = self.db.row_by_guid(&guid).cloned() else {
-                    return Err(RpcError::internal(format!("Dylib error: Message not found: {guid}")));
+                    return Err(RpcError::internal(format!(
+                        "Dylib error: Message not found: {guid}"
+                    )));
                 };
                 let id = self.db.max_row_id() + 1;
                 let text = if remove {
                     format!("Removed a {kind} from \u{201c}{}\u{201d}", target.text)
                 } else {
-                    format!("{} \u{201c}{}\u{201d}", db::reaction_verb(kind), target.text)
+                    format!(
+                        "{} \u{201c}{}\u{201d}",
+                        db::reaction_verb(kind),
+                        target.text
+                    )
                 };
                 let row = Row {
                     id,
                     guid: db::guid_for(id),
                     chat_id: Some(chat.id),
-                    handle: if chat.is_group() { String::new() } else { chat.participants.first().cloned().unwrap_or_default() },
+                    handle: if chat.is_group() {
+                        String::new()
+                    } else {
+                        chat.participants.first().cloned().unwrap_or_default()
+                    },
                     from_me: true,
                     text,
                     date_ms: self.clock.now_ms(),
                     destination_caller_id: Some(self.db.self_handle.clone()),
                     thread_originator_guid: None,
                     reply_to_guid: None,
-                    reaction: Some(db::Reaction { kind: kind.into(), target_guid: guid, remove, emoji: None }),
+                    reaction: Some(db::Reaction {
+                        kind: kind.into(),
+                        target_guid: guid,
+                        remove,
+                        emoji: None,
+                    }),
                     attachments: Vec::new(),
                 };
                 self.insert_row(row);
-                let reported = if remove { format!("remove-{kind}") } else { kind.to_string() };
+                let reported = if remove {
+                    format!("remove-{kind}")
+                } else {
+                    kind.to_string()
+                };
                 Ok(json!({"ok": true, "reaction": reported}))
             }
             Value::String(s) if s == "timeout" => {
                 std::thread::sleep(Duration::from_millis(10_000));
-                Err(RpcError::internal("Timed out waiting for response to 'send-reaction'"))
+                Err(RpcError::internal(
+                    "Timed out waiting for response to 'send-reaction'",
+                ))
             }
             Value::Object(o) if o.contains_key("error") => Err(RpcError::internal(format!(
                 "Dylib error: {}",
                 o["error"].as_str().unwrap_or("")
             ))),
-            _ if self.strict => Err(RpcError::new(-32003, "Bridge unavailable", Some(json!({
+            _ => Err(self.bridge_unavailable()),
+        }
+    }
+
+    /// What a bridge call gets while the bridge is not running (imsg-protocol §B4).
+    pub fn bridge_unavailable(&self) -> RpcError {
+        if self.strict {
+            RpcError::new(
+                -32003,
+                "Bridge unavailable",
+                Some(json!({
                 "detail": "The bridge is not started. Run imsg launch explicitly before using bridge methods.",
-                "retryable": true})))),
-            _ => Err(RpcError::internal(
+                "retryable": true})),
+            )
+        } else {
+            RpcError::internal(
                 "System Integrity Protection (SIP) is enabled. Refusing to inject into Messages.app. Disable SIP in Recovery mode before using `imsg launch`.",
-            )),
+            )
         }
     }
 

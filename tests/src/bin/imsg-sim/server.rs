@@ -470,6 +470,11 @@ fn execute(shared: &Arc<Shared>, request: Request) {
             return answer(shared, Err(e));
         }
     }
+    if sim.faults.take_bridge_unavailable(&method) {
+        let e = sim.bridge_unavailable();
+        drop(sim);
+        return answer(shared, Err(e));
+    }
     match method.as_str() {
         "chats.list" => {
             let r = sim.chats_list(&p);
@@ -765,13 +770,54 @@ fn apply_set(sim: &mut Sim, changes: &Value) {
 /// A timed event with its position in the scenario (its once-only key).
 type Indexed = (usize, Value);
 
-/// Runs polls, timed events and the inbox, every 10 ms, until the process ends.
+/// The control inbox as read so far: one op per complete line, acknowledged in the record.
+struct Inbox {
+    path: String,
+    offset: u64,
+    line: u64,
+    partial: String,
+}
+
+impl Inbox {
+    fn apply_new(&mut self, shared: &Arc<Shared>) {
+        let Ok(mut f) = File::open(&self.path) else {
+            return;
+        };
+        if f.seek(SeekFrom::Start(self.offset)).is_err() {
+            return;
+        }
+        let mut text = String::new();
+        if let Ok(n) = f.read_to_string(&mut text) {
+            self.offset += n as u64;
+            self.partial.push_str(&text);
+            while let Some(pos) = self.partial.find('\n') {
+                let line: String = self.partial.drain(..=pos).collect();
+                self.line += 1;
+                if let Ok(op) = serde_json::from_str::<Value>(line.trim()) {
+                    apply_op(shared, &op, Some(&format!("inbox:{}", self.line)));
+                }
+                shared.record(json!({"ack": self.line}));
+            }
+        }
+    }
+}
+
+/// Runs polls, timed events and the inbox, every 10 ms, until the process ends. What the
+/// inbox already holds is applied before this returns, so a process started later (a CLI
+/// call, a restarted or idle-closed child) answers its first request with the state earlier
+/// `set` ops made, not the scenario's.
 pub fn spawn_ticker(shared: Arc<Shared>, events: Vec<Value>, inbox: Option<String>) {
+    let mut inbox = inbox.map(|path| Inbox {
+        path,
+        offset: 0,
+        line: 0,
+        partial: String::new(),
+    });
+    if let Some(inbox) = &mut inbox {
+        inbox.apply_new(&shared);
+    }
     std::thread::spawn(move || {
         let mut pending: Vec<(usize, Value)> = events.into_iter().enumerate().collect();
-        let mut inbox_offset = 0u64;
-        let mut inbox_line = 0u64;
-        let mut partial = String::new();
         loop {
             std::thread::sleep(Duration::from_millis(10));
             // Timed events.
@@ -790,25 +836,8 @@ pub fn spawn_ticker(shared: Arc<Shared>, events: Vec<Value>, inbox: Option<Strin
             for (i, e) in due {
                 apply_op(&shared, &e, Some(&format!("event:{i}")));
             }
-            // Inbox: one op per complete line; acknowledged in the record file.
-            if let Some(path) = &inbox {
-                if let Ok(mut f) = File::open(path) {
-                    if f.seek(SeekFrom::Start(inbox_offset)).is_ok() {
-                        let mut text = String::new();
-                        if let Ok(n) = f.read_to_string(&mut text) {
-                            inbox_offset += n as u64;
-                            partial.push_str(&text);
-                            while let Some(pos) = partial.find('\n') {
-                                let line: String = partial.drain(..=pos).collect();
-                                inbox_line += 1;
-                                if let Ok(op) = serde_json::from_str::<Value>(line.trim()) {
-                                    apply_op(&shared, &op, Some(&format!("inbox:{inbox_line}")));
-                                }
-                                shared.record(json!({"ack": inbox_line}));
-                            }
-                        }
-                    }
-                }
+            if let Some(inbox) = &mut inbox {
+                inbox.apply_new(&shared);
             }
             // Polls: debounced after inserts, and the fallback poll.
             let mut sim = shared.state.lock().expect("state");
