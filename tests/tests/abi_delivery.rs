@@ -68,7 +68,10 @@ fn start(gate: &Gate, host: HostFeatures) -> Run {
         json!({
             "clock": {"start": "now", "mode": "running"},
             "chats": common::sim::chats(),
-            "messages": [],
+            // History from before the plugin, as any real chat.db has: new rows then start
+            // past 1, so "just before the first new row" is a row id imsg can replay from
+            // (`since_rowid` 0 means the live tail).
+            "messages": [{"id": 9001, "chat_id": 8, "handle": "+15550002222", "text": "old"}],
             "control": {"inbox": inbox},
         })
         .to_string(),

@@ -53,6 +53,10 @@ impl Watch {
         m: ImsgMessage,
         dead_subscriptions: &HashSet<i64>,
     ) -> Result<(), String> {
+        if self.catchup.rowid().is_none() {
+            let before = m.cursor_id() - 1;
+            self.baseline = Some(self.baseline.map_or(before, |b| b.min(before)));
+        }
         let outcome =
             crate::supervise::catch(self.handle(subscription, &m, dead_subscriptions)).await;
         match outcome {

@@ -34,6 +34,10 @@ pub(super) struct Watch {
     pub(super) reactions_subscribed: bool,
     /// The config generation the subscription's params were last checked against.
     subscription_generation: u64,
+    /// Just before the first row this watch saw while it had no cursor yet (a fresh state
+    /// directory). A restart before anything finished (a panic on that first row, imsg dying)
+    /// resubscribes from here instead of the live tail, which would skip those rows.
+    pub(super) baseline: Option<i64>,
     /// A reaction the last message produced, with its row: delivered once what is held before
     /// it was acknowledged (the pump does it, in stream order).
     pub(super) reaction: Option<(
@@ -112,6 +116,7 @@ impl Watch {
         let mut w = Watch {
             reactions_subscribed: false,
             subscription_generation: account.generation.load(std::sync::atomic::Ordering::SeqCst),
+            baseline: None,
             reaction: None,
             inbound: Inbound::new(
                 config,
@@ -275,9 +280,11 @@ impl Watch {
             settings
                 .catchup
                 .enabled
-                .then(|| self.catchup.since_rowid())
+                .then(|| self.catchup.since_rowid().or(self.baseline))
                 .flatten()
         });
+        // `since_rowid` 0 means the live tail (imsg-protocol §A12), so a baseline of 0 (the
+        // database's very first row) cannot be replayed this way.
         let mut since = since.filter(|s| *s > 0);
         if let (Some(cursor), None) = (since, resume) {
             // A replaced database (restore, new Mac) restarts row ids lower: a cursor past its
