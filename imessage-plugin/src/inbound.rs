@@ -111,6 +111,14 @@ pub struct Inbound {
     remote: bool,
 }
 
+/// What [`Inbound::place`] found out about a row.
+struct Placement<'a> {
+    origin: Origin<'a>,
+    is_group: bool,
+    chat_id: Option<i64>,
+    conversation: Conversation<'a>,
+}
+
 /// A conversation key (§5.5) before it is formatted: most messages never need it as text.
 #[derive(Clone, Copy)]
 enum Conversation<'a> {
@@ -301,6 +309,35 @@ impl Inbound {
         Access::Admitted { command_authorized }
     }
 
+    /// Where a row belongs (message step 8): a group by its look or by this account's group
+    /// config, else a DM. `None` for a group row without a chat id.
+    fn place<'a>(
+        &self,
+        m: &'a ImsgMessage,
+        sender_id: &'a str,
+        looks_group: bool,
+    ) -> Option<Placement<'a>> {
+        let origin = Origin {
+            sender_id,
+            chat_id: m.chat_id,
+            chat_guid: m.chat_guid.as_deref(),
+            chat_identifier: m.chat_identifier.as_deref(),
+        };
+        let is_group = looks_group || policy::own_group_key(&self.account, &origin).is_some();
+        let chat_id = m.chat_id.filter(|c| *c > 0);
+        let conversation = if is_group {
+            Conversation::Group(chat_id?)
+        } else {
+            Conversation::Direct(sender_id)
+        };
+        Some(Placement {
+            origin,
+            is_group,
+            chat_id,
+            conversation,
+        })
+    }
+
     /// A tapback row (actions.md §2.2): the message steps that apply to it (own, sender,
     /// group, access), then the reaction rules; never commands, mentions, the loop limiter
     /// or attachments.
@@ -324,21 +361,14 @@ impl Inbound {
         if sender_raw.is_empty() {
             return self.drop_with("missing_sender", provisional, guid);
         }
-        let origin = Origin {
-            sender_id: &sender_id,
-            chat_id: m.chat_id,
-            chat_guid: m.chat_guid.as_deref(),
-            chat_identifier: m.chat_identifier.as_deref(),
-        };
-        let is_group = looks_group || policy::own_group_key(&self.account, &origin).is_some();
-        let chat_id = m.chat_id.filter(|c| *c > 0);
-        let conversation = if is_group {
-            let Some(chat_id) = chat_id else {
-                return self.drop_with("missing_chat_id", provisional, guid);
-            };
-            Conversation::Group(chat_id)
-        } else {
-            Conversation::Direct(&sender_id)
+        let Some(Placement {
+            origin,
+            is_group,
+            chat_id,
+            conversation,
+        }) = self.place(m, &sender_id, looks_group)
+        else {
+            return self.drop_with("missing_chat_id", provisional, guid);
         };
         match self.access(is_group, &origin, &sender_id, chat_id, input.allow_store) {
             Access::Admitted { .. } => {}
@@ -469,21 +499,14 @@ impl Inbound {
             return self.drop_with("missing_sender", provisional, guid);
         }
         // 8. Group classification; a group needs a chat id.
-        let origin = Origin {
-            sender_id: &sender_id,
-            chat_id: m.chat_id,
-            chat_guid: m.chat_guid.as_deref(),
-            chat_identifier: m.chat_identifier.as_deref(),
-        };
-        let is_group = looks_group || policy::own_group_key(&self.account, &origin).is_some();
-        let chat_id = m.chat_id.filter(|c| *c > 0);
-        let conversation = if is_group {
-            let Some(chat_id) = chat_id else {
-                return self.drop_with("missing_chat_id", provisional, guid);
-            };
-            Conversation::Group(chat_id)
-        } else {
-            Conversation::Direct(&sender_id)
+        let Some(Placement {
+            origin,
+            is_group,
+            chat_id,
+            conversation,
+        }) = self.place(m, &sender_id, looks_group)
+        else {
+            return self.drop_with("missing_chat_id", provisional, guid);
         };
         // 9. Echo and self-chat mirror for rows not from us.
         if m.is_from_me != Some(true) {

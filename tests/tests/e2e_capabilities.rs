@@ -117,16 +117,7 @@ fn on_a_strict_server_the_watchers_child_is_initialized_first() {
     // The sender's child too, once the server is known to be strict.
     env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "hello"}));
     gateway.wait_messages(1, Duration::from_secs(30));
-    let out = env.gw.run(&[
-        "message",
-        "send",
-        "--channel",
-        "imessage",
-        "--target",
-        "chat_id:7",
-        "--text",
-        "hi",
-    ]);
+    let out = env.gw.send("chat_id:7", "hi");
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
     let record = env.record();
     let sender_pid = record

@@ -181,16 +181,7 @@ fn a_socket_that_is_not_private_or_not_ours_is_refused() {
         let c = std::ffi::CString::new(path.display().to_string()).unwrap();
         // SAFETY: a valid C string; as root we may give the file away.
         assert_eq!(unsafe { libc::lchown(c.as_ptr(), 4321, 4321) }, 0);
-        let out = env.gw.run(&[
-            "message",
-            "send",
-            "--channel",
-            "imessage",
-            "--target",
-            "chat_id:7",
-            "--text",
-            "x",
-        ]);
+        let out = env.gw.send("chat_id:7", "x");
         assert_eq!(out.status.code(), Some(1));
         assert!(
             common::stderr(&out).contains("belongs to uid 4321, not to you"),

@@ -39,16 +39,7 @@ fn a_dm_shows_typing_until_the_reply_is_sent() {
     wait_until("typing on", WAIT, || !typing(&env).is_empty());
     assert_eq!(typing(&env), vec![json!({"chat_id": 7, "typing": true})]);
     // The reply (through the running gateway) ends it.
-    let out = env.gw.run(&[
-        "message",
-        "send",
-        "--channel",
-        "imessage",
-        "--target",
-        "chat_id:7",
-        "--text",
-        "hi!",
-    ]);
+    let out = env.gw.send("chat_id:7", "hi!");
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
     wait_until("typing off", WAIT, || {
         typing(&env).last().is_some_and(|p| p["typing"] == false)

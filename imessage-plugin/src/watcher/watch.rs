@@ -188,19 +188,29 @@ impl Watch {
             return;
         }
         let params = json!({"protocol_version": 1});
-        match conn
-            .request("initialize", params, Duration::from_secs(10))
-            .await
-        {
+        self.learn_strict(conn, "initialize", params, known.version_text)
+            .await;
+    }
+
+    /// Asks a strict server for its snapshot (`initialize` or `status`, same answer shape)
+    /// and makes it the account's.
+    async fn learn_strict(
+        &self,
+        conn: &mut Connection,
+        method: &str,
+        params: Value,
+        version_text: Option<String>,
+    ) {
+        match conn.request(method, params, Duration::from_secs(10)).await {
             Ok(result) => {
                 self.account
                     .note_capabilities(crate::capabilities::Snapshot::from_strict(
-                        known.version_text,
+                        version_text,
                         &result,
                         timeutil::now_ms(),
                     ))
             }
-            Err(e) => tracing::debug!(account = %self.account.id, "initialize: {e}"),
+            Err(e) => tracing::debug!(account = %self.account.id, "{method}: {e}"),
         }
     }
 
@@ -212,20 +222,8 @@ impl Watch {
         else {
             return;
         };
-        match conn
-            .request("status", json!({}), Duration::from_secs(10))
-            .await
-        {
-            Ok(result) => {
-                self.account
-                    .note_capabilities(crate::capabilities::Snapshot::from_strict(
-                        known.version_text,
-                        &result,
-                        timeutil::now_ms(),
-                    ))
-            }
-            Err(e) => tracing::debug!(account = %self.account.id, "status: {e}"),
-        }
+        self.learn_strict(conn, "status", json!({}), known.version_text)
+            .await;
     }
 
     /// `include_reactions` on the subscription exactly when the host takes reaction events,

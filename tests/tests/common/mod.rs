@@ -99,6 +99,21 @@ impl Gateway {
     pub fn run(&self, args: &[&str]) -> Output {
         self.command().args(args).output().expect("run host-stub")
     }
+
+    /// `message send` of one text on the imessage channel (through the running gateway
+    /// when there is one).
+    pub fn send(&self, target: &str, text: &str) -> Output {
+        self.run(&[
+            "message",
+            "send",
+            "--channel",
+            "imessage",
+            "--target",
+            target,
+            "--text",
+            text,
+        ])
+    }
 }
 
 pub fn stdout(out: &Output) -> String {
