@@ -54,7 +54,7 @@ impl Watch {
         dead_subscriptions: &HashSet<i64>,
     ) -> Result<(), String> {
         if self.catchup.rowid().is_none() {
-            let before = m.cursor_id() - 1;
+            let before = m.cursor_id().saturating_sub(1);
             self.baseline = Some(self.baseline.map_or(before, |b| b.min(before)));
         }
         let outcome =
