@@ -342,6 +342,7 @@ pub fn message_send(
         media: args.media.to_vec(),
         reply_to_id: args.reply_to.map(str::to_string),
         chunk_mode: args.chunk_mode.map(str::to_string),
+        ..Default::default()
     };
     let receipt: SendReceipt = through(
         settings,

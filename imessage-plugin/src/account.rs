@@ -338,6 +338,7 @@ impl Account {
 
     /// Sends a plan through this account's sender process.
     pub async fn send(&self, plan: &Plan) -> send::Receipt {
+        let plan = &self.fit_to_imsg(plan).await;
         let timeout = Duration::from_millis(self.settings().send_timeout_ms);
         self.sender.lock().await.initialize_first = self.is_strict();
         let receipt = send::execute(
@@ -355,6 +356,33 @@ impl Account {
             self.status.locked().last_outbound_ms = Some(timeutil::now_ms());
         }
         receipt
+    }
+
+    /// What of a plan this imsg can take (actions.md §3.6, §5.4): formatting ranges only
+    /// where it renders them (else the marker-free text goes alone), `reply_to` only where
+    /// threading exists (lenient < 0.12 would ignore it anyway). Without a snapshot, ranges
+    /// are left out and `reply_to` is kept: the send path retries without it when refused.
+    async fn fit_to_imsg(&self, plan: &Plan) -> Plan {
+        let mut plan = plan.clone();
+        let has_ranges = plan.parts.iter().any(|p| !p.ranges.is_empty());
+        if !has_ranges && plan.reply_to.is_none() {
+            return plan;
+        }
+        match self.capabilities(false).await {
+            Ok(snapshot) => {
+                let features = snapshot.features();
+                let on = |key: &str| features.get(key).is_some_and(Result::is_ok);
+                plan.formatting = on("textFormatting");
+                if !on("replyThreading") {
+                    plan.reply_to = None;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(account = %self.id, "sending without formatting: {e}");
+                plan.formatting = false;
+            }
+        }
+        plan
     }
 
     pub fn status(&self, pending_pairing: u64, allow_store_size: u64) -> AccountStatus {

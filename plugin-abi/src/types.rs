@@ -288,6 +288,11 @@ pub struct SendRequest {
     /// Overrides the account's `chunkMode` (`length` or `newline`) for this request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunk_mode: Option<String>,
+    /// Overrides the account's `textFormatting` for this request: `native` (Markdown becomes
+    /// iMessage bold/italic/underline/strikethrough where imsg can render it), `plain`
+    /// (markers removed) or `off` (text sent verbatim).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_formatting: Option<String>,
 }
 
 /// The outcome of a send: one entry per part (text chunk or file), in order.
@@ -316,6 +321,9 @@ pub struct SendPart {
     pub message_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// How imsg sent it (`bridge` or `applescript`), when imsg said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
 }
 
 /// Host → plugin: status of every account, or one.
@@ -513,6 +521,7 @@ mod tests {
                 outcome: "sent".into(),
                 message_id: Some("G".into()),
                 error: None,
+                transport: None,
             }],
         };
         let text = serde_json::to_string(&receipt).unwrap();

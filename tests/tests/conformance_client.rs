@@ -241,10 +241,11 @@ fn the_client_speaks_every_transcript_lenient() {
 #[test]
 fn the_client_speaks_the_action_transcripts() {
     // actions.md C41: the subscription the watcher writes with include_reactions, and the
-    // tapback rows (a removal, a custom emoji) arriving as parsed message events.
+    // tapback rows (a removal, a custom emoji) arriving as parsed message events; C42–C45 and
+    // C47: the action and formatted-send requests and their answers, both ways.
     let actions = || transcript::parse(transcript::ACTIONS_TRANSCRIPTS);
-    assert_eq!(run_these(actions(), false), 1);
-    assert_eq!(run_these(actions(), true), 1);
+    assert_eq!(run_these(actions(), false), 4, "C41, C43–C45");
+    assert_eq!(run_these(actions(), true), 6, "C41–C45, C47");
 }
 
 #[test]

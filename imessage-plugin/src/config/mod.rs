@@ -113,6 +113,31 @@ named!(TypingMode {
     Message = "message",
 });
 
+/// What happens to Markdown in outgoing text (actions.md §5.4): `native` sends it as
+/// iMessage formatting where imsg can, `plain` strips the markers, `off` sends it verbatim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TextFormatting {
+    #[default]
+    Native,
+    Plain,
+    Off,
+}
+
+named!(TextFormatting {
+    Native = "native",
+    Plain = "plain",
+    Off = "off",
+});
+
+/// Which message actions a host may take (actions.md §3.7); each defaults to on, as in
+/// OpenClaw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActionGates {
+    pub reactions: bool,
+    pub edit: bool,
+    pub unsend: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChunkMode {
     Length,
@@ -155,6 +180,8 @@ pub struct AccountConfig {
     /// Mark a chat read once the host has acknowledged a routed message (actions.md §3.2).
     pub send_read_receipts: bool,
     pub reaction_notifications: ReactionNotifications,
+    pub text_formatting: TextFormatting,
+    pub actions: ActionGates,
     pub probe_timeout_ms: u64,
     pub send_timeout_ms: u64,
     pub catchup: CatchupSettings,
@@ -397,6 +424,19 @@ fn finish(id: &str, p: Partial, enabled: bool) -> AccountConfig {
             .as_deref()
             .and_then(ReactionNotifications::parse)
             .unwrap_or_default(),
+        text_formatting: p
+            .text_formatting
+            .as_deref()
+            .and_then(TextFormatting::parse)
+            .unwrap_or_default(),
+        actions: {
+            let a = p.actions.unwrap_or_default();
+            ActionGates {
+                reactions: a.reactions.unwrap_or(true),
+                edit: a.edit.unwrap_or(true),
+                unsend: a.unsend.unwrap_or(true),
+            }
+        },
         probe_timeout_ms: p.probe_timeout_ms.unwrap_or(10_000) as u64,
         send_timeout_ms: p.send_timeout_ms.unwrap_or(150_000) as u64,
         catchup: CatchupSettings {

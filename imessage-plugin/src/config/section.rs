@@ -20,7 +20,6 @@ pub const COMPAT_KEYS: &[&str] = &[
     "heartbeat",
     "healthMonitor",
     "capabilities",
-    "actions",
     "sendTransport",
     "contextVisibility",
     "defaultTo",
@@ -30,6 +29,18 @@ const CATCHUP_COMPAT_KEYS: &[&str] = &[
     "perRunLimit",
     "firstRunLookbackMinutes",
     "maxFailureRetries",
+];
+/// OpenClaw's action gates that have no counterpart here (actions.md §3.7).
+const ACTIONS_COMPAT_KEYS: &[&str] = &[
+    "reply",
+    "sendWithEffect",
+    "renameGroup",
+    "setGroupIcon",
+    "addParticipant",
+    "removeParticipant",
+    "leaveGroup",
+    "sendAttachment",
+    "polls",
 ];
 const GROUP_COMPAT_KEYS: &[&str] = &["tools", "toolsBySender", "systemPrompt"];
 
@@ -45,6 +56,13 @@ pub struct GroupEntry {
 }
 
 pub type Groups = BTreeMap<GroupKey, GroupEntry>;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActionsPartial {
+    pub reactions: Option<bool>,
+    pub edit: Option<bool>,
+    pub unsend: Option<bool>,
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CatchupPartial {
@@ -78,6 +96,8 @@ pub struct Partial {
     pub config_writes: Option<bool>,
     pub send_read_receipts: Option<bool>,
     pub reaction_notifications: Option<String>,
+    pub text_formatting: Option<String>,
+    pub actions: Option<ActionsPartial>,
     pub probe_timeout_ms: Option<i64>,
     pub send_timeout_ms: Option<i64>,
     pub catchup: Option<CatchupPartial>,
@@ -112,6 +132,8 @@ impl Partial {
             config_writes,
             send_read_receipts,
             reaction_notifications,
+            text_formatting,
+            actions,
             probe_timeout_ms,
             send_timeout_ms,
             catchup
@@ -228,6 +250,12 @@ pub fn read_section(
                 p.reaction_notifications =
                     read::one_of(value, &at, names, &read::one_of_reason(names), diag)
             }
+            "textFormatting" => {
+                let names = super::TextFormatting::NAMES;
+                p.text_formatting =
+                    read::one_of(value, &at, names, &read::one_of_reason(names), diag)
+            }
+            "actions" => p.actions = read_actions(value, &at, diag),
             "probeTimeoutMs" => {
                 p.probe_timeout_ms = read::integer_in(value, &at, 1000, 120_000, diag)
             }
@@ -348,6 +376,27 @@ fn read_streaming(value: &Value, at: &str, diag: &mut Diag) -> Option<String> {
         }
     }
     mode
+}
+
+fn read_actions(value: &Value, at: &str, diag: &mut Diag) -> Option<ActionsPartial> {
+    let map = read::object(value, at, diag)?;
+    let mut a = ActionsPartial::default();
+    for (key, v) in map {
+        let path = read::field(at, key);
+        if v.is_null() {
+            continue;
+        }
+        match key.as_str() {
+            "reactions" => a.reactions = read::boolean(v, &path, diag),
+            "edit" => a.edit = read::boolean(v, &path, diag),
+            "unsend" => a.unsend = read::boolean(v, &path, diag),
+            k if ACTIONS_COMPAT_KEYS.contains(&k) => diag.warn(format!(
+                "{path} is accepted for compatibility but has no effect in this plugin"
+            )),
+            _ => diag.error(&path, "unknown field"),
+        }
+    }
+    Some(a)
 }
 
 fn read_catchup(value: &Value, at: &str, diag: &mut Diag) -> Option<CatchupPartial> {

@@ -2,11 +2,13 @@
 //! grapheme cluster boundaries, so no character, surrogate pair, skin tone, ZWJ sequence or
 //! flag is ever split. One pass over the clusters per chunk: linear in the text.
 
+use std::ops::Range;
+
 use unicode_segmentation::UnicodeSegmentation;
 
 use crate::config::ChunkMode;
 
-fn utf16_len(s: &str) -> usize {
+pub fn utf16_len(s: &str) -> usize {
     s.chars().map(char::len_utf16).sum()
 }
 
@@ -65,14 +67,20 @@ fn fits(rest: &str, limit: usize) -> bool {
     true
 }
 
-/// `length` mode.
-pub fn by_length(text: &str, limit: usize, out: &mut Vec<String>) {
+/// A chunk: byte ranges of the text, sent joined by one blank line (one range unless
+/// `newline` mode packed paragraphs). Ranges, not copies, so formatting ranges can follow
+/// each chunk (actions.md §5.3).
+pub type Pieces = Vec<Range<usize>>;
+
+/// `length` mode over `text[base..base + text.len()]` of the whole.
+fn by_length(text: &str, base: usize, limit: usize, out: &mut Vec<Pieces>) {
+    let at = |rest: &str| base + text.len() - rest.len();
     let mut rest = text.trim_start();
     while !rest.is_empty() {
         if fits(rest, limit) {
             let chunk = rest.trim_end();
             if !chunk.is_empty() {
-                out.push(chunk.to_string());
+                out.push(std::iter::once(at(rest)..at(rest) + chunk.len()).collect());
             }
             break;
         }
@@ -89,18 +97,29 @@ pub fn by_length(text: &str, limit: usize, out: &mut Vec<String>) {
         }
         let chunk = rest[..end].trim_end();
         if !chunk.is_empty() {
-            out.push(chunk.to_string());
+            out.push(std::iter::once(at(rest)..at(rest) + chunk.len()).collect());
         }
         rest = rest[end..].trim_start();
     }
 }
 
-/// Paragraphs split at blank lines outside fenced code blocks.
-fn paragraphs(text: &str) -> Vec<String> {
+/// Paragraphs (trimmed byte ranges) split at blank lines outside fenced code blocks.
+fn paragraphs(text: &str) -> Vec<Range<usize>> {
     let mut out = Vec::new();
-    let mut current = String::new();
+    let mut current: Option<Range<usize>> = None;
     let mut fence: Option<&str> = None;
+    let push = |r: Range<usize>, out: &mut Vec<Range<usize>>| {
+        let p = &text[r.clone()];
+        let start = r.start + (p.len() - p.trim_start().len());
+        let end = r.start + p.trim_end().len();
+        if end > start {
+            out.push(start..end);
+        }
+    };
+    let mut pos = 0;
     for line in text.split('\n') {
+        let span = pos..pos + line.len();
+        pos += line.len() + 1;
         let trimmed = line.trim_start();
         match fence {
             Some(f) if trimmed.starts_with(f) => fence = None,
@@ -108,51 +127,67 @@ fn paragraphs(text: &str) -> Vec<String> {
             None if trimmed.starts_with("```") => fence = Some("```"),
             None if trimmed.starts_with("~~~") => fence = Some("~~~"),
             None if line.trim().is_empty() => {
-                if !current.trim().is_empty() {
-                    out.push(std::mem::take(&mut current));
+                if let Some(r) = current.take() {
+                    push(r, &mut out);
                 }
-                current.clear();
                 continue;
             }
             None => {}
         }
-        if !current.is_empty() {
-            current.push('\n');
-        }
-        current.push_str(line);
+        current = Some(match current {
+            Some(r) => r.start..span.end,
+            None => span,
+        });
     }
-    if !current.trim().is_empty() {
-        out.push(current);
+    if let Some(r) = current {
+        push(r, &mut out);
     }
     out
 }
 
 pub fn chunk(text: &str, limit: usize, mode: ChunkMode) -> Vec<String> {
+    chunk_pieces(text, limit, mode)
+        .iter()
+        .map(|pieces| join(text, pieces))
+        .collect()
+}
+
+/// The text of one chunk.
+pub fn join(text: &str, pieces: &[Range<usize>]) -> String {
+    pieces
+        .iter()
+        .map(|r| &text[r.clone()])
+        .collect::<Vec<_>>()
+        .join(JOIN)
+}
+
+pub fn chunk_pieces(text: &str, limit: usize, mode: ChunkMode) -> Vec<Pieces> {
     let mut out = Vec::new();
     match mode {
-        ChunkMode::Length => by_length(text, limit, &mut out),
+        ChunkMode::Length => by_length(text, 0, limit, &mut out),
         ChunkMode::Newline => by_paragraph(text, limit, &mut out),
     }
     out
 }
 
+/// What packed paragraphs are joined by.
+pub const JOIN: &str = "\n\n";
+
 /// `newline` mode (§7.5): whole paragraphs packed, in order, into as few messages as fit,
 /// joined by one blank line; a paragraph longer than the limit is split by `length` rules and
 /// its pieces are not packed with neighbours. (One message per paragraph sent a 9,000-
 /// character reply as 19 iMessages where OpenClaw sends 3.)
-fn by_paragraph(text: &str, limit: usize, out: &mut Vec<String>) {
-    const JOIN: &str = "\n\n";
-    let mut packed = String::new();
+fn by_paragraph(text: &str, limit: usize, out: &mut Vec<Pieces>) {
+    let mut packed: Pieces = Vec::new();
     let mut packed_units = 0;
     for p in paragraphs(text) {
-        let p = p.trim();
-        let units = utf16_len(p);
+        let units = utf16_len(&text[p.clone()]);
         if units > limit {
             if !packed.is_empty() {
                 out.push(std::mem::take(&mut packed));
                 packed_units = 0;
             }
-            by_length(p, limit, out);
+            by_length(&text[p.clone()], p.start, limit, out);
             continue;
         }
         if !packed.is_empty() && packed_units + JOIN.len() + units > limit {
@@ -160,10 +195,9 @@ fn by_paragraph(text: &str, limit: usize, out: &mut Vec<String>) {
             packed_units = 0;
         }
         if !packed.is_empty() {
-            packed.push_str(JOIN);
             packed_units += JOIN.len();
         }
-        packed.push_str(p);
+        packed.push(p);
         packed_units += units;
     }
     if !packed.is_empty() {

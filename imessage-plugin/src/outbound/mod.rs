@@ -2,6 +2,7 @@
 //! sending them.
 
 pub mod chunk;
+pub mod format;
 pub mod sanitize;
 pub mod send;
 pub mod target;
@@ -11,7 +12,7 @@ use std::path::PathBuf;
 use plugin_abi::types::SendRequest;
 use serde_json::{Map, Value};
 
-use crate::config::{AccountConfig, ChunkMode};
+use crate::config::{AccountConfig, ChunkMode, TextFormatting};
 pub use target::Target;
 
 /// One `send` request to make.
@@ -20,6 +21,8 @@ pub struct Part {
     /// `""` for a file-only part.
     pub text: String,
     pub file: Option<String>,
+    /// Native formatting of `text` (UTF-16 ranges; actions.md §5).
+    pub ranges: Vec<format::StyleRange>,
 }
 
 /// Everything needed to send one reply.
@@ -31,6 +34,9 @@ pub struct Plan {
     pub reply_to: Option<String>,
     pub parts: Vec<Part>,
     pub chunks: usize,
+    /// Send the parts' ranges as `text_formatting`; cleared when imsg cannot render them
+    /// (the text is marker-free either way).
+    pub formatting: bool,
 }
 
 impl Plan {
@@ -46,6 +52,9 @@ impl Plan {
         p.insert("region".into(), Value::from(self.region.clone()));
         if let (true, Some(r)) = (with_reply_to, &self.reply_to) {
             p.insert("reply_to".into(), Value::from(r.clone()));
+        }
+        if self.formatting && part.file.is_none() && !part.ranges.is_empty() {
+            p.insert("text_formatting".into(), format::to_wire(&part.ranges));
         }
         Value::Object(p)
     }
@@ -118,8 +127,28 @@ pub fn plan(
             account.media_max_mb,
         )?);
     }
-    let mut text = sanitize::sanitize(request.text.as_deref().unwrap_or(""));
-    if text.is_empty() && files.is_empty() {
+    let formatting = match request.text_formatting.as_deref() {
+        None => account.text_formatting,
+        Some(name) => TextFormatting::parse(name).ok_or_else(|| {
+            Rejected::InvalidRequest(
+                "textFormatting must be \"native\", \"plain\" or \"off\"".into(),
+            )
+        })?,
+    };
+    let sanitized = sanitize::sanitize(request.text.as_deref().unwrap_or(""));
+    let styled = match formatting {
+        TextFormatting::Off => format::Styled {
+            text: sanitized,
+            ranges: Vec::new(),
+        },
+        TextFormatting::Plain => format::Styled {
+            ranges: Vec::new(),
+            ..format::convert(&sanitized)
+        },
+        TextFormatting::Native => format::convert(&sanitized),
+    };
+    let mut styled = styled.trimmed();
+    if styled.text.is_empty() && files.is_empty() {
         return Err(Rejected::InvalidRequest("nothing to send".into()));
     }
     let prefix = account
@@ -128,8 +157,10 @@ pub fn plan(
         .or(global_prefix)
         .filter(|p| !p.is_empty());
     if let Some(prefix) = prefix {
-        if !text.is_empty() && !text.starts_with(prefix) {
-            text = format!("{prefix} {text}");
+        if !styled.text.is_empty() && !styled.text.starts_with(prefix) {
+            // The prefix is never parsed; the ranges move past it and its space.
+            styled.ranges = format::shift(&styled.ranges, chunk::utf16_len(prefix) + 1);
+            styled.text = format!("{prefix} {}", styled.text);
         }
     }
     let mode = match request.chunk_mode.as_deref() {
@@ -142,7 +173,7 @@ pub fn plan(
             )))
         }
     };
-    let chunks = chunk::chunk(&text, account.text_chunk_limit, mode);
+    let chunks = chunked(&styled, account.text_chunk_limit, mode);
     Ok(assemble(
         target,
         account,
@@ -152,11 +183,47 @@ pub fn plan(
     ))
 }
 
+/// Chunks a converted text, each chunk with the ranges that fall in it, re-based (§5.3).
+fn chunked(styled: &format::Styled, limit: usize, mode: ChunkMode) -> Vec<Part> {
+    let text = &styled.text;
+    chunk::chunk_pieces(text, limit, mode)
+        .into_iter()
+        .map(|pieces| {
+            let mut ranges = Vec::new();
+            let mut at = 0; // UTF-16 position in the chunk
+            for (i, piece) in pieces.iter().enumerate() {
+                if i > 0 {
+                    at += chunk::utf16_len(chunk::JOIN);
+                }
+                let start = chunk::utf16_len(&text[..piece.start]);
+                let length = chunk::utf16_len(&text[piece.clone()]);
+                if !styled.ranges.is_empty() {
+                    let found = format::within(&styled.ranges, start, length);
+                    ranges.extend(format::shift(&found, at));
+                }
+                at += length;
+            }
+            Part {
+                text: chunk::join(text, &pieces),
+                file: None,
+                ranges,
+            }
+        })
+        .collect()
+}
+
 /// Plans a plugin-generated text (pairing, refusals, approval notice): no sanitiser, no
 /// prefix.
 pub fn plan_plain(to: &str, text: &str, account: &AccountConfig) -> Result<Plan, Rejected> {
     let target = target::parse(to).map_err(|e| Rejected::InvalidTarget(e.to_string()))?;
-    let chunks = chunk::chunk(text, account.text_chunk_limit, account.chunk_mode);
+    let chunks = chunk::chunk(text, account.text_chunk_limit, account.chunk_mode)
+        .into_iter()
+        .map(|text| Part {
+            text,
+            file: None,
+            ranges: Vec::new(),
+        })
+        .collect();
     Ok(assemble(target, account, None, chunks, Vec::new()))
 }
 
@@ -164,17 +231,14 @@ fn assemble(
     target: Target,
     account: &AccountConfig,
     reply_to: Option<String>,
-    chunks: Vec<String>,
+    mut parts: Vec<Part>,
     files: Vec<String>,
 ) -> Plan {
-    let n = chunks.len();
-    let mut parts: Vec<Part> = chunks
-        .into_iter()
-        .map(|text| Part { text, file: None })
-        .collect();
+    let n = parts.len();
     parts.extend(files.into_iter().map(|f| Part {
         text: String::new(),
         file: Some(f),
+        ranges: Vec::new(),
     }));
     Plan {
         service: target.service(&account.service).to_string(),
@@ -183,6 +247,7 @@ fn assemble(
         reply_to,
         parts,
         chunks: n,
+        formatting: true,
     }
 }
 

@@ -148,6 +148,7 @@ fn send_part(
         outcome: outcome.as_str().into(),
         message_id,
         error,
+        transport: None,
     }
 }
 
@@ -277,7 +278,13 @@ pub async fn execute(
                     }
                 }
                 outcomes.push(Outcome::Sent);
-                parts.push(send_part(kind, Outcome::Sent, message_id(&value), None));
+                parts.push(SendPart {
+                    transport: value
+                        .get("transport")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                    ..send_part(kind, Outcome::Sent, message_id(&value), None)
+                });
             }
             Ok(value) => {
                 if let Some(t) = ticket {
@@ -353,9 +360,11 @@ mod tests {
                 .map(|t| Part {
                     text: t.to_string(),
                     file: None,
+                    ranges: Vec::new(),
                 })
                 .collect(),
             chunks: texts.len(),
+            formatting: true,
         }
     }
 

@@ -185,7 +185,8 @@ fn media_cases_124_to_127() {
         p.parts,
         vec![Part {
             text: String::new(),
-            file: Some(photo.display().to_string())
+            file: Some(photo.display().to_string()),
+            ranges: Vec::new(),
         }]
     );
 
@@ -218,5 +219,99 @@ fn media_cases_124_to_127() {
     assert_eq!(
         plan(&url, &a, None),
         Err(Rejected::InvalidRequest("unsupported media URL".into()))
+    );
+}
+
+fn formatting_of(p: &Plan) -> Vec<(String, Option<serde_json::Value>)> {
+    params(p)
+        .into_iter()
+        .map(|v| {
+            (
+                v["text"].as_str().unwrap().to_string(),
+                v.get("text_formatting").cloned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn markdown_becomes_native_ranges_case_203() {
+    let a = account(json!({}));
+    let p = plan(&req("chat_id:42", "**bold** text"), &a, None).unwrap();
+    assert_eq!(
+        formatting_of(&p),
+        vec![(
+            "bold text".into(),
+            Some(json!([{"start":0,"length":4,"styles":["bold"]}]))
+        )]
+    );
+    // No ranges, no key.
+    let p = plan(&req("chat_id:42", "plain"), &a, None).unwrap();
+    assert_eq!(formatting_of(&p), vec![("plain".into(), None)]);
+}
+
+#[test]
+fn ranges_survive_chunking_and_the_prefix_case_205() {
+    let a = account(json!({"textChunkLimit": 50}));
+    let text = format!("**{}**", "a".repeat(60));
+    let p = plan(&req("chat_id:42", &text), &a, None).unwrap();
+    assert_eq!(
+        formatting_of(&p),
+        vec![
+            (
+                "a".repeat(50),
+                Some(json!([{"start":0,"length":50,"styles":["bold"]}]))
+            ),
+            (
+                "a".repeat(10),
+                Some(json!([{"start":0,"length":10,"styles":["bold"]}]))
+            ),
+        ]
+    );
+    let p = plan(&req("chat_id:42", "**hi**"), &a, Some("PFX")).unwrap();
+    assert_eq!(
+        formatting_of(&p),
+        vec![(
+            "PFX hi".into(),
+            Some(json!([{"start":4,"length":2,"styles":["bold"]}]))
+        )]
+    );
+    // Packed paragraphs (newline mode): each paragraph's ranges land where it is in the chunk.
+    let n = account(json!({"chunkMode": "newline"}));
+    let p = plan(&req("chat_id:42", "*one*\n\n\n**two**"), &n, None).unwrap();
+    assert_eq!(
+        formatting_of(&p),
+        vec![(
+            "one\n\ntwo".into(),
+            Some(json!([
+                {"start":0,"length":3,"styles":["italic"]},
+                {"start":5,"length":3,"styles":["bold"]}
+            ]))
+        )]
+    );
+}
+
+#[test]
+fn plain_off_and_the_request_override_case_206() {
+    let plain = account(json!({"textFormatting": "plain"}));
+    let p = plan(&req("chat_id:42", "**bold** text"), &plain, None).unwrap();
+    assert_eq!(formatting_of(&p), vec![("bold text".into(), None)]);
+    let off = account(json!({"textFormatting": "off"}));
+    let p = plan(&req("chat_id:42", "**bold** text"), &off, None).unwrap();
+    assert_eq!(formatting_of(&p), vec![("**bold** text".into(), None)]);
+    let native = account(json!({}));
+    let mut r = req("chat_id:42", "**bold** text");
+    r.text_formatting = Some("off".into());
+    let p = plan(&r, &native, None).unwrap();
+    assert_eq!(formatting_of(&p), vec![("**bold** text".into(), None)]);
+    r.text_formatting = Some("html".into());
+    assert_eq!(
+        plan(&r, &native, None).unwrap_err(),
+        Rejected::InvalidRequest("textFormatting must be \"native\", \"plain\" or \"off\"".into())
+    );
+    // A marker-only text that converts to nothing is nothing to send.
+    assert_eq!(
+        plan(&req("chat_id:42", "<u></u>"), &native, None).unwrap_err(),
+        Rejected::InvalidRequest("nothing to send".into())
     );
 }

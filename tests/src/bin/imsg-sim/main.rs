@@ -5,6 +5,7 @@
 //! Messages database seeded from a scenario (fixture F by default), with hooks to inject
 //! inbound messages, delays, malformed lines, permission failures and crashes.
 
+mod bridge_actions;
 mod burst;
 mod db;
 mod faults;

@@ -12,7 +12,7 @@ use crate::state::{RpcError, Sim, Sub};
 
 type Res = Result<Value, RpcError>;
 
-fn perr(e: String) -> RpcError {
+pub(crate) fn perr(e: String) -> RpcError {
     RpcError::params(e)
 }
 
@@ -272,7 +272,7 @@ impl Sim {
     }
 
     /// Resolves the chat selectors; `Ok(None)` when none is given.
-    fn resolve_chat(&self, p: &Params) -> Result<Option<Chat>, RpcError> {
+    pub(crate) fn resolve_chat(&self, p: &Params) -> Result<Option<Chat>, RpcError> {
         let id = self.positive_chat_id(p)?;
         let guid = p
             .string("chat_guid")
@@ -321,7 +321,7 @@ impl Sim {
         Ok(None)
     }
 
-    fn has_selector(p: &Params) -> bool {
+    pub(crate) fn has_selector(p: &Params) -> bool {
         ["chat_id", "chat_guid", "chat_identifier"]
             .iter()
             .any(|k| p.map.get(*k).is_some_and(|v| !v.is_null()))
@@ -425,9 +425,13 @@ impl Sim {
                 "region",
                 "transport",
                 "reply_to",
+                "text_formatting",
+                "textFormatting",
+                "formatting",
             ],
         )
         .map_err(perr)?;
+        let formatting = self.text_formatting(p)?;
         // Threaded replies need the private-API bridge: 0.12 and later fail closed instead of
         // sending an unthreaded AppleScript message (actions.md §3.6, §10 E5).
         let reply_to = p
@@ -486,6 +490,43 @@ impl Sim {
             text,
             file,
             region,
+            reply_to,
+            formatting,
+        })
+    }
+
+    /// `text_formatting` and its aliases (actions.md §5.5): from 0.12.0, an array of
+    /// objects; older builds ignore the key.
+    fn text_formatting(&self, p: &Params) -> Result<Option<Value>, RpcError> {
+        if !self.at_least((0, 12, 0)) {
+            return Ok(None);
+        }
+        let Some(value) = ["text_formatting", "textFormatting", "formatting"]
+            .iter()
+            .find_map(|k| p.map.get(*k))
+        else {
+            return Ok(None);
+        };
+        match value {
+            Value::Array(items) if items.iter().all(Value::is_object) => Ok(Some(value.clone())),
+            Value::Null if !self.strict => Ok(None),
+            _ => Err(RpcError::params(
+                "text_formatting must be an array of objects",
+            )),
+        }
+    }
+
+    /// What became of a send's formatting, for the record (actions.md §5.5): rendered only
+    /// on the bridge path of a Mac on macOS 15 or later.
+    pub fn formatting_effect(&self, p: &Params) -> Option<&'static str> {
+        let req = self.read_send(p).ok()?;
+        req.formatting.as_ref()?;
+        let bridge = self.bridge.as_str() == Some("ready")
+            && req.transport.as_deref() != Some("applescript");
+        Some(if bridge && self.macos_major >= 15 {
+            "applied"
+        } else {
+            "dropped"
         })
     }
 
@@ -626,6 +667,11 @@ impl Sim {
                 .cloned()
                 .unwrap_or_else(|| target.identifier.clone())
         };
+        // A reply sent over the bridge is threaded (sim: the originator is the reply_to).
+        let thread = req
+            .reply_to
+            .clone()
+            .filter(|_| self.bridge.as_str() == Some("ready"));
         let base = |id: i64, text: String, now: i64, me: &str| Row {
             id,
             guid: db::guid_for(id),
@@ -635,7 +681,7 @@ impl Sim {
             text,
             date_ms: now,
             destination_caller_id: Some(me.to_string()),
-            thread_originator_guid: None,
+            thread_originator_guid: thread.clone(),
             reply_to_guid: None,
             reaction: None,
             attachments: Vec::new(),
@@ -710,6 +756,10 @@ impl Sim {
                 result.insert("message_id".into(), json!(guid));
             }
         }
+        if self.strict && use_bridge {
+            // Real imsg adds it when the bridge reports it (actions.md §11).
+            result.insert("chat_guid".into(), json!(target_guid));
+        }
         Value::Object(result)
     }
 
@@ -768,138 +818,6 @@ impl Sim {
         Ok(json!({"ok": true}))
     }
 
-    pub fn tapback(&mut self, p: &Params) -> Res {
-        p.allow(
-            "tapback",
-            &[
-                "chat_id",
-                "chat_guid",
-                "chat_identifier",
-                "message_id",
-                "messageId",
-                "message_guid",
-                "messageGuid",
-                "message",
-                "reaction",
-                "kind",
-                "emoji",
-                "remove",
-                "part_index",
-                "partIndex",
-            ],
-        )
-        .map_err(perr)?;
-        if !Self::has_selector(p) {
-            return Err(RpcError::params(
-                "chat_guid, chat_identifier, or chat_id is required",
-            ));
-        }
-        let chat = self.resolve_chat(p)?.expect("a selector was given");
-        let guid = [
-            "message_id",
-            "messageId",
-            "message_guid",
-            "messageGuid",
-            "message",
-        ]
-        .iter()
-        .find_map(|k| {
-            p.string(k)
-                .ok()
-                .flatten()
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-        });
-        let Some(guid) = guid else {
-            return Err(RpcError::params("message_id or message_guid is required"));
-        };
-        let raw = ["reaction", "kind", "emoji"]
-            .iter()
-            .find_map(|k| p.string(k).ok().flatten().filter(|s| !s.trim().is_empty()));
-        let Some(raw) = raw else {
-            return Err(RpcError::params("reaction, kind, or emoji is required"));
-        };
-        let mut value = raw.trim().to_lowercase();
-        let mut remove = p.bool("remove").map_err(perr)?.unwrap_or(false);
-        if let Some(rest) = value.strip_prefix("remove-") {
-            remove = true;
-            value = rest.to_string();
-        }
-        let kind = match value.as_str() {
-            "love" | "heart" | "\u{2764}\u{fe0f}" | "\u{2764}" => "love",
-            "like" | "thumbsup" | "thumbs-up" | "+1" | "\u{1f44d}" => "like",
-            "dislike" | "thumbsdown" | "thumbs-down" | "-1" | "\u{1f44e}" => "dislike",
-            "laugh" | "haha" | "lol" | "\u{1f602}" | "\u{1f923}" => "laugh",
-            "emphasize" | "emphasis" | "!!" | "\u{203c}" | "\u{203c}\u{fe0f}" => "emphasize",
-            "question" | "?" | "\u{2753}" => "question",
-            _ => {
-                return Err(RpcError::params(format!(
-                    "unsupported tapback reaction {raw}; use love, like, dislike, laugh, emphasize, or question"
-                )))
-            }
-        };
-        match &self.bridge {
-            Value::String(s) if s == "ready" => {
-                let Some(target) = self.db.row_by_guid(&guid).cloned() else {
-                    return Err(RpcError::internal(format!(
-                        "Dylib error: Message not found: {guid}"
-                    )));
-                };
-                let id = self.db.max_row_id() + 1;
-                let text = if remove {
-                    format!("Removed a {kind} from \u{201c}{}\u{201d}", target.text)
-                } else {
-                    format!(
-                        "{} \u{201c}{}\u{201d}",
-                        db::reaction_verb(kind),
-                        target.text
-                    )
-                };
-                let row = Row {
-                    id,
-                    guid: db::guid_for(id),
-                    chat_id: Some(chat.id),
-                    handle: if chat.is_group() {
-                        String::new()
-                    } else {
-                        chat.participants.first().cloned().unwrap_or_default()
-                    },
-                    from_me: true,
-                    text,
-                    date_ms: self.clock.now_ms(),
-                    destination_caller_id: Some(self.db.self_handle.clone()),
-                    thread_originator_guid: None,
-                    reply_to_guid: None,
-                    reaction: Some(db::Reaction {
-                        kind: kind.into(),
-                        target_guid: guid,
-                        remove,
-                        emoji: None,
-                    }),
-                    attachments: Vec::new(),
-                };
-                self.insert_row(row);
-                let reported = if remove {
-                    format!("remove-{kind}")
-                } else {
-                    kind.to_string()
-                };
-                Ok(json!({"ok": true, "reaction": reported}))
-            }
-            Value::String(s) if s == "timeout" => {
-                std::thread::sleep(Duration::from_millis(10_000));
-                Err(RpcError::internal(
-                    "Timed out waiting for response to 'send-reaction'",
-                ))
-            }
-            Value::Object(o) if o.contains_key("error") => Err(RpcError::internal(format!(
-                "Dylib error: {}",
-                o["error"].as_str().unwrap_or("")
-            ))),
-            _ => Err(self.bridge_unavailable()),
-        }
-    }
-
     /// What a bridge call gets while the bridge is not running (imsg-protocol §B4).
     pub fn bridge_unavailable(&self) -> RpcError {
         if self.strict {
@@ -941,7 +859,7 @@ impl Sim {
             .iter()
             .copied()
             .filter(|m| self.db_available || !db_methods.contains(m))
-            .filter(|m| bridge_ready || *m != "tapback")
+            .filter(|m| bridge_ready || !crate::bridge_actions::METHODS.contains(m))
             .collect();
         let database = if self.db_available {
             json!({"path": self.db_path, "ready": true, "features": {"reactions": true, "reply_context": true}})
@@ -987,6 +905,9 @@ pub fn mime_for(name: &str) -> &'static str {
 
 /// The checked params of one `send`.
 struct SendParams {
+    reply_to: Option<String>,
+    /// `text_formatting` (or an alias), from 0.12.0; older builds ignore the key.
+    formatting: Option<Value>,
     /// The handle (a contact name already looked up), when sent with `to`.
     to: Option<String>,
     service: Option<String>,

@@ -544,6 +544,7 @@ fn execute(shared: &Arc<Shared>, request: Request) {
                 .get("latency_ms")
                 .and_then(Value::as_u64)
                 .unwrap_or(0);
+            let formatting = sim.formatting_effect(&p);
             sim.begin_mutation();
             let outcome = sim.send(&p);
             sim.end_mutation();
@@ -551,9 +552,12 @@ fn execute(shared: &Arc<Shared>, request: Request) {
             let rows = match &outcome {
                 Ok((_, rows)) | Err((_, rows)) => rows.clone(),
             };
-            shared.record(
-                json!({"effect": "send", "params": Value::Object(params.clone()), "rows": rows}),
-            );
+            let mut effect =
+                json!({"effect": "send", "params": Value::Object(params.clone()), "rows": rows});
+            if let (Some(f), true) = (formatting, outcome.is_ok()) {
+                effect["formatting"] = json!(f);
+            }
+            shared.record(effect);
             std::thread::sleep(Duration::from_millis(latency));
             answer(shared, outcome.map(|(v, _)| v).map_err(|(e, _)| e))
         }
@@ -569,13 +573,22 @@ fn execute(shared: &Arc<Shared>, request: Request) {
             );
             answer(shared, r)
         }
-        "tapback" => {
+        "tapback" | "message.edit" | "message.unsend" => {
             sim.begin_mutation();
-            let r = sim.tapback(&p);
+            let r = match method.as_str() {
+                "tapback" => sim.tapback(&p),
+                "message.edit" => sim.message_edit(&p),
+                _ => sim.message_unsend(&p),
+            };
             sim.end_mutation();
             drop(sim);
+            let effect = match method.as_str() {
+                "tapback" => "tapback",
+                "message.edit" => "edit",
+                _ => "unsend",
+            };
             shared.record(
-                json!({"effect": "tapback", "params": Value::Object(params.clone()), "rows": []}),
+                json!({"effect": effect, "params": Value::Object(params.clone()), "rows": []}),
             );
             answer(shared, r)
         }

@@ -97,6 +97,10 @@ pub struct Sim {
     pub db_path: String,
     pub db_available: bool,
     pub bridge: Value,
+    /// The sending Mac's macOS major version (formatting renders from 15).
+    pub macos_major: i64,
+    /// `bridge_features`: `tracked`, `emoji_tapback` (default true from 0.15.0).
+    pub bridge_features: Value,
     pub send_cfg: Value,
     pub fallback_poll: Duration,
     pub batch_limit: usize,
@@ -128,6 +132,8 @@ pub const ALL_METHODS: &[&str] = &[
     "typing",
     "read",
     "tapback",
+    "message.edit",
+    "message.unsend",
 ];
 
 pub const PERMISSION_LINES: &[&str] = &[
@@ -228,6 +234,8 @@ impl Sim {
                 .to_string(),
             db_available: true,
             bridge: s.get("bridge").cloned().unwrap_or(json!("absent")),
+            bridge_features: s.get("bridge_features").cloned().unwrap_or(json!({})),
+            macos_major: s.get("macos_major").and_then(Value::as_i64).unwrap_or(26),
             send_cfg: s.get("send").cloned().unwrap_or(json!({"mode": "ok"})),
             fallback_poll: Duration::from_millis(ms("fallback_poll_ms", 5000)),
             batch_limit: ms("batch_limit", 100).max(1) as usize,
@@ -307,7 +315,7 @@ impl Sim {
         ];
         let known = base.contains(&method)
             || (matches!(method, "typing" | "read") && self.at_least((0, 7, 3)))
-            || (method == "tapback" && self.at_least((0, 9, 0)))
+            || (crate::bridge_actions::METHODS.contains(&method) && self.at_least((0, 9, 0)))
             || (self.strict && matches!(method, "initialize" | "status" | "messages.after"));
         known
             && self
@@ -372,12 +380,28 @@ impl Sim {
                 }
             } else if let Some(chat) = line.get("chat").and_then(db::chat_from_json) {
                 self.db.chats.entry(chat.id).or_insert(chat);
+            } else if let Some(edit) = line.get("edit") {
+                let id = edit.get("id").and_then(Value::as_i64).unwrap_or(0);
+                if let Some(row) = self.db.rows.get_mut(&id) {
+                    row.text = edit["text"].as_str().unwrap_or("").to_string();
+                }
             } else if let Some(join) = line.get("join") {
                 let id = join.get("message_id").and_then(Value::as_i64).unwrap_or(0);
                 if let Some(row) = self.db.rows.get_mut(&id) {
                     row.chat_id = join.get("chat_id").and_then(Value::as_i64);
                 }
             }
+        }
+    }
+
+    /// Rewrites a row's text (an edit or unsend), through the journal.
+    pub fn rewrite_row(&mut self, id: i64, text: &str) {
+        if let Some(row) = self.db.rows.get_mut(&id) {
+            row.text = text.to_string();
+        }
+        if self.journal.is_some() {
+            self.journal_out
+                .push(json!({"edit": {"id": id, "text": text}}));
         }
     }
 
