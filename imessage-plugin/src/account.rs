@@ -179,6 +179,8 @@ pub struct Account {
     /// When the actions child was last asked something (idle close).
     pub actions_used_ms: std::sync::atomic::AtomicI64,
     pub read_receipts: Mutex<crate::actions::ReadReceipts>,
+    /// Routed inbound messages and their chats, for message actions (actions.md §3.0).
+    pub index: Mutex<crate::message_index::MessageIndex>,
     /// Refresh the strict snapshot with `status {}` on the watcher's child now (a bridge
     /// error was seen; actions.md §1.2, case 164).
     pub status_due: std::sync::atomic::AtomicBool,
@@ -238,6 +240,7 @@ impl Account {
             actions: tokio::sync::Mutex::new(SenderProcess::new(source_spawn)),
             actions_used_ms: std::sync::atomic::AtomicI64::new(0),
             read_receipts: Mutex::new(Default::default()),
+            index: Mutex::new(Default::default()),
             status_due: std::sync::atomic::AtomicBool::new(false),
             typing: Mutex::new(Default::default()),
         }

@@ -79,6 +79,7 @@ pub async fn mark_read(account: &Arc<Account>, to: &str) -> Result<Option<String
     request(account, "read", params, READ_TIMEOUT)
         .await
         .map(|_| None)
+        .map_err(|e| e.to_string())
 }
 
 /// After the host acknowledged routed messages: marks their conversations read, in the
@@ -136,11 +137,11 @@ pub(crate) async fn request(
     method: &str,
     params: Value,
     timeout: Duration,
-) -> Result<Value, String> {
+) -> Result<Value, crate::rpc::CallError> {
     let client = {
         let mut actions = account.actions.lock().await;
         actions.initialize_first = account.is_strict();
-        actions.client().await.map_err(|e| e.to_string())?
+        actions.client().await?
     };
     account
         .actions_used_ms
@@ -160,7 +161,6 @@ pub(crate) async fn request(
             }
         }
     }
-    let result = result.map_err(|e| e.to_string());
     let idle = account.clone();
     tokio::spawn(async move {
         tokio::time::sleep(IDLE).await;

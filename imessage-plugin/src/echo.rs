@@ -114,6 +114,26 @@ struct SentId {
     text: String,
     scope: String,
     at: i64,
+    /// The chat's GUID when imsg reported it (the message index's selector, actions.md
+    /// §3.0).
+    #[serde(default, rename = "chatGuid", skip_serializing_if = "Option::is_none")]
+    chat_guid: Option<String>,
+    /// Edits made through `message.edit` (iMessage allows five).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    edits: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// A message this account sent, as the registry knows it (actions.md §3.0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnMessage {
+    pub scope: Option<Scope>,
+    pub chat_guid: Option<String>,
+    pub sent_at_ms: i64,
+    pub edits: u32,
 }
 
 /// The per-account echo registry.
@@ -251,6 +271,8 @@ impl EchoRegistry {
                 text: text.to_string(),
                 scope: scope.clone(),
                 at: now_ms,
+                chat_guid: None,
+                edits: 0,
             });
             added += 1;
         }
@@ -312,6 +334,56 @@ impl EchoRegistry {
                 }
             }
         }
+    }
+
+    fn sent_key(&self, guid: &str) -> Option<String> {
+        if self.sent.contains_key(guid) {
+            return Some(guid.to_string());
+        }
+        self.sent
+            .keys()
+            .find(|k| k.eq_ignore_ascii_case(guid))
+            .cloned()
+    }
+
+    /// A message this account sent within the last 12 h (any case of its GUID).
+    pub fn own(&mut self, guid: &str, now_ms: i64) -> Option<OwnMessage> {
+        self.expire(now_ms);
+        let s = self.sent.get(&self.sent_key(guid)?)?;
+        Some(OwnMessage {
+            scope: Scope::parse(&s.scope),
+            chat_guid: s.chat_guid.clone(),
+            sent_at_ms: s.at,
+            edits: s.edits,
+        })
+    }
+
+    /// Re-persists one entry after a change (the last line of an id wins on load).
+    fn update(&mut self, guid: &str, change: impl FnOnce(&mut SentId)) {
+        let Some(key) = self.sent_key(guid) else {
+            return;
+        };
+        if let Some(s) = self.sent.get_mut(&key) {
+            change(s);
+        }
+        // Moved to the back so `append` writes this entry.
+        self.order.retain(|k| *k != key);
+        self.order.push_back(key);
+        self.append(1);
+    }
+
+    /// The chat GUID imsg reported for a sent part.
+    pub fn note_chat_guid(&mut self, guid: &str, chat_guid: &str) {
+        self.update(guid, |s| s.chat_guid = Some(chat_guid.to_string()));
+    }
+
+    /// After `message.edit`: one more edit, and the new text is what its echo will carry.
+    pub fn note_edit(&mut self, guid: &str, text: &str) {
+        let text = normalize_text(text);
+        self.update(guid, |s| {
+            s.edits += 1;
+            s.text = text;
+        });
     }
 
     /// Whether `id` is a GUID this account sent (a tapback's target, actions.md §2.2 R2);

@@ -26,6 +26,8 @@ pub mod handle;
 mod inbound;
 mod logging;
 pub mod message;
+mod message_actions;
+mod message_index;
 pub mod outbound;
 mod pairing;
 mod plugin;

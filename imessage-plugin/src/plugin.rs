@@ -37,6 +37,9 @@ pub const METHODS: &[&str] = &[
     "capabilities.get",
     "chat.typing",
     "chat.read",
+    "message.react",
+    "message.edit",
+    "message.unsend",
 ];
 
 pub fn description() -> PluginDescription {
@@ -635,6 +638,26 @@ impl Plugin for ImessagePlugin {
                         json!({"ok": true, "accountId": account.id, "sent": false, "reason": reason}),
                     ),
                     Err(e) => Err(PluginError::new("failed", format!("mark read failed: {e}"))),
+                })
+            }
+            "message.react" | "message.edit" | "message.unsend" => {
+                // A bridge call may take up to 30 s: outside the state lock.
+                let (account, runtime) = self.with_running(|r| {
+                    let id = payload.get("accountId").and_then(Value::as_str);
+                    Ok((r.account(id)?.clone(), r.runtime.handle().clone()))
+                })?;
+                self.logged(|| {
+                    runtime.block_on(async {
+                        match method {
+                            "message.react" => {
+                                crate::message_actions::react(&account, &payload).await
+                            }
+                            "message.edit" => {
+                                crate::message_actions::edit(&account, &payload).await
+                            }
+                            _ => crate::message_actions::unsend(&account, &payload).await,
+                        }
+                    })
                 })
             }
             "capabilities.get" => {

@@ -147,6 +147,7 @@ async fn send(account: &Arc<Account>, to: &str, on: bool) -> Result<(), String> 
     crate::actions::request(account, "typing", params, REQUEST_TIMEOUT)
         .await
         .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 fn note(account: &Account, ok: bool) {

@@ -276,6 +276,13 @@ pub async fn execute(
                         Some(t) => registry.finish(t, guid, rowid, now),
                         None => registry.record_ids(guid, rowid, "", Some(&scope), now),
                     }
+                    // Strict bridge sends name the chat: later actions on this message
+                    // address it by GUID (actions.md §3.0).
+                    if let (Some(g), Some(chat_guid)) =
+                        (guid, value.get("chat_guid").and_then(Value::as_str))
+                    {
+                        registry.note_chat_guid(g, chat_guid);
+                    }
                 }
                 outcomes.push(Outcome::Sent);
                 parts.push(SendPart {

@@ -197,6 +197,7 @@ impl Watch {
                 return;
             }
             Verdict::Route(accepted) => {
+                self.account.index.locked().record(m);
                 let mut routed = accepted.message;
                 if !accepted.attachments.is_empty() {
                     routed.media =
