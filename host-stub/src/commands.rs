@@ -90,11 +90,14 @@ fn run_on<T>(
 
 fn call_failure(what: &str, e: PluginError) -> Failure {
     match e.code.as_str() {
-        "unknown_method" | "unsupported" => Failure::runtime(format!(
+        "unknown_method" => Failure::runtime(format!(
             "{what} is not supported by this plugin: {}",
             e.message
         )),
-        "invalid_request" | "invalid_target" | "bad_payload" => {
+        // The plugin's refusals name their reason (disabled in config, not our message, too
+        // late, the bridge is not running, …).
+        "invalid_request" | "invalid_target" | "bad_payload" | "unsupported" | "disabled"
+        | "not_own_message" | "too_late" | "rate_limited" => {
             Failure::runtime(format!("{what}: {}", e.message))
         }
         _ => Failure::runtime(format!("{what} failed: {e}")),
@@ -389,5 +392,55 @@ pub fn message_send(
             why.join("; ")
         )));
     }
+    Ok(())
+}
+
+/// `message react|edit|unsend`: one message action through the channel's `call`.
+pub struct ActionArgs<'a> {
+    pub channel: &'a str,
+    /// `message.react`, `message.edit` or `message.unsend`.
+    pub method: &'a str,
+    pub payload: Value,
+    pub as_json: bool,
+}
+
+pub fn message_action(
+    settings: &Settings,
+    args: ActionArgs<'_>,
+    log_level: &str,
+) -> Result<(), Failure> {
+    let verb = args.method.trim_start_matches("message.");
+    let id = args.payload["messageId"].as_str().unwrap_or("").to_string();
+    let result = call(
+        settings,
+        args.channel,
+        log_level,
+        &format!("{verb} {id}"),
+        args.method,
+        args.payload,
+    )?;
+    if args.as_json {
+        println!("{result}");
+        return Ok(());
+    }
+    let line = match args.method {
+        "message.react" => {
+            let what = result
+                .get("reaction")
+                .or_else(|| result.get("emoji"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .or_else(|| result.get("reactions").map(|r| r.to_string()))
+                .unwrap_or_default();
+            if result["removed"] == json!(true) {
+                format!("removed {what} from {id}")
+            } else {
+                format!("reacted {what} to {id}")
+            }
+        }
+        "message.edit" => format!("edited {id} (edit {})", result["edits"]),
+        _ => format!("unsent {id}"),
+    };
+    println!("{line}");
     Ok(())
 }

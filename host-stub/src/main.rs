@@ -146,6 +146,56 @@ enum MessageAction {
         #[arg(long)]
         json: bool,
     },
+    /// Add or remove a tapback on a message
+    React {
+        #[arg(long)]
+        channel: String,
+        #[arg(long)]
+        target: String,
+        #[arg(long = "message-id", value_name = "ID")]
+        message_id: String,
+        /// love, like, dislike, laugh, emphasize or question (or an alias such as 👍, +1)
+        #[arg(long, conflicts_with = "emoji")]
+        reaction: Option<String>,
+        /// An emoji: a classic one is sent as its kind, any other as a custom tapback
+        #[arg(long)]
+        emoji: Option<String>,
+        /// Remove the tapback (every kind when none is named)
+        #[arg(long)]
+        remove: bool,
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Edit a message this account sent (iMessage: within 15 minutes, at most 5 times)
+    Edit {
+        #[arg(long)]
+        channel: String,
+        #[arg(long)]
+        target: String,
+        #[arg(long = "message-id", value_name = "ID")]
+        message_id: String,
+        #[arg(long)]
+        text: String,
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take back a message this account sent (iMessage: within 2 minutes)
+    Unsend {
+        #[arg(long)]
+        channel: String,
+        #[arg(long)]
+        target: String,
+        #[arg(long = "message-id", value_name = "ID")]
+        message_id: String,
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -282,6 +332,64 @@ fn run(cli: Cli, log_level: &str) -> Result<(), Failure> {
             },
             log_level,
         ),
+        Command::Message { action } => {
+            let (channel, method, payload, json) = match action {
+                MessageAction::Send { .. } => unreachable!("matched above"),
+                MessageAction::React {
+                    channel,
+                    target,
+                    message_id,
+                    reaction,
+                    emoji,
+                    remove,
+                    account,
+                    json,
+                } => {
+                    if reaction.is_none() && emoji.is_none() && !remove {
+                        return Err(Failure::usage(
+                            "message react needs --reaction KIND or --emoji E (or --remove)",
+                        ));
+                    }
+                    let payload = serde_json::json!({"accountId": account, "to": target,
+                        "messageId": message_id, "reaction": reaction, "emoji": emoji,
+                        "remove": remove});
+                    (channel, "message.react", payload, json)
+                }
+                MessageAction::Edit {
+                    channel,
+                    target,
+                    message_id,
+                    text,
+                    account,
+                    json,
+                } => {
+                    let payload = serde_json::json!({"accountId": account, "to": target,
+                        "messageId": message_id, "text": text});
+                    (channel, "message.edit", payload, json)
+                }
+                MessageAction::Unsend {
+                    channel,
+                    target,
+                    message_id,
+                    account,
+                    json,
+                } => {
+                    let payload = serde_json::json!({"accountId": account, "to": target,
+                        "messageId": message_id});
+                    (channel, "message.unsend", payload, json)
+                }
+            };
+            commands::message_action(
+                &settings(true)?,
+                commands::ActionArgs {
+                    channel: &channel,
+                    method,
+                    payload,
+                    as_json: json,
+                },
+                log_level,
+            )
+        }
     }
 }
 

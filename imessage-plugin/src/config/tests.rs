@@ -219,6 +219,48 @@ fn case_13_unknown_and_compat_keys() {
 }
 
 #[test]
+fn case_212_formatting_and_action_gates() {
+    assert_error(
+        section(json!({"textFormatting": "html"})),
+        "channels.imessage.textFormatting: must be one of \"native\", \"plain\", \"off\"",
+    );
+    assert_error(
+        section(json!({"actions": {"fly": true}})),
+        "channels.imessage.actions.fly: unknown field",
+    );
+    assert_error(
+        section(json!({"actions": {"edit": "yes"}})),
+        "channels.imessage.actions.edit: expected true or false",
+    );
+    assert_error(
+        section(json!({"actions": []})),
+        "channels.imessage.actions: expected an object",
+    );
+    let cfg = load(section(
+        json!({"actions": {"sendWithEffect": true, "unsend": false}}),
+    ))
+    .unwrap();
+    let warned = cfg
+        .warnings
+        .iter()
+        .filter(|w| {
+            *w == "channels.imessage.actions.sendWithEffect is accepted for compatibility but has no effect in this plugin"
+        })
+        .count();
+    assert_eq!(warned, 1);
+    let a = &cfg.accounts[0];
+    assert_eq!(
+        a.actions,
+        crate::config::ActionGates {
+            reactions: true,
+            edit: true,
+            unsend: false
+        }
+    );
+    assert_eq!(a.text_formatting, crate::config::TextFormatting::Native);
+}
+
+#[test]
 fn case_14_default_account_must_exist() {
     assert_error(
         section(json!({"defaultAccount": "home", "accounts": {"work": {}}})),

@@ -97,7 +97,7 @@ impl Sim {
     }
 
     /// Whether this build sends a non-empty `emoji` as itself (0.15, actions.md §3.3).
-    fn emoji_tapbacks(&self) -> bool {
+    pub fn emoji_tapbacks(&self) -> bool {
         self.at_least((0, 15, 0))
             && self.bridge.as_str() == Some("ready")
             && self

@@ -881,8 +881,13 @@ impl Sim {
             "supported_methods": supported,
         });
         if self.at_least((0, 15, 0)) {
+            let features = if self.emoji_tapbacks() {
+                json!({"tapback.emoji": 2})
+            } else {
+                json!({})
+            };
             snap["capabilities"] = json!({"engine": {"version": self.version_text, "commit": "0000000",
-                "built_at": "2026-01-01T00:00:00Z"}, "features": {}});
+                "built_at": "2026-01-01T00:00:00Z"}, "features": features});
         }
         Ok(snap)
     }
