@@ -174,21 +174,19 @@ impl Watch {
         }
     }
 
-    /// On a strict server, `initialize` first on this child (imsg-protocol A10 step 4), and
-    /// its answer is the account's fresh capability snapshot. Only for accounts whose host
-    /// uses capabilities (reaction events today); others never learn them.
+    /// `initialize` first on this child (imsg-protocol A10 step 4): a strict server expects
+    /// it, and its answer is the account's fresh capability snapshot; a lenient one answers
+    /// −32601 at once. Skipped once the server is known to be lenient.
     pub(super) async fn initialize(&mut self, conn: &mut Connection) {
-        if !self.inbound.reactions {
-            return;
-        }
-        let Ok(known) = self.account.capabilities(false).await else {
-            return;
-        };
-        if known.profile != crate::capabilities::Profile::Strict {
+        let known = self.account.capabilities.locked().clone();
+        if known
+            .as_ref()
+            .is_some_and(|k| k.profile == crate::capabilities::Profile::Lenient)
+        {
             return;
         }
         let params = json!({"protocol_version": 1});
-        self.learn_strict(conn, "initialize", params, known.version_text)
+        self.learn_strict(conn, "initialize", params, known.and_then(|k| k.version_text))
             .await;
     }
 
@@ -209,6 +207,9 @@ impl Watch {
                         &result,
                         timeutil::now_ms(),
                     ))
+            }
+            Err(crate::rpc::CallError::Rpc(e)) if e.code == -32601 => {
+                tracing::debug!(account = %self.account.id, "{method}: a lenient imsg")
             }
             Err(e) => tracing::debug!(account = %self.account.id, "{method}: {e}"),
         }
