@@ -17,6 +17,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 const SIMULATOR_ONLY: &[&str] = &[
     "C03", "C04", "C05", "C06", "C07", "C08", "C09", "C10", "C37",
 ];
+/// Transcripts whose last request is never answered on purpose (a lost reply, actions.md C50).
+const NEVER_ANSWERED: &[&str] = &["C50"];
 const WAIT: Duration = Duration::from_secs(3);
 
 type Pending = tokio::task::JoinHandle<Result<Value, CallError>>;
@@ -209,7 +211,11 @@ async fn replay(t: &Transcript, strict: bool) {
             r.client.dead()
         );
     }
-    assert!(r.ids.is_empty(), "{}: requests left without a reply", t.id);
+    assert!(
+        r.ids.is_empty() || NEVER_ANSWERED.contains(&t.id.as_str()),
+        "{}: requests left without a reply",
+        t.id
+    );
 }
 
 fn run_all(strict: bool) -> usize {
@@ -241,11 +247,12 @@ fn the_client_speaks_every_transcript_lenient() {
 #[test]
 fn the_client_speaks_the_action_transcripts() {
     // actions.md C41: the subscription the watcher writes with include_reactions, and the
-    // tapback rows (a removal, a custom emoji) arriving as parsed message events; C42–C45 and
-    // C47: the action and formatted-send requests and their answers, both ways.
+    // tapback rows (a removal, a custom emoji) arriving as parsed message events; C42–C52:
+    // the action, tracked-send, send-status and paging requests and their answers, both ways
+    // (explicit nulls of message.send_status included, §10 E10).
     let actions = || transcript::parse(transcript::ACTIONS_TRANSCRIPTS);
     assert_eq!(run_these(actions(), false), 4, "C41, C43–C45");
-    assert_eq!(run_these(actions(), true), 6, "C41–C45, C47");
+    assert_eq!(run_these(actions(), true), 12, "C41–C52");
 }
 
 #[test]

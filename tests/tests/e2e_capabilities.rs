@@ -91,46 +91,58 @@ fn the_running_gateway_shows_its_snapshot_and_relearns_it_on_probe() {
     assert!(gateway.stop().success());
 }
 
+/// Case 163: on strict 0.15 with the bridge ready, the first request on every child the
+/// plugin spawns (watcher, sender, actions) is `initialize`, and every feature is on.
 #[test]
-fn on_a_strict_server_the_watchers_child_is_initialized_first() {
-    let env = SimEnv::new(json!({"profile": "strict"}), json!({}));
+fn on_a_strict_server_every_child_is_initialized_first_case_163() {
+    let env = SimEnv::new(
+        json!({"profile": "strict", "version": "0.15.0", "bridge": "ready"}),
+        json!({}),
+    );
     let gateway = env.start(false);
     wait_until("watching", Duration::from_secs(30), || {
         env.stderr().contains("watching for messages")
     });
-    let record = env.record();
-    let method = |r: &Value| -> Option<String> {
-        let line: Value = serde_json::from_str(r["line"].as_str()?).ok()?;
-        line["method"].as_str().map(str::to_string)
-    };
-    let watcher_pid = record
-        .iter()
-        .filter(|r| r["dir"] == "in")
-        .find(|r| method(r).as_deref() == Some("watch.subscribe"))
-        .and_then(|r| r["pid"].as_i64())
-        .expect("a subscription");
-    let first = record
-        .iter()
-        .filter(|r| r["dir"] == "in" && r["pid"].as_i64() == Some(watcher_pid))
-        .find_map(method);
-    assert_eq!(first.as_deref(), Some("initialize"));
-    // The sender's child too, once the server is known to be strict.
+    // A routed DM brings early typing and a read receipt (the actions child); a reply
+    // brings the sender.
     env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "hello"}));
     gateway.wait_messages(1, Duration::from_secs(30));
     let out = env.gw.send("chat_id:7", "hi");
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    wait_until("a read receipt", Duration::from_secs(30), || {
+        env.record()
+            .iter()
+            .any(|r| method_of(r).as_deref() == Some("read"))
+    });
     let record = env.record();
-    let sender_pid = record
-        .iter()
-        .filter(|r| r["dir"] == "in")
-        .find(|r| method(r).as_deref() == Some("send"))
-        .and_then(|r| r["pid"].as_i64())
-        .expect("a send");
-    let first = record
-        .iter()
-        .filter(|r| r["dir"] == "in" && r["pid"].as_i64() == Some(sender_pid))
-        .find_map(method);
-    assert_eq!(first.as_deref(), Some("initialize"));
+    let pid_of = |m: &str| {
+        record
+            .iter()
+            .filter(|r| r["dir"] == "in")
+            .find(|r| method_of(r).as_deref() == Some(m))
+            .and_then(|r| r["pid"].as_i64())
+            .unwrap_or_else(|| panic!("no {m} request"))
+    };
+    let children = [
+        ("watcher", pid_of("watch.subscribe")),
+        ("sender", pid_of("send")),
+        ("actions", pid_of("read")),
+    ];
+    for (name, pid) in children {
+        let first = record
+            .iter()
+            .filter(|r| r["dir"] == "in" && r["pid"].as_i64() == Some(pid))
+            .find_map(method_of);
+        assert_eq!(first.as_deref(), Some("initialize"), "{name} child");
+    }
+    assert_ne!(children[0].1, children[1].1, "a separate sender");
+    assert_ne!(children[0].1, children[2].1, "a separate actions child");
+    let caps = live(&env);
+    for (feature, on) in caps["features"].as_object().unwrap() {
+        assert_eq!(*on, json!(true), "{feature}: {}", caps["reasons"]);
+    }
+    assert_eq!(caps["features"]["tapbackEmoji"], true);
+    assert_eq!(caps["features"]["trackedSend"], true);
     assert!(gateway.stop().success());
 }
 

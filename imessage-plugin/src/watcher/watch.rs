@@ -186,8 +186,13 @@ impl Watch {
             return;
         }
         let params = json!({"protocol_version": 1});
-        self.learn_strict(conn, "initialize", params, known.and_then(|k| k.version_text))
-            .await;
+        self.learn_strict(
+            conn,
+            "initialize",
+            params,
+            known.and_then(|k| k.version_text),
+        )
+        .await;
     }
 
     /// Asks a strict server for its snapshot (`initialize` or `status`, same answer shape)

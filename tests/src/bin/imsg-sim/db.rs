@@ -111,6 +111,10 @@ pub struct Render {
 pub struct Db {
     pub chats: BTreeMap<i64, Chat>,
     pub rows: BTreeMap<i64, Row>,
+    /// Row id → (send state, when it was reached) for rows written by sends (§7.5).
+    pub send_states: BTreeMap<i64, (String, i64)>,
+    /// Attempt ids a tracked send holds (journal op `reserve`).
+    pub reserved: std::collections::BTreeSet<String>,
     pub self_handle: String,
     pub home: String,
     pub contacts: Vec<(String, Vec<String>)>,

@@ -15,6 +15,7 @@ mod params;
 mod scenario;
 mod server;
 mod state;
+mod tracked;
 
 use std::io::Write;
 

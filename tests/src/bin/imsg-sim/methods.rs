@@ -133,22 +133,31 @@ impl Sim {
             ],
         )
         .map_err(perr)?;
-        let Some(since) = p.int("since_rowid").map_err(perr)? else {
-            return Err(RpcError::params("since_rowid is required"));
-        };
-        if since < 0 {
-            return Err(RpcError::params(
-                "since_rowid must be a non-negative integer",
-            ));
+        // actions.md §10 E1–E2: the texts of RPCServer+MessagesAfterHandlers.swift.
+        let since = p
+            .int("since_rowid")
+            .ok()
+            .flatten()
+            .filter(|s| *s >= 0)
+            .ok_or_else(|| RpcError::params("since_rowid must be a non-negative integer"))?;
+        if p.int("chat_id").ok().flatten().is_some_and(|c| c <= 0) {
+            return Err(RpcError::params("chat_id must be a positive integer"));
         }
         let chat = self.positive_chat_id(p)?;
-        let limit = p.int("limit").map_err(perr)?.unwrap_or(100);
-        if !(1..=500).contains(&limit) {
-            return Err(RpcError::params("limit must be between 1 and 500"));
-        }
+        let limit = match p.int("limit") {
+            Ok(None) => 100,
+            Ok(Some(n)) if (1..=500).contains(&n) => n,
+            _ => {
+                return Err(RpcError::params(
+                    "limit must be an integer between 1 and 500",
+                ))
+            }
+        };
         let attachments = p.bool("attachments").map_err(perr)?.unwrap_or(false);
         let reactions = p.bool("include_reactions").map_err(perr)?.unwrap_or(false);
-        let opts = self.render_opts(attachments, reactions);
+        let mut opts = self.render_opts(attachments, reactions);
+        // §10 E7: `reactions` arrays are always filled; the key only adds tapback rows.
+        opts.reactions = true;
         let matching: Vec<&Row> = self
             .db
             .rows
@@ -214,7 +223,9 @@ impl Sim {
             let key = p.pick("buffer_limit", "bufferLimit").map_err(perr)?;
             if let Some(n) = p.int(key).map_err(perr)? {
                 if !(1..=4096).contains(&n) {
-                    return Err(RpcError::params("buffer_limit must be between 1 and 4096"));
+                    return Err(RpcError::params(
+                        "buffer_limit must be an integer between 1 and 4096",
+                    ));
                 }
                 buffer_limit = n;
             }
@@ -351,6 +362,11 @@ impl Sim {
     pub fn send(&mut self, p: &Params) -> Result<(Value, Vec<i64>), (RpcError, Vec<i64>)> {
         let fail = |e: RpcError| (e, Vec::new());
         let req = self.read_send(p).map_err(fail)?;
+        // Real imsg sends to a handle or an explicit chat GUID without the database; a
+        // chat_id has to be looked up there (actions.md §10 E6).
+        if p.map.contains_key("chat_id") {
+            self.db_guard().map_err(fail)?;
+        }
         let chat = self.resolve_chat(p).map_err(fail)?;
         self.check_send(&req, chat.as_ref()).map_err(fail)?;
         let file_size = self.attachment_size(&req.file).map_err(fail)?;
@@ -412,25 +428,38 @@ impl Sim {
 
     /// The params of a `send`, checked in imsg's order.
     fn read_send(&self, p: &Params) -> Result<SendParams, RpcError> {
-        p.allow(
-            "send",
-            &[
-                "to",
-                "chat_id",
-                "chat_guid",
-                "chat_identifier",
-                "text",
-                "file",
-                "service",
-                "region",
-                "transport",
-                "reply_to",
-                "text_formatting",
-                "textFormatting",
-                "formatting",
-            ],
-        )
-        .map_err(perr)?;
+        if p.map.contains_key("attempt_id") {
+            return Err(RpcError::params(
+                "attempt_id is only supported by send.tracked",
+            ));
+        }
+        self.read_send_as(p, "send", &[])
+    }
+
+    /// The `send` params, for `send` or `send.tracked` (which allows `extra` keys too).
+    pub(crate) fn read_send_as(
+        &self,
+        p: &Params,
+        method: &str,
+        extra: &[&str],
+    ) -> Result<SendParams, RpcError> {
+        let base = [
+            "to",
+            "chat_id",
+            "chat_guid",
+            "chat_identifier",
+            "text",
+            "file",
+            "service",
+            "region",
+            "transport",
+            "reply_to",
+            "text_formatting",
+            "textFormatting",
+            "formatting",
+        ];
+        let allowed: Vec<&str> = base.iter().chain(extra).copied().collect();
+        p.allow(method, &allowed).map_err(perr)?;
         let formatting = self.text_formatting(p)?;
         // Threaded replies need the private-API bridge: 0.12 and later fail closed instead of
         // sending an unthreaded AppleScript message (actions.md §3.6, §10 E5).
@@ -492,6 +521,7 @@ impl Sim {
             region,
             reply_to,
             formatting,
+            guid: None,
         })
     }
 
@@ -565,7 +595,7 @@ impl Sim {
     }
 
     /// Transport and platform rules that refuse a send before anything is written.
-    fn check_send(&self, req: &SendParams, chat: Option<&Chat>) -> Result<(), RpcError> {
+    pub(crate) fn check_send(&self, req: &SendParams, chat: Option<&Chat>) -> Result<(), RpcError> {
         if req.transport.as_deref() == Some("bridge") {
             if chat.is_none() {
                 let handle = self
@@ -592,7 +622,7 @@ impl Sim {
     }
 
     /// The size of the file to attach (0 without one); a missing file is AppleScript's error.
-    fn attachment_size(&self, file: &str) -> Result<i64, RpcError> {
+    pub(crate) fn attachment_size(&self, file: &str) -> Result<i64, RpcError> {
         if file.is_empty() {
             return Ok(0);
         }
@@ -651,7 +681,7 @@ impl Sim {
 
     /// The outgoing rows of a send: one for the text, one for the file. Returns the ids
     /// written and the text row's id and GUID.
-    fn write_sent_rows(
+    pub(crate) fn write_sent_rows(
         &mut self,
         chat_id: i64,
         req: &SendParams,
@@ -690,14 +720,18 @@ impl Sim {
         let mut text_row = None;
         if !req.text.is_empty() {
             let id = self.db.max_row_id() + 1;
-            let row = base(
+            let mut row = base(
                 id,
                 req.text.clone(),
                 self.clock.now_ms(),
                 &self.db.self_handle,
             );
+            if let Some(g) = &req.guid {
+                row.guid = g.clone();
+            }
             text_row = Some((id, row.guid.clone()));
             self.insert_row(row);
+            self.note_send_state(id);
             written.push(id);
         }
         if !req.file.is_empty() {
@@ -722,6 +756,7 @@ impl Sim {
                 missing: false,
             });
             self.insert_row(row);
+            self.note_send_state(id);
             written.push(id);
         }
         (written, text_row)
@@ -846,13 +881,20 @@ impl Sim {
         } else {
             p.allow("status", &[]).map_err(perr)?;
         }
-        let supported = crate::state::ALL_METHODS;
+        // actions.md §3.9: send.tracked exists from 0.15; without the database the reads
+        // and tracked sends go (send stays, §10 E6); without the bridge its methods go.
+        let supported: Vec<&str> = crate::state::ALL_METHODS
+            .iter()
+            .copied()
+            .filter(|m| *m != "send.tracked" || self.at_least((0, 15, 0)))
+            .collect();
         let db_methods = [
             "chats.list",
             "messages.history",
             "messages.after",
             "watch.subscribe",
-            "send",
+            "message.send_status",
+            "send.tracked",
         ];
         let bridge_ready = self.bridge.as_str() == Some("ready");
         let methods: Vec<&str> = supported
@@ -860,6 +902,7 @@ impl Sim {
             .copied()
             .filter(|m| self.db_available || !db_methods.contains(m))
             .filter(|m| bridge_ready || !crate::bridge_actions::METHODS.contains(m))
+            .filter(|m| *m != "send.tracked" || self.tracked_sends())
             .collect();
         let database = if self.db_available {
             json!({"path": self.db_path, "ready": true, "features": {"reactions": true, "reply_context": true}})
@@ -909,15 +952,17 @@ pub fn mime_for(name: &str) -> &'static str {
 }
 
 /// The checked params of one `send`.
-struct SendParams {
-    reply_to: Option<String>,
+pub(crate) struct SendParams {
+    /// The GUID of the row to write (`send.tracked`: the attempt id), else the default.
+    pub(crate) guid: Option<String>,
+    pub(crate) reply_to: Option<String>,
     /// `text_formatting` (or an alias), from 0.12.0; older builds ignore the key.
     formatting: Option<Value>,
     /// The handle (a contact name already looked up), when sent with `to`.
-    to: Option<String>,
+    pub(crate) to: Option<String>,
     service: Option<String>,
-    transport: Option<String>,
-    text: String,
-    file: String,
-    region: String,
+    pub(crate) transport: Option<String>,
+    pub(crate) text: String,
+    pub(crate) file: String,
+    pub(crate) region: String,
 }

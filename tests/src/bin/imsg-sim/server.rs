@@ -232,14 +232,29 @@ struct Request {
     params: Map<String, Value>,
 }
 
-const READS: &[&str] = &["chats.list", "messages.history", "messages.after"];
-const MUTATIONS: &[&str] = &["send", "typing", "read", "tapback"];
+const READS: &[&str] = &[
+    "chats.list",
+    "messages.history",
+    "messages.after",
+    "message.send_status",
+];
+const MUTATIONS: &[&str] = &[
+    "send",
+    "send.tracked",
+    "typing",
+    "read",
+    "tapback",
+    "message.edit",
+    "message.unsend",
+];
+/// Methods that need the database (`send` does not: §10 E6; its chat_id lookups do).
 const DB_METHODS: &[&str] = &[
     "chats.list",
     "messages.history",
     "messages.after",
     "watch.subscribe",
-    "send",
+    "message.send_status",
+    "send.tracked",
 ];
 
 pub struct Server {
@@ -559,7 +574,32 @@ fn execute(shared: &Arc<Shared>, request: Request) {
             }
             shared.record(effect);
             std::thread::sleep(Duration::from_millis(latency));
+            if lost_reply(shared) && outcome.is_ok() {
+                return; // Written, never answered (§7.5).
+            }
             answer(shared, outcome.map(|(v, _)| v).map_err(|(e, _)| e))
+        }
+        "send.tracked" => {
+            sim.begin_mutation();
+            let outcome = sim.send_tracked(&p);
+            sim.end_mutation();
+            drop(sim);
+            let rows = match &outcome {
+                Ok((_, rows)) | Err((_, rows)) => rows.clone(),
+            };
+            shared.record(
+                json!({"effect": "send", "params": Value::Object(params.clone()), "rows": rows}),
+            );
+            match outcome {
+                Ok((Some(result), _)) => answer(shared, Ok(result)),
+                Ok((None, _)) => {} // lost reply
+                Err((e, _)) => answer(shared, Err(e)),
+            }
+        }
+        "message.send_status" => {
+            let r = sim.send_status(&p);
+            drop(sim);
+            answer(shared, r)
         }
         "typing" | "read" => {
             let r = if method == "typing" {
@@ -606,6 +646,12 @@ fn execute(shared: &Arc<Shared>, request: Request) {
     }
 }
 
+/// Whether sends are written but never answered (scenario `send.mode: "lost_reply"`).
+fn lost_reply(shared: &Shared) -> bool {
+    let sim = shared.state.lock().expect("state");
+    sim.send_cfg.get("mode").and_then(Value::as_str) == Some("lost_reply")
+}
+
 /// Applies one control op (§B9). `once`: with a shared journal, ops that create rows are
 /// applied by the first process only (timed events and inbox lines reach every process).
 pub fn apply_op(shared: &Arc<Shared>, op: &Value, once: Option<&str>) {
@@ -621,6 +667,29 @@ pub fn apply_op(shared: &Arc<Shared>, op: &Value, once: Option<&str>) {
             sim.add_marker(key);
         }
         apply_row_op(&mut sim, name, op);
+        sim.end_mutation();
+        return;
+    }
+    // Row state changes (§7.5): idempotent, so every process may apply them.
+    if matches!(name, "send_state" | "reserve" | "edit" | "unsend") {
+        sim.begin_mutation();
+        let id = op.get("id").and_then(Value::as_i64).unwrap_or(0);
+        match name {
+            "send_state" => {
+                let state = op["state"].as_str().unwrap_or("delivered").to_string();
+                let at = sim.clock.now_ms();
+                sim.set_send_state(id, &state, at);
+            }
+            "reserve" => {
+                let guid = op["guid"].as_str().unwrap_or("").to_lowercase();
+                sim.db.reserved.insert(guid.clone());
+                if sim.journal.is_some() {
+                    sim.journal_out.push(json!({"reserve": guid}));
+                }
+            }
+            "edit" => sim.rewrite_row(id, op["text"].as_str().unwrap_or("")),
+            _ => sim.rewrite_row(id, ""),
+        }
         sim.end_mutation();
         return;
     }

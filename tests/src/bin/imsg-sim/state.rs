@@ -128,7 +128,9 @@ pub const ALL_METHODS: &[&str] = &[
     "messages.after",
     "watch.subscribe",
     "watch.unsubscribe",
+    "message.send_status",
     "send",
+    "send.tracked",
     "typing",
     "read",
     "tapback",
@@ -176,6 +178,8 @@ impl Sim {
         let mut db = Db {
             chats: BTreeMap::new(),
             rows: BTreeMap::new(),
+            send_states: BTreeMap::new(),
+            reserved: Default::default(),
             self_handle,
             home: get_str(s, "home").unwrap_or("/Users/me").to_string(),
             contacts: s
@@ -316,6 +320,8 @@ impl Sim {
         let known = base.contains(&method)
             || (matches!(method, "typing" | "read") && self.at_least((0, 7, 3)))
             || (crate::bridge_actions::METHODS.contains(&method) && self.at_least((0, 9, 0)))
+            || (method == "message.send_status" && (self.strict || self.at_least((0, 10, 0))))
+            || (method == "send.tracked" && self.strict && self.at_least((0, 15, 0)))
             || (self.strict && matches!(method, "initialize" | "status" | "messages.after"));
         known
             && self
@@ -380,6 +386,13 @@ impl Sim {
                 }
             } else if let Some(chat) = line.get("chat").and_then(db::chat_from_json) {
                 self.db.chats.entry(chat.id).or_insert(chat);
+            } else if let Some(st) = line.get("send_state") {
+                let id = st.get("id").and_then(Value::as_i64).unwrap_or(0);
+                let state = st["state"].as_str().unwrap_or("delivered").to_string();
+                let at = st.get("at").and_then(Value::as_i64).unwrap_or(0);
+                self.db.send_states.insert(id, (state, at));
+            } else if let Some(g) = line.get("reserve").and_then(Value::as_str) {
+                self.db.reserved.insert(g.to_lowercase());
             } else if let Some(edit) = line.get("edit") {
                 let id = edit.get("id").and_then(Value::as_i64).unwrap_or(0);
                 if let Some(row) = self.db.rows.get_mut(&id) {
