@@ -11,6 +11,8 @@ use crate::params::Params;
 use crate::state::{RpcError, Sim};
 
 type Res = Result<Value, RpcError>;
+/// A tracked send's answer (`None`: the reply is lost) or error, with the rows written.
+type Tracked = Result<(Option<Value>, Vec<i64>), (RpcError, Vec<i64>)>;
 
 /// `8-4-4-4-12` hex digits.
 pub fn is_uuid(text: &str) -> bool {
@@ -70,10 +72,7 @@ impl Sim {
     /// `send.tracked`: the checks of §7.2 in order, then one text over the bridge with the
     /// attempt id as its GUID. Returns the result (or `None` when the reply is to be lost)
     /// and the rows written.
-    pub fn send_tracked(
-        &mut self,
-        p: &Params,
-    ) -> Result<(Option<Value>, Vec<i64>), (RpcError, Vec<i64>)> {
+    pub fn send_tracked(&mut self, p: &Params) -> Tracked {
         let fail = |e: RpcError| (e, Vec::new());
         let attempt = p.string("attempt_id").map_err(perr).map_err(fail)?;
         let attempt = attempt
