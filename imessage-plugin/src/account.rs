@@ -141,6 +141,9 @@ pub struct StatusState {
     /// Panics caught in processing, and messages quarantined for panicking twice.
     pub panics: u64,
     pub quarantined: u64,
+    /// `watch.overflow` endings, and when the recent ones happened (for the warning).
+    pub watch_overflows: u64,
+    pub recent_overflows: std::collections::VecDeque<i64>,
 }
 
 /// The config an account runs with: the whole validated config and this account's effective
@@ -438,6 +441,7 @@ impl Account {
             settings,
             probe: None,
             panics: s.panics,
+            watch_overflows: s.watch_overflows,
             capabilities: self
                 .capabilities
                 .locked()

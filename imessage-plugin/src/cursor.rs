@@ -215,6 +215,15 @@ impl Catchup {
         warning
     }
 
+    /// Moves the cursor forward to `rowid` without a message: `messages.after`'s
+    /// `next_rowid` may pass rows imsg suppresses (URL previews, actions.md §4.1).
+    pub fn advance_to(&mut self, rowid: i64) {
+        if rowid > 0 && self.rowid.is_none_or(|r| rowid > r) {
+            self.rowid = Some(rowid);
+            self.dirty = true;
+        }
+    }
+
     /// What finished since the last batch, ready to persist (`Batch::write`), so the disk
     /// work can run off the message path. Batches must be written in the order taken.
     pub fn take_batch(&mut self, now_ms: i64) -> Option<Batch> {

@@ -326,6 +326,10 @@ pub struct SendPart {
     pub transport: Option<String>,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// Host → plugin: status of every account, or one.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -385,6 +389,10 @@ pub struct AccountStatus {
     /// watch from the cursor).
     #[serde(default)]
     pub panics: u64,
+    /// Times a strict imsg ended the subscription because the gateway fell behind
+    /// (`watch.overflow`); each was caught up without loss.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub watch_overflows: u64,
     /// What this account's imsg can do (the `capabilities.get` result), once learned: by
     /// `capabilities.get` or a status with `probe`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

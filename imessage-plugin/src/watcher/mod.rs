@@ -14,6 +14,7 @@
 //! what was processed is delivered once more (no retry wait) and the state flushed to disk.
 
 mod connection;
+mod paging;
 mod process;
 mod pump;
 mod supervisor;
@@ -166,14 +167,28 @@ pub async fn run_with(
     }
 }
 
-/// Connects and subscribes; how it failed otherwise.
+/// Connects, catches up (by paging on strict servers) and subscribes; how it failed
+/// otherwise.
 async fn connect_and_subscribe(
     w: &mut Watch,
     connect: &impl Fn() -> Result<Started, CallError>,
+    cancel: &CancellationToken,
 ) -> Result<(Connection, i64), Ending> {
     let mut conn = Connection::new(connect().map_err(|e| Ending::SpawnFailed(e.to_string()))?);
     w.initialize(&mut conn).await;
-    match w.subscribe(&mut conn, None).await {
+    let resume = match w.page(&mut conn, None, cancel).await {
+        paging::Paged::From(since) => Some(since),
+        paging::Paged::NotPaged => None,
+        paging::Paged::Stop(reason) => {
+            conn.shutdown().await;
+            // Cancelled (the loop then stops at once) or a restart asked for.
+            return Err(Ending::Gone {
+                reason: reason.unwrap_or_else(|| "stopped during catch-up".into()),
+                healthy_for: Duration::ZERO,
+            });
+        }
+    };
+    match w.subscribe(&mut conn, resume).await {
         Ok(subscription) => Ok((conn, subscription)),
         Err(e) => {
             let ending = if is_permission(&e) {
@@ -205,7 +220,7 @@ async fn watch_account(
     let mut restarts = Restarts::default();
     while ready && !cancel.is_cancelled() {
         account.set_state(restarts.connecting_state(), None);
-        let ending = match connect_and_subscribe(&mut w, &connect).await {
+        let ending = match connect_and_subscribe(&mut w, &connect, cancel).await {
             Err(ending) => ending,
             Ok((mut conn, subscription)) => {
                 account.set_state(AccountState::Watching, None);

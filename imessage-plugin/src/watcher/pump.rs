@@ -152,8 +152,21 @@ pub(super) async fn pump(
                     }
                     watch_failures += 1;
                 } else {
-                    resume = p.get("resume_after_rowid").and_then(Value::as_i64);
-                    tracing::warn!(account = %w.account.id, "watch overflowed; resubscribing after row {resume:?}");
+                    // At or before the first dropped row; never past what is finished
+                    // (actions.md §4.3). Duplicates are dropped by the seen keys.
+                    let after = p.get("resume_after_rowid").and_then(Value::as_i64);
+                    resume = match (after, w.catchup.rowid()) {
+                        (Some(a), Some(c)) => Some(a.min(c)),
+                        (a, c) => a.or(c),
+                    };
+                    w.note_overflow();
+                    tracing::warn!(account = %w.account.id, "watch overflowed; catching up after row {resume:?}");
+                    match w.page(conn, resume, cancel).await {
+                        super::paging::Paged::From(since) => resume = Some(since),
+                        super::paging::Paged::NotPaged => {}
+                        super::paging::Paged::Stop(None) => break Exit::Stop,
+                        super::paging::Paged::Stop(Some(reason)) => break Exit::Gone(reason),
+                    }
                 }
                 match w.subscribe(conn, resume).await {
                     Ok(id) => {

@@ -201,6 +201,7 @@ impl Sim {
             reply_to_guid: None,
             reaction: Some(reaction),
             attachments: Vec::new(),
+            preview_of: None,
         };
         self.insert_row(row);
     }

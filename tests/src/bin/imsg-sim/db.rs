@@ -83,6 +83,9 @@ pub struct Row {
     pub reply_to_guid: Option<String>,
     pub reaction: Option<Reaction>,
     pub attachments: Vec<Attachment>,
+    /// A URL-preview row of that text row (sim): never returned by `messages.after` or the
+    /// watch, but `next_rowid` may pass it (actions.md §4.4).
+    pub preview_of: Option<i64>,
 }
 
 impl Row {
@@ -225,6 +228,7 @@ impl Db {
             reply_to_guid: s("reply_to_guid"),
             reaction,
             attachments,
+            preview_of: v.get("preview_of").and_then(Value::as_i64),
         }
     }
 
@@ -484,6 +488,9 @@ pub fn row_to_json(r: &Row) -> Value {
     }
     if let Some(x) = &r.reaction {
         v["reaction"] = json!({"type": x.kind, "target_guid": x.target_guid, "remove": x.remove, "emoji": x.emoji});
+    }
+    if let Some(p) = r.preview_of {
+        v["preview_of"] = json!(p);
     }
     if !r.attachments.is_empty() {
         v["attachments"] = Value::Array(

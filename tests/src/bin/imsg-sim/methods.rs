@@ -165,9 +165,16 @@ impl Sim {
             .map(|(_, r)| r)
             .filter(|r| r.chat_id.is_some() && chat.is_none_or(|c| r.chat_id == Some(c)))
             .filter(|r| reactions || r.reaction.is_none())
+            .filter(|r| r.preview_of.is_none())
             .collect();
         let page: Vec<&Row> = matching.iter().take(limit as usize).copied().collect();
-        let next = page.last().map(|r| r.id).unwrap_or(since);
+        // `next_rowid` is the scan position: past suppressed rows when the scan reached the
+        // end (actions.md §4.1).
+        let next = if matching.len() > page.len() {
+            page.last().map(|r| r.id).unwrap_or(since)
+        } else {
+            self.db.max_row_id().max(since)
+        };
         Ok(json!({
             "messages": page.iter().map(|r| self.db.render_message(r, opts)).collect::<Vec<_>>(),
             "next_rowid": next,
@@ -675,6 +682,7 @@ impl Sim {
             reply_to_guid: None,
             reaction: None,
             attachments: Vec::new(),
+            preview_of: None,
         });
         id
     }
@@ -715,6 +723,7 @@ impl Sim {
             reply_to_guid: None,
             reaction: None,
             attachments: Vec::new(),
+            preview_of: None,
         };
         let mut written = Vec::new();
         let mut text_row = None;

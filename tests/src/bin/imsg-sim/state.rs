@@ -493,7 +493,7 @@ impl Sim {
         for id in &taken {
             new_cursor = *id;
             let row = &self.db.rows[id];
-            if row.reaction.is_some() && !sub.include_reactions {
+            if (row.reaction.is_some() && !sub.include_reactions) || row.preview_of.is_some() {
                 continue;
             }
             if row.chat_id.is_none() && strict {

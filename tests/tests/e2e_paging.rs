@@ -1,0 +1,170 @@
+//! Catch-up through `messages.after` (issue 17, actions.md §4, cases 199–202): on a strict
+//! server the rows missed while the gateway was down are paged from the cursor, each page
+//! acknowledged before the cursor moves to its `next_rowid`, then the live subscription
+//! opens; an overflowing subscription is caught up the same way; lenient servers keep the
+//! watch replay.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::sim::{wait_until, SimEnv};
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The params of every request of `method` the simulators received, in order.
+fn requests(env: &SimEnv, method: &str) -> Vec<Value> {
+    env.record()
+        .into_iter()
+        .filter(|r| r["dir"] == "in")
+        .filter_map(|r| serde_json::from_str::<Value>(r["line"].as_str()?).ok())
+        .filter(|v| v["method"] == method)
+        .map(|v| v["params"].clone())
+        .collect()
+}
+
+/// A persisted cursor at `rowid` for this env's source (as a previous run left it).
+fn write_cursor(env: &SimEnv, rowid: i64) {
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(env.gw.config_path()).unwrap()).unwrap();
+    let source = format!(
+        "{}|{}|",
+        config["channels"]["imessage"]["cliPath"].as_str().unwrap(),
+        config["channels"]["imessage"]["dbPath"].as_str().unwrap()
+    );
+    let dir = env.path("state/imessage/default");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("cursor.json"),
+        json!({"version": 1, "source": source, "rowid": rowid, "newestCreatedAt": null})
+            .to_string(),
+    )
+    .unwrap();
+}
+
+fn cursor(env: &SimEnv) -> i64 {
+    let v: Value = serde_json::from_str(
+        &std::fs::read_to_string(env.path("state/imessage/default/cursor.json")).unwrap(),
+    )
+    .unwrap();
+    v["rowid"].as_i64().unwrap()
+}
+
+/// `n` owner DMs with ids from `first`, texts `dm <i>`.
+fn backlog(first: i64, n: i64) -> Vec<Value> {
+    (0..n)
+        .map(|i| json!({"id": first + i, "chat_id": 7, "handle": "+15550001111", "text": format!("dm {i}")}))
+        .collect()
+}
+
+fn assert_once_in_order(routed: &[Value], n: usize) {
+    let texts: Vec<&str> = routed.iter().map(|m| m["text"].as_str().unwrap()).collect();
+    let unique: HashSet<&&str> = texts.iter().collect();
+    assert_eq!(unique.len(), texts.len(), "a message was routed twice");
+    assert_eq!(texts.len(), n, "a message was lost");
+    for (i, t) in texts.iter().enumerate() {
+        assert_eq!(*t, format!("dm {i}"), "in order");
+    }
+}
+
+#[test]
+fn a_strict_server_pages_the_backlog_then_subscribes_cases_199_200() {
+    // 250 rows missed while down, and a suppressed URL-preview row after the last one.
+    let mut rows = backlog(101, 250);
+    rows.push(json!({"id": 351, "chat_id": 7, "handle": "+15550001111", "text": "https://example.com", "preview_of": 350}));
+    let env = SimEnv::new(json!({"profile": "strict", "messages": rows}), json!({}));
+    write_cursor(&env, 100);
+    let gateway = env.start(false);
+    let routed = gateway.wait_messages(250, WAIT);
+    wait_until("subscribed", WAIT, || {
+        !requests(&env, "watch.subscribe").is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_once_in_order(&gateway.messages(), 250);
+    drop(routed);
+    let pages = requests(&env, "messages.after");
+    assert_eq!(
+        pages,
+        vec![
+            json!({"since_rowid": 100, "limit": 100, "attachments": false, "include_reactions": true}),
+            json!({"since_rowid": 200, "limit": 100, "attachments": false, "include_reactions": true}),
+            json!({"since_rowid": 300, "limit": 100, "attachments": false, "include_reactions": true}),
+        ]
+    );
+    // The last page's next_rowid passed the preview row: the cursor and the subscription
+    // start there (case 200).
+    assert_eq!(
+        requests(&env, "watch.subscribe"),
+        vec![json!({"attachments": false, "since_rowid": 351, "include_reactions": true})]
+    );
+    wait_until("the cursor persisted", WAIT, || cursor(&env) == 351);
+    // Live messages keep flowing after the catch-up.
+    env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "live"}));
+    let all = gateway.wait_messages(251, WAIT);
+    assert_eq!(all[250]["text"], "live");
+    assert!(gateway.stop().success());
+}
+
+#[test]
+fn an_overflowing_subscription_is_caught_up_by_paging_case_201() {
+    let env = SimEnv::new(json!({"profile": "strict"}), json!({}));
+    let gateway = env.start(false);
+    wait_until("watching", WAIT, || {
+        env.stderr().contains("watching for messages")
+    });
+    env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "dm 0"}));
+    gateway.wait_messages(1, WAIT);
+    // The subscription delivers 30 more rows, then overflows; 270 remain behind it.
+    env.inbox(json!({"op": "overflow", "subscription": 1, "deliver": 30}));
+    let rows: Vec<Value> = (1..=300)
+        .map(|i| json!({"chat_id": 7, "handle": "+15550001111", "text": format!("dm {i}")}))
+        .collect();
+    env.inbox(json!({"op": "insert_many", "rows": rows}));
+    gateway.wait_messages(301, WAIT);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_once_in_order(&gateway.messages(), 301);
+    let pages = requests(&env, "messages.after");
+    assert!(!pages.is_empty(), "caught up by paging");
+    let subs = requests(&env, "watch.subscribe");
+    assert_eq!(subs.len(), 2, "resubscribed once: {subs:?}");
+    // Live again after the catch-up.
+    env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "dm 301"}));
+    gateway.wait_messages(302, WAIT);
+    let out = env.gw.run(&["channels", "status", "--json"]);
+    let status: Value = serde_json::from_str(&common::stdout(&out)).unwrap();
+    assert_eq!(status["channels"][0]["watchOverflows"], 1);
+    assert!(gateway.stop().success());
+}
+
+#[test]
+fn lenient_servers_replay_and_failing_pages_fall_back_to_the_replay_case_202() {
+    // Lenient 0.9: no messages.after, the watch replays from the cursor.
+    let env = SimEnv::new(json!({"messages": backlog(101, 5)}), json!({}));
+    write_cursor(&env, 100);
+    let gateway = env.start(false);
+    gateway.wait_messages(5, WAIT);
+    assert!(requests(&env, "messages.after").is_empty());
+    assert_eq!(requests(&env, "watch.subscribe")[0]["since_rowid"], 100);
+    assert!(gateway.stop().success());
+
+    // Strict, but messages.after fails three times: the watch replay catches up instead.
+    let env = SimEnv::new(
+        json!({"profile": "strict", "messages": backlog(101, 5),
+            "faults": {"bridge_unavailable": {"messages.after": 3}}}),
+        json!({}),
+    );
+    write_cursor(&env, 100);
+    let gateway = env.start(false);
+    let routed = gateway.wait_messages(5, WAIT);
+    assert_once_in_order(&routed, 5);
+    assert_eq!(requests(&env, "messages.after").len(), 3);
+    assert_eq!(requests(&env, "watch.subscribe")[0]["since_rowid"], 100);
+    let warnings = env
+        .stderr()
+        .matches("messages.after failed 3 times; catching up through the watch replay instead")
+        .count();
+    assert_eq!(warnings, 1);
+    assert!(gateway.stop().success());
+}
