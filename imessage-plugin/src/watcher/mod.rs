@@ -178,7 +178,7 @@ async fn connect_and_subscribe(
     w.initialize(&mut conn).await;
     let resume = match w.page(&mut conn, None, cancel).await {
         paging::Paged::From(since) => Some(since),
-        paging::Paged::NotPaged => None,
+        paging::Paged::Skipped => None,
         paging::Paged::Stop(reason) => {
             conn.shutdown().await;
             // Cancelled (the loop then stops at once) or a restart asked for.

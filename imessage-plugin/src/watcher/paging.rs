@@ -66,7 +66,7 @@ pub(super) enum Paged {
     From(i64),
     /// Paging is not possible (lenient server, no cursor, catch-up off) or failed three
     /// times: subscribe as before, from the cursor.
-    NotPaged,
+    Skipped,
     /// Cancelled, or a message asked for a restart.
     Stop(Option<String>),
 }
@@ -123,17 +123,17 @@ impl Watch {
         // Never from nothing: without a cursor the first start begins at the live tail.
         let cursor = self.catchup.since_rowid().or(self.baseline);
         let Some(mut since) = start.or(cursor).filter(|s| *s > 0) else {
-            return Paged::NotPaged;
+            return Paged::Skipped;
         };
         if !self.can_page() {
-            return Paged::NotPaged;
+            return Paged::Skipped;
         }
         if start.is_none() {
             // A replaced database restarts row ids lower: the subscription's own check sends
             // such a cursor to the live tail (imsg-protocol A12), so paging must not run.
             if let Some(newest) = conn.newest_row().await {
                 if since > newest + 100 {
-                    return Paged::NotPaged;
+                    return Paged::Skipped;
                 }
             }
         }
@@ -155,7 +155,7 @@ impl Watch {
                     failures += 1;
                     if failures >= MAX_FAILURES || matches!(e, CallError::ChildExited { .. }) {
                         tracing::warn!(account = %self.account.id, "messages.after failed {failures} times; catching up through the watch replay instead ({e})");
-                        return Paged::NotPaged;
+                        return Paged::Skipped;
                     }
                     tracing::debug!(account = %self.account.id, "messages.after: {e}");
                     let wait = Duration::from_secs(1 << (failures - 1));

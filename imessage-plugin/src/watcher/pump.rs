@@ -163,7 +163,7 @@ pub(super) async fn pump(
                     tracing::warn!(account = %w.account.id, "watch overflowed; catching up after row {resume:?}");
                     match w.page(conn, resume, cancel).await {
                         super::paging::Paged::From(since) => resume = Some(since),
-                        super::paging::Paged::NotPaged => {}
+                        super::paging::Paged::Skipped => {}
                         super::paging::Paged::Stop(None) => break Exit::Stop,
                         super::paging::Paged::Stop(Some(reason)) => break Exit::Gone(reason),
                     }
