@@ -184,6 +184,9 @@ pub struct Account {
     pub read_receipts: Mutex<crate::actions::ReadReceipts>,
     /// Routed inbound messages and their chats, for message actions (actions.md §3.0).
     pub index: Mutex<crate::message_index::MessageIndex>,
+    /// Outbound rate limiting (actions.md §6), and when its counters were last saved.
+    pub limiter: Mutex<crate::ratelimit::Limiter>,
+    limits_saved_ms: std::sync::atomic::AtomicI64,
     /// Refresh the strict snapshot with `status {}` on the watcher's child now (a bridge
     /// error was seen; actions.md §1.2, case 164).
     pub status_due: std::sync::atomic::AtomicBool,
@@ -215,6 +218,10 @@ impl Account {
             _ => {}
         }
         let echo = EchoRegistry::open(&dir, timeutil::now_ms());
+        let limiter = crate::ratelimit::Limiter::new(
+            account.rate_limit,
+            crate::ratelimit::persist::load(&dir),
+        );
         let source_spawn = source.spawn_config();
         Account {
             id: account.id.clone(),
@@ -244,6 +251,8 @@ impl Account {
             actions_used_ms: std::sync::atomic::AtomicI64::new(0),
             read_receipts: Mutex::new(Default::default()),
             index: Mutex::new(Default::default()),
+            limiter: Mutex::new(limiter),
+            limits_saved_ms: std::sync::atomic::AtomicI64::new(0),
             status_due: std::sync::atomic::AtomicBool::new(false),
             typing: Mutex::new(Default::default()),
         }
@@ -251,6 +260,7 @@ impl Account {
 
     /// Applies reloaded settings that need no restart (policy, routing, prefixes, chunking).
     pub fn update(&self, config: Arc<Config>, settings: AccountConfig) {
+        self.limiter.locked().set_limits(settings.rate_limit);
         *self.config.write_locked() = Configured {
             whole: config,
             account: settings,
@@ -342,26 +352,148 @@ impl Account {
         }
     }
 
-    /// Sends a plan through this account's sender process.
+    /// Sends a plan through this account's sender process, within the rate limits
+    /// (actions.md §6): the hard caps are checked once before any part, each part waits for
+    /// its slot.
     pub async fn send(&self, plan: &Plan) -> send::Receipt {
         let plan = &self.fit_to_imsg(plan).await;
-        let timeout = Duration::from_millis(self.settings().send_timeout_ms);
-        self.sender.lock().await.initialize_first = self.is_strict();
-        let receipt = send::execute(
-            &self.sender,
-            plan,
-            &self.echo,
-            timeout,
-            &self.id,
-            self.source.remote_host.as_deref(),
-        )
-        .await;
+        let settings = self.settings();
+        let timeout = Duration::from_millis(settings.send_timeout_ms);
+        let scope = plan.target.echo_scope().to_string();
+        let exempt = !plan.capped
+            || (settings.rate_limit.exempt_allow_from && self.is_owner_dm(&plan.target, &settings));
+        let started = timeutil::now_ms();
+        let capped = self.limiter.locked().check_caps(&scope, exempt, started);
+        let receipt = match capped {
+            Err(refusal) => send::refused(plan, &self.id, &refusal),
+            Ok(()) => {
+                self.sender.lock().await.initialize_first = self.is_strict();
+                let throttle = crate::ratelimit::slot::Throttle::new(&self.limiter, scope.clone());
+                send::execute(
+                    &self.sender,
+                    plan,
+                    &self.echo,
+                    timeout,
+                    &self.id,
+                    self.source.remote_host.as_deref(),
+                    Some(&throttle),
+                )
+                .await
+            }
+        };
+        let now = timeutil::now_ms();
+        {
+            let mut limiter = self.limiter.locked();
+            if receipt.reached_any() {
+                limiter.record_request(&scope, now);
+            }
+            let held: Vec<&str> = receipt
+                .wire
+                .parts
+                .iter()
+                .filter_map(|p| p.error.as_deref())
+                .filter(|e| e.starts_with("rate limited: "))
+                .collect();
+            if let Some(reason) = held.first() {
+                limiter.limited_parts += held.len() as u64;
+                if limiter.should_warn(&scope, now) {
+                    tracing::warn!(
+                        account = %self.id,
+                        "outbound to conv {} held by rate limit: {}",
+                        crate::inbound::conversation_hash(&scope),
+                        reason.trim_start_matches("rate limited: ")
+                    );
+                }
+            }
+        }
+        self.save_limits(false);
         // A reply to a conversation ends the typing shown there (any outcome).
-        crate::typing::stop_scope(self, &plan.target.echo_scope().to_string());
+        crate::typing::stop_scope(self, &scope);
         if receipt.any_sent() {
-            self.status.locked().last_outbound_ms = Some(timeutil::now_ms());
+            self.status.locked().last_outbound_ms = Some(now);
         }
         receipt
+    }
+
+    /// Whether `target` is a DM with a handle listed explicitly in `allowFrom` (the owner's
+    /// daily briefing must not stop after five unanswered days, actions.md §6.2).
+    fn is_owner_dm(&self, target: &crate::outbound::Target, settings: &AccountConfig) -> bool {
+        use crate::outbound::Target;
+        let handle = match target {
+            Target::Handle { to, .. } => Some(to.clone()),
+            Target::ChatId(id) => self.index.locked().dm_handle(*id),
+            Target::ChatGuid(g) => g.split_once(";-;").map(|(_, h)| h.to_string()),
+            Target::ChatIdentifier(i) => Some(i.clone()),
+        };
+        handle.is_some_and(|h| {
+            settings.allow_from.iter().any(
+                |e| matches!(e, crate::config::AllowEntry::Handle(x) if x.eq_ignore_ascii_case(&h)),
+            )
+        })
+    }
+
+    /// Someone wrote in these conversations (any row not from us, not a duplicate, not
+    /// stale): the rate limiter's unanswered counts reset (§6.2).
+    pub fn note_inbound(&self, m: &crate::message::ImsgMessage) {
+        let mut scopes: Vec<String> = Vec::with_capacity(4);
+        if let Some(id) = m.chat_id {
+            scopes.push(format!("chat:{id}"));
+        }
+        if let Some(g) = m.chat_guid.as_deref().filter(|g| !g.is_empty()) {
+            scopes.push(format!("guid:{g}"));
+        }
+        if let Some(i) = m.chat_identifier.as_deref().filter(|i| !i.is_empty()) {
+            scopes.push(format!("ident:{i}"));
+        }
+        if m.is_group != Some(true) {
+            if let Some(h) = m.sender.as_deref().filter(|h| !h.is_empty()) {
+                scopes.push(format!("handle:{}", crate::handle::normalize_sender(h)));
+            }
+        }
+        let now = timeutil::now_ms();
+        self.limiter
+            .locked()
+            .note_inbound(scopes.iter().map(String::as_str), now);
+        self.save_limits(false);
+    }
+
+    /// Persists the rate-limit counters: at most once a second, or now (`force`, at stop).
+    pub fn save_limits(&self, force: bool) {
+        let now = timeutil::now_ms();
+        let last = self
+            .limits_saved_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if !force && now - last < 1000 {
+            return;
+        }
+        let mut limiter = self.limiter.locked();
+        if !limiter.dirty {
+            return;
+        }
+        self.limits_saved_ms
+            .store(now, std::sync::atomic::Ordering::Relaxed);
+        match crate::ratelimit::persist::save(&self.dir, &mut limiter.counters, now) {
+            Ok(()) => limiter.dirty = false,
+            Err(e) => tracing::warn!(account = %self.id, "saving the rate-limit counters: {e}"),
+        }
+    }
+
+    /// The `outbound` status object.
+    fn outbound_status(&self) -> Value {
+        let now = timeutil::now_ms();
+        let l = self.limiter.locked();
+        let within = |times: &std::collections::VecDeque<i64>, window: i64| {
+            times.iter().filter(|t| now - **t < window).count()
+        };
+        serde_json::json!({
+            "rateLimitedParts": l.limited_parts,
+            "rateLimit": {
+                "enabled": l.limits.enabled,
+                "conversations": l.counters.conversations.len(),
+                "newChatsLastHour": within(&l.counters.new_chats, 3_600_000),
+                "reachOutLastDay": within(&l.counters.reach_out, 86_400_000),
+            },
+        })
     }
 
     /// What of a plan this imsg can take (actions.md §3.6, §5.4): formatting ranges only
@@ -442,6 +574,7 @@ impl Account {
             probe: None,
             panics: s.panics,
             watch_overflows: s.watch_overflows,
+            outbound: Some(self.outbound_status()),
             capabilities: self
                 .capabilities
                 .locked()

@@ -34,6 +34,7 @@ mod plugin;
 pub mod policy;
 mod probe;
 mod quarantine;
+mod ratelimit;
 pub mod reaction;
 pub mod remote;
 mod routing;

@@ -325,11 +325,27 @@ async fn require(account: &Account, action: Action, feature: &str) -> Result<(),
     }))
 }
 
+/// One bridge request, after its rate-limit slot (each tapback, edit or unsend takes one
+/// token from both buckets, actions.md §6.2).
 async fn request(
     account: &Arc<Account>,
     action: Action,
+    target: &Target,
     params: Map<String, Value>,
 ) -> Result<Value, PluginError> {
+    let throttle =
+        crate::ratelimit::slot::Throttle::new(&account.limiter, target.echo_scope().to_string());
+    throttle.slot().await.map_err(|r| {
+        account.limiter.locked().limited_parts += 1;
+        PluginError::new(
+            "rate_limited",
+            format!(
+                "{}; retry after {} ms",
+                r.error,
+                r.retry_after_ms.unwrap_or(0)
+            ),
+        )
+    })?;
     crate::actions::request(account, action.method(), Value::Object(params), TIMEOUT)
         .await
         .map_err(|e| call_error(action.method(), &e))
@@ -354,7 +370,7 @@ pub async fn react(account: &Arc<Account>, payload: &Value) -> Result<Value, Plu
             if remove {
                 p.insert("remove".into(), Value::from(true));
             }
-            request(account, action, p).await?;
+            request(account, action, &common.target, p).await?;
             result["emoji"] = json!(emoji);
         }
         Reaction::Kinds(kinds) => {
@@ -365,7 +381,7 @@ pub async fn react(account: &Arc<Account>, payload: &Value) -> Result<Value, Plu
                 if remove {
                     p.insert("remove".into(), Value::from(true));
                 }
-                request(account, action, p).await?;
+                request(account, action, &common.target, p).await?;
             }
             if kinds.len() == 1 {
                 result["reaction"] = json!(kinds[0]);
@@ -405,7 +421,7 @@ pub async fn edit(account: &Arc<Account>, payload: &Value) -> Result<Value, Plug
     }
     let mut params = base_params(&common, at.as_ref())?;
     params.insert("text".into(), Value::from(text.clone()));
-    request(account, action, params).await?;
+    request(account, action, &common.target, params).await?;
     account.echo.locked().note_edit(&common.message_id, &text);
     let edits = own.map(|o| o.edits).unwrap_or(0) + 1;
     Ok(json!({"ok": true, "accountId": account.id, "messageId": common.message_id, "edits": edits}))
@@ -428,7 +444,7 @@ pub async fn unsend(account: &Arc<Account>, payload: &Value) -> Result<Value, Pl
     )?;
     require(account, action, action.feature()).await?;
     let params = base_params(&common, at.as_ref())?;
-    request(account, action, params).await?;
+    request(account, action, &common.target, params).await?;
     Ok(json!({"ok": true, "accountId": account.id, "messageId": common.message_id}))
 }
 

@@ -78,6 +78,8 @@ impl Located {
 pub struct MessageIndex {
     entries: HashMap<String, Located>,
     order: VecDeque<String>,
+    /// DM chats seen inbound: chat id → the other person's handle.
+    dm_handles: HashMap<i64, String>,
 }
 
 impl MessageIndex {
@@ -86,6 +88,13 @@ impl MessageIndex {
         let Some(guid) = m.guid.as_deref().map(str::trim).filter(|g| !g.is_empty()) else {
             return;
         };
+        if let (Some(id), Some(false), Some(sender)) = (m.chat_id, m.is_group, m.sender.as_deref())
+        {
+            if self.dm_handles.len() < CAPACITY || self.dm_handles.contains_key(&id) {
+                self.dm_handles
+                    .insert(id, crate::handle::normalize_sender(sender));
+            }
+        }
         let key = guid.to_ascii_lowercase();
         let at = Located {
             chat_id: m.chat_id,
@@ -101,6 +110,11 @@ impl MessageIndex {
                 self.entries.remove(&old);
             }
         }
+    }
+
+    /// The handle of a DM chat seen inbound.
+    pub fn dm_handle(&self, chat_id: i64) -> Option<String> {
+        self.dm_handles.get(&chat_id).cloned()
     }
 
     pub fn get(&self, guid: &str) -> Option<&Located> {

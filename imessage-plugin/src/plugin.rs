@@ -142,6 +142,7 @@ impl Running {
             crate::typing::stop_all(account).await;
             account.actions.lock().await.replace().await;
         });
+        account.save_limits(true);
     }
 
     fn account(&self, id: Option<&str>) -> Result<&Arc<Account>, PluginError> {
@@ -466,6 +467,7 @@ impl Plugin for ImessagePlugin {
                         a.sender.lock().await.replace().await;
                         crate::typing::stop_all(a).await;
                         a.actions.lock().await.replace().await;
+                        a.save_limits(true);
                     }
                 };
                 if tokio::time::timeout(Duration::from_secs(15), joined)

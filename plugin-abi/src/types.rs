@@ -324,6 +324,9 @@ pub struct SendPart {
     /// How imsg sent it (`bridge` or `applescript`), when imsg said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transport: Option<String>,
+    /// Rate limited: when to try again (milliseconds), when a wait can help.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -393,6 +396,10 @@ pub struct AccountStatus {
     /// (`watch.overflow`); each was caught up without loss.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub watch_overflows: u64,
+    /// Outbound counters: `rateLimitedParts`, and the rate limiter's view
+    /// (`conversations`, `newChatsLastHour`, `reachOutLastDay`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound: Option<Value>,
     /// What this account's imsg can do (the `capabilities.get` result), once learned: by
     /// `capabilities.get` or a status with `probe`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -530,6 +537,7 @@ mod tests {
                 message_id: Some("G".into()),
                 error: None,
                 transport: None,
+                retry_after_ms: None,
             }],
         };
         let text = serde_json::to_string(&receipt).unwrap();

@@ -182,6 +182,7 @@ pub struct AccountConfig {
     pub reaction_notifications: ReactionNotifications,
     pub text_formatting: TextFormatting,
     pub actions: ActionGates,
+    pub rate_limit: crate::ratelimit::Limits,
     pub probe_timeout_ms: u64,
     pub send_timeout_ms: u64,
     pub catchup: CatchupSettings,
@@ -437,6 +438,7 @@ fn finish(id: &str, p: Partial, enabled: bool) -> AccountConfig {
                 unsend: a.unsend.unwrap_or(true),
             }
         },
+        rate_limit: p.rate_limit.unwrap_or_default(),
         probe_timeout_ms: p.probe_timeout_ms.unwrap_or(10_000) as u64,
         send_timeout_ms: p.send_timeout_ms.unwrap_or(150_000) as u64,
         catchup: CatchupSettings {

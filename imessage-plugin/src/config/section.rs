@@ -98,6 +98,7 @@ pub struct Partial {
     pub reaction_notifications: Option<String>,
     pub text_formatting: Option<String>,
     pub actions: Option<ActionsPartial>,
+    pub rate_limit: Option<crate::ratelimit::Limits>,
     pub probe_timeout_ms: Option<i64>,
     pub send_timeout_ms: Option<i64>,
     pub catchup: Option<CatchupPartial>,
@@ -134,6 +135,7 @@ impl Partial {
             reaction_notifications,
             text_formatting,
             actions,
+            rate_limit,
             probe_timeout_ms,
             send_timeout_ms,
             catchup
@@ -256,6 +258,7 @@ pub fn read_section(
                     read::one_of(value, &at, names, &read::one_of_reason(names), diag)
             }
             "actions" => p.actions = read_actions(value, &at, diag),
+            "rateLimit" => p.rate_limit = read_rate_limit(value, &at, diag),
             "probeTimeoutMs" => {
                 p.probe_timeout_ms = read::integer_in(value, &at, 1000, 120_000, diag)
             }
@@ -397,6 +400,52 @@ fn read_actions(value: &Value, at: &str, diag: &mut Diag) -> Option<ActionsParti
         }
     }
     Some(a)
+}
+
+/// `rateLimit` (actions.md §6.4): unset keys keep their defaults.
+fn read_rate_limit(value: &Value, at: &str, diag: &mut Diag) -> Option<crate::ratelimit::Limits> {
+    let map = read::object(value, at, diag)?;
+    let mut l = crate::ratelimit::Limits::default();
+    for (key, v) in map {
+        let path = read::field(at, key);
+        if v.is_null() {
+            continue;
+        }
+        let int = |lo: i64, hi: i64, diag: &mut Diag| read::integer_in(v, &path, lo, hi, diag);
+        match key.as_str() {
+            "enabled" => l.enabled = read::boolean(v, &path, diag).unwrap_or(l.enabled),
+            "exemptAllowFrom" => {
+                l.exempt_allow_from = read::boolean(v, &path, diag).unwrap_or(l.exempt_allow_from)
+            }
+            "accountPerMinute" => {
+                l.account_per_minute = int(1, 600, diag).map_or(l.account_per_minute, |n| n as u32)
+            }
+            "accountBurst" => {
+                l.account_burst = int(1, 100, diag).map_or(l.account_burst, |n| n as u32)
+            }
+            "chatPerMinute" => {
+                l.chat_per_minute = int(1, 600, diag).map_or(l.chat_per_minute, |n| n as u32)
+            }
+            "chatBurst" => l.chat_burst = int(1, 100, diag).map_or(l.chat_burst, |n| n as u32),
+            "maxUnanswered" => {
+                l.max_unanswered = int(0, 1000, diag).map_or(l.max_unanswered, |n| n as u32)
+            }
+            "newChatsPerHour" => {
+                l.new_chats_per_hour = int(0, 1000, diag).map_or(l.new_chats_per_hour, |n| n as u32)
+            }
+            "newChatsPerDay" => {
+                l.new_chats_per_day = int(0, 10000, diag).map_or(l.new_chats_per_day, |n| n as u32)
+            }
+            "reachOutPerDay" => {
+                l.reach_out_per_day = int(0, 10000, diag).map_or(l.reach_out_per_day, |n| n as u32)
+            }
+            "maxWaitMs" => {
+                l.max_wait_ms = int(0, 600_000, diag).map_or(l.max_wait_ms, |n| n as u64)
+            }
+            _ => diag.error(&path, "unknown field"),
+        }
+    }
+    Some(l)
 }
 
 fn read_catchup(value: &Value, at: &str, diag: &mut Diag) -> Option<CatchupPartial> {

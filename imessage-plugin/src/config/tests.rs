@@ -261,6 +261,30 @@ fn case_212_formatting_and_action_gates() {
 }
 
 #[test]
+fn case_212_rate_limit() {
+    assert_error(
+        section(json!({"rateLimit": {"chatBurst": 0}})),
+        "channels.imessage.rateLimit.chatBurst: must be an integer from 1 to 100",
+    );
+    assert_error(
+        section(json!({"rateLimit": {"foo": 1}})),
+        "channels.imessage.rateLimit.foo: unknown field",
+    );
+    assert_error(
+        section(json!({"rateLimit": {"maxWaitMs": 600001}})),
+        "channels.imessage.rateLimit.maxWaitMs: must be an integer from 0 to 600000",
+    );
+    let cfg = load(section(
+        json!({"rateLimit": {"maxUnanswered": 0, "exemptAllowFrom": false}}),
+    ))
+    .unwrap();
+    let l = cfg.accounts[0].rate_limit;
+    assert_eq!(l.max_unanswered, 0);
+    assert!(!l.exempt_allow_from);
+    assert_eq!(l.chat_burst, 5, "unset keys keep their defaults");
+}
+
+#[test]
 fn case_14_default_account_must_exist() {
     assert_error(
         section(json!({"defaultAccount": "home", "accounts": {"work": {}}})),

@@ -37,6 +37,9 @@ pub struct Plan {
     /// Send the parts' ranges as `text_formatting`; cleared when imsg cannot render them
     /// (the text is marker-free either way).
     pub formatting: bool,
+    /// Subject to the rate limiter's hard caps: a host's reply. Plugin-generated texts
+    /// (pairing codes, refusals, approval notices) only wait for send slots.
+    pub capped: bool,
 }
 
 impl Plan {
@@ -174,13 +177,16 @@ pub fn plan(
         }
     };
     let chunks = chunked(&styled, account.text_chunk_limit, mode);
-    Ok(assemble(
-        target,
-        account,
-        clean_reply_to(request.reply_to_id.as_deref()),
-        chunks,
-        files,
-    ))
+    Ok(Plan {
+        capped: true,
+        ..assemble(
+            target,
+            account,
+            clean_reply_to(request.reply_to_id.as_deref()),
+            chunks,
+            files,
+        )
+    })
 }
 
 /// Chunks a converted text, each chunk with the ranges that fall in it, re-based (§5.3).
@@ -248,6 +254,7 @@ fn assemble(
         parts,
         chunks: n,
         formatting: true,
+        capped: false,
     }
 }
 

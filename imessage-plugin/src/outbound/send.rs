@@ -107,6 +107,13 @@ impl Receipt {
         self.outcomes.contains(&Outcome::Sent)
     }
 
+    /// Some part reached imsg (sent, or possibly sent): the request counts as sent.
+    pub fn reached_any(&self) -> bool {
+        self.outcomes
+            .iter()
+            .any(|o| matches!(o, Outcome::Sent | Outcome::Unknown))
+    }
+
     /// Every part reached imsg (sent, or possibly sent).
     pub fn reached_imsg(&self) -> bool {
         self.outcomes
@@ -149,6 +156,7 @@ fn send_part(
         message_id,
         error,
         transport: None,
+        retry_after_ms: None,
     }
 }
 
@@ -186,6 +194,34 @@ fn message_id(result: &Value) -> Option<String> {
         })
 }
 
+/// A request the rate limiter's hard caps refused: every part `not_sent`, nothing written
+/// (actions.md §6.3).
+pub fn refused(plan: &Plan, account_id: &str, refusal: &crate::ratelimit::Refusal) -> Receipt {
+    let parts: Vec<SendPart> = plan
+        .parts
+        .iter()
+        .map(|p| SendPart {
+            retry_after_ms: refusal.retry_after_ms,
+            ..send_part(
+                if p.file.is_some() { "file" } else { "text" },
+                Outcome::NotSent,
+                None,
+                Some(refusal.error.clone()),
+            )
+        })
+        .collect();
+    Receipt {
+        wire: SendReceipt {
+            ok: false,
+            account_id: account_id.to_string(),
+            message_ids: vec![None; parts.len()],
+            chunks: plan.chunks,
+            parts,
+        },
+        outcomes: vec![Outcome::NotSent; plan.parts.len()],
+    }
+}
+
 /// Sends every part in order. Each text part is registered in the echo registry before it is
 /// written and finished with its own ids after its response.
 pub async fn execute(
@@ -195,8 +231,10 @@ pub async fn execute(
     timeout: Duration,
     account_id: &str,
     remote_host: Option<&str>,
+    throttle: Option<&crate::ratelimit::slot::Throttle<'_>>,
 ) -> Receipt {
     let mut sender = sender.lock().await;
+    let mut held: Option<crate::ratelimit::Refusal> = None;
     let scope = plan.target.echo_scope();
     let mut parts = Vec::with_capacity(plan.parts.len());
     let mut outcomes = Vec::with_capacity(plan.parts.len());
@@ -215,6 +253,23 @@ pub async fn execute(
                 None,
                 Some("an earlier part's outcome is unknown".into()),
             ));
+            continue;
+        }
+        // Each part waits for its send slot; one that cannot get it in time holds back the
+        // rest of the request too (actions.md §6.3).
+        if held.is_none() {
+            if let Some(throttle) = throttle {
+                if let Err(refusal) = throttle.slot().await {
+                    held = Some(refusal);
+                }
+            }
+        }
+        if let Some(refusal) = &held {
+            outcomes.push(Outcome::NotSent);
+            parts.push(SendPart {
+                retry_after_ms: refusal.retry_after_ms,
+                ..send_part(kind, Outcome::NotSent, None, Some(refusal.error.clone()))
+            });
             continue;
         }
         // With a remote Mac, a file is first uploaded and its remote path is sent (§7.7).
@@ -362,6 +417,7 @@ mod tests {
             service: "auto".into(),
             region: "US".into(),
             reply_to: reply_to.map(str::to_string),
+            capped: true,
             parts: texts
                 .iter()
                 .map(|t| Part {
@@ -415,6 +471,7 @@ mod tests {
                 &echo,
                 Duration::from_secs(5),
                 "default",
+                None,
                 None,
             )
             .await;

@@ -171,6 +171,14 @@ impl Watch {
             allow_store: self.pairing.allow_list_cached(now),
             now_ms: now,
         });
+        // Someone wrote (even a row dropped by policy, even a tapback): the rate limiter's
+        // unanswered counts for the conversation reset (actions.md §6.2).
+        if !matches!(
+            verdict,
+            Verdict::Drop("from_me" | "echo" | "duplicate" | "stale")
+        ) {
+            self.account.note_inbound(m);
+        }
         let mut conversation = None;
         let mut early_typing = false;
         let routed = match verdict {

@@ -1,0 +1,111 @@
+//! Outbound rate limiting end to end (issue 17, actions.md §6, cases 208 and 211): the hard
+//! caps hold whichever way a send arrives (through the running gateway, or one-shot with the
+//! counters in the state folder), an inbound row clears them, and the owner's DMs are exempt.
+
+mod common;
+
+use std::process::Output;
+use std::time::Duration;
+
+use common::sim::{wait_until, SimEnv};
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(60);
+const UNANSWERED: &str =
+    "rate limited: 5 messages sent to this conversation without a reply (rateLimit.maxUnanswered)";
+
+fn send_json(env: &SimEnv, target: &str, text: &str) -> (Output, Value) {
+    let out = env.gw.run(&[
+        "message",
+        "send",
+        "--channel",
+        "imessage",
+        "--target",
+        target,
+        "--text",
+        text,
+        "--json",
+    ]);
+    let receipt = serde_json::from_str(&common::stdout(&out)).unwrap_or(Value::Null);
+    (out, receipt)
+}
+
+fn written(env: &SimEnv) -> usize {
+    env.sends().len()
+}
+
+#[test]
+fn the_sixth_unanswered_send_is_refused_until_someone_writes_case_208() {
+    let env = SimEnv::new(json!({}), json!({}));
+    let gateway = env.start(false);
+    wait_until("watching", WAIT, || {
+        env.stderr().contains("watching for messages")
+    });
+    for i in 0..5 {
+        let (out, _) = send_json(&env, "chat_id:42", &format!("update {i}"));
+        assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    }
+    assert_eq!(written(&env), 5);
+    let (out, receipt) = send_json(&env, "chat_id:42", "update 5");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        common::stderr(&out).contains(UNANSWERED),
+        "{}",
+        common::stderr(&out)
+    );
+    assert_eq!(receipt["parts"][0]["outcome"], "not_sent");
+    assert_eq!(receipt["parts"][0]["error"], UNANSWERED);
+    assert_eq!(written(&env), 5, "nothing written");
+    let status = env.gw.run(&["channels", "status", "--json"]);
+    let status: Value = serde_json::from_str(&common::stdout(&status)).unwrap();
+    assert_eq!(status["channels"][0]["outbound"]["rateLimitedParts"], 1);
+    // Someone in the group writes (not even to the bot: dropped no_mention); the next
+    // request goes out once the conversation's bucket has a slot (3 s at 20 a minute).
+    env.insert(json!({"chat_id": 42, "handle": "+15550003333", "text": "thanks"}));
+    wait_until("the inbound row seen", WAIT, || {
+        let s = env.gw.run(&["channels", "status", "--json"]);
+        let v: Value = serde_json::from_str(&common::stdout(&s)).unwrap_or(Value::Null);
+        let drops = v["channels"][0]["drops"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        drops.values().filter_map(Value::as_u64).sum::<u64>() >= 1
+    });
+    let (out, receipt) = send_json(&env, "chat_id:42", "update 6");
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    assert_eq!(receipt["ok"], true);
+    assert_eq!(written(&env), 6);
+    assert!(gateway.stop().success());
+}
+
+#[test]
+fn one_shot_processes_share_the_counters_and_the_owner_is_exempt_case_211() {
+    // Roomy buckets so only the hard caps matter here.
+    let env = SimEnv::new(
+        json!({}),
+        json!({"channels": {"imessage": {"rateLimit": {"chatBurst": 20, "accountBurst": 20}}}}),
+    );
+    for i in 0..5 {
+        let (out, _) = send_json(&env, "chat_id:42", &format!("one-shot {i}"));
+        assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    }
+    let (out, _) = send_json(&env, "chat_id:42", "one-shot 5");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the count survived five processes"
+    );
+    assert!(common::stderr(&out).contains(UNANSWERED));
+    let saved = std::fs::read_to_string(env.path("state/imessage/default/ratelimit.json")).unwrap();
+    assert!(saved.contains("\"chat:42\""), "{saved}");
+    // The owner (explicit in allowFrom) gets a seventh unanswered DM.
+    for i in 0..7 {
+        let (out, _) = send_json(&env, "imessage:+15550001111", &format!("briefing {i}"));
+        assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    }
+    // Without the exemption the owner is a conversation like any other.
+    env.merge_config(json!({"channels": {"imessage": {"rateLimit": {"exemptAllowFrom": false}}}}));
+    let (out, _) = send_json(&env, "imessage:+15550001111", "briefing 7");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(common::stderr(&out).contains("without a reply"));
+}
