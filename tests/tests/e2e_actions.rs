@@ -55,7 +55,13 @@ fn json_out(out: &Output) -> Value {
 }
 
 fn refused(out: &Output, reason: &str) {
-    assert_eq!(out.status.code(), Some(1), "{}", common::stderr(out));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "want {reason:?}; stdout {} stderr {}",
+        common::stdout(out),
+        common::stderr(out)
+    );
     assert!(
         common::stderr(out).contains(reason),
         "want {reason:?} in {}",
@@ -172,7 +178,7 @@ fn custom_emoji_needs_the_capability_and_a_stalled_bridge_is_an_unknown_outcome_
     assert!(requests(&env, "tapback").is_empty());
     // 186: the bridge stalls (the simulator answers "Timed out waiting for response" after
     // 10 s): possibly done, never retried.
-    env.inbox(json!({"op": "set", "bridge": "timeout"}));
+    env.inbox_applied(json!({"op": "set", "bridge": "timeout"}));
     let out = action(&env, "react", &d0, &["--reaction", "love"]);
     refused(&out, "tapback may have taken effect; not retried");
     assert_eq!(requests(&env, "tapback").len(), 1, "exactly one request");

@@ -142,6 +142,32 @@ impl SimEnv {
         writeln!(f, "{op}").unwrap();
     }
 
+    /// Appends an op and waits until every simulator process that has read the inbox before
+    /// (the running children) acknowledged it, so what follows sees it applied.
+    pub fn inbox_applied(&self, op: Value) {
+        let lines = std::fs::read_to_string(self.path("inbox.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .count() as u64;
+        let readers: std::collections::BTreeSet<i64> = self
+            .record()
+            .iter()
+            .filter(|r| r.get("ack").is_some())
+            .filter_map(|r| r["pid"].as_i64())
+            // Only the ones still running (a one-shot CLI's simulator has exited).
+            .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+            .collect();
+        self.inbox(op);
+        wait_until("the inbox op applied", Duration::from_secs(30), || {
+            let record = self.record();
+            readers.iter().all(|pid| {
+                record.iter().any(|r| {
+                    r["pid"].as_i64() == Some(*pid) && r["ack"].as_u64().is_some_and(|a| a > lines)
+                })
+            })
+        });
+    }
+
     pub fn insert(&self, row: Value) {
         self.inbox(json!({"op": "insert", "row": row}));
     }
