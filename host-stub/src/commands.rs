@@ -330,6 +330,7 @@ pub struct SendArgs<'a> {
     pub reply_to: Option<&'a str>,
     pub account: Option<&'a str>,
     pub chunk_mode: Option<&'a str>,
+    pub idempotency_key: Option<&'a str>,
     pub as_json: bool,
 }
 
@@ -345,6 +346,7 @@ pub fn message_send(
         media: args.media.to_vec(),
         reply_to_id: args.reply_to.map(str::to_string),
         chunk_mode: args.chunk_mode.map(str::to_string),
+        idempotency_key: args.idempotency_key.map(str::to_string),
         ..Default::default()
     };
     let receipt: SendReceipt = through(
@@ -357,7 +359,12 @@ pub fn message_send(
         },
         |c| c.client.send(&request),
     )?;
-    if args.as_json {
+    print_receipt(&receipt, args.as_json)
+}
+
+/// A receipt on stdout (`--json`: as is); exit 1 unless every part was sent.
+fn print_receipt(receipt: &SendReceipt, as_json: bool) -> Result<(), Failure> {
+    if as_json {
         println!("{}", serde_json::to_string(&receipt).unwrap_or_default());
     } else {
         for (i, part) in receipt.parts.iter().enumerate() {
@@ -371,6 +378,9 @@ pub fn message_send(
                     .map(|id| format!(" ({id})"))
                     .unwrap_or_default()
             );
+        }
+        if receipt.replayed {
+            println!("replayed: parts already sent under this idempotency key were not sent again");
         }
     }
     if !receipt.ok {
@@ -443,4 +453,26 @@ pub fn message_action(
     };
     println!("{line}");
     Ok(())
+}
+
+/// `message reconcile`: one reconciliation pass over an idempotency key (`send.reconcile`).
+pub fn message_reconcile(
+    settings: &Settings,
+    channel: &str,
+    key: &str,
+    account: Option<&str>,
+    as_json: bool,
+    log_level: &str,
+) -> Result<(), Failure> {
+    let value = call(
+        settings,
+        channel,
+        log_level,
+        &format!("reconciling {key}"),
+        "send.reconcile",
+        json!({"accountId": account, "idempotencyKey": key}),
+    )?;
+    let receipt: SendReceipt = serde_json::from_value(value)
+        .map_err(|e| Failure::runtime(format!("reconciling {key}: unexpected answer: {e}")))?;
+    print_receipt(&receipt, as_json)
 }

@@ -143,6 +143,9 @@ enum MessageAction {
         /// Override the account's chunkMode for this message
         #[arg(long = "chunk-mode", value_parser = ["length", "newline"])]
         chunk_mode: Option<String>,
+        /// Makes a retry safe: a repeat with the same key never sends a part twice
+        #[arg(long = "idempotency-key", value_name = "KEY")]
+        idempotency_key: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -178,6 +181,17 @@ enum MessageAction {
         message_id: String,
         #[arg(long)]
         text: String,
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Settle the parts of an idempotent send whose outcome was unknown, by asking imsg
+    Reconcile {
+        #[arg(long)]
+        channel: String,
+        #[arg(long = "idempotency-key", value_name = "KEY")]
+        idempotency_key: String,
         #[arg(long)]
         account: Option<String>,
         #[arg(long)]
@@ -316,6 +330,7 @@ fn run(cli: Cli, log_level: &str) -> Result<(), Failure> {
                     reply_to,
                     account,
                     chunk_mode,
+                    idempotency_key,
                     json,
                 },
         } => commands::message_send(
@@ -328,13 +343,32 @@ fn run(cli: Cli, log_level: &str) -> Result<(), Failure> {
                 reply_to: reply_to.as_deref(),
                 account: account.as_deref(),
                 chunk_mode: chunk_mode.as_deref(),
+                idempotency_key: idempotency_key.as_deref(),
                 as_json: json,
             },
             log_level,
         ),
+        Command::Message {
+            action:
+                MessageAction::Reconcile {
+                    channel,
+                    idempotency_key,
+                    account,
+                    json,
+                },
+        } => commands::message_reconcile(
+            &settings(true)?,
+            &channel,
+            &idempotency_key,
+            account.as_deref(),
+            json,
+            log_level,
+        ),
         Command::Message { action } => {
             let (channel, method, payload, json) = match action {
-                MessageAction::Send { .. } => unreachable!("matched above"),
+                MessageAction::Send { .. } | MessageAction::Reconcile { .. } => {
+                    unreachable!("matched above")
+                }
                 MessageAction::React {
                     channel,
                     target,

@@ -13,8 +13,7 @@ use serde_json::Value;
 use crate::config::{rules, AccountConfig, Config};
 use crate::echo::EchoRegistry;
 use crate::inbound::Stats;
-use crate::outbound::send::{self, SenderProcess};
-use crate::outbound::Plan;
+use crate::outbound::send::SenderProcess;
 use crate::remote;
 use crate::rpc::SpawnConfig;
 use crate::timeutil;
@@ -184,6 +183,10 @@ pub struct Account {
     pub read_receipts: Mutex<crate::actions::ReadReceipts>,
     /// Routed inbound messages and their chats, for message actions (actions.md §3.0).
     pub index: Mutex<crate::message_index::MessageIndex>,
+    /// Idempotent-send counters, and parts whose outcome is unknown until their echo.
+    pub sends: crate::sending::SendStats,
+    pub unsettled: Mutex<Vec<crate::sending::Unsettled>>,
+    pub recent_own: Mutex<std::collections::VecDeque<crate::sending::OwnRow>>,
     /// Outbound rate limiting (actions.md §6), and when its counters were last saved.
     pub limiter: Mutex<crate::ratelimit::Limiter>,
     limits_saved_ms: std::sync::atomic::AtomicI64,
@@ -218,6 +221,10 @@ impl Account {
             _ => {}
         }
         let echo = EchoRegistry::open(&dir, timeutil::now_ms());
+        // The send ledger keeps 7 days; what is older goes now.
+        if let Err(e) = crate::ledger::compact(&dir, timeutil::now_ms()) {
+            tracing::warn!("send ledger: {e}");
+        }
         let limiter = crate::ratelimit::Limiter::new(
             account.rate_limit,
             crate::ratelimit::persist::load(&dir),
@@ -252,6 +259,9 @@ impl Account {
             read_receipts: Mutex::new(Default::default()),
             index: Mutex::new(Default::default()),
             limiter: Mutex::new(limiter),
+            sends: Default::default(),
+            unsettled: Mutex::new(Vec::new()),
+            recent_own: Mutex::new(Default::default()),
             limits_saved_ms: std::sync::atomic::AtomicI64::new(0),
             status_due: std::sync::atomic::AtomicBool::new(false),
             typing: Mutex::new(Default::default()),
@@ -352,86 +362,6 @@ impl Account {
         }
     }
 
-    /// Sends a plan through this account's sender process, within the rate limits
-    /// (actions.md §6): the hard caps are checked once before any part, each part waits for
-    /// its slot.
-    pub async fn send(&self, plan: &Plan) -> send::Receipt {
-        let plan = &self.fit_to_imsg(plan).await;
-        let settings = self.settings();
-        let timeout = Duration::from_millis(settings.send_timeout_ms);
-        let scope = plan.target.echo_scope().to_string();
-        let exempt = !plan.capped
-            || (settings.rate_limit.exempt_allow_from && self.is_owner_dm(&plan.target, &settings));
-        let started = timeutil::now_ms();
-        let capped = self.limiter.locked().check_caps(&scope, exempt, started);
-        let receipt = match capped {
-            Err(refusal) => send::refused(plan, &self.id, &refusal),
-            Ok(()) => {
-                self.sender.lock().await.initialize_first = self.is_strict();
-                let throttle = crate::ratelimit::slot::Throttle::new(&self.limiter, scope.clone());
-                send::execute(
-                    &self.sender,
-                    plan,
-                    &self.echo,
-                    timeout,
-                    &self.id,
-                    self.source.remote_host.as_deref(),
-                    Some(&throttle),
-                )
-                .await
-            }
-        };
-        let now = timeutil::now_ms();
-        {
-            let mut limiter = self.limiter.locked();
-            if receipt.reached_any() {
-                limiter.record_request(&scope, now);
-            }
-            let held: Vec<&str> = receipt
-                .wire
-                .parts
-                .iter()
-                .filter_map(|p| p.error.as_deref())
-                .filter(|e| e.starts_with("rate limited: "))
-                .collect();
-            if let Some(reason) = held.first() {
-                limiter.limited_parts += held.len() as u64;
-                if limiter.should_warn(&scope, now) {
-                    tracing::warn!(
-                        account = %self.id,
-                        "outbound to conv {} held by rate limit: {}",
-                        crate::inbound::conversation_hash(&scope),
-                        reason.trim_start_matches("rate limited: ")
-                    );
-                }
-            }
-        }
-        self.save_limits(false);
-        // A reply to a conversation ends the typing shown there (any outcome).
-        crate::typing::stop_scope(self, &scope);
-        if receipt.any_sent() {
-            self.status.locked().last_outbound_ms = Some(now);
-        }
-        receipt
-    }
-
-    /// Whether `target` is a DM with a handle listed explicitly in `allowFrom` (the owner's
-    /// daily briefing must not stop after five unanswered days, actions.md §6.2).
-    fn is_owner_dm(&self, target: &crate::outbound::Target, settings: &AccountConfig) -> bool {
-        use crate::outbound::Target;
-        let handle = match target {
-            Target::Handle { to, .. } => Some(to.clone()),
-            Target::ChatId(id) => self.index.locked().dm_handle(*id),
-            Target::ChatGuid(g) => g.split_once(";-;").map(|(_, h)| h.to_string()),
-            Target::ChatIdentifier(i) => Some(i.clone()),
-        };
-        handle.is_some_and(|h| {
-            settings.allow_from.iter().any(
-                |e| matches!(e, crate::config::AllowEntry::Handle(x) if x.eq_ignore_ascii_case(&h)),
-            )
-        })
-    }
-
     /// Someone wrote in these conversations (any row not from us, not a duplicate, not
     /// stale): the rate limiter's unanswered counts reset (§6.2).
     pub fn note_inbound(&self, m: &crate::message::ImsgMessage) {
@@ -485,42 +415,15 @@ impl Account {
         let within = |times: &std::collections::VecDeque<i64>, window: i64| {
             times.iter().filter(|t| now - **t < window).count()
         };
-        serde_json::json!({
-            "rateLimitedParts": l.limited_parts,
-            "rateLimit": {
-                "enabled": l.limits.enabled,
-                "conversations": l.counters.conversations.len(),
-                "newChatsLastHour": within(&l.counters.new_chats, 3_600_000),
-                "reachOutLastDay": within(&l.counters.reach_out, 86_400_000),
-            },
-        })
-    }
-
-    /// What of a plan this imsg can take (actions.md §3.6, §5.4): formatting ranges only
-    /// where it renders them (else the marker-free text goes alone), `reply_to` only where
-    /// threading exists (lenient < 0.12 would ignore it anyway). Without a snapshot, ranges
-    /// are left out and `reply_to` is kept: the send path retries without it when refused.
-    async fn fit_to_imsg(&self, plan: &Plan) -> Plan {
-        let mut plan = plan.clone();
-        let has_ranges = plan.parts.iter().any(|p| !p.ranges.is_empty());
-        if !has_ranges && plan.reply_to.is_none() {
-            return plan;
-        }
-        match self.capabilities(false).await {
-            Ok(snapshot) => {
-                let features = snapshot.features();
-                let on = |key: &str| features.get(key).is_some_and(Result::is_ok);
-                plan.formatting = on("textFormatting");
-                if !on("replyThreading") {
-                    plan.reply_to = None;
-                }
-            }
-            Err(e) => {
-                tracing::debug!(account = %self.id, "sending without formatting: {e}");
-                plan.formatting = false;
-            }
-        }
-        plan
+        let mut out = self.send_counters();
+        out["rateLimitedParts"] = Value::from(l.limited_parts);
+        out["rateLimit"] = serde_json::json!({
+            "enabled": l.limits.enabled,
+            "conversations": l.counters.conversations.len(),
+            "newChatsLastHour": within(&l.counters.new_chats, 3_600_000),
+            "reachOutLastDay": within(&l.counters.reach_out, 86_400_000),
+        });
+        out
     }
 
     pub fn status(&self, pending_pairing: u64, allow_store_size: u64) -> AccountStatus {

@@ -53,6 +53,9 @@ pub struct Line {
     /// Settled by asking imsg or by its echo, not by the send's own answer.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub r: bool,
+    /// A file part (the receipt's `kind`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub f: bool,
 }
 
 pub fn path(dir: &Path) -> PathBuf {
@@ -174,6 +177,7 @@ mod tests {
             c: "chat:7".into(),
             t,
             r: false,
+            f: false,
         }
     }
 
@@ -181,10 +185,28 @@ mod tests {
     fn the_last_line_wins_and_old_lines_go() {
         let dir = tempfile::tempdir().unwrap();
         let now = 30 * 24 * 3_600_000;
-        append(dir.path(), &[line("q-42", 0, State::Pending, now)], true, now).unwrap();
+        append(
+            dir.path(),
+            &[line("q-42", 0, State::Pending, now)],
+            true,
+            now,
+        )
+        .unwrap();
         append(dir.path(), &[line("q-42", 0, State::Sent, now)], false, now).unwrap();
-        append(dir.path(), &[line("q-42", 1, State::Unknown, now)], false, now).unwrap();
-        append(dir.path(), &[line("old", 0, State::Sent, now - RETENTION_MS - 1)], false, now).unwrap();
+        append(
+            dir.path(),
+            &[line("q-42", 1, State::Unknown, now)],
+            false,
+            now,
+        )
+        .unwrap();
+        append(
+            dir.path(),
+            &[line("old", 0, State::Sent, now - RETENTION_MS - 1)],
+            false,
+            now,
+        )
+        .unwrap();
         let got = entries(dir.path(), "q-42", now).unwrap();
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].s, State::Sent);

@@ -40,6 +40,7 @@ pub const METHODS: &[&str] = &[
     "message.react",
     "message.edit",
     "message.unsend",
+    "send.reconcile",
 ];
 
 pub fn description() -> PluginDescription {
@@ -99,6 +100,10 @@ impl Running {
             self.features.clone(),
         ));
         let watches = self.watch && settings.enabled && watching.contains(&settings.id);
+        if watches {
+            // Tracked parts a crash left uncertain: their echo may still arrive.
+            account.load_unsettled();
+        }
         if let Some((_, winner)) = duplicates.iter().find(|(id, _)| *id == settings.id) {
             let text = format!(
                 "accounts {} and {winner} read the same Messages database; only {winner} receives messages",
@@ -509,7 +514,7 @@ impl Plugin for ImessagePlugin {
                     }
                     Rejected::InvalidRequest(m) => PluginError::invalid_request(m),
                 })?;
-            Ok(runtime.block_on(account.send(&plan)).wire)
+            Ok(runtime.block_on(account.send_request(&plan))?.wire)
         })
     }
 
@@ -660,6 +665,21 @@ impl Plugin for ImessagePlugin {
                             _ => crate::message_actions::unsend(&account, &payload).await,
                         }
                     })
+                })
+            }
+            "send.reconcile" => {
+                let (account, runtime) = self.with_running(|r| {
+                    let id = payload.get("accountId").and_then(Value::as_str);
+                    Ok((r.account(id)?.clone(), r.runtime.handle().clone()))
+                })?;
+                let key = payload
+                    .get("idempotencyKey")
+                    .and_then(Value::as_str)
+                    .filter(|k| !k.is_empty())
+                    .ok_or_else(|| PluginError::invalid_request("idempotencyKey is required"))?;
+                self.logged(|| {
+                    let receipt = runtime.block_on(account.reconcile_key(key))?;
+                    serde_json::to_value(receipt).map_err(|e| PluginError::internal(e.to_string()))
                 })
             }
             "capabilities.get" => {

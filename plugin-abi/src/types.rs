@@ -288,6 +288,10 @@ pub struct SendRequest {
     /// Overrides the account's `chunkMode` (`length` or `newline`) for this request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunk_mode: Option<String>,
+    /// Makes a retry safe: a repeat of a request with the same key (1–200 characters) never
+    /// sends a part twice, also across a plugin restart; its receipt says `replayed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
     /// Overrides the account's `textFormatting` for this request: `native` (Markdown becomes
     /// iMessage bold/italic/underline/strikethrough where imsg can render it), `plain`
     /// (markers removed) or `off` (text sent verbatim).
@@ -308,6 +312,12 @@ pub struct SendReceipt {
     pub chunks: usize,
     #[serde(default)]
     pub parts: Vec<SendPart>,
+    /// The request's idempotency key, when it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// Some part came from the send ledger instead of a new send (a repeat of the key).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -327,6 +337,12 @@ pub struct SendPart {
     /// Rate limited: when to try again (milliseconds), when a wait can help.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
+    /// The caller-owned GUID it was sent with (`send.tracked`), which imsg can be asked about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_id: Option<String>,
+    /// Its outcome was settled by asking imsg or by its echo, not by the send's answer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reconciled: bool,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -538,7 +554,10 @@ mod tests {
                 error: None,
                 transport: None,
                 retry_after_ms: None,
+                attempt_id: None,
+                reconciled: false,
             }],
+            ..Default::default()
         };
         let text = serde_json::to_string(&receipt).unwrap();
         assert!(text.contains("\"messageIds\":[\"G\",null]"), "{text}");

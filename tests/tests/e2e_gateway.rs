@@ -495,9 +495,9 @@ fn stopping_kills_an_imsg_that_ignores_end_of_input() {
     if !std::path::Path::new("/proc/self/environ").exists() {
         return;
     }
-    // After its first reply the simulator writes nothing more and ignores stdin EOF: only
-    // SIGTERM/SIGKILL end it.
-    let env = SimEnv::new(json!({"faults": {"hang_after_requests": 1}}), json!({}));
+    // After its second reply (initialize, then watch.subscribe) the simulator writes nothing
+    // more and ignores stdin EOF: only SIGTERM/SIGKILL end it.
+    let env = SimEnv::new(json!({"faults": {"hang_after_requests": 2}}), json!({}));
     let marker = format!("hang-{}", std::process::id());
     let gateway = env.start_with_env(false, &[("IMSG_TEST_MARK", marker.as_str())]);
     wait_until("watching", WAIT, || {

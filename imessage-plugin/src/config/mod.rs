@@ -183,6 +183,9 @@ pub struct AccountConfig {
     pub text_formatting: TextFormatting,
     pub actions: ActionGates,
     pub rate_limit: crate::ratelimit::Limits,
+    /// Send text parts with `send.tracked` where imsg offers it (`trackedSends: "auto"`,
+    /// actions.md §7.3); `false` for `"off"`.
+    pub tracked_sends: bool,
     pub probe_timeout_ms: u64,
     pub send_timeout_ms: u64,
     pub catchup: CatchupSettings,
@@ -439,6 +442,7 @@ fn finish(id: &str, p: Partial, enabled: bool) -> AccountConfig {
             }
         },
         rate_limit: p.rate_limit.unwrap_or_default(),
+        tracked_sends: p.tracked_sends.as_deref() != Some("off"),
         probe_timeout_ms: p.probe_timeout_ms.unwrap_or(10_000) as u64,
         send_timeout_ms: p.send_timeout_ms.unwrap_or(150_000) as u64,
         catchup: CatchupSettings {

@@ -99,6 +99,7 @@ pub struct Partial {
     pub text_formatting: Option<String>,
     pub actions: Option<ActionsPartial>,
     pub rate_limit: Option<crate::ratelimit::Limits>,
+    pub tracked_sends: Option<String>,
     pub probe_timeout_ms: Option<i64>,
     pub send_timeout_ms: Option<i64>,
     pub catchup: Option<CatchupPartial>,
@@ -136,6 +137,7 @@ impl Partial {
             text_formatting,
             actions,
             rate_limit,
+            tracked_sends,
             probe_timeout_ms,
             send_timeout_ms,
             catchup
@@ -259,6 +261,10 @@ pub fn read_section(
             }
             "actions" => p.actions = read_actions(value, &at, diag),
             "rateLimit" => p.rate_limit = read_rate_limit(value, &at, diag),
+            "trackedSends" => {
+                p.tracked_sends =
+                    read::one_of(value, &at, &["auto", "off"], "must be \"auto\" or \"off\"", diag)
+            }
             "probeTimeoutMs" => {
                 p.probe_timeout_ms = read::integer_in(value, &at, 1000, 120_000, diag)
             }

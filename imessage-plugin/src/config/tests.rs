@@ -282,6 +282,10 @@ fn case_212_rate_limit() {
     assert_eq!(l.max_unanswered, 0);
     assert!(!l.exempt_allow_from);
     assert_eq!(l.chat_burst, 5, "unset keys keep their defaults");
+    assert_error(
+        section(json!({"trackedSends": "on"})),
+        "channels.imessage.trackedSends: must be \"auto\" or \"off\"",
+    );
 }
 
 #[test]

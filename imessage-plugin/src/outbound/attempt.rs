@@ -100,9 +100,15 @@ pub fn classify(attempt: &str, answer: &Result<Value, CallError>) -> Tracked {
                     Tracked::AlreadyThere
                 }
                 -32603 if retry_safe => Tracked::RetrySafe(e.describe()),
-                -32602 if e.text().contains("bridge transport requires an existing chat target") => {
+                // A definite non-send the plain `send` may still do: no chat the bridge can
+                // address, or no bridge at all.
+                -32602
+                    if e.text()
+                        .contains("bridge transport requires an existing chat target") =>
+                {
                     Tracked::Untracked
                 }
+                -32003 => Tracked::Untracked,
                 -32001 | -32004 => Tracked::Uncertain(e.describe()),
                 _ if e.text().contains("Timed out waiting for response") => {
                     Tracked::Uncertain(e.describe())
@@ -133,9 +139,18 @@ mod tests {
 
     #[test]
     fn attempt_ids_are_the_spec_vectors() {
-        assert_eq!(keyed("default", "q-42", 0), "902213b2-bb8f-5b99-9e86-fbaac70123aa");
-        assert_eq!(keyed("default", "q-42", 1), "524a9759-afba-59cb-802d-2dd8b7a42cbe");
-        assert_eq!(keyed("work", "q-42", 0), "d2bc5da1-ae97-5713-b244-8f1d4cfd2cab");
+        assert_eq!(
+            keyed("default", "q-42", 0),
+            "902213b2-bb8f-5b99-9e86-fbaac70123aa"
+        );
+        assert_eq!(
+            keyed("default", "q-42", 1),
+            "524a9759-afba-59cb-802d-2dd8b7a42cbe"
+        );
+        assert_eq!(
+            keyed("work", "q-42", 0),
+            "d2bc5da1-ae97-5713-b244-8f1d4cfd2cab"
+        );
         assert_ne!(random(), random());
     }
 
@@ -154,21 +169,45 @@ mod tests {
             }))
         };
         assert_eq!(
-            classify(a, &rpc(-32603, json!({"retry_safe": true, "detail": "attempt_id already identifies a message; choose a new UUID"}))),
+            classify(
+                a,
+                &rpc(
+                    -32603,
+                    json!({"retry_safe": true, "detail": "attempt_id already identifies a message; choose a new UUID"})
+                )
+            ),
             Tracked::AlreadyThere
         );
         assert!(matches!(
-            classify(a, &rpc(-32603, json!({"retry_safe": true, "detail": "helper busy"}))),
+            classify(
+                a,
+                &rpc(-32603, json!({"retry_safe": true, "detail": "helper busy"}))
+            ),
             Tracked::RetrySafe(_)
         ));
         assert_eq!(
-            classify(a, &rpc(-32602, json!("bridge transport requires an existing chat target"))),
+            classify(
+                a,
+                &rpc(
+                    -32602,
+                    json!("bridge transport requires an existing chat target")
+                )
+            ),
             Tracked::Untracked
         );
-        assert!(matches!(classify(a, &rpc(-32001, json!({}))), Tracked::Uncertain(_)));
-        assert!(matches!(classify(a, &rpc(-32004, json!({}))), Tracked::Uncertain(_)));
         assert!(matches!(
-            classify(a, &rpc(-32602, json!("send.tracked requires bridge transport"))),
+            classify(a, &rpc(-32001, json!({}))),
+            Tracked::Uncertain(_)
+        ));
+        assert!(matches!(
+            classify(a, &rpc(-32004, json!({}))),
+            Tracked::Uncertain(_)
+        ));
+        assert!(matches!(
+            classify(
+                a,
+                &rpc(-32602, json!("send.tracked requires bridge transport"))
+            ),
             Tracked::Failed(_)
         ));
         assert!(matches!(
@@ -182,6 +221,8 @@ mod tests {
             Tracked::Uncertain(_)
         ));
         assert!(status_settles(&json!({"send_state": "delivered"})));
-        assert!(!status_settles(&json!({"send_state": "pending", "status_fields": null})));
+        assert!(!status_settles(
+            &json!({"send_state": "pending", "status_fields": null})
+        ));
     }
 }

@@ -1,6 +1,7 @@
 //! Outbound (channel-behaviour.md §7): turning a host send request into `send` parts, and
 //! sending them.
 
+pub mod attempt;
 pub mod chunk;
 pub mod format;
 pub mod sanitize;
@@ -40,6 +41,8 @@ pub struct Plan {
     /// Subject to the rate limiter's hard caps: a host's reply. Plugin-generated texts
     /// (pairing codes, refusals, approval notices) only wait for send slots.
     pub capped: bool,
+    /// The host's idempotency key (actions.md §7.4).
+    pub idempotency_key: Option<String>,
 }
 
 impl Plan {
@@ -177,8 +180,20 @@ pub fn plan(
         }
     };
     let chunks = chunked(&styled, account.text_chunk_limit, mode);
+    let idempotency_key = match request.idempotency_key.as_deref() {
+        None => None,
+        Some(k) if (1..=200).contains(&k.chars().count()) && !k.chars().any(char::is_control) => {
+            Some(k.to_string())
+        }
+        Some(_) => {
+            return Err(Rejected::InvalidRequest(
+                "idempotencyKey must be 1 to 200 characters without control characters".into(),
+            ))
+        }
+    };
     Ok(Plan {
         capped: true,
+        idempotency_key,
         ..assemble(
             target,
             account,
@@ -255,6 +270,7 @@ fn assemble(
         chunks: n,
         formatting: true,
         capped: false,
+        idempotency_key: None,
     }
 }
 

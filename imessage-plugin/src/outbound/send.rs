@@ -157,6 +157,8 @@ fn send_part(
         error,
         transport: None,
         retry_after_ms: None,
+        attempt_id: None,
+        reconciled: false,
     }
 }
 
@@ -217,13 +219,213 @@ pub fn refused(plan: &Plan, account_id: &str, refusal: &crate::ratelimit::Refusa
             message_ids: vec![None; parts.len()],
             chunks: plan.chunks,
             parts,
+            ..Default::default()
         },
         outcomes: vec![Outcome::NotSent; plan.parts.len()],
     }
 }
 
+/// What an earlier request with the same idempotency key left for a part (actions.md
+/// §7.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prior {
+    /// Nothing, or `not_sent`/`failed`: send it.
+    Fresh,
+    /// Sent: replay its message id, write nothing.
+    Sent(Option<String>),
+    /// `pending` or `unknown`: ask imsg once; never sent again.
+    Uncertain,
+}
+
+/// Asks imsg whether a tracked attempt exists (`message.send_status` on another child):
+/// `patient` polls at +2, +5 and +10 s after a fresh uncertainty, else once.
+pub type Settle<'a> =
+    &'a (dyn Fn(String, bool) -> futures_util::future::BoxFuture<'static, bool> + Send + Sync);
+
+/// Records a part's state change (keyed requests: the send ledger; `pending` must be
+/// durable before it returns).
+pub type Record<'a> =
+    &'a (dyn Fn(usize, crate::ledger::State, Option<&str>, Option<&str>, bool) + Send + Sync);
+
+/// How one request is sent beyond the plan.
+#[derive(Default)]
+pub struct Options<'a> {
+    pub throttle: Option<&'a crate::ratelimit::slot::Throttle<'a>>,
+    /// Per part: the attempt id to send with `send.tracked` (text parts, when imsg offers
+    /// it); `None` sends with `send`.
+    pub attempts: Vec<Option<String>>,
+    /// Per part; missing means [`Prior::Fresh`].
+    pub prior: Vec<Prior>,
+    pub record: Option<Record<'a>>,
+    pub settle: Option<Settle<'a>>,
+}
+
+/// One part's result before it becomes a receipt entry.
+struct Done {
+    outcome: Outcome,
+    message_id: Option<String>,
+    error: Option<String>,
+    transport: Option<String>,
+    attempt: Option<String>,
+    reconciled: bool,
+    /// The answer's ids, for the echo registry.
+    guid: Option<String>,
+    rowid: Option<i64>,
+    chat_guid: Option<String>,
+}
+
+impl Done {
+    fn new(outcome: Outcome, error: Option<String>) -> Done {
+        Done {
+            outcome,
+            message_id: None,
+            error,
+            transport: None,
+            attempt: None,
+            reconciled: false,
+            guid: None,
+            rowid: None,
+            chat_guid: None,
+        }
+    }
+
+    fn part(&self, kind: &str) -> SendPart {
+        SendPart {
+            kind: kind.into(),
+            outcome: self.outcome.as_str().into(),
+            message_id: self.message_id.clone(),
+            error: self.error.clone(),
+            transport: self.transport.clone(),
+            retry_after_ms: None,
+            attempt_id: self.attempt.clone(),
+            reconciled: self.reconciled,
+        }
+    }
+}
+
+/// `send`, once more without `reply_to` when the bridge it needs is not there (§7.3).
+async fn send_plain(
+    sender: &mut SenderProcess,
+    plan: &Plan,
+    planned: &super::Part,
+    timeout: Duration,
+) -> Result<Value, CallError> {
+    let mut with_reply_to = plan.reply_to.is_some();
+    loop {
+        let client = sender.client().await?;
+        let r = client
+            .request("send", plan.params(planned, with_reply_to), timeout)
+            .await;
+        match &r {
+            Err(e) if with_reply_to && bridge_unavailable(e) => {
+                tracing::info!(
+                    "reply_to needs the imsg bridge, which is not running; sending without it"
+                );
+                with_reply_to = false;
+            }
+            _ => return r,
+        }
+    }
+}
+
+fn done_from_plain(result: Result<Value, CallError>) -> Done {
+    match result {
+        Ok(value) if value.get("ok").and_then(Value::as_bool) != Some(false) => {
+            let str_of = |k: &str| value.get(k).and_then(Value::as_str).map(str::to_string);
+            Done {
+                message_id: message_id(&value),
+                transport: str_of("transport"),
+                guid: value
+                    .get("guid")
+                    .or_else(|| value.get("message_id"))
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string),
+                rowid: value.get("id").and_then(Value::as_i64),
+                chat_guid: str_of("chat_guid"),
+                ..Done::new(Outcome::Sent, None)
+            }
+        }
+        Ok(value) => Done::new(Outcome::Failed, Some(format!("imsg answered {value}"))),
+        Err(e) => {
+            let (outcome, text) = outcome_of(&e);
+            Done::new(outcome, Some(text))
+        }
+    }
+}
+
+/// `send.tracked` with the part's attempt id (§7.3's table); `None` when this target has
+/// to go through `send` instead.
+async fn send_tracked(
+    sender: &mut SenderProcess,
+    plan: &Plan,
+    planned: &super::Part,
+    attempt: &str,
+    timeout: Duration,
+    settle: Option<Settle<'_>>,
+) -> Option<Done> {
+    use super::attempt::{classify, Tracked};
+    let mut params = plan.params(planned, true);
+    params["attempt_id"] = Value::from(attempt);
+    let mut retried = false;
+    loop {
+        let answer = match sender.client().await {
+            Ok(client) => {
+                client
+                    .request("send.tracked", params.clone(), timeout)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let sent = |reconciled: bool, value: Option<&Value>| Done {
+            message_id: Some(attempt.to_string()),
+            attempt: Some(attempt.to_string()),
+            reconciled,
+            guid: Some(attempt.to_string()),
+            transport: value
+                .and_then(|v| v.get("transport"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .or(Some("bridge".into())),
+            chat_guid: value
+                .and_then(|v| v.get("chat_guid"))
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            ..Done::new(Outcome::Sent, None)
+        };
+        let with_attempt = |mut d: Done| {
+            d.attempt = Some(attempt.to_string());
+            d
+        };
+        return Some(match classify(attempt, &answer) {
+            Tracked::Sent => sent(false, answer.as_ref().ok()),
+            // Already in chat.db under this id: proof the earlier attempt got there.
+            Tracked::AlreadyThere => sent(true, None),
+            Tracked::RetrySafe(_) if !retried => {
+                retried = true;
+                continue;
+            }
+            Tracked::RetrySafe(e) | Tracked::Failed(e) => {
+                with_attempt(Done::new(Outcome::Failed, Some(e)))
+            }
+            Tracked::Untracked => return None,
+            Tracked::Mismatch(e) => with_attempt(Done::new(Outcome::Unknown, Some(e))),
+            Tracked::Uncertain(e) => {
+                // The lane may be stuck: a fresh child for what follows, and imsg is asked
+                // on another one.
+                sender.replace().await;
+                match settle {
+                    Some(settle) if settle(attempt.to_string(), true).await => sent(true, None),
+                    _ => with_attempt(Done::new(Outcome::Unknown, Some(e))),
+                }
+            }
+        });
+    }
+}
+
 /// Sends every part in order. Each text part is registered in the echo registry before it is
 /// written and finished with its own ids after its response.
+#[allow(clippy::too_many_arguments)]
 pub async fn execute(
     sender: &tokio::sync::Mutex<SenderProcess>,
     plan: &Plan,
@@ -231,34 +433,84 @@ pub async fn execute(
     timeout: Duration,
     account_id: &str,
     remote_host: Option<&str>,
-    throttle: Option<&crate::ratelimit::slot::Throttle<'_>>,
+    opts: &Options<'_>,
 ) -> Receipt {
+    use crate::ledger::State;
     let mut sender = sender.lock().await;
     let mut held: Option<crate::ratelimit::Refusal> = None;
     let scope = plan.target.echo_scope();
     let mut parts = Vec::with_capacity(plan.parts.len());
     let mut outcomes = Vec::with_capacity(plan.parts.len());
     let mut stop_rest = false;
-    for planned in &plan.parts {
+    let record = |i: usize, s: State, d: Option<&Done>, attempt: Option<&str>| {
+        if let Some(record) = opts.record {
+            let m = d.and_then(|d| d.message_id.as_deref());
+            record(i, s, attempt, m, d.is_some_and(|d| d.reconciled));
+        }
+    };
+    for (i, planned) in plan.parts.iter().enumerate() {
         let kind = if planned.file.is_some() {
             "file"
         } else {
             "text"
         };
+        let attempt = opts.attempts.get(i).cloned().flatten();
         if stop_rest {
             outcomes.push(Outcome::NotSent);
-            parts.push(send_part(
-                kind,
+            let mut d = Done::new(
                 Outcome::NotSent,
-                None,
-                Some("an earlier part's outcome is unknown".into()),
-            ));
+                Some("an earlier part has an unknown outcome".into()),
+            );
+            d.attempt = attempt.clone();
+            parts.push(d.part(kind));
+            record(i, State::NotSent, None, attempt.as_deref());
             continue;
+        }
+        // What an earlier request with this key already did (§7.3): replayed, or settled
+        // by asking imsg once, never sent twice.
+        match opts.prior.get(i) {
+            Some(Prior::Sent(id)) => {
+                outcomes.push(Outcome::Sent);
+                let mut d = Done::new(Outcome::Sent, None);
+                d.message_id = id.clone();
+                d.attempt = attempt.clone();
+                parts.push(d.part(kind));
+                continue;
+            }
+            Some(Prior::Uncertain) => {
+                let settled = match (&attempt, opts.settle) {
+                    (Some(a), Some(settle)) => settle(a.clone(), false).await,
+                    _ => false,
+                };
+                let mut d = if settled {
+                    let mut d = Done::new(Outcome::Sent, None);
+                    d.message_id = attempt.clone();
+                    d.reconciled = true;
+                    d
+                } else {
+                    stop_rest = true;
+                    Done::new(
+                        Outcome::Unknown,
+                        Some("an earlier attempt may have been delivered; not sent again".into()),
+                    )
+                };
+                d.attempt = attempt.clone();
+                outcomes.push(d.outcome);
+                record(
+                    i,
+                    if settled { State::Sent } else { State::Unknown },
+                    Some(&d),
+                    attempt.as_deref(),
+                );
+                parts.push(d.part(kind));
+                continue;
+            }
+            _ => {}
         }
         // Each part waits for its send slot; one that cannot get it in time holds back the
         // rest of the request too (actions.md §6.3).
         if held.is_none() {
-            if let Some(throttle) = throttle {
+            if let Some(throttle) = opts.throttle {
                 if let Err(refusal) = throttle.slot().await {
                     held = Some(refusal);
                 }
@@ -266,10 +518,13 @@ pub async fn execute(
         }
         if let Some(refusal) = &held {
             outcomes.push(Outcome::NotSent);
+            let mut d = Done::new(Outcome::NotSent, Some(refusal.error.clone()));
+            d.attempt = attempt.clone();
             parts.push(SendPart {
                 retry_after_ms: refusal.retry_after_ms,
-                ..send_part(kind, Outcome::NotSent, None, Some(refusal.error.clone()))
+                ..d.part(kind)
             });
+            record(i, State::NotSent, None, attempt.as_deref());
             continue;
         }
         // With a remote Mac, a file is first uploaded and its remote path is sent (§7.7).
@@ -291,100 +546,75 @@ pub async fn execute(
                         None,
                         Some(format!("upload failed: {e}")),
                     ));
+                    record(i, State::Failed, None, None);
                     continue;
                 }
             }
         }
         let planned = &planned;
+        record(i, State::Pending, None, attempt.as_deref());
         let ticket = (!planned.text.is_empty()).then(|| echo.locked().begin(&scope, &planned.text));
-        let mut with_reply_to = plan.reply_to.is_some();
-        let result = loop {
-            let client = match sender.client().await {
-                Ok(c) => c,
-                Err(e) => break Err(e),
-            };
-            let r = client
-                .request("send", plan.params(planned, with_reply_to), timeout)
-                .await;
-            match &r {
-                Err(e) if with_reply_to && bridge_unavailable(e) => {
-                    tracing::info!(
-                        "reply_to needs the imsg bridge, which is not running; sending without it"
+        let tracked = match &attempt {
+            Some(a) => send_tracked(&mut sender, plan, planned, a, timeout, opts.settle).await,
+            None => None,
+        };
+        let done = match tracked {
+            Some(d) => d,
+            None => {
+                if attempt.is_some() {
+                    tracing::debug!(
+                        account = account_id,
+                        "no chat for a tracked send to this target; sending untracked"
                     );
-                    with_reply_to = false;
                 }
-                _ => break r,
+                done_from_plain(send_plain(&mut sender, plan, planned, timeout).await)
             }
         };
         let now = timeutil::now_ms();
-        match result {
-            Ok(value) if value.get("ok").and_then(Value::as_bool) != Some(false) => {
-                let guid = value
-                    .get("guid")
-                    .or_else(|| value.get("message_id"))
-                    .and_then(Value::as_str)
-                    .filter(|s| !s.is_empty());
-                let rowid = value.get("id").and_then(Value::as_i64);
-                {
-                    let mut registry = echo.locked();
-                    match ticket {
-                        Some(t) => registry.finish(t, guid, rowid, now),
-                        None => registry.record_ids(guid, rowid, "", Some(&scope), now),
-                    }
-                    // Strict bridge sends name the chat: later actions on this message
-                    // address it by GUID (actions.md §3.0).
-                    if let (Some(g), Some(chat_guid)) =
-                        (guid, value.get("chat_guid").and_then(Value::as_str))
-                    {
-                        registry.note_chat_guid(g, chat_guid);
-                    }
-                }
-                outcomes.push(Outcome::Sent);
-                parts.push(SendPart {
-                    transport: value
-                        .get("transport")
-                        .and_then(Value::as_str)
-                        .map(str::to_string),
-                    ..send_part(kind, Outcome::Sent, message_id(&value), None)
-                });
+        if let Some(t) = ticket {
+            let mut registry = echo.locked();
+            match done.outcome {
+                Outcome::Sent => registry.finish(t, done.guid.as_deref(), done.rowid, now),
+                // It may have been delivered: keep the text entry for its echo.
+                Outcome::Unknown => registry.finish(t, None, None, now),
+                _ => registry.cancel(t),
             }
-            Ok(value) => {
-                if let Some(t) = ticket {
-                    echo.locked().cancel(t);
-                }
-                outcomes.push(Outcome::Failed);
-                parts.push(send_part(
-                    kind,
-                    Outcome::Failed,
-                    None,
-                    Some(format!("imsg answered {value}")),
-                ));
-            }
-            Err(e) => {
-                let (outcome, text) = outcome_of(&e);
-                if let Some(t) = ticket {
-                    let mut registry = echo.locked();
-                    if outcome == Outcome::Unknown {
-                        // It may have been delivered: keep the text entry for its echo.
-                        registry.finish(t, None, None, now);
-                    } else {
-                        registry.cancel(t);
-                    }
-                }
-                if outcome == Outcome::Unknown {
-                    tracing::warn!(
-                        account = account_id,
-                        "send outcome unknown (may have been delivered): {text}"
-                    );
-                    sender.replace().await;
-                    stop_rest = true;
-                } else {
-                    tracing::warn!(account = account_id, "send {}: {text}", outcome.as_str());
-                }
-                outcomes.push(outcome);
-                parts.push(send_part(kind, outcome, None, Some(text)));
-            }
+        } else if done.outcome == Outcome::Sent {
+            echo.locked()
+                .record_ids(done.guid.as_deref(), done.rowid, "", Some(&scope), now);
         }
+        // Strict bridge sends name the chat: later actions on this message address it by
+        // GUID (actions.md §3.0).
+        if let (Some(g), Some(chat_guid)) = (&done.guid, &done.chat_guid) {
+            echo.locked().note_chat_guid(g, chat_guid);
+        }
+        let state = match done.outcome {
+            Outcome::Sent => State::Sent,
+            Outcome::Unknown => State::Unknown,
+            Outcome::Failed => State::Failed,
+            Outcome::NotSent => State::NotSent,
+        };
+        record(i, state, Some(&done), done.attempt.as_deref());
+        match done.outcome {
+            Outcome::Unknown => {
+                tracing::warn!(
+                    account = account_id,
+                    "send outcome unknown (may have been delivered): {}",
+                    done.error.as_deref().unwrap_or("")
+                );
+                sender.replace().await;
+                stop_rest = true;
+            }
+            Outcome::Failed | Outcome::NotSent => tracing::warn!(
+                account = account_id,
+                "send {}: {}",
+                done.outcome.as_str(),
+                done.error.as_deref().unwrap_or("")
+            ),
+            Outcome::Sent => {}
+        }
+        outcomes.push(done.outcome);
+        parts.push(done.part(kind));
     }
     Receipt {
         wire: SendReceipt {
@@ -393,6 +623,7 @@ pub async fn execute(
             message_ids: parts.iter().map(|p| p.message_id.clone()).collect(),
             chunks: plan.chunks,
             parts,
+            ..Default::default()
         },
         outcomes,
     }
@@ -418,6 +649,7 @@ mod tests {
             region: "US".into(),
             reply_to: reply_to.map(str::to_string),
             capped: true,
+            idempotency_key: None,
             parts: texts
                 .iter()
                 .map(|t| Part {
@@ -472,7 +704,7 @@ mod tests {
                 Duration::from_secs(5),
                 "default",
                 None,
-                None,
+                &Options::default(),
             )
             .await;
             (receipt.wire, imsg.await.unwrap())

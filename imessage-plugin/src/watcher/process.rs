@@ -179,6 +179,10 @@ impl Watch {
         ) {
             self.account.note_inbound(m);
         }
+        // Our own row may settle a send whose outcome was unknown (actions.md §7.3).
+        if m.is_from_me == Some(true) {
+            self.account.settle_from_echo(m);
+        }
         let mut conversation = None;
         let mut early_typing = false;
         let routed = match verdict {
