@@ -142,6 +142,8 @@ pub struct StatusState {
     pub quarantined: u64,
     /// `watch.overflow` endings, and when the recent ones happened (for the warning).
     pub watch_overflows: u64,
+    /// Reaction events the host took.
+    pub reactions_delivered: u64,
     pub recent_overflows: std::collections::VecDeque<i64>,
 }
 
@@ -477,6 +479,7 @@ impl Account {
             probe: None,
             panics: s.panics,
             watch_overflows: s.watch_overflows,
+            reactions_delivered: s.reactions_delivered,
             outbound: Some(self.outbound_status()),
             capabilities: self
                 .capabilities

@@ -50,6 +50,27 @@
 //! forwards before it records the ids can, when killed between the two, repeat at most the
 //! events of the one delivery in flight; it never loses one.
 
+//!
+//! # Sends: idempotency keys, rate limits, outcomes
+//!
+//! [`ChannelPlugin::send`] answers a [`types::SendReceipt`] with one [`types::SendPart`] per
+//! text chunk or file. `unknown` means the part may have been delivered: never retry it
+//! blindly. A host that wants retries to be safe sets
+//! [`types::SendRequest::idempotency_key`]: a repeat of the key never sends a part twice (the
+//! plugin keeps a ledger across restarts), answers `replayed: true`, and a repeat with other
+//! content is refused with `invalid_request`. Parts the plugin could settle by asking the
+//! channel carry `reconciled: true`; `call("send.reconcile", {"idempotencyKey": …})` asks
+//! again later. A part held back by the outbound rate limits is `not_sent` with an error
+//! starting `rate limited:` and, where waiting helps, `retryAfterMs`.
+//!
+//! ```text
+//! send({"to":"chat_id:7","text":"on my way","idempotencyKey":"q-42"})
+//!   -> {"ok":true,"idempotencyKey":"q-42","parts":[{"kind":"text","outcome":"sent",
+//!       "messageId":"902213b2-…","attemptId":"902213b2-…"}],…}
+//! send(same request again)
+//!   -> {…,"replayed":true,…}   // nothing written to the channel
+//! ```
+
 // `#[sabi_trait]` expands to impls that trip these lints; they can only be silenced here.
 #![allow(non_local_definitions, unused_braces)]
 

@@ -412,6 +412,9 @@ pub struct AccountStatus {
     /// (`watch.overflow`); each was caught up without loss.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub watch_overflows: u64,
+    /// Reaction events the host accepted since start.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reactions_delivered: u64,
     /// Outbound counters: `rateLimitedParts`, and the rate limiter's view
     /// (`conversations`, `newChatsLastHour`, `reachOutLastDay`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -339,9 +339,12 @@ impl Watch {
             return;
         };
         let json = serde_json::to_string(&InboundEvent::Reaction(*event)).unwrap_or_default();
-        if let Err(e) = self.account.host.deliver_json(&json) {
-            tracing::warn!(account = %self.account.id, "reaction event refused by host: {e}");
-            self.inbound.count_drop("reaction_refused");
+        match self.account.host.deliver_json(&json) {
+            Ok(()) => self.account.status.locked().reactions_delivered += 1,
+            Err(e) => {
+                tracing::warn!(account = %self.account.id, "reaction event refused by host: {e}");
+                self.inbound.count_drop("reaction_refused");
+            }
         }
         self.outbox.push(pending);
     }
