@@ -151,12 +151,8 @@ enum MessageAction {
     },
     /// Add or remove a tapback on a message
     React {
-        #[arg(long)]
-        channel: String,
-        #[arg(long)]
-        target: String,
-        #[arg(long = "message-id", value_name = "ID")]
-        message_id: String,
+        #[command(flatten)]
+        on: MessageRef,
         /// love, like, dislike, laugh, emphasize or question (or an alias such as 👍, +1)
         #[arg(long, conflicts_with = "emoji")]
         reaction: Option<String>,
@@ -166,25 +162,13 @@ enum MessageAction {
         /// Remove the tapback (every kind when none is named)
         #[arg(long)]
         remove: bool,
-        #[arg(long)]
-        account: Option<String>,
-        #[arg(long)]
-        json: bool,
     },
     /// Edit a message this account sent (iMessage: within 15 minutes, at most 5 times)
     Edit {
-        #[arg(long)]
-        channel: String,
-        #[arg(long)]
-        target: String,
-        #[arg(long = "message-id", value_name = "ID")]
-        message_id: String,
+        #[command(flatten)]
+        on: MessageRef,
         #[arg(long)]
         text: String,
-        #[arg(long)]
-        account: Option<String>,
-        #[arg(long)]
-        json: bool,
     },
     /// Settle the parts of an idempotent send whose outcome was unknown, by asking imsg
     Reconcile {
@@ -199,17 +183,32 @@ enum MessageAction {
     },
     /// Take back a message this account sent (iMessage: within 2 minutes)
     Unsend {
-        #[arg(long)]
-        channel: String,
-        #[arg(long)]
-        target: String,
-        #[arg(long = "message-id", value_name = "ID")]
-        message_id: String,
-        #[arg(long)]
-        account: Option<String>,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        on: MessageRef,
     },
+}
+
+/// The message a `react`, `edit` or `unsend` acts on.
+#[derive(clap::Args)]
+struct MessageRef {
+    #[arg(long)]
+    channel: String,
+    #[arg(long)]
+    target: String,
+    #[arg(long = "message-id", value_name = "ID")]
+    message_id: String,
+    #[arg(long)]
+    account: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+impl MessageRef {
+    /// The `call` payload's common members.
+    fn payload(&self) -> serde_json::Value {
+        serde_json::json!({"accountId": self.account, "to": self.target,
+            "messageId": self.message_id})
+    }
 }
 
 #[derive(Subcommand)]
@@ -365,61 +364,44 @@ fn run(cli: Cli, log_level: &str) -> Result<(), Failure> {
             log_level,
         ),
         Command::Message { action } => {
-            let (channel, method, payload, json) = match action {
+            let (on, method, payload) = match action {
                 MessageAction::Send { .. } | MessageAction::Reconcile { .. } => {
                     unreachable!("matched above")
                 }
                 MessageAction::React {
-                    channel,
-                    target,
-                    message_id,
+                    on,
                     reaction,
                     emoji,
                     remove,
-                    account,
-                    json,
                 } => {
                     if reaction.is_none() && emoji.is_none() && !remove {
                         return Err(Failure::usage(
                             "message react needs --reaction KIND or --emoji E (or --remove)",
                         ));
                     }
-                    let payload = serde_json::json!({"accountId": account, "to": target,
-                        "messageId": message_id, "reaction": reaction, "emoji": emoji,
-                        "remove": remove});
-                    (channel, "message.react", payload, json)
+                    let mut payload = on.payload();
+                    payload["reaction"] = serde_json::json!(reaction);
+                    payload["emoji"] = serde_json::json!(emoji);
+                    payload["remove"] = serde_json::json!(remove);
+                    (on, "message.react", payload)
                 }
-                MessageAction::Edit {
-                    channel,
-                    target,
-                    message_id,
-                    text,
-                    account,
-                    json,
-                } => {
-                    let payload = serde_json::json!({"accountId": account, "to": target,
-                        "messageId": message_id, "text": text});
-                    (channel, "message.edit", payload, json)
+                MessageAction::Edit { on, text } => {
+                    let mut payload = on.payload();
+                    payload["text"] = serde_json::json!(text);
+                    (on, "message.edit", payload)
                 }
-                MessageAction::Unsend {
-                    channel,
-                    target,
-                    message_id,
-                    account,
-                    json,
-                } => {
-                    let payload = serde_json::json!({"accountId": account, "to": target,
-                        "messageId": message_id});
-                    (channel, "message.unsend", payload, json)
+                MessageAction::Unsend { on } => {
+                    let payload = on.payload();
+                    (on, "message.unsend", payload)
                 }
             };
             commands::message_action(
                 &settings(true)?,
                 commands::ActionArgs {
-                    channel: &channel,
+                    channel: &on.channel,
                     method,
                     payload,
-                    as_json: json,
+                    as_json: on.json,
                 },
                 log_level,
             )

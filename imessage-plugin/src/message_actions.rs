@@ -394,23 +394,41 @@ pub async fn react(account: &Arc<Account>, payload: &Value) -> Result<Value, Plu
     Ok(result)
 }
 
-pub async fn edit(account: &Arc<Account>, payload: &Value) -> Result<Value, PluginError> {
-    let action = Action::Edit;
+/// What edit and unsend share: the gate, the request's fields, and the checks on this
+/// account's own message, in the spec's order (§3.4) — all before anything is written.
+struct OwnAction {
+    common: Common,
+    own: Option<OwnMessage>,
+    at: Option<Located>,
+}
+
+async fn own_action(
+    account: &Arc<Account>,
+    action: Action,
+    payload: &Value,
+    extra: impl FnOnce(&Value) -> Result<(), PluginError>,
+) -> Result<OwnAction, PluginError> {
     if !action.enabled(&account.settings().actions) {
         return Err(disabled(action));
     }
     let common = read_common(payload)?;
-    let raw = required(payload, "text")?;
+    extra(payload)?;
     let now = timeutil::now_ms();
     let (own, at) = locate(account, &common.message_id, now);
-    check_own(
-        action,
-        own.as_ref(),
-        &at.clone().unwrap_or_default(),
-        &common.target,
-        now,
-    )?;
+    let located = at.clone().unwrap_or_default();
+    check_own(action, own.as_ref(), &located, &common.target, now)?;
     require(account, action, action.feature()).await?;
+    Ok(OwnAction { common, own, at })
+}
+
+pub async fn edit(account: &Arc<Account>, payload: &Value) -> Result<Value, PluginError> {
+    let action = Action::Edit;
+    let mut raw = String::new();
+    let OwnAction { common, own, at } = own_action(account, action, payload, |p| {
+        raw = required(p, "text")?;
+        Ok(())
+    })
+    .await?;
     // `message.edit` takes no formatting: the Markdown is reduced to its plain text.
     let text = outbound::format::convert(&outbound::sanitize::sanitize(&raw))
         .text
@@ -429,20 +447,7 @@ pub async fn edit(account: &Arc<Account>, payload: &Value) -> Result<Value, Plug
 
 pub async fn unsend(account: &Arc<Account>, payload: &Value) -> Result<Value, PluginError> {
     let action = Action::Unsend;
-    if !action.enabled(&account.settings().actions) {
-        return Err(disabled(action));
-    }
-    let common = read_common(payload)?;
-    let now = timeutil::now_ms();
-    let (own, at) = locate(account, &common.message_id, now);
-    check_own(
-        action,
-        own.as_ref(),
-        &at.clone().unwrap_or_default(),
-        &common.target,
-        now,
-    )?;
-    require(account, action, action.feature()).await?;
+    let OwnAction { common, at, .. } = own_action(account, action, payload, |_| Ok(())).await?;
     let params = base_params(&common, at.as_ref())?;
     request(account, action, &common.target, params).await?;
     Ok(json!({"ok": true, "accountId": account.id, "messageId": common.message_id}))

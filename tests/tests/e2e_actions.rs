@@ -38,17 +38,6 @@ fn action(env: &SimEnv, verb: &str, message_id: &str, extra: &[&str]) -> Output 
     run(env, &args)
 }
 
-/// The params of every request of `method` written to any simulator.
-fn requests(env: &SimEnv, method: &str) -> Vec<Value> {
-    env.record()
-        .into_iter()
-        .filter(|r| r["dir"] == "in")
-        .filter_map(|r| serde_json::from_str::<Value>(r["line"].as_str()?).ok())
-        .filter(|v| v["method"] == method)
-        .map(|v| v["params"].clone())
-        .collect()
-}
-
 fn json_out(out: &Output) -> Value {
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(out));
     serde_json::from_str(&common::stdout(out)).expect("--json prints one JSON value")
@@ -99,7 +88,7 @@ fn tapbacks_go_by_name_to_the_chat_of_the_message_cases_182_to_185() {
             json!({"ok": true, "accountId": "default", "messageId": d0, "reaction": "like", "removed": false})
         );
     }
-    let sent = requests(&env, "tapback");
+    let sent = env.requests("tapback");
     assert_eq!(sent.len(), 3);
     for p in &sent {
         assert_eq!(
@@ -111,7 +100,7 @@ fn tapbacks_go_by_name_to_the_chat_of_the_message_cases_182_to_185() {
     let result = json_out(&action(&env, "react", &d0, &["--emoji", "🎉", "--json"]));
     assert_eq!(result["emoji"], "🎉");
     assert_eq!(
-        requests(&env, "tapback")[3],
+        env.requests("tapback")[3],
         json!({"chat_guid": OWNER_CHAT_GUID, "message_guid": d0, "emoji": "🎉"})
     );
     // 184: removing with no kind named removes each kind, in order.
@@ -121,7 +110,7 @@ fn tapbacks_go_by_name_to_the_chat_of_the_message_cases_182_to_185() {
         result["reactions"],
         json!(["love", "like", "dislike", "laugh", "emphasize", "question"])
     );
-    let removals: Vec<Value> = requests(&env, "tapback")[4..].to_vec();
+    let removals: Vec<Value> = env.requests("tapback")[4..].to_vec();
     assert_eq!(removals.len(), 6);
     for (p, kind) in
         removals
@@ -132,7 +121,7 @@ fn tapbacks_go_by_name_to_the_chat_of_the_message_cases_182_to_185() {
         assert_eq!(p["remove"], true);
     }
     // 185: refusals write nothing.
-    let before = requests(&env, "tapback").len();
+    let before = env.requests("tapback").len();
     let out = env.gw.run(&[
         "message",
         "react",
@@ -160,7 +149,7 @@ fn tapbacks_go_by_name_to_the_chat_of_the_message_cases_182_to_185() {
         "bad usage: {}",
         common::stderr(&out)
     );
-    assert_eq!(requests(&env, "tapback").len(), before);
+    assert_eq!(env.requests("tapback").len(), before);
     // The tapback rows the bridge wrote come back on the watch as our own: never routed.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(gateway.messages().len(), 1, "{:?}", gateway.messages());
@@ -175,33 +164,20 @@ fn custom_emoji_needs_the_capability_and_a_stalled_bridge_is_an_unknown_outcome_
         &action(&env, "react", &d0, &["--emoji", "🎉"]),
         "custom emoji tapbacks need an imsg build that reports capabilities.features[\"tapback.emoji\"] >= 2",
     );
-    assert!(requests(&env, "tapback").is_empty());
+    assert!(env.requests("tapback").is_empty());
     // 186: the bridge stalls (the simulator answers "Timed out waiting for response" after
     // 10 s): possibly done, never retried.
     env.inbox_applied(json!({"op": "set", "bridge": "timeout"}));
     let out = action(&env, "react", &d0, &["--reaction", "love"]);
     refused(&out, "tapback may have taken effect; not retried");
-    assert_eq!(requests(&env, "tapback").len(), 1, "exactly one request");
+    assert_eq!(env.requests("tapback").len(), 1, "exactly one request");
     assert!(gateway.stop().success());
 }
 
 /// Sends `text` to the owner one-shot and returns the first part's message id.
 fn send_one_shot(env: &SimEnv, text: &str) -> String {
-    let out = run(
-        env,
-        &[
-            "message",
-            "send",
-            "--channel",
-            "imessage",
-            "--target",
-            OWNER,
-            "--text",
-            text,
-            "--json",
-        ],
-    );
-    let receipt = json_out(&out);
+    let (out, receipt) = env.send_json(OWNER, text, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
     receipt["messageIds"][0]
         .as_str()
         .expect("a message id")
@@ -243,7 +219,7 @@ fn edit_and_unsend_own_messages_one_shot_cases_187_to_189() {
         json!({"ok": true, "accountId": "default", "messageId": s1, "edits": 1})
     );
     assert_eq!(
-        requests(&env, "message.edit"),
+        env.requests("message.edit"),
         vec![json!({"chat_guid": OWNER_CHAT_GUID, "message_guid": s1, "text": "See you at 8"})]
     );
     let edits: Vec<Value> = env
@@ -265,7 +241,7 @@ fn edit_and_unsend_own_messages_one_shot_cases_187_to_189() {
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
     assert_eq!(common::stdout(&out).trim(), format!("unsent {s1}"));
     assert_eq!(
-        requests(&env, "message.unsend"),
+        env.requests("message.unsend"),
         vec![json!({"chat_guid": OWNER_CHAT_GUID, "message_guid": s1})]
     );
     // 188/189: past the windows, refused before anything is written.
@@ -284,8 +260,8 @@ fn edit_and_unsend_own_messages_one_shot_cases_187_to_189() {
         &action(&env, "edit", "0A1B2C3D-NOT-OURS", &["--text", "x"]),
         "iMessage edit only works on messages this account sent",
     );
-    assert_eq!(requests(&env, "message.edit").len(), 2);
-    assert_eq!(requests(&env, "message.unsend").len(), 1);
+    assert_eq!(env.requests("message.edit").len(), 2);
+    assert_eq!(env.requests("message.unsend").len(), 1);
 }
 
 #[test]
@@ -305,7 +281,7 @@ fn disabled_gates_and_a_missing_bridge_write_nothing_cases_185_190() {
         );
     }
     for m in ["tapback", "message.edit", "message.unsend"] {
-        assert!(requests(&env, m).is_empty(), "{m} written");
+        assert!(env.requests(m).is_empty(), "{m} written");
     }
     env.merge_config(
         json!({"channels": {"imessage": {"actions": {"reactions": false, "edit": false}}}}),
@@ -340,21 +316,7 @@ fn markdown_goes_out_as_native_formatting_where_imsg_renders_it_cases_203_206() 
     assert!(env.sends()[1].get("text_formatting").is_none());
     // Lenient 0.9 cannot take ranges: clean text, no key; nor does it thread (case 191).
     let env = SimEnv::new(json!({"bridge": "ready"}), json!({}));
-    let out = run(
-        &env,
-        &[
-            "message",
-            "send",
-            "--channel",
-            "imessage",
-            "--target",
-            OWNER,
-            "--text",
-            "**bold** text",
-            "--reply-to",
-            "PARENT",
-        ],
-    );
+    let (out, _) = env.send_json(OWNER, "**bold** text", &["--reply-to", "PARENT"]);
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
     let sent = env.sends();
     assert_eq!(sent.len(), 1);

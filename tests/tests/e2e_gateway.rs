@@ -363,13 +363,7 @@ fn bad_config_fails_startup_with_exit_2_and_starts_nothing() {
 
 /// The params of every `watch.subscribe` the simulators received, in order.
 fn subscribes(env: &SimEnv) -> Vec<Value> {
-    env.record()
-        .into_iter()
-        .filter(|r| r["dir"] == "in")
-        .filter_map(|r| serde_json::from_str::<Value>(r["line"].as_str()?).ok())
-        .filter(|v| v["method"] == "watch.subscribe")
-        .map(|v| v["params"].clone())
-        .collect()
+    env.requests("watch.subscribe")
 }
 
 #[test]
@@ -410,21 +404,7 @@ fn subscribe_params_on_first_start_and_after_a_restart_cases_23_25() {
 fn a_cursor_past_a_replaced_database_falls_back_to_the_tail() {
     let env = SimEnv::new(json!({}), json!({}));
     // A cursor from a database with far more rows, for this very source.
-    let config: Value =
-        serde_json::from_str(&std::fs::read_to_string(env.gw.config_path()).unwrap()).unwrap();
-    let source = format!(
-        "{}|{}|",
-        config["channels"]["imessage"]["cliPath"].as_str().unwrap(),
-        config["channels"]["imessage"]["dbPath"].as_str().unwrap()
-    );
-    let dir = env.path("state/imessage/default");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("cursor.json"),
-        json!({"version": 1, "source": source, "rowid": 999_999, "newestCreatedAt": null})
-            .to_string(),
-    )
-    .unwrap();
+    env.write_cursor(999_999);
     // One old row so the newest visible row is known.
     env.merge_scenario(
         json!({"messages": [{"id": 5, "chat_id": 7, "handle": "+15550001111", "text": "old",

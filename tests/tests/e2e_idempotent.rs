@@ -22,21 +22,7 @@ fn strict_015(extra: Value, config: Value) -> SimEnv {
 }
 
 fn send(env: &SimEnv, target: &str, text: &str, key: &str) -> (Output, Value) {
-    let out = env.gw.run(&[
-        "message",
-        "send",
-        "--channel",
-        "imessage",
-        "--target",
-        target,
-        "--text",
-        text,
-        "--idempotency-key",
-        key,
-        "--json",
-    ]);
-    let receipt = serde_json::from_str(&common::stdout(&out)).unwrap_or(Value::Null);
-    (out, receipt)
+    env.send_json(target, text, &["--idempotency-key", key])
 }
 
 fn reconcile(env: &SimEnv, key: &str) -> Value {
@@ -53,16 +39,8 @@ fn reconcile(env: &SimEnv, key: &str) -> Value {
         .unwrap_or_else(|_| panic!("no receipt: {}", common::stderr(&out)))
 }
 
-/// The params of every request of `method` written to any simulator, with the writer's pid.
 fn requests(env: &SimEnv, method: &str) -> Vec<(i64, Value)> {
-    env.record()
-        .into_iter()
-        .filter(|r| r["dir"] == "in")
-        .filter_map(|r| {
-            let v: Value = serde_json::from_str(r["line"].as_str()?).ok()?;
-            (v["method"] == method).then(|| (r["pid"].as_i64().unwrap_or(0), v["params"].clone()))
-        })
-        .collect()
+    env.requests_with_pid(method)
 }
 
 /// Two chunks at a 50-unit limit.

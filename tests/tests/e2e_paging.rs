@@ -14,36 +14,6 @@ use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// The params of every request of `method` the simulators received, in order.
-fn requests(env: &SimEnv, method: &str) -> Vec<Value> {
-    env.record()
-        .into_iter()
-        .filter(|r| r["dir"] == "in")
-        .filter_map(|r| serde_json::from_str::<Value>(r["line"].as_str()?).ok())
-        .filter(|v| v["method"] == method)
-        .map(|v| v["params"].clone())
-        .collect()
-}
-
-/// A persisted cursor at `rowid` for this env's source (as a previous run left it).
-fn write_cursor(env: &SimEnv, rowid: i64) {
-    let config: Value =
-        serde_json::from_str(&std::fs::read_to_string(env.gw.config_path()).unwrap()).unwrap();
-    let source = format!(
-        "{}|{}|",
-        config["channels"]["imessage"]["cliPath"].as_str().unwrap(),
-        config["channels"]["imessage"]["dbPath"].as_str().unwrap()
-    );
-    let dir = env.path("state/imessage/default");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("cursor.json"),
-        json!({"version": 1, "source": source, "rowid": rowid, "newestCreatedAt": null})
-            .to_string(),
-    )
-    .unwrap();
-}
-
 fn cursor(env: &SimEnv) -> i64 {
     let v: Value = serde_json::from_str(
         &std::fs::read_to_string(env.path("state/imessage/default/cursor.json")).unwrap(),
@@ -75,16 +45,16 @@ fn a_strict_server_pages_the_backlog_then_subscribes_cases_199_200() {
     let mut rows = backlog(101, 250);
     rows.push(json!({"id": 351, "chat_id": 7, "handle": "+15550001111", "text": "https://example.com", "preview_of": 350}));
     let env = SimEnv::new(json!({"profile": "strict", "messages": rows}), json!({}));
-    write_cursor(&env, 100);
+    env.write_cursor(100);
     let gateway = env.start(false);
     let routed = gateway.wait_messages(250, WAIT);
     wait_until("subscribed", WAIT, || {
-        !requests(&env, "watch.subscribe").is_empty()
+        !env.requests("watch.subscribe").is_empty()
     });
     std::thread::sleep(Duration::from_millis(300));
     assert_once_in_order(&gateway.messages(), 250);
     drop(routed);
-    let pages = requests(&env, "messages.after");
+    let pages = env.requests("messages.after");
     assert_eq!(
         pages,
         vec![
@@ -96,7 +66,7 @@ fn a_strict_server_pages_the_backlog_then_subscribes_cases_199_200() {
     // The last page's next_rowid passed the preview row: the cursor and the subscription
     // start there (case 200).
     assert_eq!(
-        requests(&env, "watch.subscribe"),
+        env.requests("watch.subscribe"),
         vec![json!({"attachments": false, "since_rowid": 351, "include_reactions": true})]
     );
     wait_until("the cursor persisted", WAIT, || cursor(&env) == 351);
@@ -125,9 +95,9 @@ fn an_overflowing_subscription_is_caught_up_by_paging_case_201() {
     gateway.wait_messages(301, WAIT);
     std::thread::sleep(Duration::from_millis(300));
     assert_once_in_order(&gateway.messages(), 301);
-    let pages = requests(&env, "messages.after");
+    let pages = env.requests("messages.after");
     assert!(!pages.is_empty(), "caught up by paging");
-    let subs = requests(&env, "watch.subscribe");
+    let subs = env.requests("watch.subscribe");
     assert_eq!(subs.len(), 2, "resubscribed once: {subs:?}");
     // Live again after the catch-up.
     env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "dm 301"}));
@@ -142,11 +112,11 @@ fn an_overflowing_subscription_is_caught_up_by_paging_case_201() {
 fn lenient_servers_replay_and_failing_pages_fall_back_to_the_replay_case_202() {
     // Lenient 0.9: no messages.after, the watch replays from the cursor.
     let env = SimEnv::new(json!({"messages": backlog(101, 5)}), json!({}));
-    write_cursor(&env, 100);
+    env.write_cursor(100);
     let gateway = env.start(false);
     gateway.wait_messages(5, WAIT);
-    assert!(requests(&env, "messages.after").is_empty());
-    assert_eq!(requests(&env, "watch.subscribe")[0]["since_rowid"], 100);
+    assert!(env.requests("messages.after").is_empty());
+    assert_eq!(env.requests("watch.subscribe")[0]["since_rowid"], 100);
     assert!(gateway.stop().success());
 
     // Strict, but messages.after fails three times: the watch replay catches up instead.
@@ -155,12 +125,12 @@ fn lenient_servers_replay_and_failing_pages_fall_back_to_the_replay_case_202() {
             "faults": {"bridge_unavailable": {"messages.after": 3}}}),
         json!({}),
     );
-    write_cursor(&env, 100);
+    env.write_cursor(100);
     let gateway = env.start(false);
     let routed = gateway.wait_messages(5, WAIT);
     assert_once_in_order(&routed, 5);
-    assert_eq!(requests(&env, "messages.after").len(), 3);
-    assert_eq!(requests(&env, "watch.subscribe")[0]["since_rowid"], 100);
+    assert_eq!(env.requests("messages.after").len(), 3);
+    assert_eq!(env.requests("watch.subscribe")[0]["since_rowid"], 100);
     let warnings = env
         .stderr()
         .matches("messages.after failed 3 times; catching up through the watch replay instead")

@@ -15,19 +15,7 @@ const UNANSWERED: &str =
     "rate limited: 5 messages sent to this conversation without a reply (rateLimit.maxUnanswered)";
 
 fn send_json(env: &SimEnv, target: &str, text: &str) -> (Output, Value) {
-    let out = env.gw.run(&[
-        "message",
-        "send",
-        "--channel",
-        "imessage",
-        "--target",
-        target,
-        "--text",
-        text,
-        "--json",
-    ]);
-    let receipt = serde_json::from_str(&common::stdout(&out)).unwrap_or(Value::Null);
-    (out, receipt)
+    env.send_json(target, text, &[])
 }
 
 fn written(env: &SimEnv) -> usize {

@@ -103,17 +103,22 @@ impl Gateway {
     /// `message send` of one text on the imessage channel (through the running gateway
     /// when there is one).
     pub fn send(&self, target: &str, text: &str) -> Output {
-        self.run(&[
-            "message",
-            "send",
-            "--channel",
-            "imessage",
-            "--target",
-            target,
-            "--text",
-            text,
-        ])
+        self.run(&send_args(target, text))
     }
+}
+
+/// The arguments of `message send` of one text on the imessage channel.
+pub fn send_args<'a>(target: &'a str, text: &'a str) -> Vec<&'a str> {
+    vec![
+        "message",
+        "send",
+        "--channel",
+        "imessage",
+        "--target",
+        target,
+        "--text",
+        text,
+    ]
 }
 
 pub fn stdout(out: &Output) -> String {

@@ -202,6 +202,69 @@ impl SimEnv {
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.path("host-stub.stderr")).unwrap_or_default()
     }
+
+    /// The params of every request of `method` written to any simulator, in order, with the
+    /// pid of the simulator that received it.
+    pub fn requests_with_pid(&self, method: &str) -> Vec<(i64, Value)> {
+        self.record()
+            .into_iter()
+            .filter(|r| r["dir"] == "in")
+            .filter_map(|r| {
+                let v: Value = serde_json::from_str(r["line"].as_str()?).ok()?;
+                (v["method"] == method)
+                    .then(|| (r["pid"].as_i64().unwrap_or(0), v["params"].clone()))
+            })
+            .collect()
+    }
+
+    /// The params of every request of `method` written to any simulator, in order.
+    pub fn requests(&self, method: &str) -> Vec<Value> {
+        self.requests_with_pid(method)
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect()
+    }
+
+    /// A cursor at `rowid` for this env's source, as an earlier run leaves it.
+    pub fn write_cursor(&self, rowid: i64) {
+        let config: Value =
+            serde_json::from_str(&std::fs::read_to_string(self.gw.config_path()).unwrap()).unwrap();
+        let source = format!(
+            "{}|{}|",
+            config["channels"]["imessage"]["cliPath"].as_str().unwrap(),
+            config["channels"]["imessage"]["dbPath"].as_str().unwrap()
+        );
+        let dir = self.path("state/imessage/default");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("cursor.json"),
+            json!({"version": 1, "source": source, "rowid": rowid, "newestCreatedAt": null})
+                .to_string(),
+        )
+        .unwrap();
+    }
+
+    /// `message send … --json` with `extra` arguments: the process output and the receipt
+    /// (`null` when none was printed).
+    pub fn send_json(
+        &self,
+        target: &str,
+        text: &str,
+        extra: &[&str],
+    ) -> (std::process::Output, Value) {
+        let mut args = super::send_args(target, text);
+        args.push("--json");
+        args.extend_from_slice(extra);
+        let out = self
+            .gw
+            .command()
+            .env("IMSG_SIM_SCENARIO", self.path("scenario.json"))
+            .args(&args)
+            .output()
+            .expect("run host-stub");
+        let receipt = serde_json::from_str(&super::stdout(&out)).unwrap_or(Value::Null);
+        (out, receipt)
+    }
 }
 
 pub fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {

@@ -377,12 +377,7 @@ impl Sim {
         let chat = self.resolve_chat(p).map_err(fail)?;
         self.check_send(&req, chat.as_ref()).map_err(fail)?;
         let file_size = self.attachment_size(&req.file).map_err(fail)?;
-        let mode = self
-            .send_cfg
-            .get("mode")
-            .and_then(Value::as_str)
-            .unwrap_or("ok")
-            .to_string();
+        let mode = self.send_mode();
         self.scripted_failure(&mode).map_err(fail)?;
         let chat_id = match &chat {
             Some(c) => c.id,

@@ -270,6 +270,15 @@ impl Sim {
         })
     }
 
+    /// Scenario `send.mode` (`ok` unless set).
+    pub fn send_mode(&self) -> String {
+        self.send_cfg
+            .get("mode")
+            .and_then(Value::as_str)
+            .unwrap_or("ok")
+            .to_string()
+    }
+
     pub fn at_least(&self, v: Version) -> bool {
         self.version >= v
     }

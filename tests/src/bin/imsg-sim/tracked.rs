@@ -128,12 +128,7 @@ impl Sim {
         if !self.tracked_sends() {
             return Err(fail(self.bridge_unavailable()));
         }
-        let mode = self
-            .send_cfg
-            .get("mode")
-            .and_then(Value::as_str)
-            .unwrap_or("ok")
-            .to_string();
+        let mode = self.send_mode();
         let write_row = self.send_cfg.get("write_row").and_then(Value::as_bool) != Some(false);
         req.guid = Some(attempt.clone());
         let written = if write_row {
