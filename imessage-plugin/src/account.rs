@@ -367,25 +367,36 @@ impl Account {
     /// Someone wrote in these conversations (any row not from us, not a duplicate, not
     /// stale): the rate limiter's unanswered counts reset (§6.2).
     pub fn note_inbound(&self, m: &crate::message::ImsgMessage) {
-        let mut scopes: Vec<String> = Vec::with_capacity(4);
+        use std::fmt::Write;
+        // One buffer for the (up to four) scope keys: this runs for every inbound row.
+        let mut keys = String::with_capacity(96);
+        let mut ends = [0usize; 4];
+        let mut n = 0;
+        let mut push = |keys: &mut String, piece: std::fmt::Arguments| {
+            let _ = keys.write_fmt(piece);
+            ends[n] = keys.len();
+            n += 1;
+        };
         if let Some(id) = m.chat_id {
-            scopes.push(format!("chat:{id}"));
+            push(&mut keys, format_args!("chat:{id}"));
         }
         if let Some(g) = m.chat_guid.as_deref().filter(|g| !g.is_empty()) {
-            scopes.push(format!("guid:{g}"));
+            push(&mut keys, format_args!("guid:{g}"));
         }
         if let Some(i) = m.chat_identifier.as_deref().filter(|i| !i.is_empty()) {
-            scopes.push(format!("ident:{i}"));
+            push(&mut keys, format_args!("ident:{i}"));
         }
         if m.is_group != Some(true) {
             if let Some(h) = m.sender.as_deref().filter(|h| !h.is_empty()) {
-                scopes.push(format!("handle:{}", crate::handle::normalize_sender(h)));
+                push(
+                    &mut keys,
+                    format_args!("handle:{}", crate::handle::normalize_sender(h)),
+                );
             }
         }
+        let scopes = (0..n).map(|i| &keys[if i == 0 { 0 } else { ends[i - 1] }..ends[i]]);
         let now = timeutil::now_ms();
-        self.limiter
-            .locked()
-            .note_inbound(scopes.iter().map(String::as_str), now);
+        self.limiter.locked().note_inbound(scopes, now);
         self.save_limits(false);
     }
 

@@ -196,13 +196,20 @@ impl Limiter {
     /// An inbound row in these conversations: someone answered.
     pub fn note_inbound<'a>(&mut self, scopes: impl IntoIterator<Item = &'a str>, now_ms: i64) {
         for scope in scopes {
-            let c = self
-                .counters
-                .conversations
-                .entry(scope.to_string())
-                .or_default();
-            c.last_inbound_ms = Some(now_ms);
-            c.unanswered = 0;
+            // Most rows come from known conversations: no allocation for those.
+            match self.counters.conversations.get_mut(scope) {
+                Some(c) => {
+                    c.last_inbound_ms = Some(now_ms);
+                    c.unanswered = 0;
+                }
+                None => {
+                    let c = Conversation {
+                        last_inbound_ms: Some(now_ms),
+                        ..Conversation::default()
+                    };
+                    self.counters.conversations.insert(scope.to_string(), c);
+                }
+            }
         }
         self.dirty = true;
     }
