@@ -109,6 +109,35 @@ fn an_overflowing_subscription_is_caught_up_by_paging_case_201() {
 }
 
 #[test]
+fn a_burst_larger_than_imsgs_buffer_loses_nothing() {
+    // imsg holds at most buffer_limit rows per subscriber; a bigger backlog ends the
+    // subscription (watch.overflow), as real strict imsg does.
+    let env = SimEnv::new(
+        json!({"profile": "strict", "watch": {"buffer_limit": 40}}),
+        json!({}),
+    );
+    let gateway = env.start(false);
+    wait_until("watching", WAIT, || {
+        env.stderr().contains("watching for messages")
+    });
+    let rows: Vec<Value> = (0..600)
+        .map(|i| json!({"chat_id": 7, "handle": "+15550001111", "text": format!("dm {i}")}))
+        .collect();
+    env.inbox(json!({"op": "insert_many", "rows": rows}));
+    gateway.wait_messages(600, WAIT);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_once_in_order(&gateway.messages(), 600);
+    let out = env.gw.run(&["channels", "status", "--json"]);
+    let status: Value = serde_json::from_str(&common::stdout(&out)).unwrap();
+    assert!(status["channels"][0]["watchOverflows"].as_u64().unwrap() >= 1);
+    assert!(
+        !env.requests("messages.after").is_empty(),
+        "caught up by paging"
+    );
+    assert!(gateway.stop().success());
+}
+
+#[test]
 fn lenient_servers_replay_and_failing_pages_fall_back_to_the_replay_case_202() {
     // Lenient 0.9: no messages.after, the watch replays from the cursor.
     let env = SimEnv::new(json!({"messages": backlog(101, 5)}), json!({}));

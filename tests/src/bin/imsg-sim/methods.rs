@@ -225,7 +225,7 @@ impl Sim {
         } else {
             250
         };
-        let mut buffer_limit = 256;
+        let mut buffer_limit = self.watch_buffer_limit;
         if self.strict {
             let key = p.pick("buffer_limit", "bufferLimit").map_err(perr)?;
             if let Some(n) = p.int(key).map_err(perr)? {
@@ -263,6 +263,7 @@ impl Sim {
                 next_poll: None,
                 last_poll: Instant::now(),
                 overflow_after: None,
+                buffer_limit: buffer_limit as usize,
                 dead: false,
             },
         );

@@ -85,6 +85,8 @@ pub struct Sub {
     pub last_poll: Instant,
     /// `Some(k)`: the next poll writes at most k rows, then `watch.overflow`.
     pub overflow_after: Option<usize>,
+    /// Strict: a poll with more rows pending than this overflows (§4.3).
+    pub buffer_limit: usize,
     /// A `db_error` ended it; it stays registered until unsubscribed.
     pub dead: bool,
 }
@@ -102,6 +104,8 @@ pub struct Sim {
     /// `bridge_features`: `tracked`, `emoji_tapback` (default true from 0.15.0).
     pub bridge_features: Value,
     pub send_cfg: Value,
+    /// The default `buffer_limit` of strict subscriptions (scenario `watch.buffer_limit`).
+    pub watch_buffer_limit: i64,
     pub fallback_poll: Duration,
     pub batch_limit: usize,
     pub methods: Option<Vec<String>>,
@@ -242,6 +246,7 @@ impl Sim {
             macos_major: s.get("macos_major").and_then(Value::as_i64).unwrap_or(26),
             send_cfg: s.get("send").cloned().unwrap_or(json!({"mode": "ok"})),
             fallback_poll: Duration::from_millis(ms("fallback_poll_ms", 5000)),
+            watch_buffer_limit: ms("buffer_limit", 256).clamp(1, 4096) as i64,
             batch_limit: ms("batch_limit", 100).max(1) as usize,
             methods: s.get("methods").and_then(Value::as_array).map(|m| {
                 m.iter()
@@ -490,12 +495,16 @@ impl Sim {
             })
             .map(|(id, _)| *id)
             .collect();
-        let more = taken.len() > batch;
+        let pending = taken.len();
+        let more = pending > batch;
         taken.truncate(batch);
         let sub = self.subs.get(&sub_id).expect("checked above");
         let mut opts = self.render_opts(sub.attachments, sub.include_reactions);
         opts.cursor = strict;
-        let limit = sub.overflow_after;
+        // More pending than the subscriber's buffer takes ends it (strict, §4.3).
+        let limit = sub
+            .overflow_after
+            .or_else(|| (strict && pending > sub.buffer_limit).then_some(sub.buffer_limit));
         let mut lines = Vec::new();
         let mut last_written = start;
         let mut new_cursor = start;
