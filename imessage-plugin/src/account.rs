@@ -368,6 +368,12 @@ impl Account {
     /// stale): the rate limiter's unanswered counts reset (§6.2).
     pub fn note_inbound(&self, m: &crate::message::ImsgMessage) {
         use std::fmt::Write;
+        let now = timeutil::now_ms();
+        if let Some(chat_id) = m.chat_id {
+            if self.limiter.locked().noted_recently(chat_id, now) {
+                return;
+            }
+        }
         // One buffer for the (up to four) scope keys: this runs for every inbound row.
         let mut keys = String::with_capacity(96);
         let mut ends = [0usize; 4];
@@ -395,7 +401,6 @@ impl Account {
             }
         }
         let scopes = (0..n).map(|i| &keys[if i == 0 { 0 } else { ends[i - 1] }..ends[i]]);
-        let now = timeutil::now_ms();
         self.limiter.locked().note_inbound(scopes, now);
         self.save_limits(false);
     }
@@ -409,15 +414,29 @@ impl Account {
         if !force && now - last < 1000 {
             return;
         }
-        let mut limiter = self.limiter.locked();
-        if !limiter.dirty {
-            return;
-        }
+        let mut snapshot = {
+            let mut limiter = self.limiter.locked();
+            if !limiter.dirty {
+                return;
+            }
+            limiter.dirty = false;
+            limiter.counters.clone()
+        };
         self.limits_saved_ms
             .store(now, std::sync::atomic::Ordering::Relaxed);
-        match crate::ratelimit::persist::save(&self.dir, &mut limiter.counters, now) {
-            Ok(()) => limiter.dirty = false,
-            Err(e) => tracing::warn!(account = %self.id, "saving the rate-limit counters: {e}"),
+        let dir = self.dir.clone();
+        let id = self.id.clone();
+        let mut save = move || {
+            if let Err(e) = crate::ratelimit::persist::save(&dir, &mut snapshot, now) {
+                tracing::warn!(account = %id, "saving the rate-limit counters: {e}");
+            }
+        };
+        // The file is written (and synced) off the message path: this runs for inbound rows.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) if !force => {
+                runtime.spawn_blocking(save);
+            }
+            _ => save(),
         }
     }
 

@@ -284,7 +284,7 @@ fn locate(
     let own = account.echo.locked().own(message_id, now_ms);
     let at = match &own {
         Some(o) => Some(Located::of_own(o)),
-        None => account.index.locked().get(message_id).cloned(),
+        None => account.index.locked().get(message_id),
     };
     (own, at)
 }

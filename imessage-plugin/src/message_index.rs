@@ -73,52 +73,85 @@ impl Located {
     }
 }
 
-/// Inbound messages this account routed, most recent last.
+/// Inbound messages this account routed, most recent last. A message is held as the hash
+/// of its GUID and its chat id; each chat's selectors once. This runs for every routed
+/// message, so recording one allocates nothing once its chat is known.
 #[derive(Default)]
 pub struct MessageIndex {
-    entries: HashMap<String, Located>,
-    order: VecDeque<String>,
-    /// DM chats seen inbound: chat id → the other person's handle.
-    dm_handles: HashMap<i64, String>,
+    messages: HashMap<u64, i64>,
+    order: VecDeque<u64>,
+    chats: HashMap<i64, Chat>,
+}
+
+/// What is known of one chat seen inbound.
+struct Chat {
+    at: Located,
+    /// The other person's handle, for DMs.
+    dm_handle: Option<String>,
+}
+
+/// The GUID's hash, ASCII case folded (imsg writes GUIDs upper-case, hosts may not): 64
+/// bits, so a collision among 4000 entries is about one in 10^12.
+fn guid_key(guid: &str) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for b in guid.trim().bytes() {
+        h.write_u8(b.to_ascii_lowercase());
+    }
+    h.finish()
 }
 
 impl MessageIndex {
     /// Records a routed inbound message.
     pub fn record(&mut self, m: &ImsgMessage) {
-        let Some(guid) = m.guid.as_deref().map(str::trim).filter(|g| !g.is_empty()) else {
+        let (Some(guid), Some(chat_id)) = (
+            m.guid.as_deref().filter(|g| !g.trim().is_empty()),
+            m.chat_id,
+        ) else {
             return;
         };
-        if let (Some(id), Some(false), Some(sender)) = (m.chat_id, m.is_group, m.sender.as_deref())
-        {
-            if self.dm_handles.len() < CAPACITY || self.dm_handles.contains_key(&id) {
-                self.dm_handles
-                    .insert(id, crate::handle::normalize_sender(sender));
-            }
-        }
-        let key = guid.to_ascii_lowercase();
-        let at = Located {
-            chat_id: m.chat_id,
-            chat_guid: m.chat_guid.as_deref().map(str::to_string),
-            chat_identifier: m.chat_identifier.as_deref().map(str::to_string),
-            dm_handle: None,
-        };
-        if self.entries.insert(key.clone(), at).is_none() {
+        let key = guid_key(guid);
+        if self.messages.insert(key, chat_id).is_none() {
             self.order.push_back(key);
         }
         while self.order.len() > CAPACITY {
             if let Some(old) = self.order.pop_front() {
-                self.entries.remove(&old);
+                self.messages.remove(&old);
             }
+        }
+        if !self.chats.contains_key(&chat_id) {
+            if self.chats.len() >= CAPACITY {
+                self.chats.clear();
+            }
+            let dm_handle = (m.is_group == Some(false))
+                .then(|| m.sender.as_deref().map(crate::handle::normalize_sender))
+                .flatten();
+            let at = Located {
+                chat_id: Some(chat_id),
+                chat_guid: m.chat_guid.as_deref().map(str::to_string),
+                chat_identifier: m.chat_identifier.as_deref().map(str::to_string),
+                dm_handle: None,
+            };
+            self.chats.insert(chat_id, Chat { at, dm_handle });
         }
     }
 
     /// The handle of a DM chat seen inbound.
     pub fn dm_handle(&self, chat_id: i64) -> Option<String> {
-        self.dm_handles.get(&chat_id).cloned()
+        self.chats.get(&chat_id)?.dm_handle.clone()
     }
 
-    pub fn get(&self, guid: &str) -> Option<&Located> {
-        self.entries.get(&guid.trim().to_ascii_lowercase())
+    pub fn get(&self, guid: &str) -> Option<Located> {
+        let chat_id = self.messages.get(&guid_key(guid))?;
+        Some(
+            self.chats
+                .get(chat_id)
+                .map(|c| c.at.clone())
+                .unwrap_or(Located {
+                    chat_id: Some(*chat_id),
+                    ..Located::default()
+                }),
+        )
     }
 }
 
@@ -243,5 +276,6 @@ mod tests {
         }
         assert!(index.get("G0").is_none());
         assert_eq!(index.get("g4000").and_then(|l| l.chat_id), Some(4000));
+        assert_eq!(index.get(" G4000 ").and_then(|l| l.chat_id), Some(4000));
     }
 }

@@ -167,6 +167,9 @@ pub struct Limiter {
     pub dirty: bool,
     /// When a hold was last logged, per conversation (one warning an hour).
     warned: HashMap<String, i64>,
+    /// The chat whose inbound row was last noted, and when: more rows from it within a second
+    /// change nothing worth the lookups (a send in between clears it).
+    last_noted: Option<(i64, i64)>,
 }
 
 impl Limiter {
@@ -179,6 +182,7 @@ impl Limiter {
             limited_parts: 0,
             dirty: false,
             warned: HashMap::new(),
+            last_noted: None,
         }
     }
 
@@ -191,6 +195,19 @@ impl Limiter {
         for b in self.chats.values_mut() {
             b.tokens = b.tokens.min(limits.chat_burst as f64);
         }
+    }
+
+    /// Whether a row from `chat_id` now would change nothing: the chat was noted less than a
+    /// second ago and nothing was sent since. Otherwise it is remembered as noted now.
+    pub fn noted_recently(&mut self, chat_id: i64, now_ms: i64) -> bool {
+        if self
+            .last_noted
+            .is_some_and(|(c, t)| c == chat_id && now_ms - t < 1000)
+        {
+            return true;
+        }
+        self.last_noted = Some((chat_id, now_ms));
+        false
     }
 
     /// An inbound row in these conversations: someone answered.
@@ -337,6 +354,7 @@ impl Limiter {
         if !self.limits.enabled {
             return;
         }
+        self.last_noted = None;
         let new = self.is_new(scope, now_ms) && !self.counted_as_new(scope, now_ms);
         let conv = self
             .counters
