@@ -138,6 +138,33 @@ fn a_burst_larger_than_imsgs_buffer_loses_nothing() {
 }
 
 #[test]
+fn an_unreadable_database_is_waited_for_not_given_up_on() {
+    // The first page finds the database unreadable (−32002): catch-up waits 30 s and pages
+    // then, instead of counting it as a failure.
+    let env = SimEnv::new(
+        json!({"profile": "strict", "messages": backlog(101, 5),
+            "faults": {"database_unavailable": {"messages.after": 1}}}),
+        json!({}),
+    );
+    env.write_cursor(100);
+    let gateway = env.start(false);
+    let routed = gateway.wait_messages(5, Duration::from_secs(90));
+    assert_once_in_order(&routed, 5);
+    assert_eq!(
+        env.requests("messages.after").len(),
+        2,
+        "-32002, then the page"
+    );
+    assert!(env
+        .stderr()
+        .contains("the Messages database is not readable; catch-up waits for it"));
+    assert!(!env
+        .stderr()
+        .contains("catching up through the watch replay instead"));
+    assert!(gateway.stop().success());
+}
+
+#[test]
 fn lenient_servers_replay_and_failing_pages_fall_back_to_the_replay_case_202() {
     // Lenient 0.9: no messages.after, the watch replays from the cursor.
     let env = SimEnv::new(json!({"messages": backlog(101, 5)}), json!({}));

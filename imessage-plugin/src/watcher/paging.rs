@@ -22,6 +22,8 @@ use crate::sync::LockExt;
 pub(super) const PAGE_SIZE: i64 = 100;
 /// Consecutive failed pages before falling back to the watch replay.
 const MAX_FAILURES: u32 = 3;
+/// How often a page is asked again while the database is unreadable.
+const DATABASE_RETRY: Duration = Duration::from_secs(30);
 
 /// One `messages.after` answer.
 #[derive(Debug)]
@@ -143,6 +145,7 @@ impl Watch {
         let no_dead = HashSet::new();
         let mut failures = 0;
         let mut pages = 0u64;
+        let mut waiting_for_database = false;
         loop {
             let mut params = json!({"since_rowid": since, "limit": PAGE_SIZE,
                 "attachments": settings.include_attachments});
@@ -151,6 +154,18 @@ impl Watch {
             }
             let page = match conn.request("messages.after", params, timeout).await {
                 Ok(result) => Page::parse(&result),
+                // The database is unreadable for now (a strict imsg stays up and says so,
+                // imsg-protocol A9): wait for it rather than give up on paging (§4.2).
+                Err(CallError::Rpc(e)) if e.code == -32002 => {
+                    if !waiting_for_database {
+                        tracing::warn!(account = %self.account.id, "the Messages database is not readable; catch-up waits for it ({})", e.describe());
+                        waiting_for_database = true;
+                    }
+                    if sleep_or_cancel(DATABASE_RETRY, cancel).await {
+                        return Paged::Stop(None);
+                    }
+                    continue;
+                }
                 Err(e) => {
                     failures += 1;
                     if failures >= MAX_FAILURES || matches!(e, CallError::ChildExited { .. }) {
@@ -166,6 +181,7 @@ impl Watch {
                 }
             };
             failures = 0;
+            waiting_for_database = false;
             pages += 1;
             for m in page.messages {
                 if let Err(reason) = self.message(None, m, &no_dead).await {

@@ -42,6 +42,9 @@ pub struct Faults {
     /// Per method: the next n calls are answered as if the bridge went away under them
     /// (strict −32003, lenient the SIP text), whatever `bridge` says; counts down.
     pub bridge_unavailable: BTreeMap<String, u64>,
+    /// Per method: the next n calls are answered as if the database became unreadable
+    /// (−32002, strict); counts down.
+    pub database_unavailable: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -96,13 +99,22 @@ impl Faults {
 
     /// Whether this call of `method` is one the bridge fails; uses up one of its count.
     pub fn take_bridge_unavailable(&mut self, method: &str) -> bool {
-        match self.bridge_unavailable.get_mut(method) {
-            Some(n) if *n > 0 => {
-                *n -= 1;
-                true
-            }
-            _ => false,
+        take(&mut self.bridge_unavailable, method)
+    }
+
+    /// Whether this call of `method` finds the database unreadable; uses up one of its count.
+    pub fn take_database_unavailable(&mut self, method: &str) -> bool {
+        take(&mut self.database_unavailable, method)
+    }
+}
+
+fn take(counts: &mut BTreeMap<String, u64>, method: &str) -> bool {
+    match counts.get_mut(method) {
+        Some(n) if *n > 0 => {
+            *n -= 1;
+            true
         }
+        _ => false,
     }
 }
 

@@ -480,7 +480,12 @@ fn execute(shared: &Arc<Shared>, request: Request) {
         }
     };
     if DB_METHODS.contains(&method.as_str()) {
-        if let Err(e) = sim.db_guard() {
+        let unreadable = sim.faults.take_database_unavailable(&method);
+        let was = sim.db_available;
+        sim.db_available = was && !unreadable;
+        let guard = sim.db_guard();
+        sim.db_available = was;
+        if let Err(e) = guard {
             drop(sim);
             return answer(shared, Err(e));
         }
