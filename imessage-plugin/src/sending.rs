@@ -235,11 +235,13 @@ impl Account {
         earlier: &[Line],
     ) -> Vec<Option<String>> {
         // The snapshot last learned, however old: a bridge that went away since answers
-        // `send.tracked` with a definite non-send, and the part goes through `send`.
+        // `send.tracked` with a definite non-send, and the part goes through `send`. Learning
+        // it runs imsg (over SSH for a remote Mac), so a send without a key, whose tracking
+        // would only help within this call, does not wait for that.
         let cached = self.capabilities.locked().clone();
         let snapshot = match cached {
             Some(s) => Ok(s),
-            None if settings.tracked_sends => self.capabilities(false).await,
+            None if settings.tracked_sends && key.is_some() => self.capabilities(false).await,
             None => Err(String::new()),
         };
         let tracked = settings.tracked_sends
