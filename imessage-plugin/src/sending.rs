@@ -180,7 +180,7 @@ impl Account {
                 let n = plan.parts.len();
                 let files: Vec<bool> = plan.parts.iter().map(|p| p.file.is_some()).collect();
                 let record = |i: usize, s: State, a: Option<&str>, m: Option<&str>, r: bool| {
-                    let Some(k) = &key else { return };
+                    let Some(k) = &key else { return true };
                     let line = Line {
                         k: k.clone(),
                         p: i,
@@ -195,10 +195,12 @@ impl Account {
                         f: files[i],
                     };
                     // `pending` is on disk before the request is written.
-                    if let Err(e) =
-                        ledger::append(&dir, &[line], s == State::Pending, timeutil::now_ms())
-                    {
-                        tracing::error!(account = %self.id, "send ledger: {e}");
+                    match ledger::append(&dir, &[line], s == State::Pending, timeutil::now_ms()) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::error!(account = %self.id, "send ledger: {e}");
+                            false
+                        }
                     }
                 };
                 send::execute(

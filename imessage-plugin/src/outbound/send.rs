@@ -243,9 +243,10 @@ pub type Settle<'a> =
     &'a (dyn Fn(String, bool) -> futures_util::future::BoxFuture<'static, bool> + Send + Sync);
 
 /// Records a part's state change (keyed requests: the send ledger; `pending` must be
-/// durable before it returns).
-pub type Record<'a> =
-    &'a (dyn Fn(usize, crate::ledger::State, Option<&str>, Option<&str>, bool) + Send + Sync);
+/// durable before it returns). `false`: it could not be recorded.
+pub type Record<'a> = &'a (dyn Fn(usize, crate::ledger::State, Option<&str>, Option<&str>, bool) -> bool
+         + Send
+         + Sync);
 
 /// How one request is sent beyond the plan.
 #[derive(Default)]
@@ -442,10 +443,13 @@ pub async fn execute(
     let mut parts = Vec::with_capacity(plan.parts.len());
     let mut outcomes = Vec::with_capacity(plan.parts.len());
     let mut stop_rest = false;
-    let record = |i: usize, s: State, d: Option<&Done>, attempt: Option<&str>| {
-        if let Some(record) = opts.record {
-            let m = d.and_then(|d| d.message_id.as_deref());
-            record(i, s, attempt, m, d.is_some_and(|d| d.reconciled));
+    let record = |i: usize, s: State, d: Option<&Done>, attempt: Option<&str>| -> bool {
+        match opts.record {
+            Some(record) => {
+                let m = d.and_then(|d| d.message_id.as_deref());
+                record(i, s, attempt, m, d.is_some_and(|d| d.reconciled))
+            }
+            None => true,
         }
     };
     for (i, planned) in plan.parts.iter().enumerate() {
@@ -552,7 +556,18 @@ pub async fn execute(
             }
         }
         let planned = &planned;
-        record(i, State::Pending, None, attempt.as_deref());
+        // Without its `pending` line on disk a repeat of the key could send this part again:
+        // it is not sent.
+        if !record(i, State::Pending, None, attempt.as_deref()) {
+            outcomes.push(Outcome::NotSent);
+            let mut d = Done::new(
+                Outcome::NotSent,
+                Some("the send ledger could not be written".into()),
+            );
+            d.attempt = attempt.clone();
+            parts.push(d.part(kind));
+            continue;
+        }
         let ticket = (!planned.text.is_empty()).then(|| echo.locked().begin(&scope, &planned.text));
         let tracked = match &attempt {
             Some(a) => send_tracked(&mut sender, plan, planned, a, timeout, opts.settle).await,
@@ -670,6 +685,15 @@ mod tests {
         answers: Vec<Answer>,
         echo: Arc<Mutex<EchoRegistry>>,
     ) -> (SendReceipt, Vec<Value>) {
+        run_with(plan, answers, echo, &Options::default())
+    }
+
+    fn run_with(
+        plan: Plan,
+        answers: Vec<Answer>,
+        echo: Arc<Mutex<EchoRegistry>>,
+        opts: &Options<'_>,
+    ) -> (SendReceipt, Vec<Value>) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -704,7 +728,7 @@ mod tests {
                 Duration::from_secs(5),
                 "default",
                 None,
-                &Options::default(),
+                opts,
             )
             .await;
             (receipt.wire, imsg.await.unwrap())
@@ -752,6 +776,25 @@ mod tests {
         // registration holds the unchunked text.
         assert!(!registry.is_echo(&row("U1", "two"), 0));
         assert!(!registry.is_echo(&row("U2", "one two three"), 0));
+    }
+
+    #[test]
+    fn a_part_whose_pending_line_cannot_be_written_is_not_sent() {
+        use crate::ledger::State;
+        let echo = Arc::new(Mutex::new(EchoRegistry::in_memory()));
+        let record =
+            |_: usize, s: State, _: Option<&str>, _: Option<&str>, _: bool| s != State::Pending;
+        let opts = Options {
+            record: Some(&record),
+            ..Options::default()
+        };
+        // Nobody answers: a request written would end `unknown` (timeout), not `not_sent`.
+        let (receipt, _) = run_with(plan(&["hi"], None), Vec::new(), echo, &opts);
+        assert_eq!(receipt.parts[0].outcome, "not_sent");
+        assert_eq!(
+            receipt.parts[0].error.as_deref(),
+            Some("the send ledger could not be written")
+        );
     }
 
     #[test]
