@@ -227,3 +227,17 @@ fn a_threaded_reply_without_the_bridge_is_sent_unthreaded_on_a_strict_server_e5(
     assert_eq!(env.send_requests().len(), 1);
     assert_eq!(env.sends()[0]["reply_to"], "P2");
 }
+
+#[test]
+fn a_strict_send_whose_row_never_matched_is_unknown_and_not_retried_e8() {
+    // Newer strict imsg waits for the sent row and answers −32001 when it cannot match one
+    // (actions.md §10 E8): the part may have gone out, so it is `unknown`, sent once.
+    let env = SimEnv::new(
+        json!({"profile": "strict", "send": {"mode": "unverified"}}),
+        json!({}),
+    );
+    let (out, receipt) = env.send_json("chat_id:7", "did it go?", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
+    assert_eq!(receipt["parts"][0]["outcome"], "unknown");
+    assert_eq!(env.send_requests().len(), 1, "never retried");
+}

@@ -400,8 +400,11 @@ impl Sim {
             let id = self.ghost_row(chat_id);
             return Err((RpcError::internal(format!("AppleScript failed: Messages accepted the chat send but wrote an unjoined empty outgoing row ({id}); delivery to the target chat was not confirmed")), vec![id]));
         }
-        let write_rows = !(matches!(mode.as_str(), "outcome_unknown" | "still_in_flight")
-            && self.send_cfg.get("write_row").and_then(Value::as_bool) == Some(false));
+        let write_rows = !(matches!(
+            mode.as_str(),
+            "outcome_unknown" | "still_in_flight" | "lost_reply"
+        ) && self.send_cfg.get("write_row").and_then(Value::as_bool)
+            == Some(false));
         let (written, text_row) = if write_rows {
             self.write_sent_rows(chat_id, &req, file_size)
         } else {
@@ -420,6 +423,22 @@ impl Sim {
                     Some(json!({
                     "retry_safe": false, "disposition": disposition, "transport": "applescript",
                     "operation": "send", "detail": "simulated unknown outcome"})),
+                ),
+                written,
+            ));
+        }
+        // actions.md §10 E8: a strict imsg waits up to 8 s for a text send's row and, when it
+        // cannot match one, says the outcome is unknown instead of answering a bare `ok`
+        // (without a database it cannot look, and the old answer remains).
+        if self.strict && mode == "unverified" && !req.text.is_empty() && self.db_available {
+            return Err((
+                RpcError::new(
+                    -32001,
+                    "Delivery outcome unknown",
+                    Some(json!({
+                    "retry_safe": false, "disposition": "may_have_completed",
+                    "transport": "applescript", "operation": "send",
+                    "detail": "no matching message row appeared within 8 s"})),
                 ),
                 written,
             ));
