@@ -415,8 +415,11 @@ pub struct AccountStatus {
     /// Reaction events the host accepted since start.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub reactions_delivered: u64,
-    /// Outbound counters: `rateLimitedParts`, and the rate limiter's view
-    /// (`conversations`, `newChatsLastHour`, `reachOutLastDay`).
+    /// Outbound counters since start: `trackedParts` (sent with a caller-owned GUID),
+    /// `unknownParts`, `reconciledParts` (settled by asking the channel or by the echo),
+    /// `pendingReconcile` (unknown parts still waiting for their echo), `rateLimitedParts`, and
+    /// the rate limiter's view `rateLimit: {enabled, conversations, newChatsLastHour,
+    /// reachOutLastDay}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbound: Option<Value>,
     /// What this account's imsg can do (the `capabilities.get` result), once learned: by
