@@ -3,8 +3,9 @@
 //! One task per conversation while typing shows: `typing:true`, again every 8 s, then
 //! `typing:false` when stopped (a reply to that conversation finished, the host turned it off,
 //! the account stops) or when it ran too long without a refresh (60 s for the plugin's early
-//! typing, 10 min for the host's). The stop is written after the start's reply, and not at
-//! all when the start failed, so a fast reply can never leave a late `typing:true` behind.
+//! typing, 10 min for the host's). The stop is written after the start's reply, so a fast
+//! reply can never leave a late `typing:true` behind; not at all when imsg refused the start,
+//! but still when the start went unanswered (it may be showing).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -142,12 +143,28 @@ pub async fn stop_all(account: &Account) {
     .await;
 }
 
-async fn send(account: &Arc<Account>, to: &str, on: bool) -> Result<(), String> {
-    let params = typing_params(to, &account.settings().service, on)?;
+/// Why a `typing` request did not succeed, and whether it may have taken effect anyway.
+struct Failed {
+    text: String,
+    /// No answer (timeout, child gone): the indicator may be showing.
+    uncertain: bool,
+}
+
+async fn send(account: &Arc<Account>, to: &str, on: bool) -> Result<(), Failed> {
+    let params = typing_params(to, &account.settings().service, on).map_err(|text| Failed {
+        text,
+        uncertain: false,
+    })?;
     crate::actions::request(account, "typing", params, REQUEST_TIMEOUT)
         .await
         .map(|_| ())
-        .map_err(|e| e.to_string())
+        .map_err(|e| Failed {
+            uncertain: matches!(
+                e,
+                crate::rpc::CallError::Timeout { .. } | crate::rpc::CallError::ChildExited { .. }
+            ),
+            text: e.to_string(),
+        })
 }
 
 fn note(account: &Account, ok: bool) {
@@ -194,13 +211,18 @@ async fn run(
     if stop.is_cancelled() {
         return forget(&account);
     }
-    if let Err(e) = send(&account, &to, true).await {
-        tracing::debug!(account = %account.id, "typing start failed for conv {conv}: {e}");
-        note(&account, false);
-        // No stop after a failed start.
-        return forget(&account);
+    match send(&account, &to, true).await {
+        Ok(()) => note(&account, true),
+        Err(e) => {
+            tracing::debug!(account = %account.id, "typing start failed for conv {conv}: {}", e.text);
+            note(&account, false);
+            // No stop after a refused start; after an unanswered one the indicator may be
+            // showing, so the stop is still written when the time comes.
+            if !e.uncertain {
+                return forget(&account);
+            }
+        }
     }
-    note(&account, true);
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
@@ -210,7 +232,7 @@ async fn run(
                     break;
                 }
                 if let Err(e) = send(&account, &to, true).await {
-                    tracing::debug!(account = %account.id, "typing keepalive failed for conv {conv}: {e}");
+                    tracing::debug!(account = %account.id, "typing keepalive failed for conv {conv}: {}", e.text);
                     note(&account, false);
                 }
             }
@@ -218,7 +240,7 @@ async fn run(
     }
     forget(&account);
     if let Err(e) = send(&account, &to, false).await {
-        tracing::debug!(account = %account.id, "typing stop failed for conv {conv}: {e}");
+        tracing::debug!(account = %account.id, "typing stop failed for conv {conv}: {}", e.text);
     }
 }
 

@@ -125,3 +125,30 @@ fn a_slow_typing_call_never_delays_the_reply() {
     );
     assert!(gateway.stop().success());
 }
+
+#[test]
+fn an_unanswered_typing_start_is_still_stopped() {
+    // The start goes unanswered past its 10 s timeout: the indicator may be showing, so the
+    // reply still stops it (a refused start, case 179, writes no stop).
+    let env = SimEnv::new(
+        json!({"profile": "strict", "bridge": "ready", "faults": {"delay_ms": {"typing": 11000}}}),
+        json!({}),
+    );
+    let gateway = start(&env, true);
+    env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "still there?"}));
+    gateway.wait_messages(1, WAIT);
+    wait_until("the reply", WAIT, || !env.sends().is_empty());
+    wait_until("a typing:false request", WAIT, || {
+        env.requests("typing")
+            .iter()
+            .any(|p| p["typing"] == json!(false))
+    });
+    assert_eq!(
+        env.requests("typing"),
+        vec![
+            json!({"chat_id": 7, "typing": true}),
+            json!({"chat_id": 7, "typing": false})
+        ]
+    );
+    assert!(gateway.stop().success());
+}

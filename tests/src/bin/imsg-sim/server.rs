@@ -268,6 +268,8 @@ impl Server {
         let worker = shared.clone();
         std::thread::spawn(move || {
             for request in rx {
+                // A slow mutation holds up the ones behind it: one lane, as in imsg.
+                std::thread::sleep(delay_for(&worker, &request.method));
                 execute(&worker, request);
                 worker.in_flight.fetch_sub(1, Ordering::SeqCst);
             }
