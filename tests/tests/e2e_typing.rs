@@ -41,9 +41,25 @@ fn a_dm_shows_typing_until_the_reply_is_sent() {
     // The reply (through the running gateway) ends it.
     let out = env.gw.send("chat_id:7", "hi!");
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
-    wait_until("typing off", WAIT, || {
-        typing(&env).last().is_some_and(|p| p["typing"] == false)
-    });
+    let deadline = std::time::Instant::now() + WAIT;
+    while !typing(&env).last().is_some_and(|p| p["typing"] == false) {
+        if std::time::Instant::now() > deadline {
+            // What the plugin and the simulators did, for whoever has to find out why.
+            let log: Vec<String> = env
+                .stderr()
+                .lines()
+                .filter(|l| l.contains("typing") || l.contains("actions") || l.contains("WARN"))
+                .map(str::to_string)
+                .collect();
+            let requests: Vec<Value> = env
+                .record()
+                .into_iter()
+                .filter(|r| r["dir"] == "in" || r.get("effect").is_some())
+                .collect();
+            panic!("timed out waiting for typing off\nlog: {log:#?}\nrecord: {requests:#?}");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
     std::thread::sleep(Duration::from_millis(500));
     let seen = typing(&env);
     assert_eq!(seen.last(), Some(&json!({"chat_id": 7, "typing": false})));
