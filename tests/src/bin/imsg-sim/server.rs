@@ -78,8 +78,10 @@ impl Shared {
                 entry["t_ms"] = json!(self.t_ms());
                 // Which simulator process: tests tell a gateway's sender from a CLI's.
                 entry["pid"] = json!(std::process::id());
-                let _ = writeln!(f, "{entry}");
-                let _ = f.flush();
+                // One write per line: several simulator processes append to this file, and a
+                // line written in pieces can interleave with another's and be lost to the reader.
+                let line = format!("{entry}\n");
+                let _ = f.write_all(line.as_bytes());
             }
         }
     }
