@@ -84,7 +84,7 @@ impl Scope {
         })
     }
 
-    fn matches(&self, row: &EchoRow<'_>) -> bool {
+    pub fn matches(&self, row: &EchoRow<'_>) -> bool {
         match self {
             Scope::Chat(id) => row.chat_id == Some(*id),
             Scope::Guid(g) => row.chat_guid == Some(g.as_str()),

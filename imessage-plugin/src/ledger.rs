@@ -130,9 +130,14 @@ pub fn append(dir: &Path, lines: &[Line], sync: bool, now_ms: i64) -> std::io::R
             .map_err(store::context("syncing", &file_path))?;
     }
     drop(file);
-    let (live, count) = read_unlocked(dir, now_ms)?;
-    if count > 2 * live.len().max(16) {
-        rewrite(dir, &live)?;
+    // Whether the file holds more than twice its live lines takes reading it all: asked
+    // every 64th append, not on every state change of every part.
+    static APPENDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    if APPENDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 64 == 63 {
+        let (live, count) = read_unlocked(dir, now_ms)?;
+        if count > 2 * live.len().max(16) {
+            rewrite(dir, &live)?;
+        }
     }
     Ok(())
 }

@@ -243,19 +243,13 @@ pub fn check_own(
 /// An imsg failure as the host sees it (§3.8): possibly done is `outcome_unknown` and never
 /// retried (repeating a tapback can remove it); a definite refusal is `failed`.
 pub fn call_error(method: &str, e: &CallError) -> PluginError {
-    let unknown = || {
-        PluginError::new(
+    use crate::outbound::send::{outcome_of, Outcome};
+    match (outcome_of(e).0, e) {
+        (Outcome::Unknown, _) => PluginError::new(
             "outcome_unknown",
             format!("{method} may have taken effect; not retried"),
-        )
-    };
-    match e {
-        CallError::Rpc(r)
-            if r.code == -32001 || r.text().contains("Timed out waiting for response") =>
-        {
-            unknown()
-        }
-        CallError::Rpc(r) => {
+        ),
+        (_, CallError::Rpc(r)) => {
             let data = match &r.data {
                 Some(Value::String(s)) => s.clone(),
                 Some(Value::Object(o)) => o
@@ -268,10 +262,7 @@ pub fn call_error(method: &str, e: &CallError) -> PluginError {
             };
             PluginError::new("failed", format!("imsg {} {}: {data}", r.code, r.message))
         }
-        CallError::Timeout { .. } | CallError::ChildExited { .. } => unknown(),
-        CallError::PermissionDenied(m) | CallError::Spawn(m) => {
-            PluginError::new("failed", format!("imsg could not be started: {m}"))
-        }
+        (_, other) => PluginError::new("failed", format!("imsg could not be asked: {other}")),
     }
 }
 

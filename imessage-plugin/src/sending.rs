@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::account::Account;
 use crate::config::AccountConfig;
-use crate::echo::normalize_text;
+use crate::echo::{normalize_text, EchoRow, Scope};
 use crate::ledger::{self, Line, State};
 use crate::outbound::send::{self, Options, Prior};
 use crate::outbound::{attempt, Plan};
@@ -52,24 +52,33 @@ impl OwnRow {
             chat_id: m.chat_id,
             chat_guid: m.chat_guid.as_deref().map(str::to_string),
             chat_identifier: m.chat_identifier.as_deref().map(str::to_string),
+            // A DM's other person: the row's sender, else the chat's identifier.
             handle: (m.is_group != Some(true))
-                .then(|| m.sender.as_deref().map(str::to_string))
-                .flatten(),
+                .then(|| m.sender.as_deref().or(m.chat_identifier.as_deref()))
+                .flatten()
+                .map(str::to_string),
             text: normalize_text(m.text.as_deref().unwrap_or("")),
             created_ms: m.created_ms().unwrap_or(i64::MAX),
         }
     }
 
+    /// Whether the row was written in the conversation of an echo scope (the echo
+    /// registry's own rule).
     fn in_scope(&self, scope: &str) -> bool {
-        match scope.split_once(':') {
-            Some(("chat", id)) => self.chat_id.map(|c| c.to_string()).as_deref() == Some(id),
-            Some(("guid", g)) => self.chat_guid.as_deref() == Some(g),
-            Some(("ident", i)) => self.chat_identifier.as_deref() == Some(i),
-            Some(("handle", h)) => {
-                self.handle.as_deref() == Some(h) || self.chat_identifier.as_deref() == Some(h)
-            }
-            _ => false,
-        }
+        let Some(scope) = Scope::parse(scope) else {
+            return false;
+        };
+        scope.matches(&EchoRow {
+            guid: None,
+            rowid: None,
+            reply_to_guid: None,
+            text: "",
+            chat_id: self.chat_id,
+            chat_guid: self.chat_guid.as_deref(),
+            chat_identifier: self.chat_identifier.as_deref(),
+            dm_handle: self.handle.as_deref(),
+            self_chat: false,
+        })
     }
 
     /// Whether this row is that part's message.
@@ -385,7 +394,8 @@ impl Account {
             }
         }
         let lines = read(timeutil::now_ms())?;
-        let n = lines.first().map_or(0, |l| l.n);
+        // `n` comes from a state file: bounded, so a damaged line cannot size anything.
+        let n = lines.first().map_or(0, |l| l.n).min(10_000);
         let parts: Vec<SendPart> = (0..n)
             .map(|p| {
                 let line = lines.iter().find(|l| l.p == p);

@@ -122,7 +122,8 @@ impl Receipt {
     }
 }
 
-fn outcome_of(error: &CallError) -> (Outcome, String) {
+/// What a failed request means for its outcome: shared by sends and message actions.
+pub(crate) fn outcome_of(error: &CallError) -> (Outcome, String) {
     match error {
         CallError::Rpc(e) => {
             let text = e.text();
