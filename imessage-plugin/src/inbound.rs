@@ -43,9 +43,7 @@ pub enum Verdict {
 
 /// Step 12's outcome.
 enum Access {
-    Admitted {
-        command_authorized: bool,
-    },
+    Admitted,
     Drop(&'static str),
     /// An unknown DM sender under `dmPolicy: "pairing"`.
     Pairing,
@@ -207,15 +205,21 @@ impl Inbound {
         }
     }
 
+    /// A loop-guard drop (§5.5). `counts`: the hit feeds the loop limiter. Only rows from
+    /// senders the access step admits count, or any member of a group, listed or not, could
+    /// mute the bot there for everyone with a few `<thinking>` lines a minute.
     fn loop_drop(
         &mut self,
         code: &'static str,
         conversation: Conversation,
         guid: &str,
         now_ms: i64,
+        counts: bool,
     ) -> Verdict {
-        self.loops
-            .record(&conversation.key(&self.account.id), now_ms);
+        if counts {
+            self.loops
+                .record(&conversation.key(&self.account.id), now_ms);
+        }
         self.drop_with(code, conversation, guid)
     }
 
@@ -252,20 +256,67 @@ impl Inbound {
         }
     }
 
-    /// §9.2 target check: the `configWrites` that governs `path`.
+    /// §9.2 target check: every `configWrites` that governs `path` allows it. A parent of
+    /// the channel's section (`channels`, `channels.imessage`, `channels.imessage.accounts`)
+    /// replaces every scope below it, `configWrites` included, so the channel and every
+    /// account must allow it.
     fn target_config_writes(&self, path: &str) -> bool {
+        let config = &self.config;
         if let Some(rest) = path.strip_prefix("channels.imessage.accounts.") {
             let id = rest.split('.').next().unwrap_or("");
-            return self
-                .config
+            return config
                 .account(id)
-                .map(|a| a.config_writes)
-                .unwrap_or(self.config.channel_config_writes);
+                .map_or(config.channel_config_writes, |a| a.config_writes);
         }
         if path.starts_with("channels.imessage.") {
-            return self.config.channel_config_writes;
+            return config.channel_config_writes;
+        }
+        if matches!(
+            path,
+            "channels" | "channels.imessage" | "channels.imessage.accounts"
+        ) {
+            return config.channel_config_writes && config.accounts.iter().all(|a| a.config_writes);
         }
         true
+    }
+
+    /// Step 15 (§9.2), in the spec's order; `Some` is the verdict that refuses the command.
+    fn config_gate(
+        &mut self,
+        command: &policy::ConfigCommand,
+        owner: bool,
+        conversation: Conversation,
+        guid: &str,
+        to: &str,
+    ) -> Option<Verdict> {
+        // `/config` changes who may do everything else: the owner only, and no reply to
+        // anyone else, in DMs too.
+        if !owner {
+            return Some(self.drop_with("unauthorized_command", conversation, guid));
+        }
+        let refusal = if command.bounded().is_err() {
+            Some(("config_malformed", policy::CONFIG_OVERSIZED_REPLY))
+        } else if !self.config.globals.commands_config {
+            Some(("config_disabled", policy::CONFIG_DISABLED_REPLY))
+        } else {
+            match command.path() {
+                None => Some(("config_malformed", policy::CONFIG_USAGE_REPLY)),
+                Some(path) if !self.account.config_writes || !self.target_config_writes(path) => {
+                    Some((
+                        "config_writes_disabled",
+                        policy::CONFIG_WRITES_DISABLED_REPLY,
+                    ))
+                }
+                Some(_) => None,
+            }
+        }?;
+        let (code, text) = refusal;
+        self.drop_with(code, conversation, guid);
+        Some(Verdict::Refuse {
+            code,
+            to: to.to_string(),
+            text,
+        })
     }
 
     /// Step 12 (channel-behaviour.md §2), for messages and reactions alike.
@@ -273,40 +324,47 @@ impl Inbound {
         &mut self,
         is_group: bool,
         origin: &Origin<'_>,
-        sender_id: &str,
         chat_id: Option<i64>,
         allow_store: &[String],
     ) -> Access {
-        let mut command_authorized = policy::lists_handle(&self.account.allow_from, sender_id);
+        let access = self.admission(is_group, origin, allow_store);
+        if let (Access::Drop("group_not_configured"), Some(id)) = (&access, chat_id) {
+            self.warn_unlisted_group(id);
+        }
+        access
+    }
+
+    /// Step 12's decision alone: no warning, no state.
+    fn admission(&self, is_group: bool, origin: &Origin<'_>, allow_store: &[String]) -> Access {
         if is_group {
             match policy::group_access(&self.account, origin) {
-                GroupAccess::Admitted => {}
-                GroupAccess::Disabled => return Access::Drop("group_disabled"),
-                GroupAccess::NotAllowed => return Access::Drop("group_not_allowed"),
-                GroupAccess::NotConfigured => {
-                    if let Some(id) = chat_id {
-                        if self.warned_groups.insert(id) {
-                            tracing::warn!(
-                                "group chat {id} is not listed in channels.imessage.groups; add \"{id}\" or \"*\""
-                            );
-                        }
-                    }
-                    return Access::Drop("group_not_configured");
-                }
+                GroupAccess::Admitted => Access::Admitted,
+                GroupAccess::Disabled => Access::Drop("group_disabled"),
+                GroupAccess::NotAllowed => Access::Drop("group_not_allowed"),
+                GroupAccess::NotConfigured => Access::Drop("group_not_configured"),
             }
-            command_authorized |= policy::lists_handle(self.account.group_senders(), sender_id);
         } else {
             match policy::dm_access(&self.account, origin, allow_store) {
-                DmAccess::Admitted => {}
-                DmAccess::Disabled => return Access::Drop("dm_disabled"),
-                DmAccess::NotAllowed => return Access::Drop("dm_not_allowed"),
-                DmAccess::Pairing => return Access::Pairing,
+                DmAccess::Admitted => Access::Admitted,
+                DmAccess::Disabled => Access::Drop("dm_disabled"),
+                DmAccess::NotAllowed => Access::Drop("dm_not_allowed"),
+                DmAccess::Pairing => Access::Pairing,
             }
         }
-        if self.account.dm_policy == crate::config::DmPolicy::Pairing {
-            command_authorized |= allow_store.iter().any(|a| a == sender_id);
+    }
+
+    /// Once per chat per process; the set is bounded, since any stranger can name a new chat
+    /// (past the bound a chat may be warned about again).
+    fn warn_unlisted_group(&mut self, id: i64) {
+        const MAX_WARNED_GROUPS: usize = 4096;
+        if self.warned_groups.len() >= MAX_WARNED_GROUPS {
+            self.warned_groups.clear();
         }
-        Access::Admitted { command_authorized }
+        if self.warned_groups.insert(id) {
+            tracing::warn!(
+                "group chat {id} is not listed in channels.imessage.groups; add \"{id}\" or \"*\""
+            );
+        }
     }
 
     /// Where a row belongs (message step 8): a group by its look or by this account's group
@@ -370,8 +428,8 @@ impl Inbound {
         else {
             return self.drop_with("missing_chat_id", provisional, guid);
         };
-        match self.access(is_group, &origin, &sender_id, chat_id, input.allow_store) {
-            Access::Admitted { .. } => {}
+        match self.access(is_group, &origin, chat_id, input.allow_store) {
+            Access::Admitted => {}
             Access::Drop(code) => return self.drop_with(code, conversation, guid),
             // A stranger's tapback never creates a pairing request nor gets an answer.
             Access::Pairing => return self.drop_with("pairing_pending", conversation, guid),
@@ -487,11 +545,12 @@ impl Inbound {
             if !self_chat {
                 return self.drop_with("from_me", provisional, guid);
             }
+            // Our own rows: the account itself is their sender.
             if self.mirror_hit(m, &provisional.key(&self.account.id), now) {
-                return self.loop_drop("self_chat_mirror", provisional, guid, now);
+                return self.loop_drop("self_chat_mirror", provisional, guid, now, true);
             }
             if self.echo_hit(m, text, &sender_id, looks_group, true, now) {
-                return self.loop_drop("echo", provisional, guid, now);
+                return self.loop_drop("echo", provisional, guid, now, true);
             }
         }
         // 7. Sender.
@@ -508,18 +567,28 @@ impl Inbound {
         else {
             return self.drop_with("missing_chat_id", provisional, guid);
         };
-        // 9. Echo and self-chat mirror for rows not from us.
+        // 9. Echo and self-chat mirror for rows not from us. These run before access, so a
+        // hit feeds the loop limiter only when step 12 would admit the sender.
+        let admitted = |me: &Self| {
+            matches!(
+                me.admission(is_group, &origin, input.allow_store),
+                Access::Admitted
+            )
+        };
         if m.is_from_me != Some(true) {
             if self_chat && self.mirror_hit(m, &conversation.key(&self.account.id), now) {
-                return self.loop_drop("self_chat_mirror", conversation, guid, now);
+                let counts = admitted(self);
+                return self.loop_drop("self_chat_mirror", conversation, guid, now, counts);
             }
             if self.echo_hit(m, text, &sender_id, is_group, self_chat, now) {
-                return self.loop_drop("echo", conversation, guid, now);
+                let counts = admitted(self);
+                return self.loop_drop("echo", conversation, guid, now, counts);
             }
         }
         // 10. Reflection.
         if echo::is_reflection(text) {
-            return self.loop_drop("reflection", conversation, guid, now);
+            let counts = m.is_from_me == Some(true) || admitted(self);
+            return self.loop_drop("reflection", conversation, guid, now, counts);
         }
         // 11. Body.
         let mut body = if text.contains('\u{fffc}') {
@@ -547,15 +616,14 @@ impl Inbound {
             return self.drop_with("empty", conversation, guid);
         }
         // 12. Access.
-        let command_authorized =
-            match self.access(is_group, &origin, &sender_id, chat_id, input.allow_store) {
-                Access::Admitted { command_authorized } => command_authorized,
-                Access::Drop(code) => return self.drop_with(code, conversation, guid),
-                Access::Pairing => {
-                    self.drop_with("pairing_pending", conversation, guid);
-                    return Verdict::Pairing { sender_id, chat_id };
-                }
-            };
+        match self.access(is_group, &origin, chat_id, input.allow_store) {
+            Access::Admitted => {}
+            Access::Drop(code) => return self.drop_with(code, conversation, guid),
+            Access::Pairing => {
+                self.drop_with("pairing_pending", conversation, guid);
+                return Verdict::Pairing { sender_id, chat_id };
+            }
+        }
         // 13. Route.
         let peer = if is_group {
             Peer::Group(chat_id.unwrap_or(0))
@@ -570,7 +638,16 @@ impl Inbound {
         // An Arc clone, so the patterns can be borrowed while `self` is mutated below.
         let config = self.config.clone();
         let patterns: &[Regex] = Self::mention_patterns(&config, &agent_id).unwrap_or(&[]);
-        // 14. Control commands.
+        // 14. Control commands. Nothing of a command's arguments is parsed here.
+        let authority = policy::authority(
+            &self.account,
+            globals.owner_allow_from.as_deref(),
+            is_group,
+            &sender_id,
+            m.chat_guid.as_deref(),
+            input.allow_store,
+        );
+        let command_authorized = authority.command_authorized;
         let is_command = policy::is_control_command(&body, is_group, patterns, &self.commands);
         if is_group && is_command && !command_authorized {
             return self.drop_with("unauthorized_command", conversation, guid);
@@ -578,32 +655,10 @@ impl Inbound {
         // 15. `/config set|unset`.
         let config_command = policy::config_command(&body, is_group, patterns);
         if let Some(command) = &config_command {
-            if !command_authorized {
-                return self.drop_with("unauthorized_command", conversation, guid);
-            }
-            if !globals.commands_config {
-                self.drop_with("config_disabled", conversation, guid);
-                return Verdict::Refuse {
-                    code: "config_disabled",
-                    to,
-                    text: policy::CONFIG_DISABLED_REPLY,
-                };
-            }
-            let Some(path) = command.path() else {
-                self.drop_with("config_malformed", conversation, guid);
-                return Verdict::Refuse {
-                    code: "config_malformed",
-                    to,
-                    text: policy::CONFIG_USAGE_REPLY,
-                };
-            };
-            if !self.account.config_writes || !self.target_config_writes(path) {
-                self.drop_with("config_writes_disabled", conversation, guid);
-                return Verdict::Refuse {
-                    code: "config_writes_disabled",
-                    to,
-                    text: policy::CONFIG_WRITES_DISABLED_REPLY,
-                };
+            if let Some(refused) =
+                self.config_gate(command, authority.owner, conversation, guid, &to)
+            {
+                return refused;
             }
         }
         // 16. Mentions (groups).
@@ -664,6 +719,7 @@ impl Inbound {
                 message_id: guid.to_string(),
                 was_mentioned,
                 command_authorized,
+                sender_is_owner: authority.owner,
                 reply_to,
                 media: Vec::new(),
                 created_at: m.created_at.as_deref().map(str::to_string),

@@ -49,6 +49,51 @@ pub fn lists_handle(list: &[AllowEntry], sender_id: &str) -> bool {
         .any(|e| matches!(e, AllowEntry::Handle(h) if h == sender_id))
 }
 
+/// What a sender may do beyond being routed (§2 step 14).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Authority {
+    /// May run the host's control commands.
+    pub command_authorized: bool,
+    /// An owner: may change the config (`/config set|unset`).
+    pub owner: bool,
+}
+
+/// Step 14's two flags. `owners` is `commands.ownerAllowFrom` when set. Only explicit handle
+/// entries count (never `"*"`, never a conversation); the pairing store and the group sender
+/// list authorize commands but never make an owner, since `/config` changes who may do
+/// everything else. A row relayed by SMS or RCS carries a sender id that many SMS gateways
+/// let anyone forge: it gets neither flag unless `allowSmsCommands` is on.
+pub fn authority(
+    account: &AccountConfig,
+    owners: Option<&[String]>,
+    is_group: bool,
+    sender_id: &str,
+    chat_guid: Option<&str>,
+    allow_store: &[String],
+) -> Authority {
+    if !account.allow_sms_commands && chat_guid.is_some_and(is_forgeable_service) {
+        return Authority::default();
+    }
+    let in_allow_from = lists_handle(&account.allow_from, sender_id);
+    let command_authorized = in_allow_from
+        || (is_group && lists_handle(account.group_senders(), sender_id))
+        || (account.dm_policy == DmPolicy::Pairing && allow_store.iter().any(|a| a == sender_id));
+    let owner = match owners {
+        Some(list) => list.iter().any(|h| h == sender_id),
+        None => in_allow_from,
+    };
+    Authority {
+        command_authorized,
+        owner,
+    }
+}
+
+/// `SMS;…` and `RCS;…` chat GUIDs: services whose sender ids can be forged.
+fn is_forgeable_service(chat_guid: &str) -> bool {
+    let head = chat_guid.as_bytes().get(..4).unwrap_or_default();
+    head.eq_ignore_ascii_case(b"SMS;") || head.eq_ignore_ascii_case(b"RCS;")
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DmAccess {
     Admitted,
@@ -310,12 +355,15 @@ pub fn is_control_command(
         && (!is_group || is_mentioned(text, patterns))
 }
 
-/// A parsed `/config set|unset` command (§9.2).
+/// A `/config set|unset` command (§9.2), detected but not parsed: nothing of a command's
+/// arguments is parsed before the sender is known to be an owner (§2 step 14), because a
+/// value from a stranger once overflowed the parser's stack and took the gateway down.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ConfigCommand {
+    /// `raw` is the value's text as written; [`ConfigCommand::request`] parses it.
     Set {
         path: String,
-        value: serde_json::Value,
+        raw: String,
     },
     Unset {
         path: String,
@@ -323,6 +371,15 @@ pub enum ConfigCommand {
     /// `/config set|unset` without a usable path: answered with [`CONFIG_USAGE_REPLY`].
     Malformed,
 }
+
+/// The largest `/config set` value taken, in bytes (§9.2).
+pub const CONFIG_VALUE_MAX_BYTES: usize = 8 * 1024;
+/// The deepest nesting of `[` and `{` taken in a `/config set` value (§9.2).
+pub const CONFIG_VALUE_MAX_DEPTH: usize = 32;
+
+/// A `/config set` value over [`CONFIG_VALUE_MAX_BYTES`] or [`CONFIG_VALUE_MAX_DEPTH`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Oversized;
 
 impl ConfigCommand {
     pub fn path(&self) -> Option<&str> {
@@ -332,10 +389,22 @@ impl ConfigCommand {
         }
     }
 
-    /// The host's `config.write` payload; `None` for a malformed command.
-    pub fn request(&self) -> Option<serde_json::Value> {
+    /// The value is within the §9.2 bounds; checked before anything parses it.
+    pub fn bounded(&self) -> Result<(), Oversized> {
         match self {
-            ConfigCommand::Set { path, value } => {
+            ConfigCommand::Set { raw, .. } => check_bounds(raw),
+            _ => Ok(()),
+        }
+    }
+
+    /// The host's `config.write` payload; `None` for a malformed or oversized command. The
+    /// value is JSON5 when it parses as JSON5, else the raw text.
+    pub fn request(&self) -> Option<serde_json::Value> {
+        self.bounded().ok()?;
+        match self {
+            ConfigCommand::Set { path, raw } => {
+                let value = json5::from_str::<serde_json::Value>(raw)
+                    .unwrap_or_else(|_| serde_json::Value::from(raw.as_str()));
                 Some(serde_json::json!({"op": "set", "path": path, "value": value}))
             }
             ConfigCommand::Unset { path } => Some(serde_json::json!({"op": "unset", "path": path})),
@@ -344,11 +413,34 @@ impl ConfigCommand {
     }
 }
 
+/// Size and nesting of a value, by bytes alone. Every bracket counts, quoted or not: a scan
+/// that tracked JSON5's strings could disagree with the parser about where one ends, and a
+/// bound that the parser can step around is no bound. No real config value needs 32 levels.
+fn check_bounds(raw: &str) -> Result<(), Oversized> {
+    if raw.len() > CONFIG_VALUE_MAX_BYTES {
+        return Err(Oversized);
+    }
+    let mut depth = 0usize;
+    for b in raw.bytes() {
+        match b {
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > CONFIG_VALUE_MAX_DEPTH {
+                    return Err(Oversized);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// `/config set <path>=<value>` (OpenClaw's form), `/config set <path> <value>` or
 /// `/config unset <path>`, after at most one leading mention in groups; `None` when the text
-/// is no config write. The value is JSON5 when it parses as JSON5, else the raw text. A path
-/// that is empty or still contains `=` is [`ConfigCommand::Malformed`]: taking
-/// `textChunkLimit=3000` as a path once wrote a key that kept the gateway from starting.
+/// is no config write. A path that is empty or still contains `=` is
+/// [`ConfigCommand::Malformed`]: taking `textChunkLimit=3000` as a path once wrote a key that
+/// kept the gateway from starting. The value is kept as text (see [`ConfigCommand`]).
 pub fn config_command(text: &str, is_group: bool, patterns: &[Regex]) -> Option<ConfigCommand> {
     if !text.contains('/') || !contains_ignore_case(text, "/config") {
         return None;
@@ -383,9 +475,10 @@ pub fn config_command(text: &str, is_group: bool, patterns: &[Regex]) -> Option<
     if !set {
         return Some(ConfigCommand::Unset { path });
     }
-    let value =
-        json5::from_str::<serde_json::Value>(raw).unwrap_or_else(|_| serde_json::Value::from(raw));
-    Some(ConfigCommand::Set { path, value })
+    Some(ConfigCommand::Set {
+        path,
+        raw: raw.to_string(),
+    })
 }
 
 /// The first whitespace-separated token of `text` and what follows it (untrimmed).
@@ -398,6 +491,8 @@ fn split_token(text: &str) -> (&str, &str) {
 }
 
 pub const CONFIG_USAGE_REPLY: &str = "Usage: /config set path=value";
+pub const CONFIG_OVERSIZED_REPLY: &str =
+    "Usage: /config set path=value (value too large or too deeply nested)";
 pub const CONFIG_DISABLED_REPLY: &str =
     "Config commands are turned off on this gateway (commands.config is not true).";
 pub const CONFIG_WRITES_DISABLED_REPLY: &str =
@@ -475,12 +570,11 @@ mod tests {
     #[test]
     fn config_commands_both_forms_case_143() {
         let p = pats(&["@bot\\b"]);
+        // A set command compares by the request it makes: the value is parsed only there.
         let set = |path: &str, value: serde_json::Value| {
-            Some(ConfigCommand::Set {
-                path: path.into(),
-                value,
-            })
+            Some(serde_json::json!({"op": "set", "path": path, "value": value}))
         };
+        let unset = |path: &str| Some(serde_json::json!({"op": "unset", "path": path}));
         let cases = [
             (
                 "/config set textChunkLimit=3000",
@@ -509,28 +603,70 @@ mod tests {
             ),
             ("/config set a='quoted'", false, set("a", "quoted".into())),
             ("/CONFIG SET a=b=c", false, set("a", "b=c".into())),
-            (
-                "/config unset x.y",
-                false,
-                Some(ConfigCommand::Unset { path: "x.y".into() }),
-            ),
-            ("/config set =3", false, Some(ConfigCommand::Malformed)),
-            ("/config set", false, Some(ConfigCommand::Malformed)),
-            ("/config unset", false, Some(ConfigCommand::Malformed)),
-            ("/config unset a=b", false, Some(ConfigCommand::Malformed)),
-            ("/config show", false, None),
-            ("/status", false, None),
-            ("/config", false, None),
+            ("/config unset x.y", false, unset("x.y")),
         ];
         for (text, group, want) in cases {
-            assert_eq!(config_command(text, group, &p), want, "{text}");
+            let command = config_command(text, group, &p).expect(text);
+            assert_eq!(command.request(), want, "{text}");
         }
-        assert_eq!(
-            config_command("/config set a=1", false, &p)
-                .unwrap()
-                .request(),
-            Some(serde_json::json!({"op": "set", "path": "a", "value": 1}))
+        for text in [
+            "/config set =3",
+            "/config set",
+            "/config unset",
+            "/config unset a=b",
+        ] {
+            assert_eq!(
+                config_command(text, false, &p),
+                Some(ConfigCommand::Malformed),
+                "{text}"
+            );
+        }
+        for text in ["/config show", "/status", "/config"] {
+            assert_eq!(config_command(text, false, &p), None, "{text}");
+        }
+    }
+
+    /// Case 147: the value that overflowed the parser's stack is detected without being
+    /// parsed, and refused by its size and depth before anything parses it.
+    #[test]
+    fn config_values_are_bounded_before_they_are_parsed() {
+        let nested = |n: usize| format!("/config set a={}{}", "[".repeat(n), "]".repeat(n));
+        for text in [nested(5_000), nested(500_000)] {
+            let command = config_command(&text, false, &[]).expect("a config command");
+            assert!(matches!(&command, ConfigCommand::Set { path, .. } if path == "a"));
+            assert_eq!(command.bounded(), Err(Oversized));
+            assert_eq!(command.request(), None, "never parsed");
+        }
+        // The bounds are inclusive, and every bracket counts, quoted or not.
+        let at_limit = config_command(&nested(CONFIG_VALUE_MAX_DEPTH), false, &[]).unwrap();
+        assert!(at_limit.request().is_some());
+        let over = config_command(&nested(CONFIG_VALUE_MAX_DEPTH + 1), false, &[]).unwrap();
+        assert_eq!(over.bounded(), Err(Oversized));
+        let quoted = format!(
+            "/config set a=\"{}\"",
+            "{".repeat(CONFIG_VALUE_MAX_DEPTH + 1)
         );
+        assert_eq!(
+            config_command(&quoted, false, &[]).unwrap().bounded(),
+            Err(Oversized)
+        );
+        // Closing brackets never let depth go below zero and then grow past the bound.
+        let sawtooth = format!("/config set a={}{}", "]".repeat(100), "[".repeat(32));
+        assert!(config_command(&sawtooth, false, &[])
+            .unwrap()
+            .bounded()
+            .is_ok());
+        let long = format!("/config set a={}", "x".repeat(CONFIG_VALUE_MAX_BYTES));
+        assert!(config_command(&long, false, &[]).unwrap().bounded().is_ok());
+        let longer = format!("/config set a={}", "x".repeat(CONFIG_VALUE_MAX_BYTES + 1));
+        assert_eq!(
+            config_command(&longer, false, &[]).unwrap().bounded(),
+            Err(Oversized)
+        );
+        assert!(config_command("/config unset a", false, &[])
+            .unwrap()
+            .bounded()
+            .is_ok());
     }
 
     #[test]

@@ -244,7 +244,20 @@ pub struct RoutedMessage {
     /// id twice for an account must acknowledge without a second turn.
     pub message_id: String,
     pub was_mentioned: bool,
+    /// The sender may run the host's control commands: a handle entry (never `"*"`, never a
+    /// conversation entry) of `allowFrom`, of the pairing allow store under `dmPolicy:
+    /// "pairing"`, or, in groups, of the group sender list. Never for a row relayed by SMS or
+    /// RCS (forgeable sender ids) unless `allowSmsCommands` is on. A host treats a command from
+    /// a sender without it as plain text.
     pub command_authorized: bool,
+    /// The sender is an owner of the gateway: a handle listed in `commands.ownerAllowFrom`
+    /// when that key is set, else in the account's `allowFrom`. Pairing approvals and
+    /// `groupAllowFrom`-only members are never owners, and neither is an SMS/RCS row unless
+    /// `allowSmsCommands` is on. Commands that change who may do everything else (such as
+    /// `/config`) need it; `commandAuthorized` is not enough for them. Absent in JSON from an
+    /// older plugin, which reads as `false`.
+    #[serde(default)]
+    pub sender_is_owner: bool,
     pub reply_to: Option<ReplyTo>,
     pub media: Vec<MediaItem>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -504,6 +517,7 @@ mod tests {
             message_id: "8B1C0E52".into(),
             was_mentioned: true,
             command_authorized: false,
+            sender_is_owner: false,
             reply_to: None,
             media: vec![MediaItem {
                 path: "/s/a.jpg".into(),

@@ -47,6 +47,9 @@ pub struct Globals {
     pub default_agent: String,
     pub bindings: Vec<Binding>,
     pub commands_config: bool,
+    /// `commands.ownerAllowFrom`: the iMessage handles among its entries. `None` when the key
+    /// is absent (the owners are then the handles of the effective `allowFrom`, §2 step 14).
+    pub owner_allow_from: Option<Vec<String>>,
     pub response_prefix: Option<String>,
     /// `agents.defaults.typingMode`, else `session.typingMode`, else `instant`.
     pub typing_mode: super::TypingMode,
@@ -129,6 +132,8 @@ pub fn read_globals(root: &Value, diag: &mut Diag) -> Globals {
     let commands_config = read::lookup(root, &["commands", "config"])
         .and_then(|v| read::boolean(v, "commands.config", diag))
         .unwrap_or(false);
+    let owner_allow_from = read::lookup(root, &["commands", "ownerAllowFrom"])
+        .and_then(|v| read_owners(v, "commands.ownerAllowFrom", diag));
     let response_prefix = read::lookup(root, &["messages", "responsePrefix"])
         .and_then(|v| section::read_prefix(v, "messages.responsePrefix", diag));
 
@@ -149,8 +154,28 @@ pub fn read_globals(root: &Value, diag: &mut Diag) -> Globals {
         default_agent,
         bindings,
         commands_config,
+        owner_allow_from,
         response_prefix,
     }
+}
+
+/// `commands.ownerAllowFrom` is the gateway's, shared by every channel: entries for other
+/// channels (`telegram:123`) and conversation entries are not iMessage owners and are skipped
+/// without complaint; only handle entries count, and `"*"` never makes an owner.
+fn read_owners(value: &Value, at: &str, diag: &mut Diag) -> Option<Vec<String>> {
+    let items = read::array(value, at, diag)?;
+    let mut owners = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let Some(raw) = read::string(item, &read::index(at, i), diag) else {
+            continue;
+        };
+        if let super::allow::Parsed::Entry(super::AllowEntry::Handle(h), _) =
+            super::allow::parse_entry(raw)
+        {
+            owners.push(h);
+        }
+    }
+    Some(owners)
 }
 
 /// `<at>.typingMode`, when present.

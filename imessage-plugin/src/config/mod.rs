@@ -177,6 +177,8 @@ pub struct AccountConfig {
     pub chunk_mode: ChunkMode,
     pub response_prefix: Option<String>,
     pub config_writes: bool,
+    /// Rows relayed by SMS or RCS may authorize commands and be the owner (§2 step 14).
+    pub allow_sms_commands: bool,
     /// Mark a chat read once the host has acknowledged a routed message (actions.md §3.2).
     pub send_read_receipts: bool,
     pub reaction_notifications: ReactionNotifications,
@@ -422,6 +424,7 @@ fn finish(id: &str, p: Partial, enabled: bool) -> AccountConfig {
         },
         response_prefix: p.response_prefix,
         config_writes: p.config_writes.unwrap_or(true),
+        allow_sms_commands: p.allow_sms_commands.unwrap_or(false),
         send_read_receipts: p.send_read_receipts.unwrap_or(true),
         reaction_notifications: p
             .reaction_notifications

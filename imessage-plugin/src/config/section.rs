@@ -94,6 +94,7 @@ pub struct Partial {
     pub chunk_mode: Option<String>,
     pub response_prefix: Option<String>,
     pub config_writes: Option<bool>,
+    pub allow_sms_commands: Option<bool>,
     pub send_read_receipts: Option<bool>,
     pub reaction_notifications: Option<String>,
     pub text_formatting: Option<String>,
@@ -132,6 +133,7 @@ impl Partial {
             chunk_mode,
             response_prefix,
             config_writes,
+            allow_sms_commands,
             send_read_receipts,
             reaction_notifications,
             text_formatting,
@@ -248,6 +250,7 @@ pub fn read_section(
             "streaming" => streaming_chunk_mode = read_streaming(value, &at, diag),
             "responsePrefix" => p.response_prefix = read_prefix(value, &at, diag),
             "configWrites" => p.config_writes = read::boolean(value, &at, diag),
+            "allowSmsCommands" => p.allow_sms_commands = read::boolean(value, &at, diag),
             "sendReadReceipts" => p.send_read_receipts = read::boolean(value, &at, diag),
             "reactionNotifications" => {
                 let names = super::ReactionNotifications::NAMES;

@@ -836,6 +836,206 @@ fn config_write_forms_and_usage_section_9_2() {
     }
 }
 
+/// Case 147: a stranger's `/config` under `dmPolicy: "open"` is dropped before anything of
+/// its value is parsed, whatever the value, and the next DM is routed.
+#[test]
+fn case_147_a_strangers_config_command_is_refused_unparsed() {
+    let open = with_channel(
+        merge(c0(), json!({"commands": {"config": true}})),
+        json!({"dmPolicy": "open", "allowFrom": ["*"]}),
+    );
+    let mut h = harness(open);
+    let nested = |n: usize| format!("/config set a={}{}", "[".repeat(n), "]".repeat(n));
+    for (i, text) in [
+        "/config set x 1".to_string(),
+        nested(5_000),
+        nested(500_000),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let m = merge(stranger(), json!({"guid": format!("S{i}"), "text": text}));
+        assert_eq!(h.dropped(m), "unauthorized_command");
+    }
+    h.routed(merge(stranger(), json!({"guid": "S9"})));
+    // The owner's oversized value is refused by its size, unparsed, with the usage reply.
+    let mut owner = harness(merge(c0(), json!({"commands": {"config": true}})));
+    match owner.run(merge(d0(), json!({"text": nested(5_000)}))) {
+        Verdict::Refuse { code, text, .. } => {
+            assert_eq!(code, "config_malformed");
+            assert_eq!(text, policy::CONFIG_OVERSIZED_REPLY);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Case 147a: command authorization is not ownership. A `groupAllowFrom`-only member and a
+/// pairing-approved contact may run commands but never `/config`; the owner may.
+#[test]
+fn case_147a_config_needs_the_owner() {
+    let config = with_channel(
+        merge(c0(), json!({"commands": {"config": true}})),
+        json!({"groupAllowFrom": ["+15550003333"]}),
+    );
+    let member = json!({"guid": "G5", "sender": "+15550003333"});
+    let write = r#"@bot /config set channels.imessage.allowFrom=["+15550003333"]"#;
+    let mut h = harness(config.clone());
+    let status = h.routed(merge(
+        g0(),
+        merge(member.clone(), json!({"text": "@bot /status"})),
+    ));
+    assert!(status.command_authorized && !status.sender_is_owner);
+    assert_eq!(
+        h.dropped(merge(
+            g0(),
+            merge(member, json!({"guid": "G6", "text": write}))
+        )),
+        "unauthorized_command"
+    );
+    // Approved through pairing: authorized for commands, refused for `/config`, no reply.
+    let mut h = harness(config.clone());
+    h.allow_store = vec!["+15550002222".into()];
+    let paired = h.routed(merge(stranger(), json!({"text": "/status"})));
+    assert!(paired.command_authorized && !paired.sender_is_owner);
+    assert_eq!(
+        h.dropped(merge(
+            stranger(),
+            json!({"guid": "S2", "text": "/config set x 1"})
+        )),
+        "unauthorized_command"
+    );
+    // The owner.
+    let routed = harness(config.clone()).routed(merge(
+        d0(),
+        json!({"text": "/config set channels.imessage.textChunkLimit=3000"}),
+    ));
+    assert!(routed.sender_is_owner && routed.command_authorized);
+    // `commands.ownerAllowFrom` replaces `allowFrom` as the owner list; entries of other
+    // channels and `"*"` are no owners.
+    let owners = merge(
+        config,
+        json!({"commands": {"config": true, "ownerAllowFrom": ["telegram:123", "*", "imessage:+1 555 000 3333"]}}),
+    );
+    let mut h = harness(owners);
+    assert!(
+        !h.routed(d0()).sender_is_owner,
+        "allowFrom no longer decides"
+    );
+    assert!(
+        h.routed(merge(g0(), json!({"guid": "G7", "sender": "+15550003333"})))
+            .sender_is_owner
+    );
+}
+
+/// Case 147b: a parent path replaces every scope below it, so every `configWrites` below
+/// must allow it.
+#[test]
+fn case_147b_parent_paths_need_every_scope() {
+    let config = with_channel(
+        merge(c0(), json!({"commands": {"config": true}})),
+        json!({"configWrites": false, "accounts": {"default": {"configWrites": true}}}),
+    );
+    for text in [
+        r#"/config set channels.imessage={"dmPolicy":"open"}"#,
+        "/config set channels={}",
+        "/config set channels.imessage.accounts={}",
+        "/config unset channels.imessage",
+        "/config set channels.imessage.dmPolicy=open",
+    ] {
+        match harness(config.clone()).run(merge(d0(), json!({"text": text}))) {
+            Verdict::Refuse {
+                code, text: reply, ..
+            } => {
+                assert_eq!(code, "config_writes_disabled", "{text}");
+                assert_eq!(reply, policy::CONFIG_WRITES_DISABLED_REPLY);
+            }
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+    // The account's own scope and paths outside the channel follow their own values.
+    let mut h = harness(config);
+    h.routed(merge(
+        d0(),
+        json!({"text": "/config set channels.imessage.accounts.default.textChunkLimit=3000"}),
+    ));
+    h.routed(merge(
+        d0(),
+        json!({"guid": "D1", "text": "/config set messages.responsePrefix=[bot]"}),
+    ));
+    // One account that refuses is enough to refuse a parent.
+    let one_off = with_channel(
+        merge(c0(), json!({"commands": {"config": true}})),
+        json!({"accounts": {"default": {}, "work": {"configWrites": false}}}),
+    );
+    assert_eq!(
+        harness(one_off).dropped(merge(d0(), json!({"text": "/config set channels={}"}))),
+        "config_writes_disabled"
+    );
+}
+
+/// Case 147c: SMS and RCS sender ids can be forged: such rows are routed but never
+/// command-authorized nor owner, unless `allowSmsCommands` is on (channel or account).
+#[test]
+fn case_147c_sms_rows_are_never_trusted_by_default() {
+    let sms = |guid_prefix: &str| {
+        merge(
+            d0(),
+            json!({"chat_guid": format!("{guid_prefix};-;+15550001111"), "text": "/status"}),
+        )
+    };
+    for service in ["SMS", "RCS", "sms"] {
+        let routed = harness(c0()).routed(sms(service));
+        assert!(!routed.command_authorized, "{service}");
+        assert!(!routed.sender_is_owner, "{service}");
+    }
+    let config = merge(c0(), json!({"commands": {"config": true}}));
+    assert_eq!(
+        harness(config.clone()).dropped(merge(sms("SMS"), json!({"text": "/config set x 1"}))),
+        "unauthorized_command"
+    );
+    for on in [
+        with_channel(c0(), json!({"allowSmsCommands": true})),
+        with_channel(
+            c0(),
+            json!({"accounts": {"default": {"allowSmsCommands": true}}}),
+        ),
+    ] {
+        let routed = harness(on).routed(sms("SMS"));
+        assert!(routed.command_authorized && routed.sender_is_owner);
+    }
+    // The same number over iMessage is trusted as before.
+    let routed = harness(c0()).routed(merge(d0(), json!({"text": "/status"})));
+    assert!(routed.command_authorized && routed.sender_is_owner);
+}
+
+/// Issue 21: echo and reflection drops run before access, so a group member the allowlist
+/// refuses must not feed the loop limiter and mute the bot for the owner.
+#[test]
+fn refused_senders_cannot_mute_a_group() {
+    let mut h = harness(c0());
+    for i in 0..10 {
+        let m = merge(
+            g0(),
+            json!({"guid": format!("X{i}"), "sender": "+15550009999", "text": "<thinking>x</thinking>"}),
+        );
+        assert_eq!(h.dropped_at(m, NOW + i * 1000), "reflection");
+    }
+    h.routed_at(merge(g0(), json!({"guid": "G1"})), NOW + 10_000);
+    // An admitted sender's reflections still count (cases 51/52 cover echoes).
+    let mut h = harness(c0());
+    for i in 0..5 {
+        let m = merge(
+            g0(),
+            json!({"guid": format!("Y{i}"), "text": "<thinking>x</thinking>"}),
+        );
+        assert_eq!(h.dropped_at(m, NOW + i * 1000), "reflection");
+    }
+    assert_eq!(
+        h.dropped_at(merge(g0(), json!({"guid": "G2"})), NOW + 5000),
+        "loop_limited"
+    );
+}
+
 #[test]
 fn drops_are_counted_by_reason() {
     let mut h = harness(c0());
