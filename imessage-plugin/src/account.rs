@@ -199,6 +199,11 @@ pub struct Account {
     /// The dedupe key of the message whose processing last panicked. It outlives the watcher
     /// restart that follows, so a second panic on the same message quarantines it.
     pub suspect: Mutex<Option<String>>,
+    /// The message being processed, on disk, so a row that kills the process (a stack
+    /// overflow, an abort) is found at the next start.
+    pub inflight: Mutex<crate::inflight::InFlight>,
+    /// The row a process that died left in flight, with how many starts found it so.
+    pub crashed: Mutex<Option<crate::inflight::Record>>,
 }
 
 impl Account {
@@ -232,7 +237,32 @@ impl Account {
             crate::ratelimit::persist::load(&dir),
         );
         let source_spawn = source.spawn_config();
+        let (inflight, crashed) = match crate::inflight::InFlight::open(&dir) {
+            Ok(opened) => opened,
+            Err(e) => {
+                tracing::warn!(
+                    "{e}; a message that crashes the process may be replayed at every start"
+                );
+                (crate::inflight::InFlight::disabled(), None)
+            }
+        };
+        if let Some(r) = &crashed {
+            tracing::error!(
+                account = %account.id,
+                rowid = r.rowid,
+                "the process ended while row {} was being processed ({} time(s)); {}",
+                r.rowid,
+                r.crashes,
+                if r.crashes >= crate::inflight::QUARANTINE_AFTER {
+                    "it will be quarantined when it comes again"
+                } else {
+                    "it will be tried once more"
+                }
+            );
+        }
         Account {
+            inflight: Mutex::new(inflight),
+            crashed: Mutex::new(crashed),
             id: account.id.clone(),
             dir,
             media_dir,

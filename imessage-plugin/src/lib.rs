@@ -24,6 +24,7 @@ pub mod echo;
 mod ffi;
 pub mod handle;
 mod inbound;
+mod inflight;
 mod ledger;
 mod logging;
 pub mod message;

@@ -222,6 +222,11 @@ impl ImessagePlugin {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("imessage-plugin")
+            // Chosen, not inherited (tokio's default is 2 MiB): the deepest recursion outside
+            // input can reach is serde_json's 128 levels on an imsg line or a state file, in a
+            // debug build too; a `/config` value is bounded to 32 levels before json5 parses
+            // it. 8 MiB is the main thread's usual size and leaves a wide margin.
+            .thread_stack_size(8 << 20)
             .enable_all()
             .on_thread_start(move || {
                 // The guard would reset the default when dropped; the thread lives exactly as

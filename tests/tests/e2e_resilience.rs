@@ -12,6 +12,9 @@ use serde_json::{json, Value};
 const WAIT: Duration = Duration::from_secs(30);
 /// Must match `imessage::watcher::FAULT_PANIC_TEXT` (the library is built with the feature).
 const PANIC_TEXT: &str = "__imessage_fault_injection_panic__";
+/// Must match `imessage::watcher::FAULT_HANG_TEXT`: processing this row never ends, so the
+/// test can kill the gateway in the middle of it, as a stack overflow or an abort would.
+const HANG_TEXT: &str = "__imessage_fault_injection_hang__";
 
 fn owner(text: &str) -> Value {
     json!({"chat_id": 7, "handle": "+15550001111", "text": text})
@@ -104,4 +107,83 @@ fn a_message_that_panics_twice_is_quarantined_and_never_replayed() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(env.stderr().matches("panicked").count(), before);
     assert!(gateway.stop().success());
+}
+
+/// Issue 21: a row that ends the whole process (no panic to catch) must not replay forever.
+/// The gateway is killed with SIGKILL twice while that row is being processed; the third
+/// start quarantines it, and every row around it is delivered exactly once over all runs.
+#[test]
+fn a_row_that_kills_the_gateway_twice_is_quarantined_on_the_third_start() {
+    let env = SimEnv::new(json!({}), json!({}));
+    let holds = |n: usize| env.stderr().matches("fault injection: holding row").count() >= n;
+    let texts = |routed: Vec<Value>| -> Vec<String> {
+        routed
+            .iter()
+            .map(|m| m["text"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    let mut delivered = Vec::new();
+    let gateway = env.start(false);
+    wait_until("watching", WAIT, || {
+        env.stderr().contains("watching for messages")
+    });
+    // A cursor first: without one, a restart begins at the live tail.
+    env.insert(owner("zero"));
+    gateway.wait_messages(1, WAIT);
+    wait_until("a cursor", WAIT, || {
+        env.path("state/imessage/default/cursor.json").exists()
+    });
+    for text in ["one", "two", HANG_TEXT, "three"] {
+        env.insert(owner(text));
+    }
+    wait_until("the first hold", WAIT, || holds(1));
+    delivered.extend(texts(gateway.kill()));
+
+    // Second start: the row is replayed (found in flight once), and held again.
+    let gateway = env.start(false);
+    wait_until("the second hold", WAIT, || holds(2));
+    delivered.extend(texts(gateway.kill()));
+    let log = env.stderr();
+    assert!(
+        log.contains("(1 time(s)); it will be tried once more"),
+        "{log}"
+    );
+
+    // Third start: found in flight twice, so quarantined when it comes; the rest flows.
+    let gateway = env.start(false);
+    env.insert(owner("four"));
+    wait_until("four", WAIT, || {
+        gateway.messages().iter().any(|m| m["text"] == "four")
+    });
+    // Counters are published with the watcher's 100 ms flush.
+    let mut account = Value::Null;
+    wait_until("the quarantine in the live status", WAIT, || {
+        let out = env.gw.run(&["channels", "status", "--json"]);
+        let status: Value = serde_json::from_str(&common::stdout(&out)).unwrap_or_default();
+        account = status["channels"][0].clone();
+        account["drops"]["quarantined"] == 1
+    });
+    delivered.extend(texts(gateway.kill()));
+    assert!(!holds(3), "the third start never held the row again");
+
+    delivered.sort();
+    assert_eq!(
+        delivered,
+        ["four", "one", "three", "two", "zero"],
+        "each exactly once"
+    );
+    let log = env.stderr();
+    assert!(
+        log.contains("ended the process twice and was quarantined"),
+        "{log}"
+    );
+    let file = env.path("state/imessage/default/quarantine.jsonl");
+    let text = std::fs::read_to_string(&file).expect("the dead-letter file exists");
+    let entries: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(entries.len(), 1, "{text}");
+    assert_eq!(entries[0]["message"]["text"], HANG_TEXT);
+    assert_eq!(account["quarantine"]["count"], 1, "{account}");
 }

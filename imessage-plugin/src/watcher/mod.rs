@@ -41,6 +41,10 @@ const DELIVERY_RETRIES: [u64; 3] = [1, 4, 16];
 /// processing panic, to exercise the restart and quarantine path end to end.
 #[cfg(feature = "fault-injection")]
 pub const FAULT_PANIC_TEXT: &str = "__imessage_fault_injection_panic__";
+/// With the `fault-injection` feature (tests only), a message with exactly this text is held
+/// in processing forever, so a test can kill the process in the middle of that row.
+#[cfg(feature = "fault-injection")]
+pub const FAULT_HANG_TEXT: &str = "__imessage_fault_injection_hang__";
 
 pub const FDA_ERROR: &str = "imsg cannot open the Messages database: grant Full Disk Access to the process that runs imsg (and its parent app), then restart";
 

@@ -46,7 +46,9 @@ impl Watch {
 
     /// [`Self::handle`] with its panics caught (issue 10). The first panic on a message asks
     /// for a restart from the cursor (`Err`), which replays it; a second panic on the same
-    /// message quarantines it and moves on, so one bad row never silences the account.
+    /// message quarantines it and moves on, so one bad row never silences the account. A row
+    /// that ended the whole process instead (no panic to catch) is known by the in-flight
+    /// marker, and quarantined once two starts found it there (issue 21).
     pub(super) async fn supervised(
         &mut self,
         subscription: Option<i64>,
@@ -57,8 +59,29 @@ impl Watch {
             let before = m.cursor_id().saturating_sub(1);
             self.baseline = Some(self.baseline.map_or(before, |b| b.min(before)));
         }
+        let key = m.dedupe_key();
+        let marker = crate::inflight::marker_key(&key);
+        let crashes = match self.account.crashed.locked().as_ref() {
+            Some(r) if r.key == marker => r.crashes,
+            _ => 0,
+        };
+        if crashes >= crate::inflight::QUARANTINE_AFTER {
+            *self.account.crashed.locked() = None;
+            let reason = format!("the process ended {crashes} times while processing it");
+            self.quarantine(&m, &reason, "ended the process twice");
+            return Ok(());
+        }
+        self.account
+            .inflight
+            .locked()
+            .begin(&crate::inflight::Record {
+                key: marker,
+                rowid: m.cursor_id(),
+                crashes,
+            });
         let outcome =
             crate::supervise::catch(self.handle(subscription, &m, dead_subscriptions)).await;
+        self.account.inflight.locked().clear();
         match outcome {
             Ok(()) => Ok(()),
             Err(panic) => self.after_panic(&m, &panic),
@@ -86,23 +109,33 @@ impl Watch {
             self.account.note_panic(what.clone());
             return Err(what);
         }
+        self.quarantine(m, panic, "panicked twice");
+        Ok(())
+    }
+
+    /// Sets `m` aside in the dead-letter file and finishes it, so the cursor moves past it.
+    /// `reason` goes to the file (it may quote the message); `summary` to the log and status.
+    fn quarantine(&mut self, m: &ImsgMessage, reason: &str, summary: &str) {
+        let key = m.dedupe_key();
+        let guid = m.guid.as_deref().unwrap_or("");
+        let rowid = m.cursor_id();
         let entry = json!({
             "at": timeutil::format_ms(timeutil::now_ms()),
             "accountId": self.account.id,
             "guid": guid,
             "rowid": rowid,
             "chatId": m.chat_id,
-            "panic": panic,
+            "panic": reason,
             "message": m,
         });
         let what = match crate::quarantine::record(&self.account.dir, &entry) {
             Ok(file) => format!(
-                "message {guid} (row {rowid}) panicked twice and was quarantined in {}",
+                "message {guid} (row {rowid}) {summary} and was quarantined in {}",
                 file.display()
             ),
             // Still move on: holding the cursor here would silence every later message.
             Err(e) => format!(
-                "message {guid} (row {rowid}) panicked twice; writing it to the quarantine file failed ({e}); skipped"
+                "message {guid} (row {rowid}) {summary}; writing it to the quarantine file failed ({e}); skipped"
             ),
         };
         tracing::error!(account = %self.account.id, guid, rowid, "{what}");
@@ -119,7 +152,6 @@ impl Watch {
             conversation: None,
             early_typing: false,
         });
-        Ok(())
     }
 
     /// A reload that needs no restart applies from the next message on; true when one did.
@@ -156,6 +188,13 @@ impl Watch {
         #[cfg(feature = "fault-injection")]
         if m.text.as_deref() == Some(super::FAULT_PANIC_TEXT) {
             panic!("fault injection: processing this message panics");
+        }
+        #[cfg(feature = "fault-injection")]
+        if m.text.as_deref() == Some(super::FAULT_HANG_TEXT) {
+            // Stands for a row that ends the process (a stack overflow, an abort): the test
+            // kills the gateway while it waits here.
+            tracing::warn!(account = %self.account.id, "fault injection: holding row {}", m.cursor_id());
+            std::future::pending::<()>().await;
         }
         let now = timeutil::now_ms();
         let key = m.dedupe_key();
