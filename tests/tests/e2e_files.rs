@@ -76,6 +76,12 @@ fn a_state_folder_others_can_write_is_refused_by_host_stub() {
         "{}",
         common::stderr(&out)
     );
+    // host-stub refuses before loading any plugin (a plugin may not check).
+    assert!(
+        !common::stderr(&out).contains("failed to start"),
+        "{}",
+        common::stderr(&out)
+    );
     // One-shot commands start the plugin on the same folder: refused the same way.
     let out = env.gw.run(&["channels", "status"]);
     assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
@@ -89,6 +95,21 @@ fn a_state_folder_others_can_write_is_refused_by_host_stub() {
         !state.join("host-stub").exists(),
         "nothing was written there"
     );
+    // SAFETY: no arguments, cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        chmod(&state, 0o700);
+        std::os::unix::fs::chown(&state, Some(4321), Some(4321)).unwrap();
+        let out = env.gw.run(&["gateway"]);
+        assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
+        assert!(
+            common::stderr(&out).contains(&format!(
+                "state folder {} belongs to uid 4321, not to you (uid 0)",
+                state.display()
+            )),
+            "{}",
+            common::stderr(&out)
+        );
+    }
 }
 
 #[test]
