@@ -10,6 +10,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --release --locked --workspace --bins --lib
+# Where cargo put them: `target/` unless CARGO_TARGET_DIR or a cargo config says otherwise.
+target_dir="$(cargo metadata --format-version 1 --no-deps --locked |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+bin="$target_dir/release"
 
 case "$(uname -s)" in
     Darwin) lib=libimessage.dylib ;;
@@ -18,7 +22,7 @@ esac
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/imessage-demo.XXXXXX")"
 mkdir -p "$work/plugins"
-cp "target/release/$lib" "$work/plugins/"
+cp "$bin/$lib" "$work/plugins/"
 # Every simulator process of this run (watcher, sender) shares one database journal.
 export IMSG_SIM_SHARED="$work/chat.journal"
 cat > "$work/gateway.json5" <<JSON5
@@ -27,7 +31,7 @@ cat > "$work/gateway.json5" <<JSON5
   stateDir: "./state",
   channels: {
     imessage: {
-      cliPath: "$PWD/target/release/imsg-sim",
+      cliPath: "$bin/imsg-sim",
       // imsg-sim reads a .json5 --db path as its scenario.
       dbPath: "$PWD/examples/demo/scenario.json5",
       allowFrom: ["+15550001111"],
@@ -38,7 +42,7 @@ cat > "$work/gateway.json5" <<JSON5
 JSON5
 echo "demo folder: $work (config, plugins, state)" >&2
 
-run=(target/release/host-stub --config "$work/gateway.json5" gateway --reply echo)
+run=("$bin/host-stub" --config "$work/gateway.json5" gateway --reply echo)
 if [ -n "${DEMO_SECONDS:-}" ]; then
     exec timeout --preserve-status -s INT "$DEMO_SECONDS" "${run[@]}"
 else

@@ -75,6 +75,7 @@ fn run_on<T>(
     log_level: &str,
     f: impl FnOnce(&Channel) -> Result<T, Failure>,
 ) -> Result<T, Failure> {
+    host_stub::private::check_state_dir(&settings.state_dir).map_err(Failure::runtime)?;
     let channel = Channel::create(plugin, None, &settings.config_path)?;
     channel.start(
         &settings.config,

@@ -6,7 +6,6 @@
 //! lost or half-written. The file is rewritten as JSON (valid JSON5); comments are not
 //! preserved, which is why the backup is kept.
 
-use std::io::Write;
 use std::path::Path;
 
 use plugin_abi::types::PluginError;
@@ -14,27 +13,10 @@ use serde_json::{json, Value};
 
 use crate::settings;
 
+/// The backup and the new config are 0600 whatever the old file's mode was: the config names
+/// the owner's contacts, and a backup copied with the default umask was world-readable.
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("config"),
-        std::process::id()
-    ));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    if let Ok(meta) = std::fs::metadata(path) {
-        let _ = std::fs::set_permissions(&tmp, meta.permissions());
-    }
-    std::fs::rename(&tmp, path)
+    host_stub::private::write_atomic(path, bytes)
 }
 
 /// Sets or unsets `path` (dotted) in the config file, when `validate` accepts the result.
@@ -167,6 +149,36 @@ mod tests {
             accept
         )
         .is_err());
+    }
+
+    #[test]
+    fn the_new_config_and_its_backup_are_0600_case_147d() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gateway.json5");
+        std::fs::write(&file, "{ channels: { imessage: {} } }\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let validated = std::cell::Cell::new(false);
+        let validate = |config: &Value| -> Result<(), PluginError> {
+            assert_eq!(config["channels"]["imessage"]["textChunkLimit"], 3000);
+            validated.set(true);
+            Ok(())
+        };
+        apply(
+            &file,
+            &json!({"op": "set", "path": "channels.imessage.textChunkLimit", "value": 3000}),
+            validate,
+        )
+        .unwrap();
+        assert!(validated.get());
+        assert_eq!(mode(&file), 0o600);
+        assert_eq!(mode(&dir.path().join("gateway.json5.bak")), 0o600);
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 2, "no temporary is left: {names:?}");
     }
 
     #[test]

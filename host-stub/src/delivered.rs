@@ -8,7 +8,7 @@
 //! one sync: group commit, so a burst costs one fsync per batch instead of one per message.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
@@ -42,13 +42,11 @@ impl AccountLog {
         }
         let set = order.iter().cloned().collect();
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
+            crate::private::ensure_dir(parent)?;
         }
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .read(true)
-            .open(&path)?;
+        let mut file = crate::private::open_append(&path).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("opening {}: {e}", path.display()))
+        })?;
         // A kill in the middle of a write can leave a last id without its newline: end that
         // line, so the next id is not glued onto it.
         let len = file.metadata()?.len();
@@ -106,20 +104,14 @@ impl AccountLog {
     }
 
     fn compact(&mut self) -> std::io::Result<()> {
-        let tmp = self.path.with_extension("tmp");
         // One buffer, one write: compaction runs every CAP messages, on the delivery path.
         let mut text = String::with_capacity(self.order.iter().map(|id| id.len() + 1).sum());
         for id in &self.order {
             text.push_str(id);
             text.push('\n');
         }
-        {
-            let mut out = File::create(&tmp)?;
-            out.write_all(text.as_bytes())?;
-            out.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.path)?;
-        self.file = OpenOptions::new().append(true).open(&self.path)?;
+        crate::private::write_atomic(&self.path, text.as_bytes())?;
+        self.file = crate::private::open_append(&self.path)?;
         self.lines_in_file = self.order.len();
         Ok(())
     }
@@ -203,6 +195,53 @@ mod tests {
             .lines()
             .count();
         assert!(lines <= 110, "compacted: {lines}");
+    }
+
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(path).unwrap().mode() & 0o777
+    }
+
+    #[test]
+    fn the_log_is_0600_in_0700_folders_before_and_after_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("host-stub");
+        let file = state.join("imessage/default.delivered");
+        let mut d = Delivered::with_cap(&state, 5);
+        let log = d.account("imessage", "default").unwrap();
+        log.record_all(["A"]).unwrap();
+        assert_eq!(mode(&file), 0o600);
+        assert_eq!(mode(&state), 0o700);
+        assert_eq!(mode(&state.join("imessage")), 0o700);
+        let ids: Vec<String> = (0..20).map(|i| format!("id{i}")).collect();
+        log.record_all(ids.iter().map(String::as_str)).unwrap();
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(text.lines().count(), 5, "compacted: {text}");
+        assert_eq!(mode(&file), 0o600);
+        let names: Vec<String> = std::fs::read_dir(state.join("imessage"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["default.delivered"], "no temporary is left");
+        // Appends after the compaction go to the new file.
+        log.record_all(["Z"]).unwrap();
+        assert!(std::fs::read_to_string(&file)
+            .unwrap()
+            .ends_with("id19\nZ\n"));
+    }
+
+    #[test]
+    fn an_older_hosts_readable_log_is_narrowed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("imessage/default.delivered");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, "A\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut d = Delivered::with_cap(dir.path(), 50);
+        assert!(d.account("imessage", "default").unwrap().contains("A"));
+        assert_eq!(mode(&file), 0o600);
+        assert_eq!(mode(file.parent().unwrap()), 0o700);
     }
 
     #[test]

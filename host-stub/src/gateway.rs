@@ -38,6 +38,7 @@ fn reload(settings: &Settings, channels: &[Channel]) {
 }
 
 pub fn run(settings: &Settings, echo: bool, log_level: &str) -> Result<(), Failure> {
+    host_stub::private::check_state_dir(&settings.state_dir).map_err(Failure::runtime)?;
     let signals = signals::block();
     let libraries = loader::load_all(&settings.plugins_dir)?;
     let configured = settings

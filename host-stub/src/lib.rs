@@ -2,4 +2,5 @@
 //! the `host-stub` binary and the pipeline benchmark (which delivers into this very code).
 
 pub mod delivered;
+pub mod private;
 pub mod sink;

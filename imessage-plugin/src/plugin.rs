@@ -417,6 +417,11 @@ impl Plugin for ImessagePlugin {
                 tracing::warn!("{warning}");
             }
             let state_dir = PathBuf::from(&ctx.state_dir);
+            crate::store::check_state_dirs(
+                &state_dir,
+                config.accounts.iter().map(|a| a.key.as_str()),
+            )
+            .map_err(|e| PluginError::new("state_dir_unsafe", e))?;
             let runtime = Self::build_runtime(dispatch)?;
             let (watching, duplicates) = watchers_by_source(&config);
             let mut r = Running {

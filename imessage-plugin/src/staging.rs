@@ -158,6 +158,7 @@ fn copy_local(
         .create(true)
         .truncate(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(dest)
         .map_err(|e| format!("create: {e}"))?;
     let mut buf = vec![0u8; 64 * 1024];
@@ -225,6 +226,29 @@ mod tests {
         )
         .is_err());
         assert!(!dest("2").exists() && !dest("4").exists() && !dest("5").exists());
+    }
+
+    #[test]
+    fn a_symlink_planted_at_the_destination_is_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("Attachments");
+        std::fs::create_dir_all(&root).unwrap();
+        let src = root.join("a.jpg");
+        std::fs::write(&src, b"jpeg").unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"mine").unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        std::os::unix::fs::symlink(&victim, out.join("g-0-a.jpg")).unwrap();
+        let roots = vec![root.display().to_string()];
+        let e = copy_local(
+            &src.display().to_string(),
+            &out.join("g-0-a.jpg"),
+            &roots,
+            100,
+        );
+        assert!(e.is_err(), "{e:?}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"mine");
     }
 
     #[test]

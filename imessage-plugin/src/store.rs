@@ -44,6 +44,7 @@ fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
             .write(true)
             .create_new(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)
         {
             Ok(f) => break f,
@@ -104,6 +105,8 @@ fn take_lock(path: &Path, wait: bool) -> std::io::Result<Option<FileLock>> {
         .create(true)
         .truncate(false)
         .mode(0o600)
+        // A lock file is opened, never created through a link someone planted.
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)?;
     let flags = if wait {
         libc::LOCK_EX
@@ -121,6 +124,62 @@ fn take_lock(path: &Path, wait: bool) -> std::io::Result<Option<FileLock>> {
     } else {
         Err(err)
     }
+}
+
+/// Why a state folder with this owner and mode is unsafe for a process running as `me`:
+/// whoever else can write there can swap the pairing and allow stores or the cursor (ssh's
+/// StrictModes rule). Readable by others is the user's choice.
+pub fn folder_problem(dir: &Path, mode: u32, owner: u32, me: u32) -> Option<String> {
+    let shown = dir.display();
+    if owner != me {
+        return Some(format!(
+            "state folder {shown} belongs to uid {owner}, not to you (uid {me}); \
+             use a folder of your own or run chown {me} {shown}"
+        ));
+    }
+    if mode & 0o022 != 0 {
+        return Some(format!(
+            "state folder {shown} is writable by group or others (mode {:04o}); \
+             run chmod 700 {shown}",
+            mode & 0o7777
+        ));
+    }
+    None
+}
+
+/// At start: the host's state folder is created 0700 when missing; it, and the plugin's own
+/// folders under it that exist (`imessage/`, each account's folder and media folder), are
+/// refused when another user owns them or others may write to them.
+pub fn check_state_dirs<'a>(
+    state_dir: &Path,
+    account_keys: impl IntoIterator<Item = &'a str>,
+) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    if !state_dir.exists() {
+        ensure_dir(state_dir).map_err(|e| e.to_string())?;
+    }
+    let ours = state_dir.join("imessage");
+    let mut dirs = vec![state_dir.to_path_buf(), ours.clone(), ours.join("media")];
+    for key in account_keys {
+        dirs.push(ours.join(key));
+        dirs.push(ours.join("media").join(key));
+    }
+    // SAFETY: no arguments, cannot fail.
+    let me = unsafe { libc::geteuid() };
+    for dir in dirs {
+        let meta = match std::fs::metadata(&dir) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(format!("state folder {}: {e}", dir.display())),
+        };
+        if !meta.is_dir() {
+            return Err(format!("state folder {} is not a folder", dir.display()));
+        }
+        if let Some(problem) = folder_problem(&dir, meta.mode(), meta.uid(), me) {
+            return Err(problem);
+        }
+    }
+    Ok(())
 }
 
 /// What reading a JSON state file found.
@@ -219,6 +278,60 @@ mod tests {
             read_json::<serde_json::Value>(&path).unwrap(),
             Read::Missing
         ));
+    }
+
+    #[test]
+    fn locks_and_temporaries_do_not_follow_planted_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere");
+        std::fs::write(&target, "theirs").unwrap();
+        let lock = dir.path().join("allow.json.lock");
+        std::os::unix::fs::symlink(&target, &lock).unwrap();
+        let e = lock_file(&lock, false)
+            .err()
+            .expect("a symlinked lock is refused");
+        assert!(e.to_string().contains("allow.json.lock"), "{e}");
+        // A temporary name taken by a symlink is skipped (removed), never written through.
+        let path = dir.path().join("allow.json");
+        let tmp = dir
+            .path()
+            .join(format!(".allow.json.{}.0.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&target, &tmp).unwrap();
+        write_atomic(&path, b"{}").unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "theirs");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{}");
+    }
+
+    #[test]
+    fn unsafe_state_folders_are_refused_naming_the_folder_and_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        check_state_dirs(&state, ["default"]).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&state), 0o700, "created private");
+        let account = state.join("imessage/default");
+        std::fs::create_dir_all(&account).unwrap();
+        std::fs::set_permissions(&account, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert_eq!(
+            check_state_dirs(&state, ["default"]).unwrap_err(),
+            format!(
+                "state folder {0} is writable by group or others (mode 0777); run chmod 700 {0}",
+                account.display()
+            )
+        );
+        // Another account's folder is not this start's business.
+        check_state_dirs(&state, ["work"]).unwrap();
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o775)).unwrap();
+        assert!(check_state_dirs(&state, ["work"])
+            .unwrap_err()
+            .contains("(mode 0775)"));
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+        check_state_dirs(&state, ["work"]).unwrap();
+        let foreign = folder_problem(&state, 0o40700, 0, 501).unwrap();
+        assert!(
+            foreign.contains("belongs to uid 0, not to you (uid 501)"),
+            "{foreign}"
+        );
     }
 
     #[test]
