@@ -56,7 +56,7 @@ impl host::Host for StubHost {
                         "no validator for this channel; the config was not changed",
                     )),
                 };
-                crate::config_write::apply(&self.config_path, &request, validate)
+                crate::config_write::apply(&self.config_path, &self.channel, &request, validate)
                     .map(|v| v.to_string())
             }
             other => Err(PluginError::new(

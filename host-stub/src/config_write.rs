@@ -22,6 +22,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// Sets or unsets `path` (dotted) in the config file, when `validate` accepts the result.
 pub fn apply(
     config_path: &Path,
+    channel: &str,
     request: &Value,
     validate: impl FnOnce(&Value) -> Result<(), PluginError>,
 ) -> Result<Value, PluginError> {
@@ -36,6 +37,18 @@ pub fn apply(
             config_path.display()
         ))
     })?;
+    let account = request.get("accountId").and_then(Value::as_str);
+    if !writes_allowed(&config, channel, account, path) {
+        tracing::warn!(
+            path,
+            op,
+            "config write refused: configWrites is false for a scope it changes"
+        );
+        return Err(PluginError::new(
+            "config_writes_disabled",
+            "Config changes from iMessage are turned off for this account (configWrites is false).",
+        ));
+    }
     edit(&mut config, op, path, request.get("value")).map_err(failed)?;
     let mut problems = settings::check(&config);
     if let Err(e) = validate(&config) {
@@ -67,6 +80,47 @@ pub fn apply(
         .map_err(|e| failed(format!("writing {}: {e}", config_path.display())))?;
     tracing::info!(path, op, backup = %backup.display(), "config file updated");
     Ok(json!({"ok": true, "path": path, "backup": backup.display().to_string()}))
+}
+
+/// The host's own check of `configWrites` (channel-behaviour.md §9.2), on the config as it is
+/// now: the plugin decides first, and this keeps a plugin that got it wrong from writing.
+/// The origin account's value, then the scopes the path changes: an account's own path
+/// needs that account's value, another path under the channel the channel's value, and a
+/// parent of the channel's section (`channels`, `channels.<channel>`,
+/// `channels.<channel>.accounts`) replaces every scope below it, so the channel's value and
+/// every account's must all allow it. An account's value is its own, else the channel's,
+/// else true.
+fn writes_allowed(config: &Value, channel: &str, origin: Option<&str>, path: &str) -> bool {
+    let section = config.get("channels").and_then(|c| c.get(channel));
+    let channel_value = section
+        .and_then(|s| s.get("configWrites"))
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    let accounts = section
+        .and_then(|s| s.get("accounts"))
+        .and_then(Value::as_object);
+    let account_value = |id: &str| {
+        accounts
+            .and_then(|a| a.get(id))
+            .and_then(|a| a.get("configWrites"))
+            .and_then(Value::as_bool)
+            .unwrap_or(channel_value)
+    };
+    if origin.is_some_and(|id| !account_value(id)) {
+        return false;
+    }
+    let base = format!("channels.{channel}");
+    let accounts_base = format!("{base}.accounts");
+    if let Some(rest) = path.strip_prefix(&format!("{accounts_base}.")) {
+        return account_value(rest.split('.').next().unwrap_or(""));
+    }
+    if path.starts_with(&format!("{base}.")) {
+        return channel_value;
+    }
+    if path == "channels" || path == base || path == accounts_base {
+        return channel_value && accounts.is_none_or(|a| a.keys().all(|id| account_value(id)));
+    }
+    true
 }
 
 /// The change itself, on the in-memory config.
@@ -107,6 +161,47 @@ fn edit(config: &mut Value, op: &str, path: &str, value: Option<&Value>) -> Resu
 mod tests {
     use super::*;
 
+    /// Case 147b at the host: parent paths need every scope below them.
+    #[test]
+    fn parent_paths_need_config_writes_on_every_scope_case_147b() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gateway.json5");
+        let original = r#"{channels: {imessage: {configWrites: false, accounts: {default: {configWrites: true}}}}}"#;
+        std::fs::write(&file, original).unwrap();
+        for path in [
+            "channels",
+            "channels.imessage",
+            "channels.imessage.accounts",
+        ] {
+            let request = json!({"op": "set", "path": path, "value": {}, "accountId": "default"});
+            let e = apply(&file, "imessage", &request, accept).unwrap_err();
+            assert_eq!(e.code, "config_writes_disabled", "{path}");
+            assert_eq!(std::fs::read_to_string(&file).unwrap(), original, "{path}");
+        }
+        let channel_key =
+            json!({"op": "set", "path": "channels.imessage.dmPolicy", "value": "open"});
+        assert!(apply(&file, "imessage", &channel_key, accept).is_err());
+        let own = json!({"op": "set", "path": "channels.imessage.accounts.default.textChunkLimit", "value": 3000, "accountId": "default"});
+        apply(&file, "imessage", &own, accept).unwrap();
+        // An origin account whose own value is false writes nothing.
+        let config =
+            json!({"channels": {"imessage": {"accounts": {"work": {"configWrites": false}}}}});
+        assert!(!writes_allowed(
+            &config,
+            "imessage",
+            Some("work"),
+            "messages.x"
+        ));
+        assert!(writes_allowed(
+            &config,
+            "imessage",
+            Some("default"),
+            "messages.x"
+        ));
+        assert!(!writes_allowed(&config, "imessage", None, "channels"));
+        assert!(writes_allowed(&json!({}), "imessage", None, "channels"));
+    }
+
     fn accept(_: &Value) -> Result<(), PluginError> {
         Ok(())
     }
@@ -119,6 +214,7 @@ mod tests {
         std::fs::write(&file, original).unwrap();
         apply(
             &file,
+            "imessage",
             &json!({"op": "set", "path": "channels.imessage.textChunkLimit", "value": 2000}),
             accept,
         )
@@ -131,6 +227,7 @@ mod tests {
         );
         apply(
             &file,
+            "imessage",
             &json!({"op": "unset", "path": "channels.imessage.textChunkLimit"}),
             accept,
         )
@@ -139,12 +236,14 @@ mod tests {
         assert!(now["channels"]["imessage"].get("textChunkLimit").is_none());
         assert!(apply(
             &file,
+            "imessage",
             &json!({"op": "set", "path": "a..b", "value": 1}),
             accept
         )
         .is_err());
         assert!(apply(
             &file,
+            "imessage",
             &json!({"op": "set", "path": "a=1", "value": ""}),
             accept
         )
@@ -167,6 +266,7 @@ mod tests {
         };
         apply(
             &file,
+            "imessage",
             &json!({"op": "set", "path": "channels.imessage.textChunkLimit", "value": 3000}),
             validate,
         )
@@ -188,6 +288,7 @@ mod tests {
         std::fs::write(&file, "{ broken").unwrap();
         assert!(apply(
             &file,
+            "imessage",
             &json!({"op": "set", "path": "x", "value": 1}),
             accept
         )
@@ -211,6 +312,7 @@ mod tests {
         };
         let e = apply(
             &file,
+            "imessage",
             &json!({"op": "set", "path": "channels.imessage.textChunkLimit", "value": 10}),
             refuse,
         )
@@ -225,6 +327,7 @@ mod tests {
         // host-stub's own rules apply too.
         let e = apply(
             &file,
+            "imessage",
             &json!({"op": "set", "path": "stateDir", "value": 3}),
             accept,
         )

@@ -286,6 +286,7 @@ impl Batch {
                     .create(true)
                     .append(true)
                     .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW)
                     .open(&seen_path)?;
                 file.write_all(&self.seen)?;
                 file.sync_data()

@@ -297,6 +297,7 @@ impl EchoRegistry {
             .create(true)
             .append(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .and_then(|mut f| {
                 for l in lines.iter().rev() {

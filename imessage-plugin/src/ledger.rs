@@ -121,6 +121,7 @@ pub fn append(dir: &Path, lines: &[Line], sync: bool, now_ms: i64) -> std::io::R
         .create(true)
         .append(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&file_path)
         .map_err(store::context("opening", &file_path))?;
     file.write_all(text.as_bytes())

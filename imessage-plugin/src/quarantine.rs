@@ -43,6 +43,7 @@ pub fn record(account_dir: &Path, entry: &Value) -> std::io::Result<PathBuf> {
             .append(true)
             .create(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)?;
         file.write_all(&line)?;
         file.sync_data()
