@@ -365,12 +365,13 @@ impl Account {
     }
 
     /// Someone wrote in these conversations (any row not from us, not a duplicate, not
-    /// stale): the rate limiter's unanswered counts reset (§6.2).
-    pub fn note_inbound(&self, m: &crate::message::ImsgMessage) {
+    /// stale): the rate limiter's unanswered counts reset (§6.2). Only an `admitted` sender's
+    /// row adds conversations to the counters (see `Limiter::note_inbound`).
+    pub fn note_inbound(&self, m: &crate::message::ImsgMessage, admitted: bool) {
         use std::fmt::Write;
         let now = timeutil::now_ms();
         if let Some(chat_id) = m.chat_id {
-            if self.limiter.locked().noted_recently(chat_id, now) {
+            if self.limiter.locked().noted_recently(chat_id, now, admitted) {
                 return;
             }
         }
@@ -401,7 +402,7 @@ impl Account {
             }
         }
         let scopes = (0..n).map(|i| &keys[if i == 0 { 0 } else { ends[i - 1] }..ends[i]]);
-        self.limiter.locked().note_inbound(scopes, now);
+        self.limiter.locked().note_inbound(scopes, admitted, now);
         self.save_limits(false);
     }
 
