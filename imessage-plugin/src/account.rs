@@ -160,6 +160,8 @@ pub struct Account {
     pub id: String,
     pub dir: PathBuf,
     pub media_dir: PathBuf,
+    /// When staging last cleaned `media_dir` (besides the clean at start).
+    pub media_cleaner: crate::staging::Cleaner,
     config: RwLock<Configured>,
     pub source: Source,
     pub echo: Arc<Mutex<EchoRegistry>>,
@@ -236,6 +238,7 @@ impl Account {
             id: account.id.clone(),
             dir,
             media_dir,
+            media_cleaner: crate::staging::Cleaner::default(),
             sender: tokio::sync::Mutex::new(SenderProcess::new(source.spawn_config())),
             source,
             config: RwLock::new(Configured {
