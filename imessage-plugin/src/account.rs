@@ -160,6 +160,8 @@ pub struct Account {
     pub id: String,
     pub dir: PathBuf,
     pub media_dir: PathBuf,
+    /// When staging last cleaned `media_dir` (besides the clean at start).
+    pub media_cleaner: crate::staging::Cleaner,
     config: RwLock<Configured>,
     pub source: Source,
     pub echo: Arc<Mutex<EchoRegistry>>,
@@ -266,6 +268,7 @@ impl Account {
             id: account.id.clone(),
             dir,
             media_dir,
+            media_cleaner: crate::staging::Cleaner::default(),
             sender: tokio::sync::Mutex::new(SenderProcess::new(source.spawn_config())),
             source,
             config: RwLock::new(Configured {
@@ -395,12 +398,13 @@ impl Account {
     }
 
     /// Someone wrote in these conversations (any row not from us, not a duplicate, not
-    /// stale): the rate limiter's unanswered counts reset (§6.2).
-    pub fn note_inbound(&self, m: &crate::message::ImsgMessage) {
+    /// stale): the rate limiter's unanswered counts reset (§6.2). Only an `admitted` sender's
+    /// row adds conversations to the counters (see `Limiter::note_inbound`).
+    pub fn note_inbound(&self, m: &crate::message::ImsgMessage, admitted: bool) {
         use std::fmt::Write;
         let now = timeutil::now_ms();
         if let Some(chat_id) = m.chat_id {
-            if self.limiter.locked().noted_recently(chat_id, now) {
+            if self.limiter.locked().noted_recently(chat_id, now, admitted) {
                 return;
             }
         }
@@ -431,7 +435,7 @@ impl Account {
             }
         }
         let scopes = (0..n).map(|i| &keys[if i == 0 { 0 } else { ends[i - 1] }..ends[i]]);
-        self.limiter.locked().note_inbound(scopes, now);
+        self.limiter.locked().note_inbound(scopes, admitted, now);
         self.save_limits(false);
     }
 

@@ -43,7 +43,9 @@ pub fn normalize(raw: &str) -> Option<String> {
     }
     let (rest, _) = strip_service_prefixes(raw);
     if rest.contains('@') {
-        let lower = rest.to_lowercase();
+        // ASCII only: Unicode lower-casing folds distinct characters together (the Kelvin
+        // sign U+212A becomes `k`), so a stranger's address could match an allowlisted one.
+        let lower = rest.to_ascii_lowercase();
         let valid = !lower.chars().any(char::is_whitespace)
             && lower
                 .split_once('@')
@@ -100,6 +102,27 @@ mod tests {
         for (raw, want) in cases {
             assert_eq!(normalize(raw).as_deref(), *want, "{raw:?}");
         }
+    }
+
+    #[test]
+    fn emails_are_lower_cased_in_ascii_only_issue_21() {
+        assert_eq!(
+            normalize("Bob@Example.COM").as_deref(),
+            Some("bob@example.com")
+        );
+        assert_eq!(
+            normalize("\u{212A}elvin@Example.com").as_deref(),
+            Some("\u{212A}elvin@example.com"),
+            "the Kelvin sign is not the letter k"
+        );
+        assert_eq!(
+            normalize("\u{C9}mile@X.fr").as_deref(),
+            Some("\u{C9}mile@x.fr")
+        );
+        assert_ne!(
+            normalize("\u{212A}elvin@example.com"),
+            normalize("kelvin@example.com")
+        );
     }
 
     #[test]

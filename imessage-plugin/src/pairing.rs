@@ -13,6 +13,10 @@ use crate::timeutil;
 pub const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
 pub const EXPIRY_MS: i64 = 3600 * 1000;
 pub const MAX_PENDING: usize = 3;
+/// `lastSeenAt` of a pending request is stored again only once it is this much behind: a
+/// stranger who keeps writing would otherwise cost a rewrite and two fsyncs per message, and
+/// nothing reads `lastSeenAt` closer than a minute (`pairing list` shows it to a person).
+pub const LAST_SEEN_STEP_MS: i64 = 60_000;
 
 pub fn pairing_text(sender_id: &str, code: &str) -> String {
     format!(
@@ -45,7 +49,7 @@ impl Request {
     }
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 struct PairingFile {
     version: u32,
     requests: Vec<Request>,
@@ -74,8 +78,35 @@ pub struct PairingStore {
     dir: PathBuf,
     /// When the allow store's modification time was last checked (`allow_list_cached`).
     checked_ms: i64,
-    /// The allow store as last read, and the modification time it was read at.
-    allow_cache: Option<(Option<SystemTime>, Vec<String>)>,
+    /// The allow store as last read, and the file's signature when it was read.
+    allow_cache: Option<(Option<FileSignature>, Vec<String>)>,
+}
+
+/// What tells one version of the allow store from another without reading it. The
+/// modification time alone is not enough: an approve and a revoke within one timestamp tick
+/// leave it unchanged. Every write is a rename of a new file, so the inode changes too, and a
+/// rewrite in place still moves the length or the change time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileSignature {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: Option<SystemTime>,
+    ctime: (i64, i64),
+}
+
+impl FileSignature {
+    fn of(path: &Path) -> Option<FileSignature> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(FileSignature {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: m.modified().ok(),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
 }
 
 /// Where a pairing reply or approval notice goes: the DM's own chat when known (so it keeps
@@ -114,8 +145,10 @@ impl PairingStore {
         self.dir.join("allow.json")
     }
 
-    fn read_pairing(&self, now_ms: i64) -> std::io::Result<PairingFile> {
-        let mut file = match store::read_json::<PairingFile>(&self.pairing_path())? {
+    /// The pending requests with the expired ones removed, and the file as it was read, so a
+    /// caller can tell whether anything changed.
+    fn read_pairing(&self, now_ms: i64) -> std::io::Result<(PairingFile, PairingFile)> {
+        let stored = match store::read_json::<PairingFile>(&self.pairing_path())? {
             Read::Ok(f) => f,
             Read::Missing => PairingFile::default(),
             Read::SetAside(aside, why) => {
@@ -126,13 +159,19 @@ impl PairingStore {
                 PairingFile::default()
             }
         };
+        let mut file = stored.clone();
         file.requests
             .retain(|r| now_ms - r.created_ms() < EXPIRY_MS);
-        Ok(file)
+        Ok((file, stored))
     }
 
-    fn write_pairing(&self, mut file: PairingFile) -> std::io::Result<()> {
+    /// Writes `file` unless the store already holds exactly that (a repeat message from a
+    /// pending sender changes nothing worth an fsync).
+    fn write_pairing(&self, mut file: PairingFile, stored: &PairingFile) -> std::io::Result<()> {
         file.version = 1;
+        if file == *stored {
+            return Ok(());
+        }
         store::write_atomic(
             &self.pairing_path(),
             &serde_json::to_vec(&file).unwrap_or_default(),
@@ -161,10 +200,13 @@ impl PairingStore {
         now_ms: i64,
     ) -> std::io::Result<Challenge> {
         let _lock = store::lock(&self.pairing_path())?;
-        let mut file = self.read_pairing(now_ms)?;
+        let (mut file, stored) = self.read_pairing(now_ms)?;
         let now = timeutil::format_ms(now_ms);
         if let Some(r) = file.requests.iter_mut().find(|r| r.id == sender_id) {
-            r.last_seen_at = now;
+            let seen_ms = timeutil::parse_ms(&r.last_seen_at).unwrap_or(i64::MIN);
+            if now_ms.saturating_sub(seen_ms) >= LAST_SEEN_STEP_MS {
+                r.last_seen_at = now;
+            }
             let outcome = if r.notified {
                 Challenge::Pending
             } else {
@@ -173,11 +215,11 @@ impl PairingStore {
                     chat_id: r.chat_id,
                 }
             };
-            self.write_pairing(file)?;
+            self.write_pairing(file, &stored)?;
             return Ok(outcome);
         }
         if file.requests.len() >= MAX_PENDING {
-            self.write_pairing(file)?;
+            self.write_pairing(file, &stored)?;
             return Ok(Challenge::QueueFull);
         }
         let mut code = None;
@@ -200,7 +242,7 @@ impl PairingStore {
             chat_id,
             notified: false,
         });
-        self.write_pairing(file)?;
+        self.write_pairing(file, &stored)?;
         Ok(Challenge::Reply { code, chat_id })
     }
 
@@ -213,17 +255,17 @@ impl PairingStore {
         now_ms: i64,
     ) -> std::io::Result<()> {
         let _lock = store::lock(&self.pairing_path())?;
-        let mut file = self.read_pairing(now_ms)?;
+        let (mut file, stored) = self.read_pairing(now_ms)?;
         if let Some(r) = file.requests.iter_mut().find(|r| r.id == sender_id) {
             r.notified = notified;
         }
-        self.write_pairing(file)
+        self.write_pairing(file, &stored)
     }
 
     /// Pending requests, oldest first.
     pub fn list(&self, now_ms: i64) -> std::io::Result<Vec<Request>> {
         let _lock = store::lock(&self.pairing_path())?;
-        let mut requests = self.read_pairing(now_ms)?.requests;
+        let mut requests = self.read_pairing(now_ms)?.0.requests;
         requests.sort_by(|a, b| a.created_at.cmp(&b.created_at));
         Ok(requests)
     }
@@ -239,12 +281,12 @@ impl PairingStore {
         let code = code.trim().to_uppercase();
         let request = {
             let _lock = store::lock(&self.pairing_path())?;
-            let mut file = self.read_pairing(now_ms)?;
+            let (mut file, stored) = self.read_pairing(now_ms)?;
             let Some(pos) = file.requests.iter().position(|r| r.code == code) else {
                 return Ok(None);
             };
             let request = file.requests.remove(pos);
-            self.write_pairing(file)?;
+            self.write_pairing(file, &stored)?;
             request
         };
         let _lock = store::lock(&self.allow_path())?;
@@ -284,22 +326,20 @@ impl PairingStore {
         &self.allow_cache.as_ref().expect("checked above").1
     }
 
-    /// The allow store, re-read only when the file's modification time changed, so an
-    /// approval from another process applies to the next message.
+    /// The allow store, re-read only when the file's signature changed, so an approval or a
+    /// revocation from another process applies to the next message.
     pub fn allow_list(&mut self) -> &[String] {
-        let mtime = std::fs::metadata(self.allow_path())
-            .and_then(|m| m.modified())
-            .ok();
+        let signature = FileSignature::of(&self.allow_path());
         let stale = self
             .allow_cache
             .as_ref()
-            .is_none_or(|(seen, _)| *seen != mtime);
+            .is_none_or(|(seen, _)| *seen != signature);
         if stale {
             let list = self
                 .read_allow()
                 .map(|f| f.allow_from.into_iter().filter(|s| s != "*").collect())
                 .unwrap_or_default();
-            self.allow_cache = Some((mtime, list));
+            self.allow_cache = Some((signature, list));
         }
         &self.allow_cache.as_ref().expect("filled above").1
     }
@@ -409,6 +449,79 @@ mod tests {
                 chat_id: None
             }
         );
+    }
+
+    fn identity(path: &Path) -> (u64, std::time::SystemTime) {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).unwrap();
+        (m.ino(), m.modified().unwrap())
+    }
+
+    #[test]
+    fn a_repeat_message_from_a_pending_sender_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = PairingStore::new(dir.path());
+        let path = dir.path().join("pairing.json");
+        s.challenge("+15550002222", Some(8), T0).unwrap();
+        s.set_notified("+15550002222", true, T0).unwrap();
+        let before = identity(&path);
+        let text = std::fs::read_to_string(&path).unwrap();
+        // Every write is a rename of a new file: an unchanged inode means no write.
+        for t in [T0 + 1, T0 + 30_000, T0 + LAST_SEEN_STEP_MS - 1] {
+            assert_eq!(
+                s.challenge("+15550002222", Some(8), t).unwrap(),
+                Challenge::Pending
+            );
+            s.set_notified("+15550002222", true, t).unwrap();
+            assert_eq!(identity(&path), before, "rewritten at {t}");
+        }
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+        // The queue being full changes nothing on disk either.
+        for sender in ["+15550000002", "+15550000003"] {
+            s.challenge(sender, None, T0).unwrap();
+        }
+        let full = identity(&path);
+        assert_eq!(
+            s.challenge("+15550000004", None, T0 + 5).unwrap(),
+            Challenge::QueueFull
+        );
+        assert_eq!(identity(&path), full);
+        // A minute on, `lastSeenAt` moves and is stored.
+        let later = T0 + LAST_SEEN_STEP_MS;
+        s.challenge("+15550002222", Some(8), later).unwrap();
+        let listed = s.list(later).unwrap();
+        let request = listed.iter().find(|r| r.id == "+15550002222").unwrap();
+        assert_eq!(request.last_seen_at, timeutil::format_ms(later));
+    }
+
+    /// Replaces allow.json the way `host-stub pairing` does (a new file renamed over it), then
+    /// gives it `mtime`, so two versions can share one modification time.
+    fn replace_allow(dir: &Path, ids: &[&str], mtime: std::time::SystemTime) {
+        let path = dir.join("allow.json");
+        let body = serde_json::json!({"version": 1, "allowFrom": ids});
+        store::write_atomic(&path, body.to_string().as_bytes()).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+    }
+
+    #[test]
+    fn two_allow_store_versions_within_one_mtime_tick_are_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let tick =
+            std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let mut s = PairingStore::new(dir.path());
+        replace_allow(dir.path(), &["+15550000001"], tick);
+        assert_eq!(s.allow_list(), ["+15550000001".to_string()]);
+        // Same length, same modification time: only the inode tells them apart.
+        replace_allow(dir.path(), &["+15550000002"], tick);
+        assert_eq!(identity(&dir.path().join("allow.json")).1, tick);
+        assert_eq!(s.allow_list(), ["+15550000002".to_string()]);
+        replace_allow(dir.path(), &[], tick);
+        assert!(s.allow_list().is_empty(), "the revocation applies");
     }
 
     #[test]

@@ -18,7 +18,8 @@ pub fn select_agent(globals: &Globals, account_id: &str, peer: &Peer) -> String 
     globals.default_agent.clone()
 }
 
-/// §4.2, lower-cased in full.
+/// §4.2, lower-cased in full, in ASCII only: the peer is a handle, and Unicode lower-casing
+/// would give two handles one session (the Kelvin sign U+212A becomes `k`).
 pub fn session_key(dm_scope: &str, agent_id: &str, account_id: &str, peer: &Peer) -> String {
     // Built from parts rather than `format!`: this runs for every routed message.
     let key = match peer {
@@ -39,13 +40,8 @@ pub fn session_key(dm_scope: &str, agent_id: &str, account_id: &str, peer: &Peer
         },
     };
     // Already lower-case almost always (normalised ids); only allocate when it is not.
-    let upper = if key.is_ascii() {
-        key.bytes().any(|b| b.is_ascii_uppercase())
-    } else {
-        key.chars().any(char::is_uppercase)
-    };
-    if upper {
-        key.to_lowercase()
+    if key.bytes().any(|b| b.is_ascii_uppercase()) {
+        key.to_ascii_lowercase()
     } else {
         key
     }
@@ -107,7 +103,7 @@ mod tests {
             session_key("main", "family", "x", &Peer::Group(42)),
             "agent:family:imessage:group:42"
         );
-        // Lower-cased in full, ASCII or not.
+        // Lower-cased in full, in ASCII only (issue 21).
         assert_eq!(
             session_key(
                 "per-peer",
@@ -119,7 +115,22 @@ mod tests {
         );
         assert_eq!(
             session_key("per-peer", "main", "x", &Peer::Direct("ÉMILE@x.fr".into())),
-            "agent:main:direct:émile@x.fr"
+            "agent:main:direct:Émile@x.fr"
+        );
+        assert_ne!(
+            session_key(
+                "per-peer",
+                "main",
+                "x",
+                &Peer::Direct("\u{212A}elvin@example.com".into())
+            ),
+            session_key(
+                "per-peer",
+                "main",
+                "x",
+                &Peer::Direct("kelvin@example.com".into())
+            ),
+            "the Kelvin sign is not the letter k"
         );
         assert_eq!(
             session_key("main", "main", "x", &Peer::Group(-7)),

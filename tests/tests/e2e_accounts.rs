@@ -69,6 +69,39 @@ fn attachments_inside_the_roots_are_staged_and_others_are_not() {
 }
 
 #[test]
+fn staging_also_cleans_old_media_while_the_gateway_runs_issue_21() {
+    let env = SimEnv::new(json!({}), json!({}));
+    let (home, _file) = home_with_attachment(&env);
+    env.merge_scenario(json!({"home": home}));
+    env.merge_config(json!({"channels": {"imessage": {"includeAttachments": true,
+        "attachmentRoots": [format!("{home}/Library/Messages/Attachments")]}}}));
+    let gateway = env.start(false);
+    wait_until("watching", WAIT, || {
+        env.stderr().contains("watching for messages")
+    });
+    // Staged two days and a minute ago, after the clean at start.
+    let media = env.path("state/imessage/media/default");
+    std::fs::create_dir_all(&media).unwrap();
+    let old = media.join("old-0-IMG_0.jpeg");
+    std::fs::write(&old, b"old").unwrap();
+    let two_days = Duration::from_secs(48 * 3600 + 60);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - two_days)
+        .unwrap();
+    env.insert(attachment_row(
+        "~/Library/Messages/Attachments/ab/01/X/IMG_1.jpeg",
+    ));
+    let routed = gateway.wait_messages(1, WAIT);
+    let staged = routed[0]["media"][0]["path"].as_str().unwrap().to_string();
+    wait_until("the old file cleaned", WAIT, || !old.exists());
+    assert!(std::path::Path::new(&staged).exists(), "the new file stays");
+    assert!(gateway.stop().success());
+}
+
+#[test]
 fn remote_attachments_are_fetched_with_the_exact_scp_argv() {
     let env = SimEnv::new(
         json!({}),

@@ -97,3 +97,26 @@ fn one_shot_processes_share_the_counters_and_the_owner_is_exempt_case_211() {
     assert_eq!(out.status.code(), Some(1));
     assert!(common::stderr(&out).contains("without a reply"));
 }
+
+#[test]
+fn a_refused_strangers_dm_leaves_no_trace_in_the_counters_issue_21() {
+    let env = SimEnv::new(
+        json!({}),
+        json!({"channels": {"imessage": {"dmPolicy": "allowlist"}}}),
+    );
+    let gateway = env.start(false);
+    wait_until("watching", WAIT, || {
+        env.stderr().contains("watching for messages")
+    });
+    env.insert(json!({"chat_id": 8, "handle": "+15550002222", "text": "let me in"}));
+    env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "hello"}));
+    // Rows are handled in order: once the owner's DM is routed, the stranger's was refused.
+    gateway.wait_messages(1, WAIT);
+    // Stopping saves the counters.
+    assert!(gateway.stop().success());
+    let saved = std::fs::read_to_string(env.path("state/imessage/default/ratelimit.json")).unwrap();
+    assert!(saved.contains("\"handle:+15550001111\""), "{saved}");
+    assert!(saved.contains("\"chat:7\""), "{saved}");
+    assert!(!saved.contains("+15550002222"), "{saved}");
+    assert!(!saved.contains("\"chat:8\""), "{saved}");
+}

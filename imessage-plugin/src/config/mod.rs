@@ -479,6 +479,17 @@ fn warn_account(account: &AccountConfig, diag: &mut Diag) {
             "account {}: groupPolicy \"open\": any member of any group chat can trigger the agent",
             account.id
         )),
+        // The group sender list falls back to allowFrom, so its "*" (there for open DMs)
+        // silently admits every group member too.
+        GroupPolicy::Allowlist
+            if account.group_allow_from.is_none()
+                && account.allow_from.contains(&AllowEntry::Any) =>
+        {
+            diag.warn(format!(
+                "account {}: allowFrom holds \"*\" and groupAllowFrom is not set: any member of any group chat can trigger the agent; set groupAllowFrom to choose group senders",
+                account.id
+            ))
+        }
         _ => {}
     }
 }

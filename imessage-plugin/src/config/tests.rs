@@ -381,6 +381,27 @@ fn accounts_replace_lists_and_maps_wholesale() {
 }
 
 #[test]
+fn open_dms_without_group_allow_from_warn_about_groups_issue_21() {
+    let warning = "account default: allowFrom holds \"*\" and groupAllowFrom is not set: any member of any group chat can trigger the agent; set groupAllowFrom to choose group senders";
+    let warned = |channel: Value| {
+        load(section(channel))
+            .unwrap()
+            .warnings
+            .iter()
+            .any(|w| w == warning)
+    };
+    assert!(warned(json!({"dmPolicy": "open", "allowFrom": ["*"]})));
+    // An explicit group sender list, or no groups at all, is a choice: no warning.
+    assert!(!warned(
+        json!({"dmPolicy": "open", "allowFrom": ["*"], "groupAllowFrom": ["+15550001111"]})
+    ));
+    assert!(!warned(
+        json!({"dmPolicy": "open", "allowFrom": ["*"], "groupPolicy": "disabled"})
+    ));
+    assert!(!warned(json!({"allowFrom": ["+15550001111"]})));
+}
+
+#[test]
 fn globals_are_read() {
     let cfg = load(json!({
         "session": {"dmScope": "per-peer"},

@@ -17,6 +17,11 @@ const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
 /// A conversation with an inbound row within this is not new.
 const KNOWN_FOR_MS: i64 = 30 * DAY_MS;
+/// The most conversation scopes kept (about 2,000 conversations of up to four scopes each,
+/// far more than a personal account talks with in 30 days). Past it, the least recently
+/// active are forgotten first: forgetting one only makes it "new" again and clears its
+/// unanswered count, while the bound keeps `ratelimit.json` small whatever arrives.
+pub const MAX_SCOPES: usize = 8192;
 
 /// `rateLimit.*` (§6.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,11 +113,37 @@ impl Counters {
             let last = c.last_inbound_ms.max(c.last_outbound_ms).unwrap_or(0);
             now_ms - last <= KNOWN_FOR_MS
         });
+        self.cap();
         while self.new_chats.front().is_some_and(|t| now_ms - t > DAY_MS) {
             self.new_chats.pop_front();
         }
         while self.reach_out.front().is_some_and(|t| now_ms - t > DAY_MS) {
             self.reach_out.pop_front();
+        }
+    }
+
+    /// Keeps at most [`MAX_SCOPES`] conversations, forgetting the least recently active.
+    /// It trims an eighth below the bound, so the sort runs once per many new scopes rather
+    /// than on every one.
+    pub fn cap(&mut self) {
+        if self.conversations.len() <= MAX_SCOPES {
+            return;
+        }
+        let keep = MAX_SCOPES - MAX_SCOPES / 8;
+        let recent = |c: &Conversation| c.last_inbound_ms.max(c.last_outbound_ms);
+        let mut by_recency: Vec<(Option<i64>, &String)> = self
+            .conversations
+            .iter()
+            .map(|(key, c)| (recent(c), key))
+            .collect();
+        by_recency.sort_unstable_by(|a, b| b.cmp(a));
+        let forget: Vec<String> = by_recency
+            .into_iter()
+            .skip(keep)
+            .map(|(_, key)| key.clone())
+            .collect();
+        for key in forget {
+            self.conversations.remove(&key);
         }
     }
 
@@ -198,37 +229,50 @@ impl Limiter {
     }
 
     /// Whether a row from `chat_id` now would change nothing: the chat was noted less than a
-    /// second ago and nothing was sent since. Otherwise it is remembered as noted now.
-    pub fn noted_recently(&mut self, chat_id: i64, now_ms: i64) -> bool {
+    /// second ago and nothing was sent since. Otherwise, when `remember`, it is remembered as
+    /// noted now (only an admitted row may be: one that added nothing must not hide the next).
+    pub fn noted_recently(&mut self, chat_id: i64, now_ms: i64, remember: bool) -> bool {
         if self
             .last_noted
             .is_some_and(|(c, t)| c == chat_id && now_ms - t < 1000)
         {
             return true;
         }
-        self.last_noted = Some((chat_id, now_ms));
+        if remember {
+            self.last_noted = Some((chat_id, now_ms));
+        }
         false
     }
 
-    /// An inbound row in these conversations: someone answered.
-    pub fn note_inbound<'a>(&mut self, scopes: impl IntoIterator<Item = &'a str>, now_ms: i64) {
+    /// An inbound row in these conversations: someone answered. Only a row from an admitted
+    /// sender adds a conversation; any other row updates the ones already kept (those the bot
+    /// wrote to or an admitted sender wrote in), so strangers cannot grow the counters.
+    pub fn note_inbound<'a>(
+        &mut self,
+        scopes: impl IntoIterator<Item = &'a str>,
+        admitted: bool,
+        now_ms: i64,
+    ) {
         for scope in scopes {
             // Most rows come from known conversations: no allocation for those.
             match self.counters.conversations.get_mut(scope) {
                 Some(c) => {
                     c.last_inbound_ms = Some(now_ms);
                     c.unanswered = 0;
+                    self.dirty = true;
                 }
-                None => {
+                None if admitted => {
                     let c = Conversation {
                         last_inbound_ms: Some(now_ms),
                         ..Conversation::default()
                     };
                     self.counters.conversations.insert(scope.to_string(), c);
+                    self.dirty = true;
                 }
+                None => {}
             }
         }
-        self.dirty = true;
+        self.counters.cap();
     }
 
     fn is_new(&self, scope: &str, now_ms: i64) -> bool {
@@ -370,6 +414,7 @@ impl Limiter {
         if silent {
             self.counters.reach_out.push_back(now_ms);
         }
+        self.counters.cap();
         self.dirty = true;
     }
 
@@ -443,7 +488,7 @@ mod tests {
             refused.retry_after_ms, None,
             "only an inbound row clears it"
         );
-        l.note_inbound(["chat:42", "handle:+15550003333"], t + 1);
+        l.note_inbound(["chat:42", "handle:+15550003333"], true, t + 1);
         assert!(l.check_caps("chat:42", false, t + 2).is_ok());
         // The owner's DMs are exempt (case 211).
         for _ in 0..10 {
@@ -470,7 +515,7 @@ mod tests {
         );
         assert_eq!(refused.retry_after_ms, Some((HOUR_MS - 20_000) as u64));
         // A conversation that answered recently is not new: replies still go out.
-        l.note_inbound(["handle:+15550001111"], t);
+        l.note_inbound(["handle:+15550001111"], true, t);
         assert!(l
             .check_caps("handle:+15550001111", false, t + 20_000)
             .is_ok());
@@ -537,6 +582,69 @@ mod tests {
         l.limits.enabled = false;
         assert!(l.check_caps("chat:3", false, t + 1).is_ok());
         assert!(l.take("chat:3", t).is_ok());
+    }
+
+    #[test]
+    fn a_refused_strangers_row_adds_no_conversation_issue_21() {
+        let mut l = limiter();
+        let t = 1_000_000;
+        l.note_inbound(["chat:8", "handle:+15550002222"], false, t);
+        assert!(l.counters.conversations.is_empty());
+        assert!(!l.dirty, "nothing to save");
+        // A conversation the bot wrote to still learns that the stranger answered.
+        l.record_request("chat:8", t);
+        l.dirty = false;
+        l.note_inbound(["chat:8", "handle:+15550002222"], false, t + 1);
+        let keys: Vec<&String> = l.counters.conversations.keys().collect();
+        assert_eq!(keys, ["chat:8"]);
+        assert_eq!(l.counters.conversations["chat:8"].unanswered, 0);
+        assert!(l.dirty);
+        // An admitted sender's row is recorded in full.
+        l.note_inbound(["chat:7", "handle:+15550001111"], true, t + 2);
+        assert_eq!(l.counters.conversations.len(), 3);
+    }
+
+    #[test]
+    fn a_refused_row_does_not_hide_the_next_admitted_row_of_its_chat() {
+        let mut l = limiter();
+        assert!(!l.noted_recently(42, 1000, false));
+        assert!(
+            !l.noted_recently(42, 1001, true),
+            "the refused row was not remembered"
+        );
+        assert!(l.noted_recently(42, 1002, true));
+    }
+
+    #[test]
+    fn the_conversations_are_capped_least_recent_first() {
+        let mut l = limiter();
+        let t = 10 * DAY_MS;
+        for i in 0..=MAX_SCOPES as i64 {
+            l.note_inbound([format!("chat:{i}").as_str()], true, t + i);
+        }
+        let kept = &l.counters.conversations;
+        assert!(kept.len() <= MAX_SCOPES, "{}", kept.len());
+        assert!(
+            kept.contains_key(&format!("chat:{MAX_SCOPES}")),
+            "newest kept"
+        );
+        assert!(!kept.contains_key("chat:0"), "oldest forgotten");
+        // Whatever another process wrote, the merged counters obey the same bound.
+        let mut theirs = Counters::default();
+        for i in 0..2 * MAX_SCOPES as i64 {
+            theirs.conversations.insert(
+                format!("guid:{i}"),
+                Conversation {
+                    last_outbound_ms: Some(t + MAX_SCOPES as i64 + i),
+                    ..Conversation::default()
+                },
+            );
+        }
+        l.counters.merge(theirs);
+        l.counters.prune(t + 3 * MAX_SCOPES as i64);
+        assert!(l.counters.conversations.len() <= MAX_SCOPES);
+        let last = format!("guid:{}", 2 * MAX_SCOPES - 1);
+        assert!(l.counters.conversations.contains_key(&last));
     }
 
     #[test]

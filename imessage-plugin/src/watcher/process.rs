@@ -211,12 +211,18 @@ impl Watch {
             now_ms: now,
         });
         // Someone wrote (even a row dropped by policy, even a tapback): the rate limiter's
-        // unanswered counts for the conversation reset (actions.md §6.2).
+        // unanswered counts for the conversation reset (actions.md §6.2). Only a row the
+        // pipeline admitted (routed, a tapback event, a refused command) may add a
+        // conversation; a stranger's row only updates one the bot already knows (issue 21).
         if !matches!(
             verdict,
             Verdict::Drop("from_me" | "echo" | "duplicate" | "stale")
         ) {
-            self.account.note_inbound(m);
+            let admitted = matches!(
+                verdict,
+                Verdict::Route(_) | Verdict::React(_) | Verdict::Refuse { .. }
+            );
+            self.account.note_inbound(m, admitted);
         }
         // Our own row may settle a send whose outcome was unknown (actions.md §7.3).
         if m.is_from_me == Some(true) {
