@@ -69,11 +69,20 @@ pub struct HostFeatures {
     /// Absent: the plugin's built-in list (OpenClaw 2026.9.6's commands).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command_names: Option<Vec<String>>,
+    /// Absolute folders the host's own outbound media may come from (`["/srv/agent/out"]`).
+    /// Set (or the channel's `mediaLocalRoots` set): a `send` media path must resolve, with
+    /// symlinks followed, to a file under one of the two lists, and its last component must
+    /// not be a symlink. Absent: media paths are not restricted by the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_local_roots: Option<Vec<String>>,
 }
 
 impl HostFeatures {
     pub fn is_empty(&self) -> bool {
-        self.features.is_empty() && self.max_batch.is_none() && self.command_names.is_none()
+        self.features.is_empty()
+            && self.max_batch.is_none()
+            && self.command_names.is_none()
+            && self.media_local_roots.is_none()
     }
 
     pub fn has(&self, feature: &str) -> bool {
