@@ -552,6 +552,19 @@ mod tests {
     }
 
     #[test]
+    fn media_local_roots_is_optional_both_ways() {
+        // An older host sends none; a host with none set writes none.
+        let old: HostFeatures = serde_json::from_value(json!({"features": []})).unwrap();
+        assert_eq!(old.media_local_roots, None);
+        assert!(old.is_empty());
+        assert_eq!(serde_json::to_value(&old).unwrap(), json!({"features": []}));
+        let set: HostFeatures =
+            serde_json::from_value(json!({"mediaLocalRoots": ["/srv/out"]})).unwrap();
+        assert_eq!(set.media_local_roots, Some(vec!["/srv/out".to_string()]));
+        assert!(!set.is_empty(), "roots alone are worth sending");
+    }
+
+    #[test]
     fn send_types_round_trip() {
         let req: SendRequest =
             serde_json::from_value(json!({"to": "chat_id:42", "text": "hi"})).unwrap();
