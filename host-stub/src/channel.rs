@@ -188,6 +188,8 @@ fn host_features(config: &Value) -> HostFeatures {
         ],
         max_batch: Some(features::DEFAULT_MAX_BATCH),
         command_names,
+        // host-stub keeps no media of its own: the channel's mediaLocalRoots decide.
+        media_local_roots: None,
     }
 }
 

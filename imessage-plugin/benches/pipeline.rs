@@ -195,6 +195,7 @@ fn run(config: &Value, n: usize, rate: Option<u64>, sink: Sink) -> Outcome {
         features: vec![plugin_abi::types::features::BATCH_DELIVERY.into()],
         max_batch: Some(plugin_abi::types::features::DEFAULT_MAX_BATCH),
         command_names: None,
+        media_local_roots: None,
     };
     let account = Arc::new(Account::new(
         state.path(),

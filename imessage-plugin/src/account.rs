@@ -229,6 +229,16 @@ impl Account {
             ),
             _ => {}
         }
+        let media_roots = crate::outbound::media::effective_roots(
+            account.media_local_roots.as_deref(),
+            features.media_local_roots.as_deref(),
+        );
+        if media_roots.is_none() {
+            tracing::info!(
+                account = %account.id,
+                "outbound media paths are not restricted: set channels.imessage.mediaLocalRoots to limit them"
+            );
+        }
         let echo = EchoRegistry::open(&dir, timeutil::now_ms());
         // The send ledger keeps 7 days; what is older goes now.
         if let Err(e) = crate::ledger::compact(&dir, timeutil::now_ms()) {
@@ -518,6 +528,15 @@ impl Account {
         settings.insert(
             "textChunkLimit".into(),
             Value::from(account.text_chunk_limit),
+        );
+        // The roots outbound media must lie under (config and host), or that there are none.
+        let roots = crate::outbound::media::effective_roots(
+            account.media_local_roots.as_deref(),
+            self.features.media_local_roots.as_deref(),
+        );
+        settings.insert(
+            "mediaLocalRoots".into(),
+            roots.map_or(Value::from("unrestricted"), Value::from),
         );
         AccountStatus {
             account_id: account.id.clone(),

@@ -517,8 +517,12 @@ impl Plugin for ImessagePlugin {
                     settings.id
                 )));
             }
-            let plan =
-                outbound::plan(&request, &settings, prefix.as_deref()).map_err(|e| match e {
+            let roots = outbound::media::effective_roots(
+                settings.media_local_roots.as_deref(),
+                account.features.media_local_roots.as_deref(),
+            );
+            let plan = outbound::plan(&request, &settings, prefix.as_deref(), roots.as_deref())
+                .map_err(|e| match e {
                     Rejected::InvalidTarget(m) => {
                         PluginError::invalid_target(format!("{}: {m}", request.to.trim()))
                     }

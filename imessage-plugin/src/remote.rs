@@ -2,6 +2,8 @@
 //! given as `cliPath`, and moving files with `scp`, run directly (never through a shell)
 //! with a fixed argument vector.
 
+pub mod upload;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -124,6 +126,21 @@ pub fn scp_args(from: &str, to: &str) -> Vec<String> {
     .collect()
 }
 
+/// The argument vector for fetching `remote_path` (`from` is `<host>:<remote_path>`). A
+/// path holding characters that a remote shell splits or expands (space and
+/// `~{}()#!%^=`, [`rules::needs_sftp`]) is fetched in SFTP mode (`-s`): the legacy scp
+/// protocol hands the path to the Mac user's shell, SFTP never does. Forbidding those
+/// characters instead would skip every voice message (`Audio Message.caf`) and most
+/// screenshots. Other paths keep the plain vector, which every scp understands; an scp too
+/// old for `-s` (OpenSSH < 8.7) fails on those paths only, and the attachment is skipped.
+pub fn fetch_args(remote_path: &str, from: &str, to: &str) -> Vec<String> {
+    let mut args = scp_args(from, to);
+    if rules::needs_sftp(remote_path) {
+        args.insert(0, "-s".into());
+    }
+    args
+}
+
 /// Why a copy to or from the Mac failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ScpError {
@@ -138,10 +155,20 @@ pub enum ScpError {
     Failed { status: String, stderr: String },
 }
 
-/// Runs scp with a time limit (the process is killed on expiry).
-pub async fn scp(from: &str, to: &str, limit: Duration) -> Result<(), ScpError> {
-    let mut child = tokio::process::Command::new(scp_program())
-        .args(scp_args(from, to))
+/// Runs scp with `args` ([`scp_args`], [`fetch_args`], [`upload::upload_args`]) and a time
+/// limit (the process is killed on expiry).
+pub async fn scp(args: Vec<String>, limit: Duration) -> Result<(), ScpError> {
+    run(scp_program(), args, limit).await
+}
+
+/// Runs `program` (scp or ssh) with a time limit; stderr's first line explains a failure.
+pub(crate) async fn run(
+    program: PathBuf,
+    args: Vec<String>,
+    limit: Duration,
+) -> Result<(), ScpError> {
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -185,20 +212,6 @@ pub fn safe_file_chars(name: &str) -> String {
             }
         })
         .collect()
-}
-
-/// The remote temporary path an outbound file is uploaded to (§7.7).
-pub fn upload_path(local: &str) -> String {
-    let name = safe_file_chars(
-        &Path::new(local)
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "file".into()),
-    );
-    let mut bytes = [0u8; 8];
-    let _ = getrandom::fill(&mut bytes);
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("/tmp/imsg-out-{hex}-{name}")
 }
 
 #[cfg(test)]
@@ -253,14 +266,28 @@ mod tests {
                 "/state/imessage/media/default/X-0-IMG.jpg"
             ]
         );
-        let p = upload_path("/tmp/my photo (1).jpg");
-        assert!(
-            p.starts_with("/tmp/imsg-out-") && p.ends_with("-my_photo__1_.jpg"),
-            "{p}"
-        );
+    }
+
+    #[test]
+    fn paths_a_remote_shell_would_split_or_expand_are_fetched_over_sftp() {
+        let dir = "/Users/bot/Library/Messages/Attachments/a";
+        let fetch = |name: &str| {
+            let path = format!("{dir}/{name}");
+            fetch_args(&path, &format!("bot@mac:{path}"), "/state/x")
+        };
+        for c in [' ', '~', '{', '}', '(', ')', '#', '!', '%', '^', '='] {
+            let args = fetch(&format!("IMG{c}1.jpg"));
+            assert_eq!(args[0], "-s", "{c:?}: {args:?}");
+            assert_eq!(
+                &args[1..],
+                scp_args(&format!("bot@mac:{dir}/IMG{c}1.jpg"), "/state/x")
+            );
+        }
+        // Everything else keeps the vector every scp understands (case 137).
+        let plain = fetch("IMG_1.v2-final.jpg");
         assert_eq!(
-            p.len(),
-            "/tmp/imsg-out-".len() + 16 + 1 + "my_photo__1_.jpg".len()
+            plain,
+            scp_args(&format!("bot@mac:{dir}/IMG_1.v2-final.jpg"), "/state/x")
         );
     }
 }

@@ -225,6 +225,7 @@ impl Account {
                         prior: prior.clone(),
                         record: Some(&record),
                         settle: Some(&settle),
+                        upload_dir: Some(&self.media_dir),
                     },
                 )
                 .await

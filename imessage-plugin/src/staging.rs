@@ -122,13 +122,8 @@ async fn stage_remote(
             .media_dir
             .join(format!("{guid}-{}-{}", c.index, sanitize_name(&c.path)));
         let dest_text = dest.display().to_string();
-        match crate::remote::scp(
-            &format!("{host}:{}", c.path),
-            &dest_text,
-            std::time::Duration::from_secs(60),
-        )
-        .await
-        {
+        let args = crate::remote::fetch_args(&c.path, &format!("{host}:{}", c.path), &dest_text);
+        match crate::remote::scp(args, std::time::Duration::from_secs(60)).await {
             Ok(()) => match std::fs::symlink_metadata(&dest) {
                 Ok(meta) if meta.file_type().is_file() && meta.len() <= max => {
                     let _ = std::fs::set_permissions(

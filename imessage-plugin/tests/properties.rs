@@ -239,7 +239,12 @@ proptest! {
         let _ = attachments::mime_from_extension(&path);
         let safe = remote::safe_file_chars(&path);
         prop_assert!(safe.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')));
-        prop_assert!(remote::upload_path(&path).starts_with("/tmp/imsg-out-"));
+        // The file on the Mac is one shell-safe name directly inside its own folder.
+        let place = remote::upload::remote_place(&path, "0123456789abcdef");
+        prop_assert_eq!(place.dir.as_str(), "/tmp/imsg-out-0123456789abcdef");
+        let name = place.file.strip_prefix("/tmp/imsg-out-0123456789abcdef/").unwrap_or("");
+        prop_assert!(!name.is_empty() && !name.contains('/'), "{}", place.file);
+        prop_assert!(!imessage::config::rules::needs_sftp(&place.file));
     }
 
     #[test]

@@ -69,11 +69,20 @@ pub struct HostFeatures {
     /// Absent: the plugin's built-in list (OpenClaw 2026.9.6's commands).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command_names: Option<Vec<String>>,
+    /// Absolute folders the host's own outbound media may come from (`["/srv/agent/out"]`).
+    /// Set (or the channel's `mediaLocalRoots` set): a `send` media path must resolve, with
+    /// symlinks followed, to a file under one of the two lists, and its last component must
+    /// not be a symlink. Absent: media paths are not restricted by the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_local_roots: Option<Vec<String>>,
 }
 
 impl HostFeatures {
     pub fn is_empty(&self) -> bool {
-        self.features.is_empty() && self.max_batch.is_none() && self.command_names.is_none()
+        self.features.is_empty()
+            && self.max_batch.is_none()
+            && self.command_names.is_none()
+            && self.media_local_roots.is_none()
     }
 
     pub fn has(&self, feature: &str) -> bool {
@@ -554,6 +563,19 @@ mod tests {
         .unwrap();
         assert!(ctx.watch, "watch defaults to true");
         assert_eq!(ctx.log_level, None);
+    }
+
+    #[test]
+    fn media_local_roots_is_optional_both_ways() {
+        // An older host sends none; a host with none set writes none.
+        let old: HostFeatures = serde_json::from_value(json!({"features": []})).unwrap();
+        assert_eq!(old.media_local_roots, None);
+        assert!(old.is_empty());
+        assert_eq!(serde_json::to_value(&old).unwrap(), json!({"features": []}));
+        let set: HostFeatures =
+            serde_json::from_value(json!({"mediaLocalRoots": ["/srv/out"]})).unwrap();
+        assert_eq!(set.media_local_roots, Some(vec!["/srv/out".to_string()]));
+        assert!(!set.is_empty(), "roots alone are worth sending");
     }
 
     #[test]

@@ -152,6 +152,7 @@ fn batching(max: u32) -> HostFeatures {
         features: vec![features::BATCH_DELIVERY.into()],
         max_batch: Some(max),
         command_names: None,
+        media_local_roots: None,
     }
 }
 

@@ -172,6 +172,9 @@ pub struct AccountConfig {
     pub include_attachments: bool,
     pub attachment_roots: Vec<String>,
     pub remote_attachment_roots: Vec<String>,
+    /// Folders outbound media must lie under (`mediaLocalRoots`); `None`: not restricted by
+    /// the config (the host may still pass its own, `HostFeatures::media_local_roots`).
+    pub media_local_roots: Option<Vec<String>>,
     pub media_max_mb: u64,
     pub text_chunk_limit: usize,
     pub chunk_mode: ChunkMode,
@@ -416,6 +419,7 @@ fn finish(id: &str, p: Partial, enabled: bool) -> AccountConfig {
             .remote_attachment_roots
             .unwrap_or_else(|| attachment_roots.clone()),
         attachment_roots,
+        media_local_roots: p.media_local_roots,
         media_max_mb: p.media_max_mb.unwrap_or(16) as u64,
         text_chunk_limit: p.text_chunk_limit.unwrap_or(4000) as usize,
         chunk_mode: match p.chunk_mode.as_deref() {

@@ -83,6 +83,15 @@ pub fn is_safe_remote_path(value: &str) -> bool {
             .any(|c| c.is_control() || FORBIDDEN.contains(&c))
 }
 
+/// Characters of a path that passes [`is_safe_remote_path`] which the Mac user's shell
+/// still splits or expands when the legacy scp protocol hands it the path: word splitting
+/// (space), `~` and `=` expansion (zsh), braces, globbing qualifiers and comments (`()#^`),
+/// history (`!`) and job specs (`%`). Such a path is only fetched in SFTP mode (§8.3).
+pub fn needs_sftp(value: &str) -> bool {
+    const SHELL_SENSITIVE: &[char] = &[' ', '~', '{', '}', '(', ')', '#', '!', '%', '^', '='];
+    value.contains(SHELL_SENSITIVE)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,5 +169,14 @@ mod tests {
         for bad in ["/a/$x", "/a;b", "rel/x", "/a\nb", "/a[1]"] {
             assert!(!is_safe_remote_path(bad), "{bad}");
         }
+        // Shell-sensitive but safe over SFTP: accepted, and marked for SFTP.
+        for c in [' ', '~', '{', '}', '(', ')', '#', '!', '%', '^', '='] {
+            let path = format!("/Users/bob/Library/Messages/Attachments/a{c}b.jpg");
+            assert!(is_safe_remote_path(&path), "{path}");
+            assert!(needs_sftp(&path), "{path}");
+        }
+        assert!(!needs_sftp(
+            "/Users/bob/Library/Messages/Attachments/IMG_1.v2-x.jpg"
+        ));
     }
 }

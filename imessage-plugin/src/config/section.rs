@@ -89,6 +89,7 @@ pub struct Partial {
     pub include_attachments: Option<bool>,
     pub attachment_roots: Option<Vec<String>>,
     pub remote_attachment_roots: Option<Vec<String>>,
+    pub media_local_roots: Option<Vec<String>>,
     pub media_max_mb: Option<i64>,
     pub text_chunk_limit: Option<i64>,
     pub chunk_mode: Option<String>,
@@ -128,6 +129,7 @@ impl Partial {
             include_attachments,
             attachment_roots,
             remote_attachment_roots,
+            media_local_roots,
             media_max_mb,
             text_chunk_limit,
             chunk_mode,
@@ -244,6 +246,7 @@ pub fn read_section(
             "includeAttachments" => p.include_attachments = read::boolean(value, &at, diag),
             "attachmentRoots" => p.attachment_roots = read_roots(value, &at, diag),
             "remoteAttachmentRoots" => p.remote_attachment_roots = read_roots(value, &at, diag),
+            "mediaLocalRoots" => p.media_local_roots = read_local_roots(value, &at, diag),
             "mediaMaxMb" => p.media_max_mb = read::integer_in(value, &at, 1, 100, diag),
             "textChunkLimit" => p.text_chunk_limit = read::integer_in(value, &at, 50, 20000, diag),
             "chunkMode" => p.chunk_mode = read_chunk_mode(value, &at, diag),
@@ -323,6 +326,20 @@ fn read_roots(value: &Value, at: &str, diag: &mut Diag) -> Option<Vec<String>> {
         }
     }
     ok.then_some(roots)
+}
+
+/// `mediaLocalRoots`: plain absolute folders (no patterns); each is resolved when a send is
+/// checked, so a root that does not exist yet is accepted here.
+fn read_local_roots(value: &Value, at: &str, diag: &mut Diag) -> Option<Vec<String>> {
+    let items = read::array(value, at, diag)?;
+    let mut roots = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match item.as_str() {
+            Some(s) if s.starts_with('/') && !s.contains('\0') => roots.push(s.to_string()),
+            _ => diag.error(&read::index(at, i), "must be an absolute path"),
+        }
+    }
+    (roots.len() == items.len()).then_some(roots)
 }
 
 fn read_groups(value: &Value, at: &str, diag: &mut Diag) -> Option<Groups> {

@@ -145,6 +145,29 @@ fn case_09_attachment_roots() {
 }
 
 #[test]
+fn media_local_roots_are_absolute_and_the_account_overrides_the_channel() {
+    assert_error(
+        section(json!({"mediaLocalRoots": ["/srv/out", "out"]})),
+        "channels.imessage.mediaLocalRoots[1]: must be an absolute path",
+    );
+    assert_error(
+        section(json!({"accounts": {"work": {"mediaLocalRoots": [7]}}})),
+        "channels.imessage.accounts.work.mediaLocalRoots[0]: must be an absolute path",
+    );
+    let cfg = load(section(json!({"mediaLocalRoots": ["/srv/out"],
+        "accounts": {"work": {"mediaLocalRoots": ["/srv/work"]}, "home": {}}})))
+    .unwrap();
+    let roots = |id: &str| {
+        let a = cfg.accounts.iter().find(|a| a.id == id).unwrap();
+        a.media_local_roots.clone()
+    };
+    assert_eq!(roots("work"), Some(vec!["/srv/work".to_string()]));
+    assert_eq!(roots("home"), Some(vec!["/srv/out".to_string()]));
+    let unset = load(section(json!({}))).unwrap();
+    assert_eq!(unset.accounts[0].media_local_roots, None);
+}
+
+#[test]
 fn case_10_group_keys() {
     let cfg = load(section(
         json!({"groups": {"42": {}, "chat_guid:iMessage;+;chat4242": {},

@@ -4,6 +4,7 @@
 pub mod attempt;
 pub mod chunk;
 pub mod format;
+pub mod media;
 pub mod sanitize;
 pub mod send;
 pub mod target;
@@ -85,8 +86,15 @@ pub fn clean_reply_to(raw: Option<&str>) -> Option<String> {
     (!cut.is_empty()).then_some(cut)
 }
 
-/// Checks one media item (§7.7): a local regular file within the size cap.
-pub fn check_media(item: &str, max_bytes: u64, max_mb: u64) -> Result<String, Rejected> {
+/// Checks one media item (§7.7): a local regular file within the size cap, and under one of
+/// `roots` when media roots are in force ([`media::resolve_under`]; its resolved path is what
+/// is sent).
+pub fn check_media(
+    item: &str,
+    max_bytes: u64,
+    max_mb: u64,
+    roots: Option<&[String]>,
+) -> Result<String, Rejected> {
     let path = match item.strip_prefix("file://") {
         Some(rest) => rest.to_string(),
         None if item.contains("://") => {
@@ -95,7 +103,9 @@ pub fn check_media(item: &str, max_bytes: u64, max_mb: u64) -> Result<String, Re
         None => item.to_string(),
     };
     let mut path = PathBuf::from(path);
-    if path.is_relative() {
+    if let Some(roots) = roots {
+        path = media::resolve_under(&path, roots).map_err(Rejected::InvalidRequest)?;
+    } else if path.is_relative() {
         // imsg resolves relative paths against its own working directory.
         if let Ok(cwd) = std::env::current_dir() {
             path = cwd.join(path);
@@ -119,10 +129,12 @@ pub fn check_media(item: &str, max_bytes: u64, max_mb: u64) -> Result<String, Re
 }
 
 /// Plans a host reply: target, sanitiser, prefix, chunks, then one part per media item.
+/// `media_roots`: the roots in force ([`media::effective_roots`]), `None` for none.
 pub fn plan(
     request: &SendRequest,
     account: &AccountConfig,
     global_prefix: Option<&str>,
+    media_roots: Option<&[String]>,
 ) -> Result<Plan, Rejected> {
     let target = target::parse(&request.to).map_err(|e| Rejected::InvalidTarget(e.to_string()))?;
     let mut files = Vec::new();
@@ -131,6 +143,7 @@ pub fn plan(
             item,
             account.media_max_bytes(),
             account.media_max_mb,
+            media_roots,
         )?);
     }
     let formatting = match request.text_formatting.as_deref() {

@@ -260,6 +260,9 @@ pub struct Options<'a> {
     pub prior: Vec<Prior>,
     pub record: Option<Record<'a>>,
     pub settle: Option<Settle<'a>>,
+    /// Where a file bound for a remote Mac is copied first (the account's media folder);
+    /// `None`: the system's temporary folder.
+    pub upload_dir: Option<&'a std::path::Path>,
 }
 
 /// One part's result before it becomes a receipt entry.
@@ -532,13 +535,19 @@ pub async fn execute(
             record(i, State::NotSent, None, attempt.as_deref());
             continue;
         }
-        // With a remote Mac, a file is first uploaded and its remote path is sent (§7.7).
+        // With a remote Mac, a file is first uploaded and its remote path is sent (§7.7); the
+        // copy there is removed once the part is settled, whatever became of it.
         let mut planned = planned.clone();
+        let mut uploaded = None;
         if let (Some(host), Some(local)) = (remote_host, planned.file.clone()) {
-            let remote_path = crate::remote::upload_path(&local);
-            let to = format!("{host}:{remote_path}");
-            match crate::remote::scp(&local, &to, Duration::from_secs(60)).await {
-                Ok(()) => planned.file = Some(remote_path),
+            let staging = opts
+                .upload_dir
+                .map_or_else(std::env::temp_dir, |d| d.to_path_buf());
+            match crate::remote::upload::upload(&local, host, &staging).await {
+                Ok(u) => {
+                    planned.file = Some(u.file.clone());
+                    uploaded = Some((host, u));
+                }
                 Err(e) => {
                     tracing::warn!(
                         account = account_id,
@@ -560,6 +569,9 @@ pub async fn execute(
         // Without its `pending` line on disk a repeat of the key could send this part again:
         // it is not sent.
         if !record(i, State::Pending, None, attempt.as_deref()) {
+            if let Some((host, u)) = &uploaded {
+                crate::remote::upload::remove(host, u).await;
+            }
             outcomes.push(Outcome::NotSent);
             let mut d = Done::new(
                 Outcome::NotSent,
@@ -586,6 +598,9 @@ pub async fn execute(
                 done_from_plain(send_plain(&mut sender, plan, planned, timeout).await)
             }
         };
+        if let Some((host, u)) = &uploaded {
+            crate::remote::upload::remove(host, u).await;
+        }
         let now = timeutil::now_ms();
         if let Some(t) = ticket {
             let mut registry = echo.locked();

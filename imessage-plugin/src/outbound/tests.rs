@@ -55,14 +55,14 @@ fn send_params_cases_105_to_110() {
     ];
     for (to, want) in cases {
         assert_eq!(
-            params(&plan(&req(to, "hi"), &a, None).unwrap()),
+            params(&plan(&req(to, "hi"), &a, None, None).unwrap()),
             vec![want],
             "{to}"
         );
     }
     let gb = account(json!({"service": "imessage", "region": "GB"}));
     assert_eq!(
-        params(&plan(&req("Bob@Example.com", "hi"), &gb, None).unwrap()),
+        params(&plan(&req("Bob@Example.com", "hi"), &gb, None, None).unwrap()),
         vec![json!({"to":"bob@example.com","text":"hi","service":"imessage","region":"GB"})]
     );
 }
@@ -80,7 +80,7 @@ fn invalid_targets_case_111() {
     ] {
         assert!(
             matches!(
-                plan(&req(to, "hi"), &a, None),
+                plan(&req(to, "hi"), &a, None, None),
                 Err(Rejected::InvalidTarget(_))
             ),
             "{to:?}"
@@ -93,18 +93,19 @@ fn reply_to_cases_112_113() {
     let a = account(json!({}));
     let mut r = req("chat_id:42", &"word ".repeat(2000));
     r.reply_to_id = Some(" [abc]\u{0} ".into());
-    let p = plan(&r, &a, None).unwrap();
+    let p = plan(&r, &a, None, None).unwrap();
     assert!(p.parts.len() > 1);
     for v in params(&p) {
         assert_eq!(v["reply_to"], "abc");
     }
     r.reply_to_id = Some("[]".into());
-    assert!(params(&plan(&r, &a, None).unwrap())[0]
+    assert!(params(&plan(&r, &a, None, None).unwrap())[0]
         .get("reply_to")
         .is_none());
     let p = plan(
         &req("chat_id:42", "[[reply_to:65]] Great question"),
         &a,
+        None,
         None,
     )
     .unwrap();
@@ -118,7 +119,7 @@ fn reply_to_cases_112_113() {
 fn sanitised_and_empty_cases_114_to_116() {
     let a = account(json!({}));
     let text = |t: &str| {
-        plan(&req("chat_id:42", t), &a, None).unwrap().parts[0]
+        plan(&req("chat_id:42", t), &a, None, None).unwrap().parts[0]
             .text
             .clone()
     };
@@ -131,7 +132,7 @@ fn sanitised_and_empty_cases_114_to_116() {
         "Visible reply"
     );
     assert_eq!(
-        plan(&req("chat_id:42", "[[reply_to_current]]"), &a, None),
+        plan(&req("chat_id:42", "[[reply_to_current]]"), &a, None, None),
         Err(Rejected::InvalidRequest("nothing to send".into()))
     );
 }
@@ -140,7 +141,7 @@ fn sanitised_and_empty_cases_114_to_116() {
 fn prefix_case_117() {
     let a = account(json!({}));
     assert_eq!(
-        plan(&req("chat_id:42", "final reply"), &a, Some("PFX"))
+        plan(&req("chat_id:42", "final reply"), &a, Some("PFX"), None)
             .unwrap()
             .parts[0]
             .text,
@@ -148,14 +149,20 @@ fn prefix_case_117() {
     );
     let w = account(json!({"responsePrefix": "[w]"}));
     assert_eq!(
-        plan(&req("chat_id:42", "final reply"), &w, Some("PFX"))
+        plan(&req("chat_id:42", "final reply"), &w, Some("PFX"), None)
             .unwrap()
             .parts[0]
             .text,
         "[w] final reply"
     );
     let small = account(json!({"textChunkLimit": 50}));
-    let p = plan(&req("chat_id:42", &"word ".repeat(15)), &small, Some("PFX")).unwrap();
+    let p = plan(
+        &req("chat_id:42", &"word ".repeat(15)),
+        &small,
+        Some("PFX"),
+        None,
+    )
+    .unwrap();
     assert_eq!(p.chunks, 2);
     assert!(p.parts[0].text.starts_with("PFX "));
     assert!(!p.parts[1].text.starts_with("PFX"));
@@ -169,7 +176,7 @@ fn media_cases_124_to_127() {
     let a = account(json!({}));
     let mut r = req("chat_id:42", "see photo");
     r.media = vec![photo.display().to_string()];
-    let p = plan(&r, &a, Some("PFX")).unwrap();
+    let p = plan(&r, &a, Some("PFX"), None).unwrap();
     assert_eq!(
         params(&p),
         vec![
@@ -180,7 +187,7 @@ fn media_cases_124_to_127() {
     // Media only: empty text, no prefix.
     let mut only = req("chat_id:42", "");
     only.media = vec![format!("file://{}", photo.display())];
-    let p = plan(&only, &a, Some("PFX")).unwrap();
+    let p = plan(&only, &a, Some("PFX"), None).unwrap();
     assert_eq!(
         p.parts,
         vec![Part {
@@ -205,21 +212,48 @@ fn media_cases_124_to_127() {
         media: vec![p.display().to_string()],
         ..req("chat_id:42", "x")
     };
-    assert!(plan(&with(&exact), &three, None).is_ok());
-    match plan(&with(&over), &three, None) {
+    assert!(plan(&with(&exact), &three, None, None).is_ok());
+    match plan(&with(&over), &three, None, None) {
         Err(Rejected::InvalidRequest(m)) => assert!(m.starts_with("media too large: "), "{m}"),
         other => panic!("{other:?}"),
     }
-    match plan(&with(&dir.path().join("missing.png")), &a, None) {
+    match plan(&with(&dir.path().join("missing.png")), &a, None, None) {
         Err(Rejected::InvalidRequest(m)) => assert!(m.starts_with("media not found: ")),
         other => panic!("{other:?}"),
     }
     let mut url = req("chat_id:42", "x");
     url.media = vec!["https://example.com/a.png".into()];
     assert_eq!(
-        plan(&url, &a, None),
+        plan(&url, &a, None, None),
         Err(Rejected::InvalidRequest("unsupported media URL".into()))
     );
+}
+
+#[test]
+fn with_media_roots_one_item_outside_rejects_the_whole_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::canonicalize(dir.path()).unwrap();
+    std::fs::create_dir(base.join("out")).unwrap();
+    let inside = base.join("out/a.jpg");
+    let outside = base.join("b.jpg");
+    std::fs::write(&inside, b"jpeg").unwrap();
+    std::fs::write(&outside, b"jpeg").unwrap();
+    let a = account(json!({}));
+    let roots = vec![base.join("out").display().to_string()];
+    let mut r = req("chat_id:42", "two photos");
+    r.media = vec![format!("file://{}", inside.display())];
+    let p = plan(&r, &a, None, Some(&roots)).unwrap();
+    assert_eq!(p.parts[1].file.as_deref(), inside.to_str());
+    r.media.push(outside.display().to_string());
+    match plan(&r, &a, None, Some(&roots)) {
+        Err(Rejected::InvalidRequest(m)) => {
+            assert!(m.starts_with("media outside the allowed roots: "), "{m}");
+            assert!(m.contains(&roots[0]), "{m}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Without roots in force the same request plans as before.
+    assert!(plan(&r, &a, None, None).is_ok());
 }
 
 fn formatting_of(p: &Plan) -> Vec<(String, Option<serde_json::Value>)> {
@@ -237,7 +271,7 @@ fn formatting_of(p: &Plan) -> Vec<(String, Option<serde_json::Value>)> {
 #[test]
 fn markdown_becomes_native_ranges_case_203() {
     let a = account(json!({}));
-    let p = plan(&req("chat_id:42", "**bold** text"), &a, None).unwrap();
+    let p = plan(&req("chat_id:42", "**bold** text"), &a, None, None).unwrap();
     assert_eq!(
         formatting_of(&p),
         vec![(
@@ -246,7 +280,7 @@ fn markdown_becomes_native_ranges_case_203() {
         )]
     );
     // No ranges, no key.
-    let p = plan(&req("chat_id:42", "plain"), &a, None).unwrap();
+    let p = plan(&req("chat_id:42", "plain"), &a, None, None).unwrap();
     assert_eq!(formatting_of(&p), vec![("plain".into(), None)]);
 }
 
@@ -254,7 +288,7 @@ fn markdown_becomes_native_ranges_case_203() {
 fn ranges_survive_chunking_and_the_prefix_case_205() {
     let a = account(json!({"textChunkLimit": 50}));
     let text = format!("**{}**", "a".repeat(60));
-    let p = plan(&req("chat_id:42", &text), &a, None).unwrap();
+    let p = plan(&req("chat_id:42", &text), &a, None, None).unwrap();
     assert_eq!(
         formatting_of(&p),
         vec![
@@ -268,7 +302,7 @@ fn ranges_survive_chunking_and_the_prefix_case_205() {
             ),
         ]
     );
-    let p = plan(&req("chat_id:42", "**hi**"), &a, Some("PFX")).unwrap();
+    let p = plan(&req("chat_id:42", "**hi**"), &a, Some("PFX"), None).unwrap();
     assert_eq!(
         formatting_of(&p),
         vec![(
@@ -278,7 +312,7 @@ fn ranges_survive_chunking_and_the_prefix_case_205() {
     );
     // Packed paragraphs (newline mode): each paragraph's ranges land where it is in the chunk.
     let n = account(json!({"chunkMode": "newline"}));
-    let p = plan(&req("chat_id:42", "*one*\n\n\n**two**"), &n, None).unwrap();
+    let p = plan(&req("chat_id:42", "*one*\n\n\n**two**"), &n, None, None).unwrap();
     assert_eq!(
         formatting_of(&p),
         vec![(
@@ -294,24 +328,24 @@ fn ranges_survive_chunking_and_the_prefix_case_205() {
 #[test]
 fn plain_off_and_the_request_override_case_206() {
     let plain = account(json!({"textFormatting": "plain"}));
-    let p = plan(&req("chat_id:42", "**bold** text"), &plain, None).unwrap();
+    let p = plan(&req("chat_id:42", "**bold** text"), &plain, None, None).unwrap();
     assert_eq!(formatting_of(&p), vec![("bold text".into(), None)]);
     let off = account(json!({"textFormatting": "off"}));
-    let p = plan(&req("chat_id:42", "**bold** text"), &off, None).unwrap();
+    let p = plan(&req("chat_id:42", "**bold** text"), &off, None, None).unwrap();
     assert_eq!(formatting_of(&p), vec![("**bold** text".into(), None)]);
     let native = account(json!({}));
     let mut r = req("chat_id:42", "**bold** text");
     r.text_formatting = Some("off".into());
-    let p = plan(&r, &native, None).unwrap();
+    let p = plan(&r, &native, None, None).unwrap();
     assert_eq!(formatting_of(&p), vec![("**bold** text".into(), None)]);
     r.text_formatting = Some("html".into());
     assert_eq!(
-        plan(&r, &native, None).unwrap_err(),
+        plan(&r, &native, None, None).unwrap_err(),
         Rejected::InvalidRequest("textFormatting must be \"native\", \"plain\" or \"off\"".into())
     );
     // A marker-only text that converts to nothing is nothing to send.
     assert_eq!(
-        plan(&req("chat_id:42", "<u></u>"), &native, None).unwrap_err(),
+        plan(&req("chat_id:42", "<u></u>"), &native, None, None).unwrap_err(),
         Rejected::InvalidRequest("nothing to send".into())
     );
 }
