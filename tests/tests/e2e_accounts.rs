@@ -468,3 +468,116 @@ fn a_blocked_account_resumes_once_access_is_granted_case_160() {
     assert_eq!(routed[0]["text"], "access granted");
     assert!(gateway.stop().success());
 }
+
+/// Case 147 through host-stub: a stranger's (or a non-owner's) deeply nested `/config` value
+/// under every DM policy leaves the gateway running, is dropped without a reply, and the next
+/// DM is routed; after a restart too. The 10 KB value once overflowed a worker's stack and
+/// killed the gateway at every start.
+#[test]
+fn nested_config_values_from_anyone_but_the_owner_never_reach_a_parser_case_147() {
+    let nested = |n: usize| format!("/config set a={}{}", "[".repeat(n), "]".repeat(n));
+    for policy in ["open", "pairing", "allowlist"] {
+        let allow = if policy == "open" {
+            json!(["*"])
+        } else {
+            json!(["+15550001111", "+15550002222"])
+        };
+        // Under allowlist and pairing the sender is admitted but no owner (ownerAllowFrom).
+        let env = SimEnv::new(
+            json!({}),
+            json!({"commands": {"config": true, "ownerAllowFrom": ["+15550009999"]},
+                   "channels": {"imessage": {"dmPolicy": policy, "allowFrom": allow}}}),
+        );
+        let read = config_file();
+        let before = read(&env);
+        let gateway = env.start(false);
+        wait_until("watching", WAIT, || {
+            env.stderr().contains("watching for messages")
+        });
+        for text in [nested(5_000), nested(500_000)] {
+            env.insert(json!({"chat_id": 8, "handle": "+15550002222", "text": text}));
+        }
+        env.insert(json!({"chat_id": 8, "handle": "+15550002222", "text": "next"}));
+        let routed = gateway.wait_messages(1, WAIT);
+        assert_eq!(routed.len(), 1, "{policy}: {routed:?}");
+        assert_eq!(routed[0]["text"], "next", "{policy}");
+        assert_eq!(
+            env.stderr()
+                .matches("drop reason=unauthorized_command")
+                .count(),
+            2,
+            "{policy}"
+        );
+        assert!(env.sends().is_empty(), "{policy}: no reply to a non-owner");
+        assert!(gateway.stop().success(), "{policy}: the gateway lived");
+        assert_eq!(read(&env), before, "{policy}");
+        // A restart replays nothing harmful and routes the next DM.
+        let gateway = env.start(false);
+        wait_until("watching again", WAIT, || {
+            env.stderr().matches("watching for messages").count() >= 2
+        });
+        env.insert(json!({"chat_id": 8, "handle": "+15550002222", "text": "after restart"}));
+        let routed = gateway.wait_messages(1, WAIT);
+        assert_eq!(routed[0]["text"], "after restart", "{policy}");
+        assert!(gateway.stop().success());
+    }
+}
+
+/// Cases 147a and 147c through host-stub: a `groupAllowFrom`-only member, a pairing-approved
+/// contact and the owner's number over SMS cannot change the config; the owner can.
+#[test]
+fn only_the_owner_changes_the_config_cases_147a_147c() {
+    let mut chats = common::sim::chats();
+    chats.as_array_mut().unwrap().push(json!({
+        "id": 9, "identifier": "+15550001111", "guid": "SMS;-;+15550001111",
+        "service": "SMS", "participants": ["+15550001111"],
+    }));
+    let env = SimEnv::new(
+        json!({"chats": chats}),
+        json!({"commands": {"config": true},
+               "channels": {"imessage": {"groupAllowFrom": ["+15550003333"],
+                                         "groups": {"*": {"requireMention": true}}}}}),
+    );
+    // The stranger of chat 8 is approved through pairing before the gateway starts.
+    let allow = env.path("state/imessage/default");
+    std::fs::create_dir_all(&allow).unwrap();
+    std::fs::write(
+        allow.join("allow.json"),
+        json!({"version": 1, "allowFrom": ["+15550002222"]}).to_string(),
+    )
+    .unwrap();
+    let read = config_file();
+    let before = read(&env);
+    let gateway = env.start(false);
+    wait_until("watching", WAIT, || {
+        env.stderr().contains("watching for messages")
+    });
+    let write = |who: &str| format!("/config set channels.imessage.allowFrom=[\"{who}\"]");
+    env.insert(json!({"chat_id": 42, "handle": "+15550003333", "text": format!("@bot {}", write("+15550003333"))}));
+    env.insert(json!({"chat_id": 8, "handle": "+15550002222", "text": write("+15550002222")}));
+    env.insert(json!({"chat_id": 9, "handle": "+15550001111", "text": write("+15550009999")}));
+    env.insert(json!({"chat_id": 9, "handle": "+15550001111", "text": "/status"}));
+    env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "/config set channels.imessage.textChunkLimit=3000"}));
+    wait_until("the owner's write", WAIT, || {
+        read(&env)["channels"]["imessage"]["textChunkLimit"] == 3000
+    });
+    let routed = gateway.messages();
+    let texts: Vec<&str> = routed.iter().filter_map(|m| m["text"].as_str()).collect();
+    assert_eq!(texts.len(), 2, "{texts:?}");
+    // The SMS `/status` is routed, but as plain text.
+    assert_eq!(routed[0]["text"], "/status");
+    assert_eq!(routed[0]["commandAuthorized"], false);
+    assert_eq!(routed[0]["senderIsOwner"], false);
+    assert_eq!(routed[1]["senderIsOwner"], true);
+    assert_eq!(routed[1]["commandAuthorized"], true);
+    assert_eq!(
+        env.stderr()
+            .matches("drop reason=unauthorized_command")
+            .count(),
+        3
+    );
+    let mut after = before.clone();
+    after["channels"]["imessage"]["textChunkLimit"] = json!(3000);
+    assert_eq!(read(&env), after, "only the owner's change was written");
+    assert!(gateway.stop().success());
+}
