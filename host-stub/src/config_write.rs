@@ -59,12 +59,14 @@ pub fn apply(
         }
     }
     if !problems.is_empty() {
+        // The problems may quote the value, which came from a message: debug only.
         tracing::warn!(
             path,
             op,
-            "config write refused; the file is unchanged: {}",
-            problems.join("; ")
+            problems = problems.len(),
+            "config write refused; the file is unchanged (the problems are logged at debug level)"
         );
+        tracing::debug!(path, op, "config write refused: {}", problems.join("; "));
         let mut e = PluginError::new("config_invalid", problems[0].clone());
         e.errors = problems;
         return Err(e);

@@ -132,11 +132,19 @@ pub fn run(settings: &Settings, echo: bool, log_level: &str) -> Result<(), Failu
                         Ok(receipt) if receipt.ok => {
                             tracing::debug!(chunks = receipt.chunks, "echo reply sent")
                         }
-                        Ok(receipt) => tracing::warn!(
-                            parts = ?receipt.parts,
-                            "echo reply not fully sent"
-                        ),
-                        Err(e) => tracing::warn!("echo reply failed: {e}"),
+                        // The parts' errors and the plugin's error may quote the target
+                        // (a handle) or the text: the details go to debug only.
+                        Ok(receipt) => {
+                            tracing::warn!(
+                                parts = receipt.parts.len(),
+                                "echo reply not fully sent (details at debug level)"
+                            );
+                            tracing::debug!(parts = ?receipt.parts, "echo reply not fully sent")
+                        }
+                        Err(e) => {
+                            tracing::warn!(code = %e.code, "echo reply failed (details at debug level)");
+                            tracing::debug!("echo reply failed: {e}")
+                        }
                     }
                 }
             })

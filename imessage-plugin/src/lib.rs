@@ -32,6 +32,7 @@ mod message_actions;
 mod message_index;
 pub mod outbound;
 mod pairing;
+mod panic_hook;
 mod plugin;
 pub mod policy;
 mod probe;

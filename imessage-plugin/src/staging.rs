@@ -144,7 +144,11 @@ async fn stage_remote(
                     );
                 }
             },
-            Err(e) => tracing::warn!(index = c.index, "attachment skipped: {e}"),
+            // scp's stderr and the remote path carry the file's name: debug only.
+            Err(e) => {
+                tracing::warn!(index = c.index, guid = %guid, "attachment skipped: fetching it from the Mac failed (details at debug level)");
+                tracing::debug!(index = c.index, "attachment skipped: {e}");
+            }
         }
     }
     out

@@ -33,7 +33,12 @@ where
         match catch(fut).await {
             Ok(out) => Some(out),
             Err(panic) => {
-                tracing::error!(task, "plugin task panicked: {panic}");
+                // The panic's message may quote a message or a handle: debug only.
+                tracing::error!(
+                    task,
+                    "plugin task panicked; its message is logged at debug level"
+                );
+                tracing::debug!(task, "panic message: {panic}");
                 None
             }
         }

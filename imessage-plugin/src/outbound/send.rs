@@ -549,7 +549,12 @@ pub async fn execute(
                     uploaded = Some((host, u));
                 }
                 Err(e) => {
+                    // scp's stderr and the path name the file: debug only.
                     tracing::warn!(
+                        account = account_id,
+                        "uploading a file to the Mac failed; the part was not sent (details at debug level)"
+                    );
+                    tracing::debug!(
                         account = account_id,
                         "uploading a file to the Mac failed: {e}"
                     );
@@ -628,20 +633,32 @@ pub async fn execute(
         record(i, state, Some(&done), done.attempt.as_deref());
         match done.outcome {
             Outcome::Unknown => {
+                // imsg's error may quote the target or the text: debug only.
                 tracing::warn!(
                     account = account_id,
-                    "send outcome unknown (may have been delivered): {}",
+                    "send outcome unknown (may have been delivered); the reason is in the receipt and the debug log"
+                );
+                tracing::debug!(
+                    account = account_id,
+                    "send outcome unknown: {}",
                     done.error.as_deref().unwrap_or("")
                 );
                 sender.replace().await;
                 stop_rest = true;
             }
-            Outcome::Failed | Outcome::NotSent => tracing::warn!(
-                account = account_id,
-                "send {}: {}",
-                done.outcome.as_str(),
-                done.error.as_deref().unwrap_or("")
-            ),
+            Outcome::Failed | Outcome::NotSent => {
+                tracing::warn!(
+                    account = account_id,
+                    "send {}; the reason is in the receipt and the debug log",
+                    done.outcome.as_str()
+                );
+                tracing::debug!(
+                    account = account_id,
+                    "send {}: {}",
+                    done.outcome.as_str(),
+                    done.error.as_deref().unwrap_or("")
+                )
+            }
             Outcome::Sent => {}
         }
         outcomes.push(done.outcome);

@@ -182,7 +182,12 @@ async fn remove_with(ssh: PathBuf, host: &str, uploaded: &Uploaded) -> bool {
     }
     let args = remove_args(host, &uploaded.dir);
     if let Err(e) = super::run(ssh, args, REMOVE_LIMIT).await {
-        tracing::warn!("removing {} on the Mac: {e}", uploaded.dir);
+        // ssh's stderr may quote the uploaded file's name: debug only.
+        tracing::warn!(
+            "removing {} on the Mac failed (details at debug level)",
+            uploaded.dir
+        );
+        tracing::debug!("removing {} on the Mac: {e}", uploaded.dir);
     }
     true
 }

@@ -53,9 +53,13 @@ impl std::fmt::Display for CallError {
             CallError::ChildExited { status, stderr } if stderr.trim().is_empty() => {
                 write!(f, "imsg exited ({status})")
             }
-            CallError::ChildExited { status, stderr } => {
-                let last = stderr.trim().lines().last().unwrap_or("");
-                write!(f, "imsg exited ({status}); stderr: {last}")
+            // Its stderr may quote a handle or a message, and this text reaches logs above
+            // debug and status: the lines are logged at debug level as they are read.
+            CallError::ChildExited { status, .. } => {
+                write!(
+                    f,
+                    "imsg exited ({status}); its stderr is logged at debug level"
+                )
             }
             CallError::PermissionDenied(text) => {
                 write!(f, "imsg cannot read the Messages database: {text}")
@@ -400,11 +404,12 @@ impl Inner {
     fn flush_noise(&self) {
         let lines: Vec<String> = std::mem::take(&mut *self.noise.locked());
         if !lines.is_empty() {
+            // The lines themselves may quote a message or a handle: debug only.
             tracing::warn!(
                 lines = lines.len(),
-                "imsg wrote non-JSON output: {}",
-                lines.join(" | ")
+                "imsg wrote non-JSON output (the lines are logged at debug level)"
             );
+            tracing::debug!("imsg wrote non-JSON output: {}", lines.join(" | "));
         }
     }
 
@@ -534,11 +539,15 @@ fn dispatch(line: &str, inner: &Inner) -> Option<Event> {
                 None => tracing::debug!(id, "reply for a request no longer pending"),
             }
         }
-        Incoming::StrayReply { id, error } => tracing::error!(
-            id = %id,
-            error = %error.map(|e| e.describe()).unwrap_or_default(),
-            "imsg could not read a request line"
-        ),
+        Incoming::StrayReply { id, error } => {
+            // imsg's error may quote the request line, which may hold a message's text.
+            tracing::error!(id = %id, "imsg could not read a request line (its error is logged at debug level)");
+            tracing::debug!(
+                id = %id,
+                error = %error.map(|e| e.describe()).unwrap_or_default(),
+                "imsg could not read a request line"
+            )
+        }
         // A `message` line the fast pass refused: its slow parse says what is wrong with it.
         Incoming::Notification { method, params } if method == "message" => {
             return Some(
@@ -558,7 +567,11 @@ fn dispatch(line: &str, inner: &Inner) -> Option<Event> {
             return Some(Event::Notification { method, params });
         }
         Incoming::Unroutable(e) => {
-            tracing::warn!("imsg wrote an error without id: {}", e.describe())
+            tracing::warn!(
+                code = e.code,
+                "imsg wrote an error without id (its text is logged at debug level)"
+            );
+            tracing::debug!("imsg wrote an error without id: {}", e.describe())
         }
         Incoming::Noise => inner.on_noise(line),
     }
@@ -582,8 +595,9 @@ async fn drain_stderr<E: AsyncRead + Unpin>(stderr: E, inner: Arc<Inner>) {
                 }
                 let text = String::from_utf8_lossy(&line);
                 let text = text.trim_end();
+                // imsg's diagnostics may quote a handle or a message: debug only.
                 if !text.is_empty() {
-                    tracing::warn!(target: "imsg::stderr", "{}", truncate(text, 500));
+                    tracing::debug!(target: "imsg::stderr", "{}", truncate(text, 500));
                 }
             }
         }

@@ -158,7 +158,9 @@ pub async fn run_with(
             Ok(()) => return,
             Err(panic) => {
                 let what = "the watcher panicked; restarting it from the cursor".to_string();
-                tracing::error!(account = %account.id, "{what}: {panic}");
+                tracing::error!(account = %account.id, "{what}");
+                // The panic's message may quote a message or a handle: debug only.
+                tracing::debug!(account = %account.id, "watcher panic message: {panic}");
                 account.note_panic(what);
                 account.set_state(AccountState::Recovering, None);
                 if sleep_or_cancel(crate::backoff::restart_delay(panics), &cancel).await {

@@ -187,7 +187,11 @@ impl Watch {
         self.apply_reload();
         #[cfg(feature = "fault-injection")]
         if m.text.as_deref() == Some(super::FAULT_PANIC_TEXT) {
-            panic!("fault injection: processing this message panics");
+            // Quotes the sender, as a real panic's message may: the logs must not show it.
+            panic!(
+                "fault injection: processing this message panics (from {})",
+                m.sender.as_deref().unwrap_or("")
+            );
         }
         #[cfg(feature = "fault-injection")]
         if m.text.as_deref() == Some(super::FAULT_HANG_TEXT) {
@@ -405,7 +409,9 @@ impl Watch {
                 tracing::info!(account = %self.account.id, path = %request["path"], "config write applied by the host")
             }
             Err(e) => {
-                tracing::warn!(account = %self.account.id, "the host did not apply the config write: {e}");
+                // The host's reasons may quote the value, which came from a message.
+                tracing::warn!(account = %self.account.id, code = %e.code, "the host did not apply the config write (reasons at debug level)");
+                tracing::debug!(account = %self.account.id, "the host did not apply the config write: {e}");
                 let reason = if e.errors.is_empty() {
                     e.message.clone()
                 } else {
@@ -450,7 +456,10 @@ impl Watch {
         match outbound::plan_plain(to, text, &settings) {
             Ok(plan) => self.account.send(&plan).await.reached_imsg(),
             Err(e) => {
-                tracing::warn!(account = %self.account.id, "cannot reply to {to}: {e:?}");
+                // The target is a handle or a chat GUID that embeds one: its hash only.
+                let conv = crate::inbound::conversation_hash(to);
+                tracing::warn!(account = %self.account.id, "cannot reply to conversation {conv}; the reply was not sent (details at debug level)");
+                tracing::debug!(account = %self.account.id, "cannot reply to {to}: {e:?}");
                 false
             }
         }

@@ -81,11 +81,14 @@ fn start_persister(
                         tracing::error!(account = %account_id, "persisting the cursor failed: {e}")
                     }
                     // The batch is lost, not the thread: the next batch carries the cursor on.
-                    Err(p) => tracing::error!(
-                        account = %account_id,
-                        "persisting the cursor panicked: {}",
-                        plugin_abi::guard::panic_text(p.as_ref())
-                    ),
+                    Err(p) => {
+                        tracing::error!(account = %account_id, "persisting the cursor panicked");
+                        tracing::debug!(
+                            account = %account_id,
+                            "cursor writer panic message: {}",
+                            plugin_abi::guard::panic_text(p.as_ref())
+                        )
+                    }
                 }
             }
         })?;

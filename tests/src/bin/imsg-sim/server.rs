@@ -772,6 +772,13 @@ pub fn apply_op(shared: &Arc<Shared>, op: &Value, once: Option<&str>) {
                 shared.write(Kind::Raw, &Value::String(line));
             }
         }
+        // One diagnostic line on stderr, as imsg writes them (they may quote a handle).
+        "stderr" => {
+            let line = op.get("line").and_then(Value::as_str).unwrap_or("");
+            let mut err = std::io::stderr();
+            let _ = writeln!(err, "{line}");
+            let _ = err.flush();
+        }
         "exit" => {
             let code = op.get("code").and_then(Value::as_i64).unwrap_or(0);
             let _ = std::io::stdout().flush();
