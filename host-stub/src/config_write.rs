@@ -125,11 +125,20 @@ fn writes_allowed(config: &Value, channel: &str, origin: Option<&str>, path: &st
     true
 }
 
+const MAX_PATH_KEYS: usize = 32;
+
 /// The change itself, on the in-memory config.
 fn edit(config: &mut Value, op: &str, path: &str, value: Option<&Value>) -> Result<(), String> {
     let keys: Vec<&str> = path.split('.').collect();
     if path.is_empty() || keys.iter().any(|k| k.is_empty() || k.contains('=')) {
         return Err(format!("not a config path: \"{path}\""));
+    }
+    // Each key is one level of the file that the next start parses again.
+    if keys.len() > MAX_PATH_KEYS {
+        return Err(format!(
+            "a config path has at most {MAX_PATH_KEYS} keys; this one has {}",
+            keys.len()
+        ));
     }
     // `split('.')` yields at least one key.
     let (last, parents) = keys.split_last().expect("non-empty");
@@ -183,6 +192,10 @@ mod tests {
         let channel_key =
             json!({"op": "set", "path": "channels.imessage.dmPolicy", "value": "open"});
         assert!(apply(&file, "imessage", &channel_key, accept).is_err());
+        let deep = json!({"op": "set", "path": "a.".repeat(40) + "a", "value": 1});
+        let e = apply(&file, "imessage", &deep, accept).unwrap_err();
+        assert!(e.message.contains("at most 32 keys"), "{}", e.message);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), original);
         let own = json!({"op": "set", "path": "channels.imessage.accounts.default.textChunkLimit", "value": 3000, "accountId": "default"});
         apply(&file, "imessage", &own, accept).unwrap();
         // An origin account whose own value is false writes nothing.

@@ -374,8 +374,11 @@ pub enum ConfigCommand {
 
 /// The largest `/config set` value taken, in bytes (§9.2).
 pub const CONFIG_VALUE_MAX_BYTES: usize = 8 * 1024;
-/// The deepest nesting of `[` and `{` taken in a `/config set` value (§9.2).
+/// The deepest nesting of `[` and `{` taken in a `/config set` value (§9.2), and the most
+/// segments taken in a path.
 pub const CONFIG_VALUE_MAX_DEPTH: usize = 32;
+/// The longest `/config` path taken, in bytes.
+pub const CONFIG_PATH_MAX_BYTES: usize = 1024;
 
 /// A `/config set` value over [`CONFIG_VALUE_MAX_BYTES`] or [`CONFIG_VALUE_MAX_DEPTH`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -389,11 +392,18 @@ impl ConfigCommand {
         }
     }
 
-    /// The value is within the §9.2 bounds; checked before anything parses it.
+    /// The value is within the §9.2 bounds; checked before anything parses it. The path
+    /// counts too: each of its segments is one more level of the written config, which the
+    /// host parses again at its next start.
     pub fn bounded(&self) -> Result<(), Oversized> {
+        let path_ok = |path: &str| {
+            path.len() <= CONFIG_PATH_MAX_BYTES && path.split('.').count() <= CONFIG_VALUE_MAX_DEPTH
+        };
         match self {
-            ConfigCommand::Set { raw, .. } => check_bounds(raw),
-            _ => Ok(()),
+            ConfigCommand::Set { path, raw } if path_ok(path) => check_bounds(raw),
+            ConfigCommand::Unset { path } if path_ok(path) => Ok(()),
+            ConfigCommand::Malformed => Ok(()),
+            _ => Err(Oversized),
         }
     }
 
@@ -667,6 +677,23 @@ mod tests {
             .unwrap()
             .bounded()
             .is_ok());
+        // A deep path nests the written config as much as a deep value.
+        let deep_path = "a.".repeat(CONFIG_VALUE_MAX_DEPTH) + "a";
+        for text in [
+            format!("/config set {deep_path}=1"),
+            format!("/config unset {deep_path}"),
+        ] {
+            let command = config_command(&text, false, &[]).unwrap();
+            assert_eq!(command.bounded(), Err(Oversized), "{text}");
+            assert_eq!(command.request(), None);
+        }
+        let ok_path = "a.".repeat(CONFIG_VALUE_MAX_DEPTH - 1) + "a";
+        assert!(
+            config_command(&format!("/config set {ok_path}=1"), false, &[])
+                .unwrap()
+                .bounded()
+                .is_ok()
+        );
     }
 
     #[test]
