@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use host_stub::sink::Sink;
+use plugin_abi::contract::{ConfigValidate, ConfigWrite, ErrorCode, HostMethod};
 use plugin_abi::host::{self, LoadedPlugin, PluginClient};
 use plugin_abi::types::{
     features, HostFeatures, LogRecord, PluginError, StartContext, StartReport,
@@ -20,8 +21,8 @@ pub struct StubHost {
     config_path: std::path::PathBuf,
     /// A second, never-started instance of the same plugin that validates a config before
     /// it is written. A separate instance, so validating from inside this callback never
-    /// calls back into the instance that made the request (DESIGN.md: callbacks never
-    /// re-enter the plugin).
+    /// calls back into the instance that made the request (callbacks never re-enter the
+    /// plugin).
     validator: Option<PluginClient>,
 }
 
@@ -31,7 +32,7 @@ struct ValidatorHost;
 impl host::Host for ValidatorHost {
     fn request(&self, method: &str, _payload: &str) -> Result<String, PluginError> {
         Err(PluginError::new(
-            "unknown_method",
+            ErrorCode::UnknownMethod,
             format!("the validator instance does not support {method}"),
         ))
     }
@@ -45,22 +46,24 @@ impl host::Host for ValidatorHost {
 
 impl host::Host for StubHost {
     fn request(&self, method: &str, payload: &str) -> Result<String, PluginError> {
-        match method {
-            "config.write" => {
-                let request: Value = serde_json::from_str(payload)
-                    .map_err(|e| PluginError::new("bad_payload", format!("config.write: {e}")))?;
+        match HostMethod::parse(method)? {
+            HostMethod::ConfigWrite => {
+                let request: ConfigWrite = serde_json::from_str(payload).map_err(|e| {
+                    PluginError::new(ErrorCode::BadPayload, format!("config.write: {e}"))
+                })?;
                 let validate = |config: &Value| match &self.validator {
-                    Some(v) => v.call("config.validate", config).map(|_| ()),
+                    Some(v) => v.invoke(&ConfigValidate(config.clone())).map(|_| ()),
                     None => Err(PluginError::new(
-                        "failed",
+                        ErrorCode::Failed,
                         "no validator for this channel; the config was not changed",
                     )),
                 };
                 crate::config_write::apply(&self.config_path, &self.channel, &request, validate)
                     .map(|v| v.to_string())
             }
+            // Methods a newer plugin-abi adds that host-stub does not implement yet.
             other => Err(PluginError::new(
-                "unknown_method",
+                ErrorCode::UnknownMethod,
                 format!("host-stub does not support {other}"),
             )),
         }
@@ -194,7 +197,7 @@ fn host_features(config: &Value) -> HostFeatures {
 }
 
 fn start_failure(channel: &str, config_path: &Path, e: PluginError) -> Failure {
-    if e.code == "config_invalid" {
+    if e.is(ErrorCode::ConfigInvalid) {
         let lines: Vec<String> = e
             .errors
             .iter()
