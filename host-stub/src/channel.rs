@@ -208,3 +208,46 @@ fn start_failure(channel: &str, config_path: &Path, e: PluginError) -> Failure {
         Failure::runtime(format!("channel {channel} failed to start: {e}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plugin_abi::host::Host;
+
+    fn host(config_path: &Path) -> StubHost {
+        StubHost {
+            channel: "imessage".into(),
+            sink: None,
+            config_path: config_path.to_path_buf(),
+            validator: None,
+        }
+    }
+
+    #[test]
+    fn host_requests_are_decoded_before_anything_is_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gateway.json5");
+        std::fs::write(&file, "{}").unwrap();
+        let host = host(&file);
+        let e = host.request("config.delete", "{}").unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::UnknownMethod));
+        // A payload that is not a config write names what is wrong, and writes nothing.
+        let e = host
+            .request("config.write", r#"{"op":"delete","path":"x"}"#)
+            .unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::BadPayload));
+        assert!(
+            e.message.contains("unknown variant `delete`"),
+            "{}",
+            e.message
+        );
+        let e = host.request("config.write", r#"{"op":"set"}"#).unwrap_err();
+        assert!(e.message.contains("missing field `path`"), "{}", e.message);
+        // A well-formed write that cannot be validated changes nothing.
+        let write = r#"{"op":"set","path":"channels.imessage.textChunkLimit","value":3000}"#;
+        let e = host.request("config.write", write).unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::ConfigInvalid));
+        assert!(e.message.contains("no validator"), "{}", e.message);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "{}");
+    }
+}

@@ -471,3 +471,34 @@ pub fn message_reconcile(
     let (_, receipt): (Value, SendReceipt) = call(settings, channel, log_level, &what, &request)?;
     print_receipt(&receipt, as_json)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(code: &str) -> String {
+        let e = PluginError::new(code, "iMessage edit is only possible within 15 minutes");
+        call_failure("edit S1", e).message().to_string()
+    }
+
+    #[test]
+    fn refusals_read_as_their_reason_and_other_errors_as_failures() {
+        // A refusal names its reason after what was asked.
+        for code in [
+            ErrorCode::TooLate,
+            ErrorCode::InvalidTarget,
+            ErrorCode::Disabled,
+        ] {
+            assert_eq!(
+                failure(code.as_str()),
+                "edit S1: iMessage edit is only possible within 15 minutes",
+                "{code}"
+            );
+        }
+        assert!(failure("unknown_method").starts_with("edit S1 is not supported by this plugin"));
+        // A breakage, or a code from a newer plugin, is a failure of the command.
+        for code in ["internal", "outcome_unknown", "from_a_newer_plugin"] {
+            assert!(failure(code).starts_with("edit S1 failed: "), "{code}");
+        }
+    }
+}
