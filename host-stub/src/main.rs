@@ -3,7 +3,8 @@
 //! It loads every plugin library in its plugins folder through `plugin-abi`, reads a JSON5
 //! config, starts each configured channel, prints each routed message as one JSON line on
 //! stdout (logs go to stderr), and can answer with a built-in echo agent so a round trip runs
-//! without a language model. The CLI contract is spec/host-stub-cli.md.
+//! without a language model. `host-stub --help` lists the commands; README.md has the exit
+//! statuses and the gateway's output.
 
 mod channel;
 mod commands;
