@@ -87,7 +87,15 @@ pub use error::{ErrorCode, UnknownErrorCode};
 pub use host_request::{ConfigEdit, ConfigWrite, HostMethod};
 pub use methods::*;
 
-use crate::types::PluginError;
+use crate::types::{PluginDescription, PluginError};
+
+impl PluginDescription {
+    /// Whether the plugin lists `method` in `describe().methods`; a host asks before it offers
+    /// an ability that needs it.
+    pub fn offers(&self, method: CallMethod) -> bool {
+        self.methods.iter().any(|m| m == method.as_str())
+    }
+}
 
 macro_rules! call_methods {
     ($( $(#[$doc:meta])* $variant:ident = $wire:literal, )+) => {

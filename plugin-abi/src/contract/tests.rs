@@ -51,6 +51,17 @@ fn method_names_are_the_plugins_list_in_order() {
 }
 
 #[test]
+fn a_description_offers_what_it_lists() {
+    let description: crate::types::PluginDescription = serde_json::from_value(json!({
+        "id": "imessage", "name": "iMessage", "version": "0.1.0", "abiVersion": "0.1.1",
+        "methods": ["pairing.list", "chat.dance"]
+    }))
+    .unwrap();
+    assert!(description.offers(CallMethod::PairingList));
+    assert!(!description.offers(CallMethod::ChatTyping));
+}
+
+#[test]
 fn an_unknown_method_is_the_plugins_unknown_method_error() {
     let e = CallMethod::parse("chat.dance").unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::UnknownMethod));
