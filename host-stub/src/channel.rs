@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use host_stub::sink::Sink;
+use plugin_abi::contract::{ConfigValidate, ConfigWrite, ErrorCode, HostMethod};
 use plugin_abi::host::{self, LoadedPlugin, PluginClient};
 use plugin_abi::types::{
     features, HostFeatures, LogRecord, PluginError, StartContext, StartReport,
@@ -20,8 +21,8 @@ pub struct StubHost {
     config_path: std::path::PathBuf,
     /// A second, never-started instance of the same plugin that validates a config before
     /// it is written. A separate instance, so validating from inside this callback never
-    /// calls back into the instance that made the request (DESIGN.md: callbacks never
-    /// re-enter the plugin).
+    /// calls back into the instance that made the request (callbacks never re-enter the
+    /// plugin).
     validator: Option<PluginClient>,
 }
 
@@ -31,7 +32,7 @@ struct ValidatorHost;
 impl host::Host for ValidatorHost {
     fn request(&self, method: &str, _payload: &str) -> Result<String, PluginError> {
         Err(PluginError::new(
-            "unknown_method",
+            ErrorCode::UnknownMethod,
             format!("the validator instance does not support {method}"),
         ))
     }
@@ -45,22 +46,24 @@ impl host::Host for ValidatorHost {
 
 impl host::Host for StubHost {
     fn request(&self, method: &str, payload: &str) -> Result<String, PluginError> {
-        match method {
-            "config.write" => {
-                let request: Value = serde_json::from_str(payload)
-                    .map_err(|e| PluginError::new("bad_payload", format!("config.write: {e}")))?;
+        match HostMethod::parse(method)? {
+            HostMethod::ConfigWrite => {
+                let request: ConfigWrite = serde_json::from_str(payload).map_err(|e| {
+                    PluginError::new(ErrorCode::BadPayload, format!("config.write: {e}"))
+                })?;
                 let validate = |config: &Value| match &self.validator {
-                    Some(v) => v.call("config.validate", config).map(|_| ()),
+                    Some(v) => v.invoke(&ConfigValidate(config.clone())).map(|_| ()),
                     None => Err(PluginError::new(
-                        "failed",
+                        ErrorCode::Failed,
                         "no validator for this channel; the config was not changed",
                     )),
                 };
                 crate::config_write::apply(&self.config_path, &self.channel, &request, validate)
                     .map(|v| v.to_string())
             }
+            // Methods a newer plugin-abi adds that host-stub does not implement yet.
             other => Err(PluginError::new(
-                "unknown_method",
+                ErrorCode::UnknownMethod,
                 format!("host-stub does not support {other}"),
             )),
         }
@@ -194,7 +197,7 @@ fn host_features(config: &Value) -> HostFeatures {
 }
 
 fn start_failure(channel: &str, config_path: &Path, e: PluginError) -> Failure {
-    if e.code == "config_invalid" {
+    if e.is(ErrorCode::ConfigInvalid) {
         let lines: Vec<String> = e
             .errors
             .iter()
@@ -203,5 +206,48 @@ fn start_failure(channel: &str, config_path: &Path, e: PluginError) -> Failure {
         Failure::usage(lines.join("\n"))
     } else {
         Failure::runtime(format!("channel {channel} failed to start: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plugin_abi::host::Host;
+
+    fn host(config_path: &Path) -> StubHost {
+        StubHost {
+            channel: "imessage".into(),
+            sink: None,
+            config_path: config_path.to_path_buf(),
+            validator: None,
+        }
+    }
+
+    #[test]
+    fn host_requests_are_decoded_before_anything_is_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gateway.json5");
+        std::fs::write(&file, "{}").unwrap();
+        let host = host(&file);
+        let e = host.request("config.delete", "{}").unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::UnknownMethod));
+        // A payload that is not a config write names what is wrong, and writes nothing.
+        let e = host
+            .request("config.write", r#"{"op":"delete","path":"x"}"#)
+            .unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::BadPayload));
+        assert!(
+            e.message.contains("unknown variant `delete`"),
+            "{}",
+            e.message
+        );
+        let e = host.request("config.write", r#"{"op":"set"}"#).unwrap_err();
+        assert!(e.message.contains("missing field `path`"), "{}", e.message);
+        // A well-formed write that cannot be validated changes nothing.
+        let write = r#"{"op":"set","path":"channels.imessage.textChunkLimit","value":3000}"#;
+        let e = host.request("config.write", write).unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::ConfigInvalid));
+        assert!(e.message.contains("no validator"), "{}", e.message);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "{}");
     }
 }

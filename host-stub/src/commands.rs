@@ -4,6 +4,10 @@
 //! otherwise each starts the channel without a watcher (one-shot), does its call, and stops
 //! it. Output and exit status are the same either way.
 
+use plugin_abi::contract::{
+    Call, ErrorCode, MessageEdit, MessageReact, MessageRef, MessageUnsend, PairingApprove,
+    PairingList, PairingRevoke, SendReconcile,
+};
 use plugin_abi::types::{PluginError, SendReceipt, SendRequest, StatusReport, StatusRequest};
 use serde_json::{json, Value};
 
@@ -38,22 +42,28 @@ fn through<T: serde::de::DeserializeOwned>(
     }
 }
 
-/// A plugin `call`, through the running gateway when one answers.
-fn call(
+/// A plugin `call`, through the running gateway when one answers: the answer as the plugin
+/// wrote it (what `--json` prints) and as its typed reply.
+fn call<C: Call>(
     settings: &Settings,
     channel_id: &str,
     log_level: &str,
     what: &str,
-    method: &str,
-    payload: Value,
-) -> Result<Value, Failure> {
+    request: &C,
+) -> Result<(Value, C::Reply), Failure> {
+    let payload = serde_json::to_value(request)
+        .map_err(|e| Failure::runtime(format!("{what}: encoding the request: {e}")))?;
+    let method = C::METHOD.as_str();
     let op = Op::Call {
         method: method.to_string(),
         payload: payload.clone(),
     };
-    through(settings, channel_id, log_level, what, op, |c| {
+    let answer: Value = through(settings, channel_id, log_level, what, op, |c| {
         c.client.call(method, &payload)
-    })
+    })?;
+    let reply = serde_json::from_value(answer.clone())
+        .map_err(|e| Failure::runtime(format!("{what}: unexpected answer from {method}: {e}")))?;
+    Ok((answer, reply))
 }
 
 /// Runs `f` on a started, non-watching instance of `channel`'s plugin.
@@ -90,17 +100,24 @@ fn run_on<T>(
 }
 
 fn call_failure(what: &str, e: PluginError) -> Failure {
-    match e.code.as_str() {
-        "unknown_method" => Failure::runtime(format!(
+    use ErrorCode as C;
+    match e.code() {
+        Some(C::UnknownMethod) => Failure::runtime(format!(
             "{what} is not supported by this plugin: {}",
             e.message
         )),
         // The plugin's refusals name their reason (disabled in config, not our message, too
         // late, the bridge is not running, …).
-        "invalid_request" | "invalid_target" | "bad_payload" | "unsupported" | "disabled"
-        | "not_own_message" | "too_late" | "rate_limited" => {
-            Failure::runtime(format!("{what}: {}", e.message))
-        }
+        Some(
+            C::InvalidRequest
+            | C::InvalidTarget
+            | C::BadPayload
+            | C::Unsupported
+            | C::Disabled
+            | C::NotOwnMessage
+            | C::TooLate
+            | C::RateLimited,
+        ) => Failure::runtime(format!("{what}: {}", e.message)),
         _ => Failure::runtime(format!("{what} failed: {e}")),
     }
 }
@@ -112,30 +129,21 @@ pub fn pairing_list(
     as_json: bool,
     log_level: &str,
 ) -> Result<(), Failure> {
-    let requests = call(
-        settings,
-        channel,
-        log_level,
-        "pairing list",
-        "pairing.list",
-        json!({ "accountId": account }),
-    )?;
+    let request = PairingList {
+        account_id: account.map(str::to_string),
+    };
+    let (answer, requests) = call(settings, channel, log_level, "pairing list", &request)?;
     if as_json {
-        println!("{requests}");
+        println!("{answer}");
         return Ok(());
     }
-    let rows = requests.as_array().cloned().unwrap_or_default();
-    if rows.is_empty() {
+    if requests.0.is_empty() {
         println!("no pending pairing requests");
     }
-    for r in rows {
-        let field = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    for r in requests.0 {
         println!(
             "{}\t{}\taccount {}\texpires {}",
-            field("code"),
-            field("senderId"),
-            field("accountId"),
-            field("expiresAt")
+            r.code, r.sender_id, r.account_id, r.expires_at
         );
     }
     Ok(())
@@ -149,25 +157,15 @@ pub fn pairing_approve(
     notify: bool,
     log_level: &str,
 ) -> Result<(), Failure> {
-    let approved = call(
-        settings,
-        channel,
-        log_level,
-        "pairing approve",
-        "pairing.approve",
-        json!({ "code": code, "accountId": account, "notify": notify }),
-    )?;
-    let field = |k: &str| {
-        approved
-            .get(k)
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string()
+    let request = PairingApprove {
+        code: code.to_string(),
+        account_id: account.map(str::to_string),
+        notify,
     };
+    let (_, approved) = call(settings, channel, log_level, "pairing approve", &request)?;
     println!(
         "approved {} on account {}",
-        field("senderId"),
-        field("accountId")
+        approved.sender_id, approved.account_id
     );
     Ok(())
 }
@@ -179,33 +177,21 @@ pub fn pairing_revoke(
     account: Option<&str>,
     log_level: &str,
 ) -> Result<(), Failure> {
-    let revoked = call(
-        settings,
-        channel,
-        log_level,
-        "pairing revoke",
-        "pairing.revoke",
-        json!({ "senderId": sender, "accountId": account }),
-    )?;
-    let field = |k: &str| {
-        revoked
-            .get(k)
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string()
+    let request = PairingRevoke {
+        sender_id: sender.to_string(),
+        account_id: account.map(str::to_string),
     };
-    if revoked.get("removed").and_then(Value::as_bool) == Some(true) {
+    let (_, revoked) = call(settings, channel, log_level, "pairing revoke", &request)?;
+    if revoked.removed {
         println!(
             "revoked {} on account {}",
-            field("senderId"),
-            field("accountId")
+            revoked.sender_id, revoked.account_id
         );
         Ok(())
     } else {
         Err(Failure::runtime(format!(
             "{} was not approved on account {}",
-            field("senderId"),
-            field("accountId")
+            revoked.sender_id, revoked.account_id
         )))
     }
 }
@@ -242,7 +228,7 @@ pub fn channels_status(
                 .request(id, Op::Status { request })
                 .and_then(|v| {
                     serde_json::from_value(v)
-                        .map_err(|e| PluginError::new("bad_payload", e.to_string()))
+                        .map_err(|e| PluginError::new(ErrorCode::BadPayload, e.to_string()))
                 })
                 .map_err(|e| call_failure("channels status", e))?,
             None => run_on(settings, plugin, log_level, |channel| {
@@ -407,11 +393,25 @@ fn print_receipt(receipt: &SendReceipt, as_json: bool) -> Result<(), Failure> {
 }
 
 /// `message react|edit|unsend`: one message action through the channel's `call`.
+pub enum Action {
+    React(MessageReact),
+    Edit(MessageEdit),
+    Unsend(MessageUnsend),
+}
+
+impl Action {
+    fn message(&self) -> &MessageRef {
+        match self {
+            Action::React(r) => &r.message,
+            Action::Edit(e) => &e.message,
+            Action::Unsend(u) => &u.message,
+        }
+    }
+}
+
 pub struct ActionArgs<'a> {
     pub channel: &'a str,
-    /// `message.react`, `message.edit` or `message.unsend`.
-    pub method: &'a str,
-    pub payload: Value,
+    pub action: Action,
     pub as_json: bool,
 }
 
@@ -420,39 +420,37 @@ pub fn message_action(
     args: ActionArgs<'_>,
     log_level: &str,
 ) -> Result<(), Failure> {
-    let verb = args.method.trim_start_matches("message.");
-    let id = args.payload["messageId"].as_str().unwrap_or("").to_string();
-    let result = call(
-        settings,
-        args.channel,
-        log_level,
-        &format!("{verb} {id}"),
-        args.method,
-        args.payload,
-    )?;
-    if args.as_json {
-        println!("{result}");
-        return Ok(());
-    }
-    let line = match args.method {
-        "message.react" => {
-            let what = result
-                .get("reaction")
-                .or_else(|| result.get("emoji"))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .or_else(|| result.get("reactions").map(|r| r.to_string()))
+    let id = args.action.message().message_id.clone();
+    let (channel, log) = (args.channel, log_level);
+    let (answer, line) = match &args.action {
+        Action::React(request) => {
+            let (answer, r) = call(settings, channel, log, &format!("react {id}"), request)?;
+            let what = r
+                .reaction
+                .or(r.emoji)
+                .or_else(|| r.reactions.map(|all| json!(all).to_string()))
                 .unwrap_or_default();
-            if result["removed"] == json!(true) {
+            let line = if r.removed {
                 format!("removed {what} from {id}")
             } else {
                 format!("reacted {what} to {id}")
-            }
+            };
+            (answer, line)
         }
-        "message.edit" => format!("edited {id} (edit {})", result["edits"]),
-        _ => format!("unsent {id}"),
+        Action::Edit(request) => {
+            let (answer, r) = call(settings, channel, log, &format!("edit {id}"), request)?;
+            (answer, format!("edited {id} (edit {})", r.edits))
+        }
+        Action::Unsend(request) => {
+            let (answer, _) = call(settings, channel, log, &format!("unsend {id}"), request)?;
+            (answer, format!("unsent {id}"))
+        }
     };
-    println!("{line}");
+    if args.as_json {
+        println!("{answer}");
+    } else {
+        println!("{line}");
+    }
     Ok(())
 }
 
@@ -465,15 +463,42 @@ pub fn message_reconcile(
     as_json: bool,
     log_level: &str,
 ) -> Result<(), Failure> {
-    let value = call(
-        settings,
-        channel,
-        log_level,
-        &format!("reconciling {key}"),
-        "send.reconcile",
-        json!({"accountId": account, "idempotencyKey": key}),
-    )?;
-    let receipt: SendReceipt = serde_json::from_value(value)
-        .map_err(|e| Failure::runtime(format!("reconciling {key}: unexpected answer: {e}")))?;
+    let request = SendReconcile {
+        account_id: account.map(str::to_string),
+        idempotency_key: key.to_string(),
+    };
+    let what = format!("reconciling {key}");
+    let (_, receipt): (Value, SendReceipt) = call(settings, channel, log_level, &what, &request)?;
     print_receipt(&receipt, as_json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(code: &str) -> String {
+        let e = PluginError::new(code, "iMessage edit is only possible within 15 minutes");
+        call_failure("edit S1", e).message().to_string()
+    }
+
+    #[test]
+    fn refusals_read_as_their_reason_and_other_errors_as_failures() {
+        // A refusal names its reason after what was asked.
+        for code in [
+            ErrorCode::TooLate,
+            ErrorCode::InvalidTarget,
+            ErrorCode::Disabled,
+        ] {
+            assert_eq!(
+                failure(code.as_str()),
+                "edit S1: iMessage edit is only possible within 15 minutes",
+                "{code}"
+            );
+        }
+        assert!(failure("unknown_method").starts_with("edit S1 is not supported by this plugin"));
+        // A breakage, or a code from a newer plugin, is a failure of the command.
+        for code in ["internal", "outcome_unknown", "from_a_newer_plugin"] {
+            assert!(failure(code).starts_with("edit S1 failed: "), "{code}");
+        }
+    }
 }

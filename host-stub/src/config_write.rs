@@ -8,6 +8,7 @@
 
 use std::path::Path;
 
+use plugin_abi::contract::{ConfigEdit, ConfigWrite, ErrorCode};
 use plugin_abi::types::PluginError;
 use serde_json::{json, Value};
 
@@ -23,12 +24,11 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 pub fn apply(
     config_path: &Path,
     channel: &str,
-    request: &Value,
+    request: &ConfigWrite,
     validate: impl FnOnce(&Value) -> Result<(), PluginError>,
 ) -> Result<Value, PluginError> {
-    let failed = |message: String| PluginError::new("failed", message);
-    let op = request.get("op").and_then(Value::as_str).unwrap_or("");
-    let path = request.get("path").and_then(Value::as_str).unwrap_or("");
+    let failed = |message: String| PluginError::new(ErrorCode::Failed, message);
+    let (op, path) = (request.edit.op(), request.edit.path());
     let text = std::fs::read_to_string(config_path)
         .map_err(|e| failed(format!("reading {}: {e}", config_path.display())))?;
     let mut config = settings::parse_json5(&text).map_err(|(_, reason)| {
@@ -37,7 +37,7 @@ pub fn apply(
             config_path.display()
         ))
     })?;
-    let account = request.get("accountId").and_then(Value::as_str);
+    let account = request.account_id.as_deref();
     if !writes_allowed(&config, channel, account, path) {
         tracing::warn!(
             path,
@@ -45,11 +45,11 @@ pub fn apply(
             "config write refused: configWrites is false for a scope it changes"
         );
         return Err(PluginError::new(
-            "config_writes_disabled",
+            ErrorCode::ConfigWritesDisabled,
             "Config changes from iMessage are turned off for this account (configWrites is false).",
         ));
     }
-    edit(&mut config, op, path, request.get("value")).map_err(failed)?;
+    edit(&mut config, &request.edit).map_err(failed)?;
     let mut problems = settings::check(&config);
     if let Err(e) = validate(&config) {
         if e.errors.is_empty() {
@@ -67,7 +67,7 @@ pub fn apply(
             "config write refused; the file is unchanged (the problems are logged at debug level)"
         );
         tracing::debug!(path, op, "config write refused: {}", problems.join("; "));
-        let mut e = PluginError::new("config_invalid", problems[0].clone());
+        let mut e = PluginError::new(ErrorCode::ConfigInvalid, problems[0].clone());
         e.errors = problems;
         return Err(e);
     }
@@ -128,7 +128,8 @@ fn writes_allowed(config: &Value, channel: &str, origin: Option<&str>, path: &st
 const MAX_PATH_KEYS: usize = 32;
 
 /// The change itself, on the in-memory config.
-fn edit(config: &mut Value, op: &str, path: &str, value: Option<&Value>) -> Result<(), String> {
+fn edit(config: &mut Value, change: &ConfigEdit) -> Result<(), String> {
+    let path = change.path();
     let keys: Vec<&str> = path.split('.').collect();
     if path.is_empty() || keys.iter().any(|k| k.is_empty() || k.contains('=')) {
         return Err(format!("not a config path: \"{path}\""));
@@ -156,14 +157,13 @@ fn edit(config: &mut Value, op: &str, path: &str, value: Option<&Value>) -> Resu
     let Some(obj) = at.as_object_mut() else {
         return Err(format!("{path}: the parent is not an object"));
     };
-    match op {
-        "set" => {
-            obj.insert(last.to_string(), value.cloned().unwrap_or(Value::Null));
+    match change {
+        ConfigEdit::Set { value, .. } => {
+            obj.insert(last.to_string(), value.clone());
         }
-        "unset" => {
+        ConfigEdit::Unset { .. } => {
             obj.remove(*last);
         }
-        other => return Err(format!("unknown config operation \"{other}\"")),
     }
     Ok(())
 }
@@ -171,6 +171,17 @@ fn edit(config: &mut Value, op: &str, path: &str, value: Option<&Value>) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `apply` with the request as the plugin sends it (JSON).
+    fn apply(
+        config_path: &Path,
+        channel: &str,
+        request: &Value,
+        validate: impl FnOnce(&Value) -> Result<(), PluginError>,
+    ) -> Result<Value, PluginError> {
+        let request: ConfigWrite = serde_json::from_value(request.clone()).unwrap();
+        super::apply(config_path, channel, &request, validate)
+    }
 
     /// Case 147b at the host: parent paths need every scope below them.
     #[test]

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use plugin_abi::contract::ErrorCode;
 use plugin_abi::types::{PluginError, SendRequest, StatusRequest};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -253,7 +254,7 @@ fn serve_one(stream: UnixStream, channels: &[Channel]) {
             return answer(
                 &stream,
                 Err(PluginError::new(
-                    "bad_request",
+                    ErrorCode::BadRequest,
                     format!("control request: {e}"),
                 )),
             );
@@ -263,7 +264,7 @@ fn serve_one(stream: UnixStream, channels: &[Channel]) {
         return answer(
             &stream,
             Err(PluginError::new(
-                "bad_request",
+                ErrorCode::BadRequest,
                 format!(
                     "control protocol {} requested; this gateway speaks {VERSION}",
                     request.v
@@ -280,7 +281,7 @@ fn serve_one(stream: UnixStream, channels: &[Channel]) {
         return answer(
             &stream,
             Err(PluginError::new(
-                "not_running",
+                ErrorCode::NotRunning,
                 format!("channel {} is not running in this gateway", request.channel),
             )),
         );
@@ -379,7 +380,7 @@ impl Gateway {
         // `sendTimeoutMs` allows, and the plugin bounds it.
         let response = ask(&self.path, &request, None).map_err(|e| {
             PluginError::new(
-                "gateway_unreachable",
+                ErrorCode::GatewayUnreachable,
                 format!("the running gateway (pid {}) did not answer: {e}", self.pid),
             )
         })?;

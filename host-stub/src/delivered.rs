@@ -1,6 +1,7 @@
 //! The message ids host-stub has printed, per channel account, kept in the state directory so
 //! that a message the plugin delivers again after a crash is acknowledged without being
-//! printed twice (spec/host-stub-cli.md, channel-behaviour.md §6.3 step 5).
+//! printed twice (the host's half of the delivery contract in the `plugin_abi` crate docs:
+//! "Redelivery after a crash").
 //!
 //! Append-only file, one id per line, synced before the acknowledgement returns; compacted to
 //! the newest `CAP` ids when it grows past twice that. The ids of one delivery (a batch, when

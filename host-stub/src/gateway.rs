@@ -4,6 +4,7 @@
 use std::sync::mpsc;
 use std::sync::Arc;
 
+use plugin_abi::contract::{ConfigReload, ErrorCode};
 use plugin_abi::types::SendRequest;
 
 use crate::channel::Channel;
@@ -24,9 +25,12 @@ fn reload(settings: &Settings, channels: &[Channel]) {
         }
     };
     for channel in channels {
-        match channel.client.call("config.reload", &config) {
-            Ok(outcome) => tracing::info!(channel = %channel.id, %outcome, "config reloaded"),
-            Err(e) if e.code == "config_invalid" => {
+        match channel.client.invoke(&ConfigReload(config.clone())) {
+            Ok(outcome) => {
+                let outcome = serde_json::to_string(&outcome).unwrap_or_default();
+                tracing::info!(channel = %channel.id, %outcome, "config reloaded")
+            }
+            Err(e) if e.is(ErrorCode::ConfigInvalid) => {
                 for line in &e.errors {
                     tracing::error!("{}: {line}", settings.config_path.display());
                 }

@@ -3,7 +3,8 @@
 //! It loads every plugin library in its plugins folder through `plugin-abi`, reads a JSON5
 //! config, starts each configured channel, prints each routed message as one JSON line on
 //! stdout (logs go to stderr), and can answer with a built-in echo agent so a round trip runs
-//! without a language model. The CLI contract is spec/host-stub-cli.md.
+//! without a language model. `host-stub --help` lists the commands; README.md has the exit
+//! statuses and the gateway's output.
 
 mod channel;
 mod commands;
@@ -204,10 +205,14 @@ struct MessageRef {
 }
 
 impl MessageRef {
-    /// The `call` payload's common members.
-    fn payload(&self) -> serde_json::Value {
-        serde_json::json!({"accountId": self.account, "to": self.target,
-            "messageId": self.message_id})
+    /// The `call` request's common members.
+    fn message(&self) -> plugin_abi::contract::MessageRef {
+        plugin_abi::contract::MessageRef {
+            account_id: self.account.clone(),
+            to: self.target.clone(),
+            message_id: self.message_id.clone(),
+            part_index: None,
+        }
     }
 }
 
@@ -364,7 +369,8 @@ fn run(cli: Cli, log_level: &str) -> Result<(), Failure> {
             log_level,
         ),
         Command::Message { action } => {
-            let (on, method, payload) = match action {
+            use plugin_abi::contract::{MessageEdit, MessageReact, MessageUnsend};
+            let (on, action) = match action {
                 MessageAction::Send { .. } | MessageAction::Reconcile { .. } => {
                     unreachable!("matched above")
                 }
@@ -379,28 +385,29 @@ fn run(cli: Cli, log_level: &str) -> Result<(), Failure> {
                             "message react needs --reaction KIND or --emoji E (or --remove)",
                         ));
                     }
-                    let mut payload = on.payload();
-                    payload["reaction"] = serde_json::json!(reaction);
-                    payload["emoji"] = serde_json::json!(emoji);
-                    payload["remove"] = serde_json::json!(remove);
-                    (on, "message.react", payload)
+                    let message = on.message();
+                    let react = MessageReact {
+                        message,
+                        reaction,
+                        emoji,
+                        remove,
+                    };
+                    (on, commands::Action::React(react))
                 }
                 MessageAction::Edit { on, text } => {
-                    let mut payload = on.payload();
-                    payload["text"] = serde_json::json!(text);
-                    (on, "message.edit", payload)
+                    let message = on.message();
+                    (on, commands::Action::Edit(MessageEdit { message, text }))
                 }
                 MessageAction::Unsend { on } => {
-                    let payload = on.payload();
-                    (on, "message.unsend", payload)
+                    let message = on.message();
+                    (on, commands::Action::Unsend(MessageUnsend { message }))
                 }
             };
             commands::message_action(
                 &settings(true)?,
                 commands::ActionArgs {
                     channel: &on.channel,
-                    method,
-                    payload,
+                    action,
                     as_json: on.json,
                 },
                 log_level,

@@ -1,5 +1,7 @@
-//! Where things are: the config file (JSON5), the plugins folder and the state directory,
-//! resolved as spec/host-stub-cli.md says.
+//! Where things are: the config file (JSON5: `--config`, else `$HOST_STUB_CONFIG`, else
+//! `./gateway.json5`), the plugins folder (`--plugins`, else the config's `plugins.dir`
+//! relative to the config file, else `./plugins`) and the state directory (`--state-dir`, else
+//! the config's `stateDir`, else `$HOST_STUB_STATE_DIR`, else `~/.host-stub`).
 
 use std::path::{Path, PathBuf};
 

@@ -11,6 +11,7 @@ use abi_stable::std_types::{RErr, ROk, RResult, RStr, RString};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
 
+use crate::contract::ErrorCode;
 use crate::types::{
     InboundEvent, LogRecord, PluginDescription, PluginError, SendReceipt, SendRequest,
     StartContext, StartReport, StatusReport, StatusRequest,
@@ -38,7 +39,7 @@ pub fn guarded<T>(
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(result) => result,
         Err(payload) => Err(PluginError::new(
-            "panic",
+            ErrorCode::Panic,
             format!(
                 "plugin panicked in {method}: {}",
                 panic_text(payload.as_ref())
@@ -59,7 +60,7 @@ pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 fn decode<T: DeserializeOwned>(method: &str, text: &str) -> Result<T, PluginError> {
     serde_json::from_str(text).map_err(|e| {
         PluginError::new(
-            "bad_payload",
+            ErrorCode::BadPayload,
             format!("{method}: payload is not valid: {e}"),
         )
     })
@@ -68,7 +69,7 @@ fn decode<T: DeserializeOwned>(method: &str, text: &str) -> Result<T, PluginErro
 fn encode<T: Serialize>(value: &T) -> Result<RString, PluginError> {
     serde_json::to_string(value)
         .map(RString::from)
-        .map_err(|e| PluginError::new("internal", format!("encoding the result: {e}")))
+        .map_err(|e| PluginError::new(ErrorCode::Internal, format!("encoding the result: {e}")))
 }
 
 fn to_ffi(result: Result<RString, PluginError>) -> RResult<RString, RString> {
@@ -134,8 +135,9 @@ impl HostHandle {
 
     /// Hands one event to the host; `Ok` means the host has taken responsibility for it.
     pub fn deliver(&self, event: &InboundEvent) -> Result<(), PluginError> {
-        let text = serde_json::to_string(event)
-            .map_err(|e| PluginError::new("internal", format!("encoding the event: {e}")))?;
+        let text = serde_json::to_string(event).map_err(|e| {
+            PluginError::new(ErrorCode::Internal, format!("encoding the event: {e}"))
+        })?;
         match self.0.deliver(text.as_str().into()) {
             ROk(()) => Ok(()),
             RErr(e) => Err(PluginError::from_wire(e.as_str())),

@@ -10,6 +10,7 @@ use abi_stable::std_types::{RErr, ROk, RResult, RStr, RString};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
 
+use crate::contract::{Call, ErrorCode};
 use crate::types::{
     PluginDescription, PluginError, SendReceipt, SendRequest, StartContext, StartReport,
     StatusReport, StatusRequest,
@@ -144,7 +145,7 @@ fn decode<T: DeserializeOwned>(result: RResult<RString, RString>) -> Result<T, P
     match result {
         ROk(text) => serde_json::from_str(text.as_str()).map_err(|e| {
             PluginError::new(
-                "bad_payload",
+                ErrorCode::BadPayload,
                 format!("the plugin answered with unexpected JSON: {e}"),
             )
         }),
@@ -176,8 +177,16 @@ impl PluginClient {
         decode(self.0.status(encode(request).as_str().into()))
     }
 
+    /// Any `call` method, untyped: for methods outside [`crate::contract`] (another plugin's).
     pub fn call(&self, method: &str, payload: &Value) -> Result<Value, PluginError> {
         decode(self.0.call(method.into(), encode(payload).as_str().into()))
+    }
+
+    /// A [`crate::contract`] method: `client.invoke(&PairingList::default())` answers a
+    /// [`crate::contract::PairingListReply`].
+    pub fn invoke<C: Call>(&self, request: &C) -> Result<C::Reply, PluginError> {
+        let method = C::METHOD.as_str();
+        decode(self.0.call(method.into(), encode(request).as_str().into()))
     }
 }
 
@@ -192,7 +201,7 @@ pub trait Host: Send + Sync + 'static {
     /// error.
     fn request(&self, method: &str, _payload: &str) -> Result<String, PluginError> {
         Err(PluginError::new(
-            "unknown_method",
+            ErrorCode::UnknownMethod,
             format!("this host does not support {method}"),
         ))
     }
@@ -204,9 +213,9 @@ impl<H: Host> HostCallbacks for HostAdapter<H> {
     fn deliver(&self, event: RStr<'_>) -> RResult<(), RString> {
         match catch_unwind(AssertUnwindSafe(|| self.0.deliver(event.as_str()))) {
             Ok(Ok(())) => ROk(()),
-            Ok(Err(e)) => RErr(PluginError::new("refused", e).to_wire().into()),
+            Ok(Err(e)) => RErr(PluginError::new(ErrorCode::Refused, e).to_wire().into()),
             Err(_) => RErr(
-                PluginError::new("panic", "host deliver panicked")
+                PluginError::new(ErrorCode::Panic, "host deliver panicked")
                     .to_wire()
                     .into(),
             ),
@@ -225,7 +234,7 @@ impl<H: Host> HostCallbacks for HostAdapter<H> {
             Ok(Ok(reply)) => ROk(reply.into()),
             Ok(Err(e)) => RErr(e.to_wire().into()),
             Err(_) => RErr(
-                PluginError::new("panic", "host request panicked")
+                PluginError::new(ErrorCode::Panic, "host request panicked")
                     .to_wire()
                     .into(),
             ),

@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::contract::ErrorCode;
+
 fn yes() -> bool {
     true
 }
@@ -52,7 +54,7 @@ pub struct StartContext {
     pub host: HostFeatures,
 }
 
-/// The host's side of the contract beyond the base (DESIGN.md "Host features"). The plugin
+/// The host's side of the contract beyond the base ("host features"). The plugin
 /// uses only what is listed here, so an older host keeps working unchanged, and a plugin
 /// ignores names it does not know.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -126,8 +128,9 @@ pub struct AccountStart {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PluginError {
-    /// Stable machine-readable code: `config_invalid`, `invalid_request`, `invalid_target`,
-    /// `not_started`, `unknown_method`, `bad_payload`, `panic`, `internal`, …
+    /// Stable machine-readable code: one of [`ErrorCode`] (read it with
+    /// [`PluginError::code()`]); a string on the wire so that a code from a newer peer still
+    /// reads.
     pub code: String,
     /// One human-readable line.
     pub message: String,
@@ -147,23 +150,23 @@ impl PluginError {
 
     /// The request is wrong (unknown account, missing field, bad code): `invalid_request`.
     pub fn invalid_request(message: impl Into<String>) -> Self {
-        PluginError::new("invalid_request", message)
+        PluginError::new(ErrorCode::InvalidRequest, message)
     }
 
     /// A send target that does not parse: `invalid_target`.
     pub fn invalid_target(message: impl Into<String>) -> Self {
-        PluginError::new("invalid_target", message)
+        PluginError::new(ErrorCode::InvalidTarget, message)
     }
 
     /// Something broke inside the plugin: `internal`.
     pub fn internal(message: impl Into<String>) -> Self {
-        PluginError::new("internal", message)
+        PluginError::new(ErrorCode::Internal, message)
     }
 
     /// Decodes an error string from the other side; text that is not a `PluginError` (an
     /// older or foreign peer) becomes code `internal` with the text as message.
     pub fn from_wire(text: &str) -> Self {
-        serde_json::from_str(text).unwrap_or_else(|_| PluginError::new("internal", text))
+        serde_json::from_str(text).unwrap_or_else(|_| PluginError::internal(text))
     }
 
     pub fn to_wire(&self) -> String {
@@ -192,7 +195,7 @@ impl std::error::Error for PluginError {}
 #[allow(clippy::large_enum_variant)]
 pub enum InboundEvent {
     Message(RoutedMessage),
-    /// A tapback (actions.md §2.3), only to a host that lists
+    /// A tapback, only to a host that lists
     /// [`features::REACTION_EVENTS`]. Delivered once: a refusal is logged and not retried.
     Reaction(ReactionEvent),
     /// Several events in one delivery, only to a host that lists
@@ -469,7 +472,7 @@ pub struct CursorStatus {
     pub newest_created_at: Option<String>,
 }
 
-/// The result of probing one account (channel-behaviour.md §10.1).
+/// The result of probing one account (`status` with `probe`, or the watcher's readiness check).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProbeResult {
