@@ -121,23 +121,7 @@ fn a_dm_is_delivered_refused_redelivered_acknowledged_and_eof_closes() {
         (Value::Null, json!(-32700))
     );
 
-    let config: Value =
-        serde_json::from_str(&std::fs::read_to_string(env.gw.config_path()).unwrap()).unwrap();
-    let state_dir = env.path("state").display().to_string();
-    let started = bridge.request(
-        2,
-        "start",
-        json!({"config": config, "stateDir": state_dir, "logLevel": "info"}),
-    );
-    assert_eq!(
-        started["result"]["accounts"][0]["accountId"], "default",
-        "{started}"
-    );
-    bridge.next_where("the watcher to subscribe", |m| {
-        m["params"]["message"]
-            .as_str()
-            .is_some_and(|t| t.contains("watching for messages"))
-    });
+    start_watching(&env, &mut bridge);
 
     env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "over the bridge"}));
     let first = bridge.next_where("a deliver request", |m| m["method"] == "deliver");
@@ -191,6 +175,50 @@ fn a_dm_is_delivered_refused_redelivered_acknowledged_and_eof_closes() {
         "nothing after plugin.closed"
     );
     assert!(!bridge.has_log("panicked"), "{:?}", bridge.logs);
+}
+
+/// `start` with the env's config, then waits until the watcher subscribed.
+fn start_watching(env: &SimEnv, bridge: &mut Bridge) {
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(env.gw.config_path()).unwrap()).unwrap();
+    let state_dir = env.path("state").display().to_string();
+    let started = bridge.request(
+        2,
+        "start",
+        json!({"config": config, "stateDir": state_dir, "logLevel": "info"}),
+    );
+    assert_eq!(
+        started["result"]["accounts"][0]["accountId"], "default",
+        "{started}"
+    );
+    bridge.next_where("the watcher to subscribe", |m| {
+        m["params"]["message"]
+            .as_str()
+            .is_some_and(|t| t.contains("watching for messages"))
+    });
+}
+
+#[test]
+fn a_delivery_left_unanswered_comes_again_after_ack_timeout() {
+    let env = SimEnv::new(json!({}), json!({}));
+    let mut bridge = Bridge::start(&env, r#"{"ackTimeoutMs": 300}"#);
+    start_watching(&env, &mut bridge);
+    env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "anyone there"}));
+    let first = bridge.next_where("a deliver request", |m| m["method"] == "deliver");
+    // Not answered: after 300 ms it counts as refused and comes again.
+    let again = bridge.next_where("the delivery again", |m| m["method"] == "deliver");
+    assert_eq!(again["params"]["messageId"], first["params"]["messageId"]);
+    bridge.send(&json!({"jsonrpc": "2.0", "id": again["id"], "result": {}}));
+    // The late answer to the first finds no waiter: ignored, and said so in a log.
+    bridge.send(&json!({"jsonrpc": "2.0", "id": first["id"], "result": {}}));
+    bridge.next_where("the ignored-response warning", |m| {
+        m["params"]["message"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("ignored a response to id"))
+    });
+    drop(bridge.stdin.take());
+    bridge.next_where("plugin.closed", |m| m["method"] == "plugin.closed");
+    assert_eq!(bridge.child.wait().unwrap().code(), Some(0));
 }
 
 #[test]

@@ -190,12 +190,12 @@ impl Outbox {
             state.next_id += 1;
             let id = state.next_id;
             state.pending.insert(id, slot.clone());
-            let text = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+            let text = super::rpc::request_text(id, method, params);
             self.push_locked(
                 &mut state,
                 Entry {
                     is_log: false,
-                    text: text.to_string(),
+                    text,
                 },
             );
             id

@@ -4,6 +4,7 @@
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use crate::types::PluginError;
@@ -165,18 +166,65 @@ pub fn params<T: DeserializeOwned>(method: &str, params: &Value) -> Result<T, Rp
     })
 }
 
-/// The response to request `id`: `result` is JSON text (checked; bad text is an error).
+#[derive(Serialize)]
+struct Message<'a> {
+    jsonrpc: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    method: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    params: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a RpcError>,
+}
+
+const EMPTY: Message<'static> = Message {
+    jsonrpc: "2.0",
+    id: None,
+    method: None,
+    params: None,
+    result: None,
+    error: None,
+};
+
+fn write(message: &Message<'_>) -> String {
+    // Only strings, numbers and already-checked JSON: serialising cannot fail.
+    serde_json::to_string(message).unwrap_or_default()
+}
+
+/// The response to request `id`: `result` is JSON text, copied as it is once checked (bad
+/// text becomes an error).
 pub fn response_text(id: &Value, outcome: Result<String, RpcError>) -> String {
-    let outcome = outcome.and_then(|text| {
-        serde_json::from_str::<Value>(&text).map_err(|e| {
+    let checked = outcome.and_then(|text| {
+        RawValue::from_string(text).map_err(|e| {
             RpcError::plugin(PluginError::internal(format!(
                 "the plugin answered with invalid JSON: {e}"
             )))
         })
     });
-    match outcome {
-        Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
-        Err(error) => json!({"jsonrpc": "2.0", "id": id, "error": error}),
+    match &checked {
+        Ok(result) => write(&Message {
+            id: Some(id),
+            result: Some(result),
+            ..EMPTY
+        }),
+        Err(error) => write(&Message {
+            id: Some(id),
+            error: Some(error),
+            ..EMPTY
+        }),
     }
-    .to_string()
+}
+
+/// A plugin → host request; `params` is copied as it is.
+pub(crate) fn request_text(id: u64, method: &str, params: &RawValue) -> String {
+    write(&Message {
+        id: Some(&Value::from(id)),
+        method: Some(method),
+        params: Some(params),
+        ..EMPTY
+    })
 }
