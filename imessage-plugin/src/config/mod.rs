@@ -187,7 +187,7 @@ pub struct AccountConfig {
     pub reaction_notifications: ReactionNotifications,
     pub text_formatting: TextFormatting,
     pub actions: ActionGates,
-    pub rate_limit: crate::ratelimit::Limits,
+    pub rate_limit: crate::outbound::ratelimit::Limits,
     /// Send text parts with `send.tracked` where imsg offers it (`trackedSends: "auto"`,
     /// actions.md §7.3); `false` for `"off"`.
     pub tracked_sends: bool,

@@ -1,7 +1,7 @@
 //! Sending a plan through the account's sender process (channel-behaviour.md §7.3, §7.8):
 //! one request at a time, a long timeout, never a blind retry of an `unknown` outcome.
 
-use crate::sync::LockExt;
+use crate::support::sync::LockExt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,8 +10,8 @@ use serde_json::Value;
 
 use super::Plan;
 use crate::echo::EchoRegistry;
-use crate::rpc::{CallError, RpcClient, SpawnConfig};
-use crate::timeutil;
+use crate::imsg::rpc::{CallError, RpcClient, SpawnConfig};
+use crate::support::timeutil;
 
 /// The per-account sender: a second `imsg rpc` child, separate from the watcher's, so a slow
 /// send never stalls the watch stream. Started on first use, replaced after an `unknown`.
@@ -32,7 +32,7 @@ impl SenderProcess {
     }
 
     /// A sender over an already started client (tests stand in for the child with streams).
-    pub fn with_client(spawn: SpawnConfig, started: crate::rpc::Started) -> Self {
+    pub fn with_client(spawn: SpawnConfig, started: crate::imsg::rpc::Started) -> Self {
         SenderProcess {
             spawn,
             running: Some((started.client, started.done)),
@@ -199,7 +199,11 @@ fn message_id(result: &Value) -> Option<String> {
 
 /// A request the rate limiter's hard caps refused: every part `not_sent`, nothing written
 /// (actions.md §6.3).
-pub fn refused(plan: &Plan, account_id: &str, refusal: &crate::ratelimit::Refusal) -> Receipt {
+pub fn refused(
+    plan: &Plan,
+    account_id: &str,
+    refusal: &crate::outbound::ratelimit::Refusal,
+) -> Receipt {
     let parts: Vec<SendPart> = plan
         .parts
         .iter()
@@ -245,14 +249,14 @@ pub type Settle<'a> =
 
 /// Records a part's state change (keyed requests: the send ledger; `pending` must be
 /// durable before it returns). `false`: it could not be recorded.
-pub type Record<'a> = &'a (dyn Fn(usize, crate::ledger::State, Option<&str>, Option<&str>, bool) -> bool
+pub type Record<'a> = &'a (dyn Fn(usize, crate::state::ledger::State, Option<&str>, Option<&str>, bool) -> bool
          + Send
          + Sync);
 
 /// How one request is sent beyond the plan.
 #[derive(Default)]
 pub struct Options<'a> {
-    pub throttle: Option<&'a crate::ratelimit::slot::Throttle<'a>>,
+    pub throttle: Option<&'a crate::outbound::ratelimit::slot::Throttle<'a>>,
     /// Per part: the attempt id to send with `send.tracked` (text parts, when imsg offers
     /// it); `None` sends with `send`.
     pub attempts: Vec<Option<String>>,
@@ -440,9 +444,9 @@ pub async fn execute(
     remote_host: Option<&str>,
     opts: &Options<'_>,
 ) -> Receipt {
-    use crate::ledger::State;
+    use crate::state::ledger::State;
     let mut sender = sender.lock().await;
-    let mut held: Option<crate::ratelimit::Refusal> = None;
+    let mut held: Option<crate::outbound::ratelimit::Refusal> = None;
     let scope = plan.target.echo_scope();
     let mut parts = Vec::with_capacity(plan.parts.len());
     let mut outcomes = Vec::with_capacity(plan.parts.len());
@@ -543,7 +547,7 @@ pub async fn execute(
             let staging = opts
                 .upload_dir
                 .map_or_else(std::env::temp_dir, |d| d.to_path_buf());
-            match crate::remote::upload::upload(&local, host, &staging).await {
+            match crate::imsg::remote::upload::upload(&local, host, &staging).await {
                 Ok(u) => {
                     planned.file = Some(u.file.clone());
                     uploaded = Some((host, u));
@@ -575,7 +579,7 @@ pub async fn execute(
         // it is not sent.
         if !record(i, State::Pending, None, attempt.as_deref()) {
             if let Some((host, u)) = &uploaded {
-                crate::remote::upload::remove(host, u).await;
+                crate::imsg::remote::upload::remove(host, u).await;
             }
             outcomes.push(Outcome::NotSent);
             let mut d = Done::new(
@@ -604,7 +608,7 @@ pub async fn execute(
             }
         };
         if let Some((host, u)) = &uploaded {
-            crate::remote::upload::remove(host, u).await;
+            crate::imsg::remote::upload::remove(host, u).await;
         }
         let now = timeutil::now_ms();
         if let Some(t) = ticket {
@@ -680,7 +684,7 @@ pub async fn execute(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rpc::RpcError;
+    use crate::imsg::rpc::RpcError;
 
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -813,7 +817,7 @@ mod tests {
 
     #[test]
     fn a_part_whose_pending_line_cannot_be_written_is_not_sent() {
-        use crate::ledger::State;
+        use crate::state::ledger::State;
         let echo = Arc::new(Mutex::new(EchoRegistry::in_memory()));
         let record =
             |_: usize, s: State, _: Option<&str>, _: Option<&str>, _: bool| s != State::Pending;

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::account::AccountState;
-use crate::backoff;
+use crate::support::backoff;
 
 /// How long a permission-blocked account waits before trying again: 5 min, or
 /// `IMESSAGE_BLOCKED_RETRY_SECS` (for operators who grant access and do not want to wait).

@@ -5,8 +5,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::{Limiter, Refusal};
-use crate::sync::LockExt;
-use crate::timeutil;
+use crate::support::sync::LockExt;
+use crate::support::timeutil;
 
 /// One request's hold on the limiter.
 pub struct Throttle<'a> {

@@ -11,9 +11,9 @@ use std::time::{Duration, SystemTime};
 use plugin_abi::types::MediaItem;
 
 use crate::account::Account;
-use crate::attachments::{self, Candidate};
-use crate::message::ImsgMessage;
-use crate::timeutil;
+use crate::imsg::message::ImsgMessage;
+use crate::inbound::attachments::{self, Candidate};
+use crate::support::timeutil;
 
 /// Staged files older than this are deleted; the host may delete them sooner.
 pub const MAX_AGE: Duration = Duration::from_secs(48 * 3600);
@@ -57,7 +57,7 @@ fn clean_if_due(account: &Account) {
 
 fn sanitize_name(raw: &str) -> String {
     let base = raw.rsplit('/').next().unwrap_or(raw);
-    let cleaned = crate::remote::safe_file_chars(base);
+    let cleaned = crate::imsg::remote::safe_file_chars(base);
     let trimmed = cleaned.trim_start_matches('.');
     let cut: String = trimmed.chars().take(100).collect();
     if cut.is_empty() {
@@ -109,7 +109,7 @@ async fn stage_remote(
     let max = account.settings().media_max_bytes();
     let guid = sanitize_name(&m.dedupe_key());
     let mut out = Vec::new();
-    if let Err(e) = crate::store::ensure_dir(&account.media_dir) {
+    if let Err(e) = crate::state::store::ensure_dir(&account.media_dir) {
         tracing::warn!("creating the media folder: {e}");
         return out;
     }
@@ -122,8 +122,9 @@ async fn stage_remote(
             .media_dir
             .join(format!("{guid}-{}-{}", c.index, sanitize_name(&c.path)));
         let dest_text = dest.display().to_string();
-        let args = crate::remote::fetch_args(&c.path, &format!("{host}:{}", c.path), &dest_text);
-        match crate::remote::scp(args, std::time::Duration::from_secs(60)).await {
+        let args =
+            crate::imsg::remote::fetch_args(&c.path, &format!("{host}:{}", c.path), &dest_text);
+        match crate::imsg::remote::scp(args, std::time::Duration::from_secs(60)).await {
             Ok(()) => match std::fs::symlink_metadata(&dest) {
                 Ok(meta) if meta.file_type().is_file() && meta.len() <= max => {
                     let _ = std::fs::set_permissions(
@@ -198,7 +199,7 @@ fn copy_local(
     if meta.len() > max {
         return Err(format!("{} bytes is over the size cap", meta.len()));
     }
-    crate::store::ensure_dir(dest.parent().unwrap_or(std::path::Path::new(".")))
+    crate::state::store::ensure_dir(dest.parent().unwrap_or(std::path::Path::new(".")))
         .map_err(|e| e.to_string())?;
     let mut input = std::fs::OpenOptions::new()
         .read(true)

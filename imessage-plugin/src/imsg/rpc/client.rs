@@ -4,7 +4,7 @@
 //! Reading never waits on writing: imsg blocks when its stdout pipe is full, and a lenient
 //! server then stops reading stdin, so a client that writes before it reads can deadlock.
 
-use crate::sync::LockExt;
+use crate::support::sync::LockExt;
 use std::collections::{HashMap, VecDeque};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -77,7 +77,7 @@ pub enum Event {
     /// be used (the consumer counts it as malformed).
     Message {
         subscription: Option<i64>,
-        message: Result<Box<crate::message::ImsgMessage>, crate::message::Malformed>,
+        message: Result<Box<crate::imsg::message::ImsgMessage>, crate::imsg::message::Malformed>,
     },
     /// Any other notification.
     Notification {
@@ -184,7 +184,7 @@ impl RpcClient {
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
         *inner.shutdown.locked() = Some(shutdown_tx);
         let (done_tx, done_rx) = oneshot::channel();
-        crate::supervise::spawn(
+        crate::support::task::spawn(
             "imsg process",
             supervise_process(child, inner, eof_rx, shutdown_rx, done_tx),
         );
@@ -210,7 +210,7 @@ impl RpcClient {
         );
         let inner = started.client.inner.clone();
         let (done_tx, done_rx) = oneshot::channel();
-        crate::supervise::spawn("imsg stream", async move {
+        crate::support::task::spawn("imsg stream", async move {
             let _ = eof_rx.await;
             inner.fail_all(CallError::ChildExited {
                 status: "stream closed".into(),
@@ -252,14 +252,14 @@ impl RpcClient {
             shutdown: Mutex::new(None),
             pid,
         });
-        crate::supervise::spawn("imsg writer", write_loop(stdin, write_rx, inner.clone()));
+        crate::support::task::spawn("imsg writer", write_loop(stdin, write_rx, inner.clone()));
         let (eof_tx, eof_rx) = oneshot::channel();
-        crate::supervise::spawn(
+        crate::support::task::spawn(
             "imsg reader",
             read_loop(stdout, inner.clone(), event_tx, max_line, eof_tx),
         );
         if let Some(stderr) = stderr {
-            crate::supervise::spawn("imsg stderr", drain_stderr(stderr, inner.clone()));
+            crate::support::task::spawn("imsg stderr", drain_stderr(stderr, inner.clone()));
         }
         let done = oneshot::channel().1;
         (
@@ -518,7 +518,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
 /// Handles one line; a notification is returned for the consumer.
 fn dispatch(line: &str, inner: &Inner) -> Option<Event> {
     // The hot case first: one typed pass over a message notification.
-    if let Some((subscription, message)) = crate::message::parse_message_line(line) {
+    if let Some((subscription, message)) = crate::imsg::message::parse_message_line(line) {
         inner.flush_noise();
         return Some(Event::Message {
             subscription,
@@ -551,7 +551,7 @@ fn dispatch(line: &str, inner: &Inner) -> Option<Event> {
         // A `message` line the fast pass refused: its slow parse says what is wrong with it.
         Incoming::Notification { method, params } if method == "message" => {
             return Some(
-                match crate::message::parse_notification(params.as_deref()) {
+                match crate::imsg::message::parse_notification(params.as_deref()) {
                     Ok((subscription, message)) => Event::Message {
                         subscription,
                         message: Ok(Box::new(message)),

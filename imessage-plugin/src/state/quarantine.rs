@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::store;
+use crate::state::store;
 
 pub const FILE: &str = "quarantine.jsonl";
 pub const MAX_BYTES: usize = 1 << 20;

@@ -133,7 +133,7 @@ pub async fn upload(local: &str, host: &str, staging: &Path) -> Result<Uploaded,
     let staged = {
         let (local, folder, name) = (PathBuf::from(local), folder.clone(), name);
         tokio::task::spawn_blocking(move || {
-            crate::store::ensure_dir(folder.parent().unwrap_or(Path::new(".")))?;
+            crate::state::store::ensure_dir(folder.parent().unwrap_or(Path::new(".")))?;
             stage(&local, &folder, &name)
         })
         .await

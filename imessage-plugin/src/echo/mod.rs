@@ -16,7 +16,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 use unicode_normalization::UnicodeNormalization;
 
-use crate::store;
+use crate::state::store;
 
 pub const SENT_ID_TTL_MS: i64 = 12 * 3600 * 1000;
 pub const SENT_ID_CAP: usize = 2000;

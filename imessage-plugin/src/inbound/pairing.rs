@@ -7,8 +7,8 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{self, Read};
-use crate::timeutil;
+use crate::state::store::{self, Read};
+use crate::support::timeutil;
 
 pub const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
 pub const EXPIRY_MS: i64 = 3600 * 1000;

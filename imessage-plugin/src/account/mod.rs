@@ -1,7 +1,7 @@
 //! One account at run time: its folders, its source signature, the state shared between its
 //! watcher task and host calls (echo registry, sender process, status), and its sends.
 
-use crate::sync::{LockExt, RwLockExt};
+use crate::support::sync::{LockExt, RwLockExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -12,11 +12,11 @@ use serde_json::Value;
 
 use crate::config::{rules, AccountConfig, Config};
 use crate::echo::EchoRegistry;
+use crate::imsg::remote;
+use crate::imsg::rpc::SpawnConfig;
 use crate::inbound::Stats;
 use crate::outbound::send::SenderProcess;
-use crate::remote;
-use crate::rpc::SpawnConfig;
-use crate::timeutil;
+use crate::support::timeutil;
 
 fn home() -> Option<PathBuf> {
     std::env::var_os("HOME").map(PathBuf::from)
@@ -161,7 +161,7 @@ pub struct Account {
     pub dir: PathBuf,
     pub media_dir: PathBuf,
     /// When staging last cleaned `media_dir` (besides the clean at start).
-    pub media_cleaner: crate::staging::Cleaner,
+    pub media_cleaner: crate::watcher::staging::Cleaner,
     config: RwLock<Configured>,
     pub source: Source,
     pub echo: Arc<Mutex<EchoRegistry>>,
@@ -171,12 +171,12 @@ pub struct Account {
     /// What the host understands beyond the base contract (`StartContext.host`).
     pub features: Arc<HostFeatures>,
     /// Control-command names: the host's, else the defaults (§9.1).
-    pub commands: Arc<crate::policy::CommandNames>,
+    pub commands: Arc<crate::inbound::policy::CommandNames>,
     /// Bumped by every config reload that applies without a restart; the watcher picks the
     /// new settings up before its next message.
     pub generation: std::sync::atomic::AtomicU64,
     /// The last capability snapshot learned (actions.md §1.2); `None` until asked for.
-    pub capabilities: Mutex<Option<crate::capabilities::Snapshot>>,
+    pub capabilities: Mutex<Option<crate::imsg::capabilities::Snapshot>>,
     /// One learner at a time: callers that find the snapshot stale wait for the one run
     /// (a lenient `imsg status --json` may take seconds, and runs at most once per 10 s).
     learning: tokio::sync::Mutex<()>,
@@ -186,26 +186,26 @@ pub struct Account {
     pub actions_used_ms: std::sync::atomic::AtomicI64,
     pub read_receipts: Mutex<crate::actions::ReadReceipts>,
     /// Routed inbound messages and their chats, for message actions (actions.md §3.0).
-    pub index: Mutex<crate::message_index::MessageIndex>,
+    pub index: Mutex<crate::actions::index::MessageIndex>,
     /// Idempotent-send counters, and parts whose outcome is unknown until their echo.
-    pub sends: crate::sending::SendStats,
-    pub unsettled: Mutex<Vec<crate::sending::Unsettled>>,
-    pub recent_own: Mutex<std::collections::VecDeque<crate::sending::OwnRow>>,
+    pub sends: crate::outbound::path::SendStats,
+    pub unsettled: Mutex<Vec<crate::outbound::path::Unsettled>>,
+    pub recent_own: Mutex<std::collections::VecDeque<crate::outbound::path::OwnRow>>,
     /// Outbound rate limiting (actions.md §6), and when its counters were last saved.
-    pub limiter: Mutex<crate::ratelimit::Limiter>,
+    pub limiter: Mutex<crate::outbound::ratelimit::Limiter>,
     limits_saved_ms: std::sync::atomic::AtomicI64,
     /// Refresh the strict snapshot with `status {}` on the watcher's child now (a bridge
     /// error was seen; actions.md §1.2, case 164).
     pub status_due: std::sync::atomic::AtomicBool,
-    pub typing: Mutex<crate::typing::Typing>,
+    pub typing: Mutex<crate::actions::typing::Typing>,
     /// The dedupe key of the message whose processing last panicked. It outlives the watcher
     /// restart that follows, so a second panic on the same message quarantines it.
     pub suspect: Mutex<Option<String>>,
     /// The message being processed, on disk, so a row that kills the process (a stack
     /// overflow, an abort) is found at the next start.
-    pub inflight: Mutex<crate::inflight::InFlight>,
+    pub inflight: Mutex<crate::state::inflight::InFlight>,
     /// The row a process that died left in flight, with how many starts found it so.
-    pub crashed: Mutex<Option<crate::inflight::Record>>,
+    pub crashed: Mutex<Option<crate::state::inflight::Record>>,
 }
 
 impl Account {
@@ -241,21 +241,21 @@ impl Account {
         }
         let echo = EchoRegistry::open(&dir, timeutil::now_ms());
         // The send ledger keeps 7 days; what is older goes now.
-        if let Err(e) = crate::ledger::compact(&dir, timeutil::now_ms()) {
+        if let Err(e) = crate::state::ledger::compact(&dir, timeutil::now_ms()) {
             tracing::warn!("send ledger: {e}");
         }
-        let limiter = crate::ratelimit::Limiter::new(
+        let limiter = crate::outbound::ratelimit::Limiter::new(
             account.rate_limit,
-            crate::ratelimit::persist::load(&dir),
+            crate::outbound::ratelimit::persist::load(&dir),
         );
         let source_spawn = source.spawn_config();
-        let (inflight, crashed) = match crate::inflight::InFlight::open(&dir) {
+        let (inflight, crashed) = match crate::state::inflight::InFlight::open(&dir) {
             Ok(opened) => opened,
             Err(e) => {
                 tracing::warn!(
                     "{e}; a message that crashes the process may be replayed at every start"
                 );
-                (crate::inflight::InFlight::disabled(), None)
+                (crate::state::inflight::InFlight::disabled(), None)
             }
         };
         if let Some(r) = &crashed {
@@ -265,7 +265,7 @@ impl Account {
                 "the process ended while row {} was being processed ({} time(s)); {}",
                 r.rowid,
                 r.crashes,
-                if r.crashes >= crate::inflight::QUARANTINE_AFTER {
+                if r.crashes >= crate::state::inflight::QUARANTINE_AFTER {
                     "it will be quarantined when it comes again"
                 } else {
                     "it will be tried once more"
@@ -278,7 +278,7 @@ impl Account {
             id: account.id.clone(),
             dir,
             media_dir,
-            media_cleaner: crate::staging::Cleaner::default(),
+            media_cleaner: crate::watcher::staging::Cleaner::default(),
             sender: tokio::sync::Mutex::new(SenderProcess::new(source.spawn_config())),
             source,
             config: RwLock::new(Configured {
@@ -291,7 +291,7 @@ impl Account {
                 ..Default::default()
             }),
             host,
-            commands: Arc::new(crate::policy::CommandNames::new(
+            commands: Arc::new(crate::inbound::policy::CommandNames::new(
                 features.command_names.as_deref(),
             )),
             features,
@@ -338,12 +338,12 @@ impl Account {
     pub async fn capabilities(
         &self,
         refresh: bool,
-    ) -> Result<crate::capabilities::Snapshot, String> {
+    ) -> Result<crate::imsg::capabilities::Snapshot, String> {
         self.capabilities_within(refresh, false).await
     }
 
     /// The snapshot to gate a bridge call on: on a lenient server at most 10 s old (§1.2).
-    pub async fn bridge_capabilities(&self) -> Result<crate::capabilities::Snapshot, String> {
+    pub async fn bridge_capabilities(&self) -> Result<crate::imsg::capabilities::Snapshot, String> {
         self.capabilities_within(false, true).await
     }
 
@@ -351,7 +351,7 @@ impl Account {
         &self,
         refresh: bool,
         for_bridge_call: bool,
-    ) -> Result<crate::capabilities::Snapshot, String> {
+    ) -> Result<crate::imsg::capabilities::Snapshot, String> {
         let fresh = || {
             let now = timeutil::now_ms();
             self.capabilities
@@ -373,7 +373,7 @@ impl Account {
             }
         }
         let timeout = Duration::from_millis(self.settings().probe_timeout_ms);
-        let learned = crate::capabilities::learn(&self.source, timeout).await?;
+        let learned = crate::imsg::capabilities::learn(&self.source, timeout).await?;
         *self.capabilities.locked() = Some(learned.clone());
         Ok(learned)
     }
@@ -384,11 +384,11 @@ impl Account {
         self.capabilities
             .locked()
             .as_ref()
-            .is_some_and(|c| c.profile == crate::capabilities::Profile::Strict)
+            .is_some_and(|c| c.profile == crate::imsg::capabilities::Profile::Strict)
     }
 
     /// A snapshot learned on one of the account's own children (initialize, status).
-    pub fn note_capabilities(&self, snapshot: crate::capabilities::Snapshot) {
+    pub fn note_capabilities(&self, snapshot: crate::imsg::capabilities::Snapshot) {
         *self.capabilities.locked() = Some(snapshot);
     }
 
@@ -410,7 +410,7 @@ impl Account {
     /// Someone wrote in these conversations (any row not from us, not a duplicate, not
     /// stale): the rate limiter's unanswered counts reset (§6.2). Only an `admitted` sender's
     /// row adds conversations to the counters (see `Limiter::note_inbound`).
-    pub fn note_inbound(&self, m: &crate::message::ImsgMessage, admitted: bool) {
+    pub fn note_inbound(&self, m: &crate::imsg::message::ImsgMessage, admitted: bool) {
         use std::fmt::Write;
         let now = timeutil::now_ms();
         if let Some(chat_id) = m.chat_id {
@@ -440,7 +440,7 @@ impl Account {
             if let Some(h) = m.sender.as_deref().filter(|h| !h.is_empty()) {
                 push(
                     &mut keys,
-                    format_args!("handle:{}", crate::handle::normalize_sender(h)),
+                    format_args!("handle:{}", crate::support::handle::normalize_sender(h)),
                 );
             }
         }
@@ -471,7 +471,7 @@ impl Account {
         let dir = self.dir.clone();
         let id = self.id.clone();
         let mut save = move || {
-            if let Err(e) = crate::ratelimit::persist::save(&dir, &mut snapshot, now) {
+            if let Err(e) = crate::outbound::ratelimit::persist::save(&dir, &mut snapshot, now) {
                 tracing::warn!(account = %id, "saving the rate-limit counters: {e}");
             }
         };
@@ -571,7 +571,9 @@ impl Account {
                 .map(|c| c.to_json(&account.id)),
             quarantine: (s.quarantined > 0).then(|| QuarantineStatus {
                 count: s.quarantined,
-                file: crate::quarantine::path(&self.dir).display().to_string(),
+                file: crate::state::quarantine::path(&self.dir)
+                    .display()
+                    .to_string(),
             }),
         }
     }

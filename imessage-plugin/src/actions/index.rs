@@ -10,7 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use serde_json::{Map, Value};
 
 use crate::echo::{OwnMessage, Scope};
-use crate::message::ImsgMessage;
+use crate::imsg::message::ImsgMessage;
 use crate::outbound::Target;
 
 const CAPACITY: usize = 4000;
@@ -124,7 +124,11 @@ impl MessageIndex {
                 self.chats.clear();
             }
             let dm_handle = (m.is_group == Some(false))
-                .then(|| m.sender.as_deref().map(crate::handle::normalize_sender))
+                .then(|| {
+                    m.sender
+                        .as_deref()
+                        .map(crate::support::handle::normalize_sender)
+                })
                 .flatten();
             let at = Located {
                 chat_id: Some(chat_id),

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use regex::Regex;
 
-use crate::message::ImsgMessage;
+use crate::imsg::message::ImsgMessage;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tapback {

@@ -58,7 +58,7 @@ impl ImsgMessage {
     pub fn created_ms(&self) -> Option<i64> {
         self.created_at
             .as_deref()
-            .and_then(crate::timeutil::parse_ms)
+            .and_then(crate::support::timeutil::parse_ms)
     }
 
     /// The row id to persist as the cursor (strict `cursor` wins over `id`).

@@ -8,6 +8,10 @@
 //! the bridge can do it (a lenient imsg that gets a bridge call while the bridge is down
 //! relaunches Messages.app, so the snapshot must be fresh and ready first).
 
+pub(crate) mod index;
+pub(crate) mod message_actions;
+pub(crate) mod typing;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +20,8 @@ use serde_json::{Map, Value};
 
 use crate::account::Account;
 use crate::outbound::target;
-use crate::sync::LockExt;
-use crate::timeutil;
+use crate::support::sync::LockExt;
+use crate::support::timeutil;
 
 /// The actions child closes after this long without a request.
 const IDLE: Duration = Duration::from_secs(60);
@@ -121,13 +125,13 @@ pub fn after_ack(account: &Arc<Account>, conversations: Vec<String>) {
 
 /// Errors after which the capability snapshot is learned again (actions.md §1.2): database
 /// or bridge unavailable, a poisoned mutation lane, or a bridge that stopped answering.
-fn bridge_trouble(e: &crate::rpc::CallError) -> bool {
+fn bridge_trouble(e: &crate::imsg::rpc::CallError) -> bool {
     match e {
-        crate::rpc::CallError::Rpc(r) => {
+        crate::imsg::rpc::CallError::Rpc(r) => {
             (-32004..=-32002).contains(&r.code)
                 || r.text().contains("Timed out waiting for response")
         }
-        crate::rpc::CallError::Timeout { .. } => true,
+        crate::imsg::rpc::CallError::Timeout { .. } => true,
         _ => false,
     }
 }
@@ -139,7 +143,7 @@ pub(crate) async fn request(
     method: &str,
     params: Value,
     timeout: Duration,
-) -> Result<Value, crate::rpc::CallError> {
+) -> Result<Value, crate::imsg::rpc::CallError> {
     let client = {
         let mut actions = account.actions.lock().await;
         actions.initialize_first = account.is_strict();
@@ -192,7 +196,7 @@ mod tests {
 
     #[test]
     fn bridge_trouble_drops_the_snapshot() {
-        use crate::rpc::{CallError, RpcError};
+        use crate::imsg::rpc::{CallError, RpcError};
         let rpc = |code, data: &str| {
             CallError::Rpc(RpcError {
                 code,

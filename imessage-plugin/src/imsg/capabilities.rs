@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 use crate::account::Source;
-use crate::rpc::{CallError, RpcClient};
-use crate::timeutil;
+use crate::imsg::rpc::{CallError, RpcClient};
+use crate::support::timeutil;
 
 /// `MAJOR.MINOR.PATCH`, compared as a tuple.
 pub type Version = (u32, u32, u32);

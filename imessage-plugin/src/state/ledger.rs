@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::store;
+use crate::state::store;
 
 const RETENTION_MS: i64 = 7 * 24 * 3_600_000;
 

@@ -13,12 +13,12 @@ use plugin_abi::types::PluginError;
 use serde_json::{json, Map, Value};
 
 use crate::account::Account;
+use crate::actions::index::{self as message_index, Located};
 use crate::echo::OwnMessage;
-use crate::message_index::{self, Located};
+use crate::imsg::rpc::CallError;
 use crate::outbound::{self, Target};
-use crate::rpc::CallError;
-use crate::sync::LockExt;
-use crate::timeutil;
+use crate::support::sync::LockExt;
+use crate::support::timeutil;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 const EDIT_WINDOW_MS: i64 = 15 * 60 * 1000;
@@ -324,8 +324,10 @@ async fn request(
     target: &Target,
     params: Map<String, Value>,
 ) -> Result<Value, PluginError> {
-    let throttle =
-        crate::ratelimit::slot::Throttle::new(&account.limiter, target.echo_scope().to_string());
+    let throttle = crate::outbound::ratelimit::slot::Throttle::new(
+        &account.limiter,
+        target.echo_scope().to_string(),
+    );
     throttle.slot().await.map_err(|r| {
         account.limiter.locked().limited_parts += 1;
         PluginError::new(
@@ -543,7 +545,7 @@ mod tests {
 
     #[test]
     fn imsg_failures_map_to_the_spec_codes_case_186() {
-        use crate::rpc::RpcError;
+        use crate::imsg::rpc::RpcError;
         let rpc = |code, data: &str| {
             CallError::Rpc(RpcError {
                 code,

@@ -15,7 +15,7 @@ use futures_util::FutureExt;
 ///
 /// `AssertUnwindSafe` is sound here because every caller throws away or rebuilds the state
 /// the future touched (the watcher restarts from the persisted cursor), and shared state
-/// behind locks is read through [`crate::sync`], which tolerates poisoning.
+/// behind locks is read through [`crate::support::sync`], which tolerates poisoning.
 pub async fn catch<F: Future>(fut: F) -> Result<F::Output, String> {
     AssertUnwindSafe(fut)
         .catch_unwind()

@@ -56,7 +56,7 @@ impl InFlight {
     /// Opens the marker (never through a symlink), and returns what a process that died left
     /// in it: that row's record with one more crash counted.
     pub fn open(account_dir: &Path) -> std::io::Result<(InFlight, Option<Record>)> {
-        crate::store::ensure_dir(account_dir)?;
+        crate::state::store::ensure_dir(account_dir)?;
         let path = account_dir.join(FILE);
         let mut file = std::fs::OpenOptions::new()
             .read(true)
@@ -66,7 +66,7 @@ impl InFlight {
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
-            .map_err(crate::store::context("opening", &path))?;
+            .map_err(crate::state::store::context("opening", &path))?;
         let mut head = Vec::with_capacity(RECORD_BYTES);
         (&mut file)
             .take(RECORD_BYTES as u64)

@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::account::Account;
 use crate::outbound::target;
-use crate::sync::LockExt;
-use crate::timeutil;
+use crate::support::sync::LockExt;
+use crate::support::timeutil;
 
 const KEEPALIVE: Duration = Duration::from_secs(8);
 const EARLY_MAX_MS: i64 = 60_000;
@@ -161,7 +161,8 @@ async fn send(account: &Arc<Account>, to: &str, on: bool) -> Result<(), Failed> 
         .map_err(|e| Failed {
             uncertain: matches!(
                 e,
-                crate::rpc::CallError::Timeout { .. } | crate::rpc::CallError::ChildExited { .. }
+                crate::imsg::rpc::CallError::Timeout { .. }
+                    | crate::imsg::rpc::CallError::ChildExited { .. }
             ),
             text: e.to_string(),
         })

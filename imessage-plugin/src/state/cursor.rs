@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{self, Read};
-use crate::timeutil;
+use crate::state::store::{self, Read};
+use crate::support::timeutil;
 
 pub const SEEN_RETENTION_MS: i64 = 48 * 3600 * 1000;
 pub const SEEN_CAP: usize = 10_000;

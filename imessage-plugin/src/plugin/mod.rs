@@ -1,5 +1,8 @@
 //! The plugin instance: turns host calls into work on the plugin's own runtime.
 
+mod logging;
+pub(crate) mod panic_hook;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -16,11 +19,10 @@ use tracing::Dispatch;
 
 use crate::account::{Account, Source};
 use crate::config::{self, Config};
-use crate::logging;
+use crate::inbound::pairing::PairingStore;
 use crate::outbound::{self, Rejected};
-use crate::pairing::PairingStore;
-use crate::sync::LockExt;
-use crate::timeutil;
+use crate::support::sync::LockExt;
+use crate::support::timeutil;
 use crate::watcher;
 
 /// The channel id, also the config key under `channels`.
@@ -144,7 +146,7 @@ impl Running {
                 let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
             }
             account.sender.lock().await.replace().await;
-            crate::typing::stop_all(account).await;
+            crate::actions::typing::stop_all(account).await;
             account.actions.lock().await.replace().await;
         });
         account.save_limits(true);
@@ -216,7 +218,7 @@ impl ImessagePlugin {
     /// reported by the plugin's panic hook (without its message).
     fn logged<T>(&self, f: impl FnOnce() -> T) -> T {
         let dispatch = self.dispatch.locked().clone();
-        crate::panic_hook::in_plugin(|| tracing::dispatcher::with_default(&dispatch, f))
+        crate::plugin::panic_hook::in_plugin(|| tracing::dispatcher::with_default(&dispatch, f))
     }
 
     fn build_runtime(dispatch: Dispatch) -> Result<tokio::runtime::Runtime, PluginError> {
@@ -320,10 +322,12 @@ impl ImessagePlugin {
         tracing::info!(account = %account.id, "pairing approved");
         let mut notice = None;
         if payload.get("notify").and_then(Value::as_bool) == Some(true) {
-            let to = crate::pairing::reply_target(&request.id, request.chat_id);
-            if let Ok(plan) =
-                outbound::plan_plain(&to, crate::pairing::APPROVED_TEXT, &account.settings())
-            {
+            let to = crate::inbound::pairing::reply_target(&request.id, request.chat_id);
+            if let Ok(plan) = outbound::plan_plain(
+                &to,
+                crate::inbound::pairing::APPROVED_TEXT,
+                &account.settings(),
+            ) {
                 notice = Some((account.clone(), plan, r.runtime.handle().clone()));
             }
         }
@@ -389,7 +393,7 @@ impl ImessagePlugin {
             .and_then(Value::as_str)
             .ok_or_else(|| PluginError::invalid_request("senderId is required"))?;
         let account = r.account(payload.get("accountId").and_then(Value::as_str))?;
-        let id = crate::handle::normalize_sender(sender);
+        let id = crate::support::handle::normalize_sender(sender);
         let removed = r.pairing_store(account).revoke(&id).map_err(io_error)?;
         Ok(json!({"accountId": account.id, "senderId": id, "removed": removed}))
     }
@@ -406,7 +410,7 @@ impl Plugin for ImessagePlugin {
             logging::parse_level(ctx.log_level.as_deref()),
         );
         *self.dispatch.locked() = dispatch.clone();
-        crate::panic_hook::install();
+        crate::plugin::panic_hook::install();
         self.logged(|| {
             let mut running = self.running.locked();
             if running.is_some() {
@@ -419,7 +423,7 @@ impl Plugin for ImessagePlugin {
                 tracing::warn!("{warning}");
             }
             let state_dir = PathBuf::from(&ctx.state_dir);
-            crate::store::check_state_dirs(
+            crate::state::store::check_state_dirs(
                 &state_dir,
                 config.accounts.iter().map(|a| a.key.as_str()),
             )
@@ -482,7 +486,7 @@ impl Plugin for ImessagePlugin {
                     }
                     for a in &accounts {
                         a.sender.lock().await.replace().await;
-                        crate::typing::stop_all(a).await;
+                        crate::actions::typing::stop_all(a).await;
                         a.actions.lock().await.replace().await;
                         a.save_limits(true);
                     }
@@ -559,8 +563,10 @@ impl Plugin for ImessagePlugin {
                 let allowed = store.allow_list().len() as u64;
                 let mut status = account.status(pending, allowed);
                 if request.probe {
-                    let result =
-                        runtime.block_on(crate::probe::probe(&account.settings(), &account.source));
+                    let result = runtime.block_on(crate::imsg::probe::probe(
+                        &account.settings(),
+                        &account.source,
+                    ));
                     // A probe also learns what imsg can do now (a bridge that came back shows).
                     if result.ok {
                         match runtime.block_on(account.capabilities(true)) {
@@ -630,15 +636,15 @@ impl Plugin for ImessagePlugin {
                 }
                 self.logged(|| {
                     if !on {
-                        crate::typing::stop(&account, to);
+                        crate::actions::typing::stop(&account, to);
                         return Ok(json!({"ok": true, "accountId": account.id, "typing": false, "sent": true}));
                     }
-                    match runtime.block_on(crate::typing::unavailable(&account)) {
+                    match runtime.block_on(crate::actions::typing::unavailable(&account)) {
                         Some(reason) => Ok(skipped(reason)),
                         None => {
                             // The typing task runs on the plugin's runtime.
                             let _guard = runtime.enter();
-                            crate::typing::start(&account, to, crate::typing::Origin::Host);
+                            crate::actions::typing::start(&account, to, crate::actions::typing::Origin::Host);
                             Ok(json!({"ok": true, "accountId": account.id, "typing": true, "sent": true}))
                         }
                     }
@@ -675,12 +681,12 @@ impl Plugin for ImessagePlugin {
                     runtime.block_on(async {
                         match method {
                             "message.react" => {
-                                crate::message_actions::react(&account, &payload).await
+                                crate::actions::message_actions::react(&account, &payload).await
                             }
                             "message.edit" => {
-                                crate::message_actions::edit(&account, &payload).await
+                                crate::actions::message_actions::edit(&account, &payload).await
                             }
-                            _ => crate::message_actions::unsend(&account, &payload).await,
+                            _ => crate::actions::message_actions::unsend(&account, &payload).await,
                         }
                     })
                 })

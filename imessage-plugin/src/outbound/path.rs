@@ -14,11 +14,11 @@ use serde_json::{json, Value};
 use crate::account::Account;
 use crate::config::AccountConfig;
 use crate::echo::{normalize_text, EchoRow, Scope};
-use crate::ledger::{self, Line, State};
 use crate::outbound::send::{self, Options, Prior};
 use crate::outbound::{attempt, Plan};
-use crate::sync::LockExt;
-use crate::timeutil;
+use crate::state::ledger::{self, Line, State};
+use crate::support::sync::LockExt;
+use crate::support::timeutil;
 
 const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
 /// When a fresh uncertainty is asked about: +2, +5, +10 s (§7.3).
@@ -46,7 +46,7 @@ pub struct OwnRow {
 }
 
 impl OwnRow {
-    fn of(m: &crate::message::ImsgMessage) -> OwnRow {
+    fn of(m: &crate::imsg::message::ImsgMessage) -> OwnRow {
         OwnRow {
             guid: m.guid.as_deref().unwrap_or("").to_string(),
             chat_id: m.chat_id,
@@ -119,7 +119,7 @@ impl Account {
             Err(e) => send::refused(
                 plan,
                 &self.id,
-                &crate::ratelimit::Refusal {
+                &crate::outbound::ratelimit::Refusal {
                     error: e.message,
                     retry_after_ms: None,
                 },
@@ -178,7 +178,8 @@ impl Account {
             Err(refusal) => send::refused(plan, &self.id, &refusal),
             Ok(()) => {
                 self.sender.lock().await.initialize_first = self.is_strict();
-                let throttle = crate::ratelimit::slot::Throttle::new(&self.limiter, scope.clone());
+                let throttle =
+                    crate::outbound::ratelimit::slot::Throttle::new(&self.limiter, scope.clone());
                 let settler = self.clone();
                 let settle = move |attempt: String, patient: bool| {
                     let account = settler.clone();
@@ -344,7 +345,7 @@ impl Account {
             }
         }
         // A reply to a conversation ends the typing shown there (any outcome).
-        crate::typing::stop_scope(self, scope);
+        crate::actions::typing::stop_scope(self, scope);
         if receipt.any_sent() {
             self.status.locked().last_outbound_ms = Some(now);
         }
@@ -455,7 +456,7 @@ impl Account {
     /// The watch saw one of our own rows: an uncertain part it proves sent is settled
     /// (§7.3): its GUID is a tracked part's attempt id, or — untracked — same conversation,
     /// same text, written after the send started.
-    pub fn settle_from_echo(&self, m: &crate::message::ImsgMessage) {
+    pub fn settle_from_echo(&self, m: &crate::imsg::message::ImsgMessage) {
         let row = OwnRow::of(m);
         {
             let mut recent = self.recent_own.locked();

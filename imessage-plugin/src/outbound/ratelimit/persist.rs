@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{Conversation, Counters};
-use crate::store;
-use crate::timeutil;
+use crate::state::store;
+use crate::support::timeutil;
 
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

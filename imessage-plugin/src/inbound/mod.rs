@@ -2,22 +2,27 @@
 //! the spec's step order. In-memory guards (echo registry, mirror cache, loop limiter) live
 //! here; file I/O (pairing, staging, the cursor) is done by the caller on the verdict.
 
-use crate::sync::LockExt;
+pub mod attachments;
+pub(crate) mod pairing;
+pub mod policy;
+pub mod reaction;
+pub(crate) mod routing;
+
+use crate::support::sync::LockExt;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use plugin_abi::types::{ReactionEvent, ReplyTo, RoutedMessage};
 use regex::Regex;
 
-use crate::attachments::{self, Candidate};
 use crate::config::{AccountConfig, Config, Peer};
 use crate::echo::{self, EchoRegistry, EchoRow, LoopLimiter, MirrorCache};
-use crate::handle;
-use crate::message::ImsgMessage;
-use crate::policy::{self, DmAccess, GroupAccess, Origin};
-use crate::reaction::{self, Tapback};
-use crate::routing;
-use crate::timeutil;
+use crate::imsg::message::ImsgMessage;
+use crate::support::handle;
+use crate::support::timeutil;
+use attachments::Candidate;
+use policy::{DmAccess, GroupAccess, Origin};
+use reaction::Tapback;
 
 /// What to do with one message.
 #[derive(Debug)]
