@@ -12,10 +12,13 @@ use std::time::Duration;
 use plugin_abi::types::PluginError;
 use serde_json::{json, Map, Value};
 
-use crate::account::Account;
+use super::Actions;
 use crate::actions::index::{self as message_index, Located};
+use crate::config::AccountConfig;
+use crate::echo::EchoRegistry;
 use crate::echo::OwnMessage;
 use crate::imsg::rpc::CallError;
+use crate::outbound::ratelimit::Limiter;
 use crate::outbound::{self, Target};
 use crate::support::sync::LockExt;
 use crate::support::timeutil;
@@ -266,16 +269,25 @@ pub fn call_error(method: &str, e: &CallError) -> PluginError {
     }
 }
 
+/// What a message action runs with: the actions child and index, the account's settings, its
+/// echo registry (its own messages) and its rate limiter (one token per bridge request).
+pub struct Context<'a> {
+    pub actions: &'a Arc<Actions>,
+    pub settings: &'a AccountConfig,
+    pub echo: &'a std::sync::Mutex<EchoRegistry>,
+    pub limiter: &'a std::sync::Mutex<Limiter>,
+}
+
 /// Where the message lives: the account's own record, else the inbound index.
 fn locate(
-    account: &Account,
+    account: &Context<'_>,
     message_id: &str,
     now_ms: i64,
 ) -> (Option<OwnMessage>, Option<Located>) {
     let own = account.echo.locked().own(message_id, now_ms);
     let at = match &own {
         Some(o) => Some(Located::of_own(o)),
-        None => account.index.locked().get(message_id),
+        None => account.actions.index.locked().get(message_id),
     };
     (own, at)
 }
@@ -300,8 +312,9 @@ fn base_params(common: &Common, at: Option<&Located>) -> Result<Map<String, Valu
 }
 
 /// The capability check, from a snapshot fresh enough for a bridge call.
-async fn require(account: &Account, action: Action, feature: &str) -> Result<(), PluginError> {
-    let reason = match account.bridge_capabilities().await {
+async fn require(account: &Context<'_>, action: Action, feature: &str) -> Result<(), PluginError> {
+    let timeout = std::time::Duration::from_millis(account.settings.probe_timeout_ms);
+    let reason = match account.actions.bridge_capabilities(timeout).await {
         Ok(snapshot) => match snapshot.features().remove(feature) {
             Some(Ok(())) => return Ok(()),
             Some(Err(reason)) => reason,
@@ -319,13 +332,13 @@ async fn require(account: &Account, action: Action, feature: &str) -> Result<(),
 /// One bridge request, after its rate-limit slot (each tapback, edit or unsend takes one
 /// token from both buckets, actions.md §6.2).
 async fn request(
-    account: &Arc<Account>,
+    account: &Context<'_>,
     action: Action,
     target: &Target,
     params: Map<String, Value>,
 ) -> Result<Value, PluginError> {
     let throttle = crate::outbound::ratelimit::slot::Throttle::new(
-        &account.limiter,
+        account.limiter,
         target.echo_scope().to_string(),
     );
     throttle.slot().await.map_err(|r| {
@@ -339,14 +352,17 @@ async fn request(
             ),
         )
     })?;
-    crate::actions::request(account, action.method(), Value::Object(params), TIMEOUT)
+    account
+        .actions
+        .child
+        .request(action.method(), Value::Object(params), TIMEOUT)
         .await
         .map_err(|e| call_error(action.method(), &e))
 }
 
-pub async fn react(account: &Arc<Account>, payload: &Value) -> Result<Value, PluginError> {
+pub async fn react(account: &Context<'_>, payload: &Value) -> Result<Value, PluginError> {
     let action = Action::React;
-    if !action.enabled(&account.settings().actions) {
+    if !action.enabled(&account.settings.actions) {
         return Err(disabled(action));
     }
     let common = read_common(payload)?;
@@ -354,7 +370,8 @@ pub async fn react(account: &Arc<Account>, payload: &Value) -> Result<Value, Plu
     let (_, at) = locate(account, &common.message_id, timeutil::now_ms());
     let params = base_params(&common, at.as_ref())?;
     require(account, action, action.feature()).await?;
-    let mut result = json!({"ok": true, "accountId": account.id, "messageId": common.message_id});
+    let mut result =
+        json!({"ok": true, "accountId": account.settings.id, "messageId": common.message_id});
     match reaction {
         Reaction::Custom(emoji) => {
             require(account, action, "tapbackEmoji").await?;
@@ -396,12 +413,12 @@ struct OwnAction {
 }
 
 async fn own_action(
-    account: &Arc<Account>,
+    account: &Context<'_>,
     action: Action,
     payload: &Value,
     extra: impl FnOnce(&Value) -> Result<(), PluginError>,
 ) -> Result<OwnAction, PluginError> {
-    if !action.enabled(&account.settings().actions) {
+    if !action.enabled(&account.settings.actions) {
         return Err(disabled(action));
     }
     let common = read_common(payload)?;
@@ -414,7 +431,7 @@ async fn own_action(
     Ok(OwnAction { common, own, at })
 }
 
-pub async fn edit(account: &Arc<Account>, payload: &Value) -> Result<Value, PluginError> {
+pub async fn edit(account: &Context<'_>, payload: &Value) -> Result<Value, PluginError> {
     let action = Action::Edit;
     let mut raw = String::new();
     let OwnAction { common, own, at } = own_action(account, action, payload, |p| {
@@ -435,15 +452,17 @@ pub async fn edit(account: &Arc<Account>, payload: &Value) -> Result<Value, Plug
     request(account, action, &common.target, params).await?;
     account.echo.locked().note_edit(&common.message_id, &text);
     let edits = own.map(|o| o.edits).unwrap_or(0) + 1;
-    Ok(json!({"ok": true, "accountId": account.id, "messageId": common.message_id, "edits": edits}))
+    Ok(
+        json!({"ok": true, "accountId": account.settings.id, "messageId": common.message_id, "edits": edits}),
+    )
 }
 
-pub async fn unsend(account: &Arc<Account>, payload: &Value) -> Result<Value, PluginError> {
+pub async fn unsend(account: &Context<'_>, payload: &Value) -> Result<Value, PluginError> {
     let action = Action::Unsend;
     let OwnAction { common, at, .. } = own_action(account, action, payload, |_| Ok(())).await?;
     let params = base_params(&common, at.as_ref())?;
     request(account, action, &common.target, params).await?;
-    Ok(json!({"ok": true, "accountId": account.id, "messageId": common.message_id}))
+    Ok(json!({"ok": true, "accountId": account.settings.id, "messageId": common.message_id}))
 }
 
 #[cfg(test)]

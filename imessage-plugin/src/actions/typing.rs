@@ -15,7 +15,8 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::account::Account;
+use super::Actions;
+use crate::config::AccountConfig;
 use crate::outbound::target;
 use crate::support::sync::LockExt;
 use crate::support::timeutil;
@@ -69,26 +70,46 @@ fn key(to: &str) -> Option<String> {
     target::parse(to).ok().map(|t| t.echo_scope().to_string())
 }
 
+/// What of the account's settings a typing task runs with (taken when it starts).
+#[derive(Clone)]
+struct Settings {
+    service: String,
+    probe_timeout: Duration,
+}
+
+impl Settings {
+    fn of(settings: &AccountConfig) -> Settings {
+        Settings {
+            service: settings.service.clone(),
+            probe_timeout: Duration::from_millis(settings.probe_timeout_ms),
+        }
+    }
+}
+
 /// Why typing cannot show for this account now, or `None`.
-pub async fn unavailable(account: &Account) -> Option<String> {
-    if account.typing.locked().off_until_ms > timeutil::now_ms() {
+pub async fn unavailable(actions: &Actions, settings: &AccountConfig) -> Option<String> {
+    available_with(actions, Duration::from_millis(settings.probe_timeout_ms)).await
+}
+
+async fn available_with(actions: &Actions, probe_timeout: Duration) -> Option<String> {
+    if actions.typing.locked().off_until_ms > timeutil::now_ms() {
         return Some("typing failed 3 times in a row; off for 10 minutes".into());
     }
-    match account.bridge_capabilities().await {
+    match actions.bridge_capabilities(probe_timeout).await {
         Ok(snapshot) => snapshot.features().remove("typing")?.err(),
         Err(e) => Some(e),
     }
 }
 
 /// Shows typing in `to`, or refreshes it when it already shows.
-pub fn start(account: &Arc<Account>, to: &str, origin: Origin) {
+pub fn start(actions: &Arc<Actions>, settings: &AccountConfig, to: &str, origin: Origin) {
     let Some(key) = key(to) else { return };
     let now = timeutil::now_ms();
     let max = match origin {
         Origin::Early => EARLY_MAX_MS,
         Origin::Host => HOST_MAX_MS,
     };
-    let mut typing = account.typing.locked();
+    let mut typing = actions.typing.locked();
     if let Some(c) = typing.conversations.get(&key) {
         c.refreshed_ms.store(now, Ordering::Relaxed);
         c.max_ms.fetch_max(max, Ordering::Relaxed);
@@ -100,7 +121,8 @@ pub fn start(account: &Arc<Account>, to: &str, origin: Origin) {
         max_ms: Arc::new(AtomicI64::new(max)),
     };
     let task = tokio::spawn(run(
-        account.clone(),
+        actions.clone(),
+        Settings::of(settings),
         to.to_string(),
         key.clone(),
         conversation.stop.clone(),
@@ -113,23 +135,23 @@ pub fn start(account: &Arc<Account>, to: &str, origin: Origin) {
 }
 
 /// Stops typing in `to` (after its start's reply, if one is in flight).
-pub fn stop(account: &Account, to: &str) {
+pub fn stop(actions: &Actions, to: &str) {
     if let Some(key) = key(to) {
-        stop_scope(account, &key);
+        stop_scope(actions, &key);
     }
 }
 
 /// Stops typing in the conversation a send went to (its target's echo scope).
-pub fn stop_scope(account: &Account, scope: &str) {
-    if let Some(c) = account.typing.locked().conversations.remove(scope) {
+pub fn stop_scope(actions: &Actions, scope: &str) {
+    if let Some(c) = actions.typing.locked().conversations.remove(scope) {
         c.stop.cancel();
     }
 }
 
 /// Stops typing everywhere and waits (briefly) for the `typing:false` requests.
-pub async fn stop_all(account: &Account) {
+pub async fn stop_all(actions: &Actions) {
     let tasks = {
-        let mut typing = account.typing.locked();
+        let mut typing = actions.typing.locked();
         for (_, c) in typing.conversations.drain() {
             c.stop.cancel();
         }
@@ -150,12 +172,14 @@ struct Failed {
     uncertain: bool,
 }
 
-async fn send(account: &Arc<Account>, to: &str, on: bool) -> Result<(), Failed> {
-    let params = typing_params(to, &account.settings().service, on).map_err(|text| Failed {
+async fn send(actions: &Arc<Actions>, service: &str, to: &str, on: bool) -> Result<(), Failed> {
+    let params = typing_params(to, service, on).map_err(|text| Failed {
         text,
         uncertain: false,
     })?;
-    crate::actions::request(account, "typing", params, REQUEST_TIMEOUT)
+    actions
+        .child
+        .request("typing", params, REQUEST_TIMEOUT)
         .await
         .map(|_| ())
         .map_err(|e| Failed {
@@ -168,8 +192,8 @@ async fn send(account: &Arc<Account>, to: &str, on: bool) -> Result<(), Failed> 
         })
 }
 
-fn note(account: &Account, ok: bool) {
-    let mut typing = account.typing.locked();
+fn note(actions: &Actions, ok: bool) {
+    let mut typing = actions.typing.locked();
     if ok {
         typing.failures = 0;
         return;
@@ -179,13 +203,14 @@ fn note(account: &Account, ok: bool) {
         typing.failures = 0;
         typing.off_until_ms = timeutil::now_ms() + OFF_FOR_MS;
         // The bridge may be gone: learn the snapshot again before the next try.
-        *account.capabilities.locked() = None;
-        tracing::warn!(account = %account.id, "typing failed {MAX_FAILURES} times in a row; off for 10 minutes");
+        actions.child.caps().forget();
+        tracing::warn!(account = %actions.id, "typing failed {MAX_FAILURES} times in a row; off for 10 minutes");
     }
 }
 
 async fn run(
-    account: Arc<Account>,
+    actions: Arc<Actions>,
+    settings: Settings,
     to: String,
     key: String,
     stop: CancellationToken,
@@ -193,8 +218,8 @@ async fn run(
     max_ms: Arc<AtomicI64>,
 ) {
     let conv = crate::inbound::conversation_hash(&key);
-    let forget = |account: &Account| {
-        let mut typing = account.typing.locked();
+    let forget = |actions: &Actions| {
+        let mut typing = actions.typing.locked();
         if typing
             .conversations
             .get(&key)
@@ -203,24 +228,24 @@ async fn run(
             typing.conversations.remove(&key);
         }
     };
-    if let Some(reason) = unavailable(&account).await {
-        tracing::debug!(account = %account.id, "no typing for conv {conv}: {reason}");
-        return forget(&account);
+    if let Some(reason) = available_with(&actions, settings.probe_timeout).await {
+        tracing::debug!(account = %actions.id, "no typing for conv {conv}: {reason}");
+        return forget(&actions);
     }
     // Stopped (the reply already went out) before anything was written: write nothing, so
     // no `typing:true` arrives after the reply.
     if stop.is_cancelled() {
-        return forget(&account);
+        return forget(&actions);
     }
-    match send(&account, &to, true).await {
-        Ok(()) => note(&account, true),
+    match send(&actions, &settings.service, &to, true).await {
+        Ok(()) => note(&actions, true),
         Err(e) => {
-            tracing::debug!(account = %account.id, "typing start failed for conv {conv}: {}", e.text);
-            note(&account, false);
+            tracing::debug!(account = %actions.id, "typing start failed for conv {conv}: {}", e.text);
+            note(&actions, false);
             // No stop after a refused start; after an unanswered one the indicator may be
             // showing, so the stop is still written when the time comes.
             if !e.uncertain {
-                return forget(&account);
+                return forget(&actions);
             }
         }
     }
@@ -232,16 +257,16 @@ async fn run(
                 if idle >= max_ms.load(Ordering::Relaxed) {
                     break;
                 }
-                if let Err(e) = send(&account, &to, true).await {
-                    tracing::debug!(account = %account.id, "typing keepalive failed for conv {conv}: {}", e.text);
-                    note(&account, false);
+                if let Err(e) = send(&actions, &settings.service, &to, true).await {
+                    tracing::debug!(account = %actions.id, "typing keepalive failed for conv {conv}: {}", e.text);
+                    note(&actions, false);
                 }
             }
         }
     }
-    forget(&account);
-    if let Err(e) = send(&account, &to, false).await {
-        tracing::debug!(account = %account.id, "typing stop failed for conv {conv}: {}", e.text);
+    forget(&actions);
+    if let Err(e) = send(&actions, &settings.service, &to, false).await {
+        tracing::debug!(account = %actions.id, "typing stop failed for conv {conv}: {}", e.text);
     }
 }
 

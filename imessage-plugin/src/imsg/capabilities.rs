@@ -6,12 +6,15 @@
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
+use std::sync::atomic::AtomicBool;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use crate::account::Source;
 use crate::imsg::rpc::{CallError, RpcClient};
+use crate::imsg::source::Source;
+use crate::support::sync::LockExt;
 use crate::support::timeutil;
 
 /// `MAJOR.MINOR.PATCH`, compared as a tuple.
@@ -326,6 +329,87 @@ impl Snapshot {
             (Profile::Lenient, _) => 10_000,
         };
         now_ms - self.checked_at_ms > max_age_ms
+    }
+}
+
+/// The account's last snapshot and its one learner: callers that find the snapshot stale
+/// wait for the one run (a lenient `imsg status --json` may take seconds, and runs at most
+/// once per 10 s). `None` until learned (hosts that use no capability never learn it).
+pub struct Cache {
+    source: Source,
+    snapshot: Mutex<Option<Snapshot>>,
+    learning: tokio::sync::Mutex<()>,
+    /// Refresh the strict snapshot with `status {}` on the watcher's child now (a bridge
+    /// error was seen; actions.md §1.2, case 164).
+    pub status_due: AtomicBool,
+}
+
+impl Cache {
+    pub fn new(source: Source) -> Cache {
+        Cache {
+            source,
+            snapshot: Mutex::new(None),
+            learning: tokio::sync::Mutex::new(()),
+            status_due: AtomicBool::new(false),
+        }
+    }
+
+    /// The last snapshot learned, however old.
+    pub fn last(&self) -> Option<Snapshot> {
+        self.snapshot.locked().clone()
+    }
+
+    /// A snapshot learned on one of the account's own children (initialize, status).
+    pub fn note(&self, snapshot: Snapshot) {
+        *self.snapshot.locked() = Some(snapshot);
+    }
+
+    /// The snapshot may be wrong (the bridge went away): learned again before the next use.
+    pub fn forget(&self) {
+        *self.snapshot.locked() = None;
+    }
+
+    /// The last snapshot says this is a strict server (≥ 0.14): its children are initialized
+    /// first.
+    pub fn is_strict(&self) -> bool {
+        self.snapshot
+            .locked()
+            .as_ref()
+            .is_some_and(|c| c.profile == Profile::Strict)
+    }
+
+    /// The cached snapshot while it is fresh (actions.md §1.2), else learned again from imsg
+    /// now; `refresh` always learns. `for_bridge_call` gates a bridge call (at most 10 s old
+    /// on a lenient server).
+    pub async fn get(
+        &self,
+        refresh: bool,
+        for_bridge_call: bool,
+        timeout: Duration,
+    ) -> Result<Snapshot, String> {
+        let fresh = || {
+            let now = timeutil::now_ms();
+            self.snapshot
+                .locked()
+                .as_ref()
+                .filter(|s| !s.is_stale(now, for_bridge_call))
+                .cloned()
+        };
+        if !refresh {
+            if let Some(s) = fresh() {
+                return Ok(s);
+            }
+        }
+        let _learner = self.learning.lock().await;
+        // Another caller may have learned it while this one waited.
+        if !refresh {
+            if let Some(s) = fresh() {
+                return Ok(s);
+            }
+        }
+        let learned = learn(&self.source, timeout).await?;
+        self.note(learned.clone());
+        Ok(learned)
     }
 }
 

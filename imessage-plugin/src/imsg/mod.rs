@@ -4,7 +4,9 @@
 //! probe. Nothing here knows about accounts, policy or the host.
 
 pub mod capabilities;
+pub mod child;
 pub mod message;
 pub mod probe;
 pub mod remote;
 pub mod rpc;
+pub mod source;

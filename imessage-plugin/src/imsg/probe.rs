@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use plugin_abi::types::{ProbeCheck, ProbeResult};
 use serde_json::json;
 
-use crate::account::Source;
 use crate::config::{rules, AccountConfig};
 use crate::imsg::rpc::{wire, CallError, RpcClient};
+use crate::imsg::source::Source;
 
 pub const NOT_MACOS: &str = "the local imsg CLI only runs on macOS; run the gateway on the Messages Mac or point cliPath at an SSH wrapper";
 pub const RPC_UNSUPPORTED: &str = "this imsg build has no \"rpc\" command; update imsg";

@@ -184,6 +184,11 @@ impl Inbound {
     }
 
     /// Applies a reloaded config; the guards and counters carry over.
+    /// The account settings the pipeline runs with now (a reload applies between messages).
+    pub fn settings(&self) -> &AccountConfig {
+        &self.account
+    }
+
     pub fn reconfigure(&mut self, config: Arc<Config>, account: AccountConfig) {
         self.config = config;
         self.account = account;

@@ -4,17 +4,23 @@
 //! Nothing here ever sends a part twice: an uncertain part stays `unknown` unless imsg or
 //! the watch proves it arrived.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use plugin_abi::types::{PluginError, SendPart, SendReceipt};
 use serde_json::{json, Value};
 
-use crate::account::Account;
 use crate::config::AccountConfig;
-use crate::echo::{normalize_text, EchoRow, Scope};
+use crate::echo::{normalize_text, EchoRegistry, EchoRow, Scope};
+use crate::imsg::capabilities::{Cache, Snapshot};
+use crate::imsg::child::{ActionsChild, ChildSlot};
+use crate::imsg::message::ImsgMessage;
+use crate::outbound::ratelimit::Limiter;
 use crate::outbound::send::{self, Options, Prior};
+use crate::outbound::Target;
 use crate::outbound::{attempt, Plan};
 use crate::state::ledger::{self, Line, State};
 use crate::support::sync::LockExt;
@@ -46,7 +52,7 @@ pub struct OwnRow {
 }
 
 impl OwnRow {
-    fn of(m: &crate::imsg::message::ImsgMessage) -> OwnRow {
+    fn of(m: &ImsgMessage) -> OwnRow {
         OwnRow {
             guid: m.guid.as_deref().unwrap_or("").to_string(),
             chat_id: m.chat_id,
@@ -111,10 +117,69 @@ pub struct Unsettled {
     pub started_ms: i64,
 }
 
-impl Account {
+/// Where an account's sends go and what they need: the sender child, the rate limiter, the
+/// send ledger (`dir`), the echo registry that recognises the sent rows, and the actions
+/// child that answers `message.send_status`. The account owns one; it knows no account.
+pub struct SendPath {
+    id: String,
+    /// The account's state folder (the send ledger, `ratelimit.json`).
+    dir: PathBuf,
+    /// Where outbound media is prepared for an upload to a remote Mac.
+    upload_dir: PathBuf,
+    remote_host: Option<String>,
+    echo: Arc<Mutex<EchoRegistry>>,
+    caps: Arc<Cache>,
+    actions: Arc<ActionsChild>,
+    pub sender: tokio::sync::Mutex<ChildSlot>,
+    /// Outbound rate limiting (actions.md §6), and when its counters were last saved.
+    pub limiter: Mutex<Limiter>,
+    limits_saved_ms: AtomicI64,
+    /// Idempotent-send counters, and parts whose outcome is unknown until their echo.
+    sends: SendStats,
+    unsettled: Mutex<Vec<Unsettled>>,
+    recent_own: Mutex<VecDeque<OwnRow>>,
+}
+
+/// What a [`SendPath`] is built from.
+pub struct Parts {
+    pub id: String,
+    pub dir: PathBuf,
+    pub upload_dir: PathBuf,
+    pub remote_host: Option<String>,
+    pub spawn: crate::imsg::rpc::SpawnConfig,
+    pub echo: Arc<Mutex<EchoRegistry>>,
+    pub caps: Arc<Cache>,
+    pub actions: Arc<ActionsChild>,
+    pub limiter: Limiter,
+}
+
+impl SendPath {
+    pub fn new(p: Parts) -> SendPath {
+        SendPath {
+            id: p.id,
+            dir: p.dir,
+            upload_dir: p.upload_dir,
+            remote_host: p.remote_host,
+            echo: p.echo,
+            caps: p.caps,
+            actions: p.actions,
+            sender: tokio::sync::Mutex::new(ChildSlot::new(p.spawn)),
+            limiter: Mutex::new(p.limiter),
+            limits_saved_ms: AtomicI64::new(0),
+            sends: SendStats::default(),
+            unsettled: Mutex::new(Vec::new()),
+            recent_own: Mutex::new(VecDeque::new()),
+        }
+    }
+
     /// Sends a plugin-generated text (pairing codes, refusals, approval notices).
-    pub async fn send(self: &Arc<Self>, plan: &Plan) -> send::Receipt {
-        match self.send_request(plan).await {
+    pub async fn send(
+        self: &Arc<Self>,
+        plan: &Plan,
+        settings: &AccountConfig,
+        owner_dm: bool,
+    ) -> send::Receipt {
+        match self.send_request(plan, settings, owner_dm).await {
             Ok(receipt) => receipt,
             Err(e) => send::refused(
                 plan,
@@ -129,9 +194,14 @@ impl Account {
 
     /// Sends a host's request: within the rate limits (§6: the hard caps once before any
     /// part, each part waits for its slot) and, with an idempotency key, never twice (§7).
-    pub async fn send_request(self: &Arc<Self>, plan: &Plan) -> Result<send::Receipt, PluginError> {
-        let plan = &self.fit_to_imsg(plan).await;
-        let settings = self.settings();
+    /// `owner_dm`: the target is a DM with a handle listed in `allowFrom` ([`is_owner_dm`]).
+    pub async fn send_request(
+        self: &Arc<Self>,
+        plan: &Plan,
+        settings: &AccountConfig,
+        owner_dm: bool,
+    ) -> Result<send::Receipt, PluginError> {
+        let plan = &self.fit_to_imsg(plan, settings).await;
         let now = timeutil::now_ms();
         let scope = plan.target.echo_scope().to_string();
         let hashes: Vec<String> = plan
@@ -162,11 +232,10 @@ impl Account {
             }
         }
         let attempts = self
-            .attempts(plan, &settings, key.as_deref(), &earlier)
+            .attempts(plan, settings, key.as_deref(), &earlier)
             .await;
         let replayed = prior.iter().any(|p| *p != Prior::Fresh);
-        let exempt = !plan.capped
-            || (settings.rate_limit.exempt_allow_from && self.is_owner_dm(&plan.target, &settings));
+        let exempt = !plan.capped || (settings.rate_limit.exempt_allow_from && owner_dm);
         // Replays write nothing new, so they are not held by the caps.
         let all_replayed = prior.iter().all(|p| matches!(p, Prior::Sent(_)));
         let capped = if all_replayed {
@@ -177,13 +246,13 @@ impl Account {
         let mut receipt = match capped {
             Err(refusal) => send::refused(plan, &self.id, &refusal),
             Ok(()) => {
-                self.sender.lock().await.initialize_first = self.is_strict();
+                self.sender.lock().await.initialize_first = self.caps.is_strict();
                 let throttle =
                     crate::outbound::ratelimit::slot::Throttle::new(&self.limiter, scope.clone());
                 let settler = self.clone();
                 let settle = move |attempt: String, patient: bool| {
-                    let account = settler.clone();
-                    Box::pin(async move { account.settle_attempt(&attempt, patient).await })
+                    let path = settler.clone();
+                    Box::pin(async move { path.settle_attempt(&attempt, patient).await })
                         as futures_util::future::BoxFuture<'static, bool>
                 };
                 let dir = self.dir.clone();
@@ -219,14 +288,14 @@ impl Account {
                     &self.echo,
                     Duration::from_millis(settings.send_timeout_ms),
                     &self.id,
-                    self.source.remote_host.as_deref(),
+                    self.remote_host.as_deref(),
                     &Options {
                         throttle: Some(&throttle),
                         attempts: attempts.clone(),
                         prior: prior.clone(),
                         record: Some(&record),
                         settle: Some(&settle),
-                        upload_dir: Some(&self.media_dir),
+                        upload_dir: Some(&self.upload_dir),
                     },
                 )
                 .await
@@ -251,10 +320,9 @@ impl Account {
         // `send.tracked` with a definite non-send, and the part goes through `send`. Learning
         // it runs imsg (over SSH for a remote Mac), so a send without a key, whose tracking
         // would only help within this call, does not wait for that.
-        let cached = self.capabilities.locked().clone();
-        let snapshot = match cached {
+        let snapshot = match self.caps.last() {
             Some(s) => Ok(s),
-            None if settings.tracked_sends && key.is_some() => self.capabilities(false).await,
+            None if settings.tracked_sends && key.is_some() => self.capabilities(settings).await,
             None => Err(String::new()),
         };
         let tracked = settings.tracked_sends
@@ -279,7 +347,14 @@ impl Account {
             .collect()
     }
 
-    /// Counters, the rate limiter's accounting, open unknowns, typing.
+    /// The snapshot from the cache, learned when stale.
+    async fn capabilities(&self, settings: &AccountConfig) -> Result<Snapshot, String> {
+        let timeout = Duration::from_millis(settings.probe_timeout_ms);
+        self.caps.get(false, false, timeout).await
+    }
+
+    /// Counters, the rate limiter's accounting, open unknowns (typing and the status are the
+    /// account's: it stops typing after the send).
     fn after_send(
         &self,
         plan: &Plan,
@@ -344,11 +419,6 @@ impl Account {
                 }
             }
         }
-        // A reply to a conversation ends the typing shown there (any outcome).
-        crate::actions::typing::stop_scope(self, scope);
-        if receipt.any_sent() {
-            self.status.locked().last_outbound_ms = Some(now);
-        }
     }
 
     /// Whether imsg has a message with this attempt id that left this Mac (`sent` or
@@ -358,13 +428,14 @@ impl Account {
         let waits: &[u64] = if patient { &PATIENT_POLLS } else { &[0] };
         for wait in waits {
             tokio::time::sleep(Duration::from_secs(*wait)).await;
-            let answer = crate::actions::request(
-                self,
-                "message.send_status",
-                json!({"guid": attempt}),
-                STATUS_TIMEOUT,
-            )
-            .await;
+            let answer = self
+                .actions
+                .request(
+                    "message.send_status",
+                    json!({"guid": attempt}),
+                    STATUS_TIMEOUT,
+                )
+                .await;
             match answer {
                 Ok(result) if attempt::status_settles(&result) => return true,
                 Ok(_) => {}
@@ -456,7 +527,7 @@ impl Account {
     /// The watch saw one of our own rows: an uncertain part it proves sent is settled
     /// (§7.3): its GUID is a tracked part's attempt id, or — untracked — same conversation,
     /// same text, written after the send started.
-    pub fn settle_from_echo(&self, m: &crate::imsg::message::ImsgMessage) {
+    pub fn settle_from_echo(&self, m: &ImsgMessage) {
         let row = OwnRow::of(m);
         {
             let mut recent = self.recent_own.locked();
@@ -550,13 +621,13 @@ impl Account {
     /// where it renders them (else the marker-free text goes alone), `reply_to` only where
     /// threading exists (lenient < 0.12 would ignore it anyway). Without a snapshot, ranges
     /// are left out and `reply_to` is kept: the send path retries without it when refused.
-    async fn fit_to_imsg(&self, plan: &Plan) -> Plan {
+    async fn fit_to_imsg(&self, plan: &Plan, settings: &AccountConfig) -> Plan {
         let mut plan = plan.clone();
         let has_ranges = plan.parts.iter().any(|p| !p.ranges.is_empty());
         if !has_ranges && plan.reply_to.is_none() {
             return plan;
         }
-        match self.capabilities(false).await {
+        match self.capabilities(settings).await {
             Ok(snapshot) => {
                 let features = snapshot.features();
                 let on = |key: &str| features.get(key).is_some_and(Result::is_ok);
@@ -573,20 +644,119 @@ impl Account {
         plan
     }
 
-    /// Whether `target` is a DM with a handle listed explicitly in `allowFrom` (the owner's
-    /// daily briefing must not stop after five unanswered days, actions.md §6.2).
-    fn is_owner_dm(&self, target: &crate::outbound::Target, settings: &AccountConfig) -> bool {
-        use crate::outbound::Target;
-        let handle = match target {
-            Target::Handle { to, .. } => Some(to.clone()),
-            Target::ChatId(id) => self.index.locked().dm_handle(*id),
-            Target::ChatGuid(g) => g.split_once(";-;").map(|(_, h)| h.to_string()),
-            Target::ChatIdentifier(i) => Some(i.clone()),
+    /// Someone wrote in these conversations (any row not from us, not a duplicate, not
+    /// stale): the rate limiter's unanswered counts reset (§6.2). Only an `admitted` sender's
+    /// row adds conversations to the counters (see `Limiter::note_inbound`).
+    pub fn note_inbound(&self, m: &ImsgMessage, admitted: bool) {
+        use std::fmt::Write;
+        let now = timeutil::now_ms();
+        if let Some(chat_id) = m.chat_id {
+            if self.limiter.locked().noted_recently(chat_id, now, admitted) {
+                return;
+            }
+        }
+        // One buffer for the (up to four) scope keys: this runs for every inbound row.
+        let mut keys = String::with_capacity(96);
+        let mut ends = [0usize; 4];
+        let mut n = 0;
+        let mut push = |keys: &mut String, piece: std::fmt::Arguments| {
+            let _ = keys.write_fmt(piece);
+            ends[n] = keys.len();
+            n += 1;
         };
-        handle.is_some_and(|h| {
-            settings.allow_from.iter().any(
-                |e| matches!(e, crate::config::AllowEntry::Handle(x) if x.eq_ignore_ascii_case(&h)),
-            )
-        })
+        if let Some(id) = m.chat_id {
+            push(&mut keys, format_args!("chat:{id}"));
+        }
+        if let Some(g) = m.chat_guid.as_deref().filter(|g| !g.is_empty()) {
+            push(&mut keys, format_args!("guid:{g}"));
+        }
+        if let Some(i) = m.chat_identifier.as_deref().filter(|i| !i.is_empty()) {
+            push(&mut keys, format_args!("ident:{i}"));
+        }
+        if m.is_group != Some(true) {
+            if let Some(h) = m.sender.as_deref().filter(|h| !h.is_empty()) {
+                push(
+                    &mut keys,
+                    format_args!("handle:{}", crate::support::handle::normalize_sender(h)),
+                );
+            }
+        }
+        let scopes = (0..n).map(|i| &keys[if i == 0 { 0 } else { ends[i - 1] }..ends[i]]);
+        self.limiter.locked().note_inbound(scopes, admitted, now);
+        self.save_limits(false);
     }
+
+    /// Persists the rate-limit counters: at most once a second, or now (`force`, at stop).
+    pub fn save_limits(&self, force: bool) {
+        let now = timeutil::now_ms();
+        let last = self
+            .limits_saved_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if !force && now - last < 1000 {
+            return;
+        }
+        let mut snapshot = {
+            let mut limiter = self.limiter.locked();
+            if !limiter.dirty {
+                return;
+            }
+            limiter.dirty = false;
+            limiter.counters.clone()
+        };
+        self.limits_saved_ms
+            .store(now, std::sync::atomic::Ordering::Relaxed);
+        let dir = self.dir.clone();
+        let id = self.id.clone();
+        let mut save = move || {
+            if let Err(e) = crate::outbound::ratelimit::persist::save(&dir, &mut snapshot, now) {
+                tracing::warn!(account = %id, "saving the rate-limit counters: {e}");
+            }
+        };
+        // The file is written (and synced) off the message path: this runs for inbound rows.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) if !force => {
+                runtime.spawn_blocking(save);
+            }
+            _ => save(),
+        }
+    }
+
+    /// The `outbound` status object.
+    pub fn status_json(&self) -> Value {
+        let now = timeutil::now_ms();
+        let l = self.limiter.locked();
+        let within = |times: &std::collections::VecDeque<i64>, window: i64| {
+            times.iter().filter(|t| now - **t < window).count()
+        };
+        let mut out = self.send_counters();
+        out["rateLimitedParts"] = Value::from(l.limited_parts);
+        out["rateLimit"] = serde_json::json!({
+            "enabled": l.limits.enabled,
+            "conversations": l.counters.conversations.len(),
+            "newChatsLastHour": within(&l.counters.new_chats, 3_600_000),
+            "reachOutLastDay": within(&l.counters.reach_out, 86_400_000),
+        });
+        out
+    }
+}
+
+/// Whether `target` is a DM with a handle listed explicitly in `allowFrom` (the owner's
+/// daily briefing must not stop after five unanswered days, actions.md §6.2). `dm_handle`
+/// finds the other person of a chat id the account has seen.
+pub fn is_owner_dm(
+    target: &Target,
+    settings: &AccountConfig,
+    dm_handle: impl FnOnce(i64) -> Option<String>,
+) -> bool {
+    let handle = match target {
+        Target::Handle { to, .. } => Some(to.clone()),
+        Target::ChatId(id) => dm_handle(*id),
+        Target::ChatGuid(g) => g.split_once(";-;").map(|(_, h)| h.to_string()),
+        Target::ChatIdentifier(i) => Some(i.clone()),
+    };
+    handle.is_some_and(|h| {
+        settings.allow_from.iter().any(
+            |e| matches!(e, crate::config::AllowEntry::Handle(x) if x.eq_ignore_ascii_case(&h)),
+        )
+    })
 }

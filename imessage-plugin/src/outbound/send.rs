@@ -10,67 +10,9 @@ use serde_json::Value;
 
 use super::Plan;
 use crate::echo::EchoRegistry;
-use crate::imsg::rpc::{CallError, RpcClient, SpawnConfig};
+use crate::imsg::child::ChildSlot;
+use crate::imsg::rpc::CallError;
 use crate::support::timeutil;
-
-/// The per-account sender: a second `imsg rpc` child, separate from the watcher's, so a slow
-/// send never stalls the watch stream. Started on first use, replaced after an `unknown`.
-pub struct SenderProcess {
-    spawn: SpawnConfig,
-    running: Option<(RpcClient, tokio::sync::oneshot::Receiver<()>)>,
-    /// Send `initialize` first on every child this starts (strict servers, imsg-protocol A10).
-    pub initialize_first: bool,
-}
-
-impl SenderProcess {
-    pub fn new(spawn: SpawnConfig) -> Self {
-        SenderProcess {
-            spawn,
-            running: None,
-            initialize_first: false,
-        }
-    }
-
-    /// A sender over an already started client (tests stand in for the child with streams).
-    pub fn with_client(spawn: SpawnConfig, started: crate::imsg::rpc::Started) -> Self {
-        SenderProcess {
-            spawn,
-            running: Some((started.client, started.done)),
-            initialize_first: false,
-        }
-    }
-
-    pub async fn client(&mut self) -> Result<RpcClient, CallError> {
-        if let Some((client, _)) = &self.running {
-            if client.dead().is_none() {
-                return Ok(client.clone());
-            }
-        }
-        self.running = None;
-        let started = RpcClient::spawn(&self.spawn)?;
-        // The sender subscribes to nothing; notifications (if any) are not ours to read.
-        drop(started.events);
-        if self.initialize_first {
-            let params = serde_json::json!({"protocol_version": 1});
-            if let Err(e) = started
-                .client
-                .request("initialize", params, Duration::from_secs(10))
-                .await
-            {
-                tracing::debug!("initialize: {e}");
-            }
-        }
-        self.running = Some((started.client.clone(), started.done));
-        Ok(started.client)
-    }
-
-    /// Stops the child (after an `unknown` outcome, or at shutdown).
-    pub async fn replace(&mut self) {
-        if let Some((client, done)) = self.running.take() {
-            client.shutdown(done, Duration::from_millis(500)).await;
-        }
-    }
-}
 
 /// What became of one part (channel-behaviour.md §7.8); a string only in the receipt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -314,7 +256,7 @@ impl Done {
 
 /// `send`, once more without `reply_to` when the bridge it needs is not there (§7.3).
 async fn send_plain(
-    sender: &mut SenderProcess,
+    sender: &mut ChildSlot,
     plan: &Plan,
     planned: &super::Part,
     timeout: Duration,
@@ -366,7 +308,7 @@ fn done_from_plain(result: Result<Value, CallError>) -> Done {
 /// `send.tracked` with the part's attempt id (§7.3's table); `None` when this target has
 /// to go through `send` instead.
 async fn send_tracked(
-    sender: &mut SenderProcess,
+    sender: &mut ChildSlot,
     plan: &Plan,
     planned: &super::Part,
     attempt: &str,
@@ -436,7 +378,7 @@ async fn send_tracked(
 /// written and finished with its own ids after its response.
 #[allow(clippy::too_many_arguments)]
 pub async fn execute(
-    sender: &tokio::sync::Mutex<SenderProcess>,
+    sender: &tokio::sync::Mutex<ChildSlot>,
     plan: &Plan,
     echo: &Arc<Mutex<EchoRegistry>>,
     timeout: Duration,
@@ -684,7 +626,7 @@ pub async fn execute(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::imsg::rpc::RpcError;
+    use crate::imsg::rpc::{RpcClient, RpcError, SpawnConfig};
 
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -739,7 +681,7 @@ mod tests {
             let (client_out, imsg_in) = tokio::io::duplex(1 << 16);
             let (mut imsg_out, client_in) = tokio::io::duplex(1 << 16);
             let started = RpcClient::from_io(client_in, client_out);
-            let sender = tokio::sync::Mutex::new(SenderProcess::with_client(
+            let sender = tokio::sync::Mutex::new(ChildSlot::with_client(
                 SpawnConfig::rpc("unused", None),
                 started,
             ));

@@ -17,8 +17,9 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use tracing::Dispatch;
 
-use crate::account::{Account, Source};
+use crate::account::Account;
 use crate::config::{self, Config};
+use crate::imsg::source::Source;
 use crate::inbound::pairing::PairingStore;
 use crate::outbound::{self, Rejected};
 use crate::support::sync::LockExt;
@@ -104,7 +105,7 @@ impl Running {
         let watches = self.watch && settings.enabled && watching.contains(&settings.id);
         if watches {
             // Tracked parts a crash left uncertain: their echo may still arrive.
-            account.load_unsettled();
+            account.outbound.load_unsettled();
         }
         if let Some((_, winner)) = duplicates.iter().find(|(id, _)| *id == settings.id) {
             let text = format!(
@@ -145,11 +146,9 @@ impl Running {
                 stop.cancel();
                 let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
             }
-            account.sender.lock().await.replace().await;
-            crate::actions::typing::stop_all(account).await;
-            account.actions.lock().await.replace().await;
+            account.close_children().await;
         });
-        account.save_limits(true);
+        account.outbound.save_limits(true);
     }
 
     fn account(&self, id: Option<&str>) -> Result<&Arc<Account>, PluginError> {
@@ -485,10 +484,8 @@ impl Plugin for ImessagePlugin {
                         let _ = task.await;
                     }
                     for a in &accounts {
-                        a.sender.lock().await.replace().await;
-                        crate::actions::typing::stop_all(a).await;
-                        a.actions.lock().await.replace().await;
-                        a.save_limits(true);
+                        a.close_children().await;
+                        a.outbound.save_limits(true);
                     }
                 };
                 if tokio::time::timeout(Duration::from_secs(15), joined)
@@ -634,17 +631,18 @@ impl Plugin for ImessagePlugin {
                 if mode == crate::config::TypingMode::Never {
                     return Ok(skipped("typingMode is never".into()));
                 }
+                let settings = account.settings();
                 self.logged(|| {
                     if !on {
-                        crate::actions::typing::stop(&account, to);
+                        crate::actions::typing::stop(&account.actions, to);
                         return Ok(json!({"ok": true, "accountId": account.id, "typing": false, "sent": true}));
                     }
-                    match runtime.block_on(crate::actions::typing::unavailable(&account)) {
+                    match runtime.block_on(crate::actions::typing::unavailable(&account.actions, &settings)) {
                         Some(reason) => Ok(skipped(reason)),
                         None => {
                             // The typing task runs on the plugin's runtime.
                             let _guard = runtime.enter();
-                            crate::actions::typing::start(&account, to, crate::actions::typing::Origin::Host);
+                            crate::actions::typing::start(&account.actions, &settings, to, crate::actions::typing::Origin::Host);
                             Ok(json!({"ok": true, "accountId": account.id, "typing": true, "sent": true}))
                         }
                     }
@@ -663,7 +661,8 @@ impl Plugin for ImessagePlugin {
                     .map_err(|e| PluginError::invalid_target(format!("{}: {e}", to.trim())))?;
                 // An explicit call is honoured even with sendReadReceipts false (that key
                 // governs the automatic receipts only).
-                self.logged(|| match runtime.block_on(crate::actions::mark_read(&account, to)) {
+                let probe_timeout = Duration::from_millis(account.settings().probe_timeout_ms);
+                self.logged(|| match runtime.block_on(crate::actions::mark_read(&account.actions, to, probe_timeout)) {
                     Ok(None) => Ok(json!({"ok": true, "accountId": account.id, "sent": true})),
                     Ok(Some(reason)) => Ok(
                         json!({"ok": true, "accountId": account.id, "sent": false, "reason": reason}),
@@ -678,15 +677,17 @@ impl Plugin for ImessagePlugin {
                     Ok((r.account(id)?.clone(), r.runtime.handle().clone()))
                 })?;
                 self.logged(|| {
+                    let settings = account.settings();
+                    let context = account.action_context(&settings);
                     runtime.block_on(async {
                         match method {
                             "message.react" => {
-                                crate::actions::message_actions::react(&account, &payload).await
+                                crate::actions::message_actions::react(&context, &payload).await
                             }
                             "message.edit" => {
-                                crate::actions::message_actions::edit(&account, &payload).await
+                                crate::actions::message_actions::edit(&context, &payload).await
                             }
-                            _ => crate::actions::message_actions::unsend(&account, &payload).await,
+                            _ => crate::actions::message_actions::unsend(&context, &payload).await,
                         }
                     })
                 })
@@ -702,7 +703,7 @@ impl Plugin for ImessagePlugin {
                     .filter(|k| !k.is_empty())
                     .ok_or_else(|| PluginError::invalid_request("idempotencyKey is required"))?;
                 self.logged(|| {
-                    let receipt = runtime.block_on(account.reconcile_key(key))?;
+                    let receipt = runtime.block_on(account.outbound.reconcile_key(key))?;
                     serde_json::to_value(receipt).map_err(|e| PluginError::internal(e.to_string()))
                 })
             }

@@ -5,5 +5,6 @@
 pub mod cursor;
 pub mod inflight;
 pub mod ledger;
+pub mod media;
 pub mod quarantine;
 pub mod store;

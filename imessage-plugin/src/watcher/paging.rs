@@ -100,12 +100,7 @@ impl Watch {
     /// Whether this watch catches up by paging: a strict server offering `messages.after`
     /// and catch-up on.
     fn can_page(&self) -> bool {
-        let snapshot = self
-            .account
-            .capabilities
-            .lock()
-            .ok()
-            .and_then(|s| s.clone());
+        let snapshot = self.account.caps.last();
         self.account.settings().catchup.enabled
             && snapshot.is_some_and(|s| {
                 s.features()

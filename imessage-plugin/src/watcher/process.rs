@@ -226,11 +226,11 @@ impl Watch {
                 verdict,
                 Verdict::Route(_) | Verdict::React(_) | Verdict::Refuse { .. }
             );
-            self.account.note_inbound(m, admitted);
+            self.account.outbound.note_inbound(m, admitted);
         }
         // Our own row may settle a send whose outcome was unknown (actions.md §7.3).
         if m.is_from_me == Some(true) {
-            self.account.settle_from_echo(m);
+            self.account.outbound.settle_from_echo(m);
         }
         let mut conversation = None;
         let mut early_typing = false;
@@ -258,12 +258,17 @@ impl Watch {
                 return;
             }
             Verdict::Route(accepted) => {
-                self.account.index.locked().record(m);
+                self.account.actions.index.locked().record(m);
                 let mut routed = accepted.message;
                 if !accepted.attachments.is_empty() {
-                    routed.media =
-                        crate::watcher::staging::stage(&self.account, m, &accepted.attachments)
-                            .await;
+                    routed.media = crate::watcher::staging::stage(
+                        &self.account.media,
+                        self.account.source.remote_host.as_deref(),
+                        self.inbound.settings(),
+                        m,
+                        &accepted.attachments,
+                    )
+                    .await;
                     if let Some(text) = crate::inbound::attachments::placeholder_after_staging(
                         accepted.placeholder,
                         routed.media.len(),
@@ -362,7 +367,8 @@ impl Watch {
                     if let Some(to) = p.conversation.take() {
                         if p.early_typing {
                             crate::actions::typing::start(
-                                &self.account,
+                                &self.account.actions,
+                                self.inbound.settings(),
                                 &to,
                                 crate::actions::typing::Origin::Early,
                             );
@@ -376,7 +382,7 @@ impl Watch {
             self.finish(p, now);
         }
         // Read receipts run on the actions child, in the background (actions.md §3.2).
-        crate::actions::after_ack(&self.account, read);
+        crate::actions::after_ack(&self.account.actions, self.inbound.settings(), read);
         if acknowledged {
             for effect in effects {
                 self.config_write(effect).await;

@@ -60,7 +60,7 @@ pub(super) async fn pump(
                 w.flush();
                 last_flush = Instant::now();
                 if last_status.elapsed() >= STATUS_EVERY
-                    || w.account.status_due.swap(false, std::sync::atomic::Ordering::Relaxed)
+                    || w.account.caps.status_due.swap(false, std::sync::atomic::Ordering::Relaxed)
                 {
                     last_status = Instant::now();
                     w.refresh_status(conn).await;

@@ -99,7 +99,7 @@ impl Watch {
     /// Opens the account's catch-up state and builds the pipeline.
     pub(super) fn open(account: &Arc<Account>) -> Watch {
         let start_ms = timeutil::now_ms();
-        crate::watcher::staging::clean_old(&account.media_dir);
+        crate::state::media::clean_old(&account.media.dir);
         let Configured {
             whole: config,
             account: settings,
@@ -181,7 +181,7 @@ impl Watch {
     /// it, and its answer is the account's fresh capability snapshot; a lenient one answers
     /// −32601 at once. Skipped once the server is known to be lenient.
     pub(super) async fn initialize(&mut self, conn: &mut Connection) {
-        let known = self.account.capabilities.locked().clone();
+        let known = self.account.caps.last();
         if known
             .as_ref()
             .is_some_and(|k| k.profile == crate::imsg::capabilities::Profile::Lenient)
@@ -226,7 +226,7 @@ impl Watch {
     /// Strict servers: `status {}` on the watcher's child every 60 s keeps the snapshot fresh
     /// (a bridge that comes back shows without anyone asking).
     pub(super) async fn refresh_status(&mut self, conn: &mut Connection) {
-        let known = self.account.capabilities.locked().clone();
+        let known = self.account.caps.last();
         let Some(known) = known.filter(|k| k.profile == crate::imsg::capabilities::Profile::Strict)
         else {
             return;
