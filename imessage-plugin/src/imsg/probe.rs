@@ -9,7 +9,7 @@ use plugin_abi::types::{ProbeCheck, ProbeResult};
 use serde_json::json;
 
 use crate::config::{rules, AccountConfig};
-use crate::imsg::rpc::{wire, CallError, RpcClient};
+use crate::imsg::rpc::{CallError, RpcClient};
 use crate::imsg::source::Source;
 
 pub const NOT_MACOS: &str = "the local imsg CLI only runs on macOS; run the gateway on the Messages Mac or point cliPath at an SSH wrapper";
@@ -45,15 +45,6 @@ fn rpc_supported(status_ok: bool, output: &str) -> bool {
         return false;
     }
     !status_ok || lower.lines().any(|l| l.contains("rpc"))
-}
-
-fn is_permission(e: &CallError) -> bool {
-    match e {
-        CallError::PermissionDenied(_) => true,
-        CallError::Rpc(r) => r.code == -32002 || wire::is_permission_text(&r.text()),
-        CallError::ChildExited { stderr, .. } => wire::is_permission_text(stderr),
-        _ => false,
-    }
 }
 
 pub async fn probe(account: &AccountConfig, source: &Source) -> ProbeResult {
@@ -182,7 +173,7 @@ pub async fn probe(account: &AccountConfig, source: &Source) -> ProbeResult {
             result.elapsed_ms = started.elapsed().as_millis() as u64;
             result
         }
-        Err(e) if is_permission(&e) => {
+        Err(e) if e.is_permission() => {
             tracing::error!(account = %account.id, "{PERMISSION_DENIED} ({e})");
             fail(
                 result,

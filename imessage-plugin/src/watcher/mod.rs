@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::account::{Account, AccountState};
-use crate::imsg::rpc::{wire, CallError, RpcClient, Started};
+use crate::imsg::rpc::{CallError, RpcClient, Started};
 use connection::Connection;
 use pump::{pump, Exit};
 use supervisor::{blocked_retry, Ending, Restarts};
@@ -48,21 +48,11 @@ pub const FAULT_PANIC_TEXT: &str = "__imessage_fault_injection_panic__";
 #[cfg(feature = "fault-injection")]
 pub const FAULT_HANG_TEXT: &str = "__imessage_fault_injection_hang__";
 
-pub const FDA_ERROR: &str = "imsg cannot open the Messages database: grant Full Disk Access to the process that runs imsg (and its parent app), then restart";
-
 /// Sleeps unless cancelled first; true when cancelled.
 async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(d) => cancel.is_cancelled(),
         _ = cancel.cancelled() => true,
-    }
-}
-
-fn is_permission(e: &CallError) -> bool {
-    match e {
-        CallError::PermissionDenied(_) => true,
-        CallError::Rpc(r) => r.code == -32002 || wire::is_permission_text(&r.text()),
-        _ => false,
     }
 }
 
@@ -199,8 +189,8 @@ async fn connect_and_subscribe(
     match w.subscribe(&mut conn, resume).await {
         Ok(subscription) => Ok((conn, subscription)),
         Err(e) => {
-            let ending = if is_permission(&e) {
-                tracing::error!(account = %w.account.id, "{FDA_ERROR} ({e})");
+            let ending = if e.is_permission() {
+                tracing::error!(account = %w.account.id, "{} ({e})", crate::imsg::probe::PERMISSION_DENIED);
                 Ending::PermissionDenied
             } else {
                 tracing::warn!(account = %w.account.id, "watch.subscribe failed: {e}");

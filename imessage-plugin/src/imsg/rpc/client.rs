@@ -39,6 +39,19 @@ pub enum CallError {
     Spawn(String),
 }
 
+impl CallError {
+    /// imsg cannot read the Messages database (Full Disk Access): the child said so on
+    /// stdout or stderr, or answered −32002. One rule for the probe and the watcher.
+    pub fn is_permission(&self) -> bool {
+        match self {
+            CallError::PermissionDenied(_) => true,
+            CallError::Rpc(r) => r.code == -32002 || wire::is_permission_text(&r.text()),
+            CallError::ChildExited { stderr, .. } => wire::is_permission_text(stderr),
+            _ => false,
+        }
+    }
+}
+
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -237,3 +237,31 @@ fn spawned_child_missing_binary_is_a_spawn_error() {
         );
     });
 }
+
+/// The probe and the watcher decide "Full Disk Access" by this one rule: a child that exited
+/// saying so counts, as does −32002 or the text in an error; a timeout does not.
+#[test]
+fn permission_failures_are_one_decision() {
+    let exited = |stderr: &str| CallError::ChildExited {
+        status: "exit status: 1".into(),
+        stderr: stderr.into(),
+    };
+    assert!(exited("Error: authorization denied (Full Disk Access)").is_permission());
+    assert!(!exited("disk I/O error (code: 10)").is_permission());
+    assert!(CallError::PermissionDenied("x".into()).is_permission());
+    let rpc = |code, message: &str| {
+        CallError::Rpc(RpcError {
+            code,
+            message: message.into(),
+            data: None,
+        })
+    };
+    assert!(rpc(-32002, "database unavailable").is_permission());
+    assert!(rpc(-32603, "requires Full Disk Access permission").is_permission());
+    assert!(!rpc(-32603, "boom").is_permission());
+    let timeout = CallError::Timeout {
+        method: "watch.subscribe".into(),
+        after: Duration::from_secs(1),
+    };
+    assert!(!timeout.is_permission());
+}
