@@ -44,6 +44,7 @@ pub const METHODS: &[&str] = &[
     "message.edit",
     "message.unsend",
     "send.reconcile",
+    plugin_abi::chp::CONFIG_SCHEMA_METHOD,
 ];
 
 pub fn description() -> PluginDescription {
@@ -587,6 +588,8 @@ impl Plugin for ImessagePlugin {
                 Ok(json!({ "ok": true, "warnings": config.warnings }))
             }),
             "config.reload" => self.reload(&payload),
+            // Needs no start: the schema is the config parser's own table.
+            "config.schema" => Ok(config::schema::schema()),
             "pairing.list" => self.with_running(|r| Self::pairing_list(r, &payload)),
             "pairing.approve" => {
                 let (approved, notice) =
