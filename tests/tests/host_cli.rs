@@ -105,3 +105,21 @@ fn panicking_plugin_is_reported_not_fatal() {
     let status = gw.run(&["channels", "status", "--json"]);
     assert_eq!(status.status.code(), Some(0), "{}", common::stderr(&status));
 }
+
+#[test]
+fn config_schema_prints_the_plugins_schema() {
+    let gw = Gateway::new(&["imessage", "fixture"]);
+    // An empty config: the schema needs no channel settings, and nothing is started.
+    gw.write_config("{}");
+    let out = gw.run(&["config", "schema"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let printed: Value = serde_json::from_str(&common::stdout(&out)).unwrap();
+    assert_eq!(printed, imessage::config::schema::schema());
+    assert_eq!(printed["properties"]["dmPolicy"]["default"], "pairing");
+
+    // A plugin that does not list config.schema has none: said, exit 1.
+    let out = gw.run(&["config", "schema", "--channel", "fixture"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = common::stderr(&out);
+    assert!(stderr.contains("has no config schema"), "{stderr}");
+}
