@@ -245,11 +245,13 @@ static int handle(chp_instance *h, FILE *out, const char *text) {
         fprintf(stderr, "c-host: ignored: %s\n", text); /* a notification this host does not know */
     } else if (is(method, "\"deliver\"")) {
         deliver(h, out, id, params);
-    } else if (method.n > 0) {
+    } else if (method.n > 1) {
         /* `host.request` (config.write, ...) or anything newer: this host implements none. */
+        span name = is(method, "\"host.request\"") ? get(params, "method") : method;
+        if (name.n < 2 || *name.p != '"') name = method;
         post(h, "{\"jsonrpc\":\"2.0\",\"id\":%.*s,\"error\":{\"code\":-32601,\"message\":"
-                "\"this host implements no %.*s method\"}}", (int)id.n, id.p,
-                (int)method.n - 2, method.p + 1);
+                "\"this host does not implement %.*s\"}}", (int)id.n, id.p, (int)name.n - 2,
+                name.p + 1);
     } else if (get(msg, "error").n > 0) {
         fprintf(stderr, "c-host: request %.*s failed: %s\n", (int)id.n, id.p, text);
         if (is(id, "1")) return -1; /* id 1 is `start` */

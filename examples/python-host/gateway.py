@@ -90,8 +90,10 @@ class Gateway:
             self.deliver(message["id"], message.get("params") or {})
         elif method is not None and "id" in message:
             # `host.request` (config.write, …) or anything newer: this host implements none.
+            if method == "host.request":
+                method = (message.get("params") or {}).get("method")
             self.h.post({"jsonrpc": "2.0", "id": message["id"], "error": {
-                "code": -32601, "message": f"this host implements no {method} method"}})
+                "code": -32601, "message": f"this host does not implement {method}"}})
         elif message.get("id") in self.pending:
             self.pending.pop(message["id"]).set_result(message)
         else:
