@@ -163,6 +163,9 @@ async def run(instance: chp.Instance, config: dict, state_dir: str, delivered: s
 
 
 def main(argv: List[str]) -> int:
+    if sys.version_info < (3, 9):
+        print(f"gateway: needs Python 3.9 or later, this is {sys.version.split()[0]}", file=sys.stderr)
+        return 2
     library: Optional[str] = argv[4] if len(argv) > 4 else os.environ.get("CHP_LIBRARY")
     if len(argv) < 4 or not library:
         print("usage: gateway.py <config.json> <state-dir> <delivered.jsonl> [library]"
