@@ -166,10 +166,13 @@ export class Channel {
       this.markClosed();
     }
     if (message.id === undefined) {
-      this.onMessage(message);
+      // A throwing handler must not become an unhandled rejection (which ends Node).
+      Promise.resolve()
+        .then(() => this.onMessage(message))
+        .catch((e) => console.error(`[chp] handling ${message.method}: ${e.message}`));
       return;
     }
-    this.answer(message);
+    this.answer(message).catch((e) => console.error(`[chp] answering ${message.method}: ${e.message}`));
   }
 
   /**

@@ -60,7 +60,9 @@ fn install() -> Result<PathBuf, String> {
     }
     let started = Instant::now();
     let out = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
+        // koffi's native code comes prebuilt in a platform package; its install script would
+        // only check that (or fall back to cmake), so it is not run.
+        .args(["ci", "--ignore-scripts", "--no-audit", "--no-fund"])
         .current_dir(&dir)
         .output()
         .map_err(|e| format!("running npm ci: {e}"))?;
