@@ -2,12 +2,12 @@
 //! host-stub's `message react|edit|unsend` and `message send` against imsg-sim, through the
 //! running gateway and one-shot, asserting the exact requests the simulator received.
 
-mod common;
+use crate::common;
+use crate::common::WAIT;
 
 use std::process::Output;
-use std::time::Duration;
 
-use common::sim::{wait_until, Running, SimEnv};
+use common::sim::{Running, SimEnv};
 use serde_json::{json, Value};
 
 const OWNER: &str = "imessage:+15550001111";
@@ -64,11 +64,8 @@ fn gateway_with_a_routed_dm(scenario: Value) -> (SimEnv, Running, String) {
     common::sim::merge(&mut s, &scenario);
     let env = SimEnv::new(s, json!({}));
     let gateway = env.start(false);
-    wait_until("watching", Duration::from_secs(30), || {
-        env.stderr().contains("watching for messages")
-    });
     env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "dinner at 7?"}));
-    let routed = gateway.wait_messages(1, Duration::from_secs(30));
+    let routed = gateway.wait_messages(1, WAIT);
     let id = routed[0]["messageId"].as_str().unwrap().to_string();
     (env, gateway, id)
 }
@@ -150,9 +147,12 @@ fn tapbacks_go_by_name_to_the_chat_of_the_message_cases_182_to_185() {
         common::stderr(&out)
     );
     assert_eq!(env.requests("tapback").len(), before);
-    // The tapback rows the bridge wrote come back on the watch as our own: never routed.
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(gateway.messages().len(), 1, "{:?}", gateway.messages());
+    // The tapback rows the bridge wrote come back on the watch as our own: never routed. A
+    // row written after them is routed, so they were handled before it.
+    env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "after the tapbacks"}));
+    let before = gateway.wait_text("after the tapbacks");
+    assert_eq!(before.len(), 1, "{:?}", gateway.messages());
+    assert_eq!(gateway.messages().len(), 2, "{:?}", gateway.messages());
     assert!(gateway.stop().success());
 }
 

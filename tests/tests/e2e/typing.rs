@@ -3,14 +3,14 @@
 //! chat, never a late `typing:true` after the stop; groups and `typingMode: never` show none,
 //! and neither does an imsg whose bridge is down.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
 use common::sim::{wait_until, SimEnv};
 use serde_json::{json, Value};
 
-const WAIT: Duration = Duration::from_secs(30);
+use crate::common::WAIT;
 
 /// Every `typing` effect's params, in order.
 fn typing(env: &SimEnv) -> Vec<Value> {
@@ -23,11 +23,7 @@ fn typing(env: &SimEnv) -> Vec<Value> {
 
 fn start(env: &SimEnv, echo: bool) -> common::sim::Running {
     let scenario = env.path("scenario.json").display().to_string();
-    let gateway = env.start_with_env(echo, &[("IMSG_SIM_SCENARIO", &scenario)]);
-    wait_until("watching", WAIT, || {
-        env.stderr().contains("watching for messages")
-    });
-    gateway
+    env.start_with_env(echo, &[("IMSG_SIM_SCENARIO", &scenario)])
 }
 
 #[test]
@@ -60,7 +56,16 @@ fn a_dm_shows_typing_until_the_reply_is_sent() {
         }
         std::thread::sleep(Duration::from_millis(25));
     }
-    std::thread::sleep(Duration::from_millis(500));
+    // A group message shows no typing. Its read receipt is queued on the actions child after
+    // anything its routing (or the DM before it) started: once it is there, nothing else
+    // still comes.
+    env.insert(json!({"chat_id": 42, "handle": "+15550001111", "text": "@bot hi all"}));
+    gateway.wait_messages(2, WAIT);
+    wait_until("the group's read receipt", WAIT, || {
+        env.record()
+            .iter()
+            .any(|r| r["effect"] == "read" && r["params"]["chat_id"] == 42)
+    });
     let seen = typing(&env);
     assert_eq!(seen.last(), Some(&json!({"chat_id": 7, "typing": false})));
     assert_eq!(
@@ -68,13 +73,7 @@ fn a_dm_shows_typing_until_the_reply_is_sent() {
         1,
         "one stop, and nothing after it: {seen:?}"
     );
-    // A group message shows no typing.
-    env.insert(json!({"chat_id": 42, "handle": "+15550001111", "text": "@bot hi all"}));
-    gateway.wait_messages(2, WAIT);
-    std::thread::sleep(Duration::from_millis(800));
-    assert!(typing(&env)
-        .iter()
-        .all(|p| p.get("chat_id") != Some(&json!(42))));
+    assert!(seen.iter().all(|p| p.get("chat_id") != Some(&json!(42))));
     assert!(gateway.stop().success());
 }
 
@@ -106,7 +105,10 @@ fn no_typing_without_the_bridge_or_with_typing_mode_never() {
     env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "hello"}));
     gateway.wait_messages(1, WAIT);
     wait_until("the reply", WAIT, || !env.sends().is_empty());
-    std::thread::sleep(Duration::from_millis(500));
+    // The positive marker: the plugin decided, and said why (at debug level).
+    wait_until("typing decided against", WAIT, || {
+        env.stderr().contains("no typing for conv")
+    });
     assert!(typing(&env).is_empty());
     assert!(gateway.stop().success());
 
@@ -118,7 +120,10 @@ fn no_typing_without_the_bridge_or_with_typing_mode_never() {
     env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "hello"}));
     gateway.wait_messages(1, WAIT);
     wait_until("the reply", WAIT, || !env.sends().is_empty());
-    std::thread::sleep(Duration::from_millis(500));
+    // The read receipt is queued on the actions child after the early typing would be.
+    wait_until("the read receipt", WAIT, || {
+        env.record().iter().any(|r| r["effect"] == "read")
+    });
     assert!(typing(&env).is_empty());
     assert!(gateway.stop().success());
 }

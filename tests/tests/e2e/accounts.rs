@@ -1,7 +1,7 @@
 //! Issue 6 end to end: attachments and the remote Mac, several accounts, probe codes in
 //! `channels status --probe --json`, and `/config set` reaching the host's config file.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::sim::{wait_until, SimEnv};
 use serde_json::{json, Value};
 
-const WAIT: Duration = Duration::from_secs(20);
+use crate::common::WAIT;
 
 fn script(path: &std::path::Path, body: &str) {
     std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
@@ -41,9 +41,6 @@ fn attachments_inside_the_roots_are_staged_and_others_are_not() {
         "attachmentRoots": [format!("{home}/Library/Messages/Attachments")]}}}));
 
     let gateway = env.start(false);
-    wait_until("watching", WAIT, || {
-        env.stderr().contains("watching for messages")
-    });
     env.insert(attachment_row(
         "~/Library/Messages/Attachments/ab/01/X/IMG_1.jpeg",
     ));
@@ -76,9 +73,6 @@ fn staging_also_cleans_old_media_while_the_gateway_runs_issue_21() {
     env.merge_config(json!({"channels": {"imessage": {"includeAttachments": true,
         "attachmentRoots": [format!("{home}/Library/Messages/Attachments")]}}}));
     let gateway = env.start(false);
-    wait_until("watching", WAIT, || {
-        env.stderr().contains("watching for messages")
-    });
     // Staged two days and a minute ago, after the clean at start.
     let media = env.path("state/imessage/media/default");
     std::fs::create_dir_all(&media).unwrap();
@@ -121,9 +115,6 @@ fn remote_attachments_are_fetched_with_the_exact_scp_argv() {
         ),
     );
     let gateway = env.start_with_env(false, &[("IMESSAGE_SCP", scp.to_str().unwrap())]);
-    wait_until("watching", WAIT, || {
-        env.stderr().contains("watching for messages")
-    });
     // Case 136: a group message dropped for want of a mention fetches nothing.
     let mut group = attachment_row("~/Library/Messages/Attachments/ab/01/X/IMG_1.jpeg");
     group["chat_id"] = json!(42);
@@ -182,9 +173,6 @@ fn two_accounts_route_and_reply_through_their_own_simulators() {
         }}},
     }));
     let gateway = env.start(true);
-    wait_until("both watchers", WAIT, || {
-        env.stderr().matches("watching for messages").count() >= 2
-    });
     env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "to home"}));
     let mut f = std::fs::OpenOptions::new()
         .append(true)
@@ -307,9 +295,6 @@ fn config_set_from_the_owner_updates_the_config_file() {
     let env = SimEnv::new(json!({}), json!({"commands": {"config": true}}));
     let read = config_file();
     let gateway = env.start(false);
-    wait_until("watching", WAIT, || {
-        env.stderr().contains("watching for messages")
-    });
     // Both forms of §9.2: the space form, then OpenClaw's `path=value`.
     env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "/config set channels.imessage.textChunkLimit 2000"}));
     let routed = gateway.wait_messages(1, WAIT);
@@ -326,9 +311,6 @@ fn config_set_from_the_owner_updates_the_config_file() {
     assert!(gateway.stop().success());
     // The written config starts: a restart routes again.
     let gateway = env.start(false);
-    wait_until("watching after the restart", WAIT, || {
-        env.stderr().matches("watching for messages").count() >= 2
-    });
     env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "after restart"}));
     let routed = gateway.wait_messages(1, WAIT);
     assert_eq!(routed[0]["text"], "after restart");
@@ -341,9 +323,6 @@ fn an_invalid_or_malformed_config_write_changes_nothing_and_says_why() {
     let read = config_file();
     let before = read(&env);
     let gateway = env.start(false);
-    wait_until("watching", WAIT, || {
-        env.stderr().contains("watching for messages")
-    });
     // Valid syntax, invalid value: the host validates the whole result and writes nothing.
     env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "/config set channels.imessage.textChunkLimit=10"}));
     wait_until("the refusal reply", WAIT, || {
@@ -388,9 +367,6 @@ fn an_invalid_or_malformed_config_write_changes_nothing_and_says_why() {
     assert!(gateway.stop().success());
     // And the gateway still starts with it.
     let gateway = env.start(false);
-    wait_until("watching after the restart", WAIT, || {
-        env.stderr().matches("watching for messages").count() >= 2
-    });
     assert!(gateway.stop().success());
 }
 
@@ -398,9 +374,6 @@ fn an_invalid_or_malformed_config_write_changes_nothing_and_says_why() {
 fn sighup_reloads_policy_in_place_and_restarts_on_a_new_cli_path_case_159() {
     let env = SimEnv::new(json!({}), json!({}));
     let gateway = env.start(false);
-    wait_until("watching", WAIT, || {
-        env.stderr().contains("watching for messages")
-    });
     let hup = |g: &common::sim::Running| {
         // SAFETY: signalling our own child.
         unsafe {
@@ -421,11 +394,7 @@ fn sighup_reloads_policy_in_place_and_restarts_on_a_new_cli_path_case_159() {
         env.sends().is_empty(),
         "no pairing reply: the new allowFrom applied"
     );
-    assert_eq!(
-        env.stderr().matches("watching for messages").count(),
-        1,
-        "same imsg process"
-    );
+    assert_eq!(env.subscriptions().len(), 1, "same imsg process");
 
     // A new cliPath (a wrapper around the same simulator) restarts the watcher.
     let wrapper = env.path("imsg-wrapper");
@@ -435,9 +404,13 @@ fn sighup_reloads_policy_in_place_and_restarts_on_a_new_cli_path_case_159() {
     );
     env.merge_config(json!({"channels": {"imessage": {"cliPath": wrapper.display().to_string()}}}));
     hup(&gateway);
-    wait_until("a new watcher", WAIT, || {
-        env.stderr().matches("watching for messages").count() == 2
-    });
+    wait_until("a new watcher", WAIT, || env.subscriptions().len() == 2);
+    assert_ne!(
+        env.subscriptions()[0],
+        env.subscriptions()[1],
+        "a new imsg process"
+    );
+    env.wait_watching();
     env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "after restart"}));
     let routed = gateway.wait_messages(2, WAIT);
     assert_eq!(routed[1]["text"], "after restart");
@@ -454,15 +427,14 @@ fn sighup_reloads_policy_in_place_and_restarts_on_a_new_cli_path_case_159() {
 #[test]
 fn a_blocked_account_resumes_once_access_is_granted_case_160() {
     let env = SimEnv::new(json!({"faults": {"startup": "fda_denied"}}), json!({}));
-    let gateway = env.start_with_env(false, &[("IMESSAGE_BLOCKED_RETRY_SECS", "1")]);
+    let gateway = env.spawn(false, &[("IMESSAGE_BLOCKED_RETRY_SECS", "1")]);
     wait_until("the permission failure", WAIT, || {
         env.stderr().contains("grant Full Disk Access")
     });
+    env.wait_state("default", "blocked");
     // Granting access: the simulated Mac no longer fails at startup.
     env.merge_scenario(json!({"faults": {"startup": null}}));
-    wait_until("watching", WAIT, || {
-        env.stderr().contains("watching for messages")
-    });
+    env.wait_watching();
     env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "access granted"}));
     let routed = gateway.wait_messages(1, WAIT);
     assert_eq!(routed[0]["text"], "access granted");
@@ -491,9 +463,6 @@ fn nested_config_values_from_anyone_but_the_owner_never_reach_a_parser_case_147(
         let read = config_file();
         let before = read(&env);
         let gateway = env.start(false);
-        wait_until("watching", WAIT, || {
-            env.stderr().contains("watching for messages")
-        });
         for text in [nested(5_000), nested(500_000)] {
             env.insert(json!({"chat_id": 8, "handle": "+15550002222", "text": text}));
         }
@@ -513,9 +482,6 @@ fn nested_config_values_from_anyone_but_the_owner_never_reach_a_parser_case_147(
         assert_eq!(read(&env), before, "{policy}");
         // A restart replays nothing harmful and routes the next DM.
         let gateway = env.start(false);
-        wait_until("watching again", WAIT, || {
-            env.stderr().matches("watching for messages").count() >= 2
-        });
         env.insert(json!({"chat_id": 8, "handle": "+15550002222", "text": "after restart"}));
         let routed = gateway.wait_messages(1, WAIT);
         assert_eq!(routed[0]["text"], "after restart", "{policy}");
@@ -549,9 +515,6 @@ fn only_the_owner_changes_the_config_cases_147a_147c() {
     let read = config_file();
     let before = read(&env);
     let gateway = env.start(false);
-    wait_until("watching", WAIT, || {
-        env.stderr().contains("watching for messages")
-    });
     let write = |who: &str| format!("/config set channels.imessage.allowFrom=[\"{who}\"]");
     env.insert(json!({"chat_id": 42, "handle": "+15550003333", "text": format!("@bot {}", write("+15550003333"))}));
     env.insert(json!({"chat_id": 8, "handle": "+15550002222", "text": write("+15550002222")}));

@@ -1,7 +1,7 @@
 //! The gateway end to end: host-stub loads the built libimessage, which drives imsg-sim, and
 //! routed messages come out on stdout (issues 3 and 4).
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::sim::{wait_until, SimEnv};
 use serde_json::{json, Value};
 
-const WAIT: Duration = Duration::from_secs(20);
+use crate::common::WAIT;
 
 fn owner(text: &str) -> Value {
     json!({"chat_id": 7, "handle": "+15550001111", "text": text})
@@ -19,9 +19,6 @@ fn owner(text: &str) -> Value {
 fn routes_messages_and_echo_replies_reach_the_simulator() {
     let env = SimEnv::new(json!({}), json!({}));
     let gateway = env.start(true);
-    wait_until("the watcher to subscribe", WAIT, || {
-        env.stderr().contains("watching for messages")
-    });
     env.insert(owner("hello there"));
     let routed = gateway.wait_messages(1, WAIT);
     let m = &routed[0];
@@ -45,7 +42,7 @@ fn routes_messages_and_echo_replies_reach_the_simulator() {
     wait_until("the echo row to be dropped", WAIT, || {
         env.stderr().contains("drop reason=from_me")
     });
-    std::thread::sleep(Duration::from_millis(500));
+    wait_until("the drop counted", WAIT, || env.drops("from_me") == 1);
     assert_eq!(
         gateway.messages().len(),
         1,
@@ -58,9 +55,6 @@ fn routes_messages_and_echo_replies_reach_the_simulator() {
 fn a_strict_server_works_the_same() {
     let env = SimEnv::new(json!({"profile": "strict"}), json!({}));
     let gateway = env.start(true);
-    wait_until("watching", WAIT, || {
-        env.stderr().contains("watching for messages")
-    });
     env.insert(owner("strict hello"));
     let routed = gateway.wait_messages(1, WAIT);
     assert_eq!(routed[0]["text"], "strict hello");
@@ -81,9 +75,6 @@ fn a_strict_server_works_the_same() {
 fn bad_lines_are_skipped_and_later_messages_still_route() {
     let env = SimEnv::new(json!({}), json!({}));
     let gateway = env.start(false);
-    wait_until("watching", WAIT, || {
-        env.stderr().contains("watching for messages")
-    });
     env.inbox(json!({"op": "stdout", "line": "this is not json"}));
     env.inbox(json!({"op": "stdout", "line": "{\"jsonrpc\":\"2.0\",\"method\":\"message\",\"params\":{\"subscription\":1}}"}));
     env.inbox(json!({"op": "stdout", "line": "{\"jsonrpc\":\"2.0\",\"method\":\"message\",\"params\":{\"subscription\":1,\"message\":{\"id\":\"x\",\"sender\":{\"a\":1}}}}"}));
@@ -118,9 +109,6 @@ fn oversized_lines_are_discarded() {
     let env = SimEnv::new(json!({}), json!({}));
     // The plugin reads the cap from its environment, which it inherits from host-stub.
     let gateway = env.start_with_env(false, &[("IMESSAGE_MAX_LINE_BYTES", "65536")]);
-    wait_until("watching", WAIT, || {
-        env.stderr().contains("watching for messages")
-    });
     env.inbox(json!({"op": "stdout", "line": format!("{{\"pad\":\"{}\"}}", "x".repeat(200_000))}));
     env.insert(owner("after the big line"));
     let routed = gateway.wait_messages(1, WAIT);
@@ -176,13 +164,12 @@ fn a_crashing_simulator_loses_and_doubles_nothing() {
         json!({}),
     );
     let gateway = env.start(false);
-    wait_until("watching", WAIT, || {
-        env.stderr().contains("watching for messages")
-    });
     env.inbox(burst(total));
     let routed = gateway.wait_messages(total, Duration::from_secs(120));
-    std::thread::sleep(Duration::from_millis(500));
-    assert_exactly_once_in_order(&gateway.messages(), total);
+    // A row after the burst: once it is printed, no repeat of the burst can still come.
+    env.insert(owner(&format!("dm {total}")));
+    gateway.wait_text(&format!("dm {total}"));
+    assert_exactly_once_in_order(&gateway.messages(), total + 1);
     let restarts = env.stderr().matches("restarting").count();
     assert!(
         restarts >= 3,
@@ -224,14 +211,11 @@ fn killing_the_gateway_mid_stream_loses_and_doubles_nothing() {
     let (scenario, config) = four_chats();
     let env = SimEnv::new(scenario, config);
     let first = env.start(false);
-    wait_until("watching", WAIT, || {
-        env.stderr().contains("watching for messages")
-    });
     env.inbox(burst_across(total));
     first.wait_messages(5_000, Duration::from_secs(120));
     // Everything the killed gateway printed, read to the end of its stdout.
     let mut all = first.kill();
-    let second = env.start(false);
+    let second = env.spawn(false, &[]);
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         wait_until("the rest", Duration::from_secs(180), || {
             all.len() + second.messages().len() >= total
@@ -247,7 +231,9 @@ fn killing_the_gateway_mid_stream_loses_and_doubles_nothing() {
             tail[tail.len().saturating_sub(60)..].join("\n")
         );
     }
-    std::thread::sleep(Duration::from_millis(500));
+    // A row after the burst: once it is printed, nothing of the burst can still come.
+    env.insert(owner(&format!("dm {total}")));
+    second.wait_text(&format!("dm {total}"));
     let mut rest = second.messages();
     // host-stub prints a delivery's lines, then records their ids: a kill between the two
     // prints the lines of that one delivery (at most one batch) again, first thing after the
@@ -269,7 +255,7 @@ fn killing_the_gateway_mid_stream_loses_and_doubles_nothing() {
     );
     rest.drain(..seam);
     all.extend(rest);
-    assert_exactly_once_in_order(&all, total);
+    assert_exactly_once_in_order(&all, total + 1);
     assert!(second.stop().success());
 }
 
@@ -277,9 +263,6 @@ fn killing_the_gateway_mid_stream_loses_and_doubles_nothing() {
 fn pairing_approval_from_another_process_admits_the_next_message() {
     let env = SimEnv::new(json!({}), json!({}));
     let gateway = env.start(false);
-    wait_until("watching", WAIT, || {
-        env.stderr().contains("watching for messages")
-    });
     env.insert(json!({"chat_id": 8, "handle": "+15550002222", "text": "hi, who is this?"}));
     wait_until("the pairing reply", WAIT, || !env.sends().is_empty());
     let reply = env.sends()[0].clone();
@@ -329,15 +312,14 @@ fn pairing_approval_from_another_process_admits_the_next_message() {
 fn group_messages_need_a_mention() {
     let env = SimEnv::new(json!({}), json!({}));
     let gateway = env.start(false);
-    wait_until("watching", WAIT, || {
-        env.stderr().contains("watching for messages")
-    });
     env.insert(json!({"chat_id": 42, "handle": "+15550001111", "text": "lunch anyone?"}));
     env.insert(
         json!({"chat_id": 42, "handle": "+15550001111", "text": "@bot what's the build status?"}),
     );
     let routed = gateway.wait_messages(1, WAIT);
-    std::thread::sleep(Duration::from_millis(500));
+    wait_until("the unmentioned row dropped", WAIT, || {
+        env.drops("no_mention") == 1
+    });
     assert_eq!(gateway.messages().len(), 1);
     assert_eq!(routed[0]["text"], "@bot what's the build status?");
     assert_eq!(routed[0]["sessionKey"], "agent:main:imessage:group:42");
@@ -370,9 +352,6 @@ fn subscribes(env: &SimEnv) -> Vec<Value> {
 fn subscribe_params_on_first_start_and_after_a_restart_cases_23_25() {
     let env = SimEnv::new(json!({}), json!({}));
     let first = env.start(false);
-    wait_until("watching", WAIT, || {
-        env.stderr().contains("watching for messages")
-    });
     env.insert(owner("before the restart"));
     let routed = first.wait_messages(1, WAIT);
     assert!(first.stop().success());
@@ -384,9 +363,6 @@ fn subscribe_params_on_first_start_and_after_a_restart_cases_23_25() {
         "no cursor yet: the live tail"
     );
     let second = env.start(false);
-    wait_until("watching again", WAIT, || {
-        env.stderr().matches("watching for messages").count() == 2
-    });
     let cursor: Value = serde_json::from_str(
         &std::fs::read_to_string(env.path("state/imessage/default/cursor.json")).unwrap(),
     )
@@ -411,9 +387,6 @@ fn a_cursor_past_a_replaced_database_falls_back_to_the_tail() {
         "date": "2026-01-01T00:00:00.000Z"}]}),
     );
     let gateway = env.start(false);
-    wait_until("watching", WAIT, || {
-        env.stderr().contains("watching for messages")
-    });
     assert!(env.stderr().contains("chat.db may have been replaced"));
     assert_eq!(
         subscribes(&env),
@@ -453,9 +426,6 @@ fn stopping_leaves_no_imsg_process_behind() {
         env.path("").display().to_string().len()
     );
     let gateway = env.start_with_env(true, &[("IMSG_TEST_MARK", marker.as_str())]);
-    wait_until("watching", WAIT, || {
-        env.stderr().contains("watching for messages")
-    });
     env.insert(owner("spawn a sender too"));
     gateway.wait_messages(1, WAIT);
     wait_until("the echo reply", WAIT, || !env.sends().is_empty());
@@ -480,9 +450,6 @@ fn stopping_kills_an_imsg_that_ignores_end_of_input() {
     let env = SimEnv::new(json!({"faults": {"hang_after_requests": 2}}), json!({}));
     let marker = format!("hang-{}", std::process::id());
     let gateway = env.start_with_env(false, &[("IMSG_TEST_MARK", marker.as_str())]);
-    wait_until("watching", WAIT, || {
-        env.stderr().contains("watching for messages")
-    });
     assert!(
         processes_with(&marker).len() >= 2,
         "the hung watcher child is running"
@@ -506,9 +473,6 @@ fn group_commands_follow_the_hosts_names_and_stop_needs_a_mention_section_9_1() 
         json!({"channels": {"imessage": {"groupPolicy": "open"}}}),
     );
     let gateway = env.start(false);
-    wait_until("watching", WAIT, || {
-        env.stderr().contains("watching for messages")
-    });
     let group = |handle: &str, text: &str| json!({"chat_id": 42, "handle": handle, "text": text});
     // OpenClaw's built-in names are commands: the owner's /whoami needs no mention.
     env.insert(group("+15550001111", "/whoami"));
@@ -518,7 +482,10 @@ fn group_commands_follow_the_hosts_names_and_stop_needs_a_mention_section_9_1() 
     env.insert(group("+15550001111", "stop"));
     env.insert(group("+15550001111", "@bot stop"));
     let routed = gateway.wait_messages(2, WAIT);
-    std::thread::sleep(Duration::from_millis(500));
+    // The row inserted last is routed, and both refusals are counted: every row was handled.
+    wait_until("both refusals counted", WAIT, || {
+        env.drops("unauthorized_command") == 1 && env.drops("no_mention") == 1
+    });
     let texts: Vec<&str> = gateway
         .messages()
         .iter()
@@ -539,13 +506,11 @@ fn the_gateways_command_names_replace_the_defaults() {
         json!({"commands": {"names": ["/deploy", "/status"]}}),
     );
     let gateway = env.start(false);
-    wait_until("watching", WAIT, || {
-        env.stderr().contains("watching for messages")
-    });
     env.insert(json!({"chat_id": 42, "handle": "+15550001111", "text": "/whoami"}));
     env.insert(json!({"chat_id": 42, "handle": "+15550001111", "text": "/deploy now"}));
+    // Inserted last, so once it is routed "/whoami" was handled too.
     let routed = gateway.wait_messages(1, WAIT);
-    std::thread::sleep(Duration::from_millis(500));
+    wait_until("/whoami dropped", WAIT, || env.drops("no_mention") == 1);
     assert_eq!(routed[0]["text"], "/deploy now");
     assert_eq!(routed[0]["commandAuthorized"], true);
     assert_eq!(

@@ -2,14 +2,12 @@
 //! multi-byte character where a prefix check used to slice, and a message whose processing
 //! panics (through the `fault-injection` hook), through host-stub + libimessage + imsg-sim.
 
-mod common;
-
-use std::time::Duration;
+use crate::common;
 
 use common::sim::{chats, wait_until, SimEnv};
 use serde_json::{json, Value};
 
-const WAIT: Duration = Duration::from_secs(30);
+use crate::common::WAIT;
 /// Must match `imessage::watcher::FAULT_PANIC_TEXT` (the library is built with the feature).
 const PANIC_TEXT: &str = "__imessage_fault_injection_panic__";
 /// Must match `imessage::watcher::FAULT_HANG_TEXT`: processing this row never ends, so the
@@ -36,9 +34,6 @@ fn a_sender_with_a_multi_byte_character_routes_and_later_messages_too() {
         json!({"channels": {"imessage": {"dmPolicy": "open", "allowFrom": ["*"]}}}),
     );
     let gateway = env.start(false);
-    wait_until("watching", WAIT, || {
-        env.stderr().contains("watching for messages")
-    });
     env.insert(json!({"chat_id": 9, "handle": "josé@example.com", "text": "hola"}));
     env.insert(owner("after josé"));
     let routed = gateway.wait_messages(2, WAIT);
@@ -53,9 +48,6 @@ fn a_sender_with_a_multi_byte_character_routes_and_later_messages_too() {
 fn a_message_that_panics_twice_is_quarantined_and_never_replayed() {
     let env = SimEnv::new(json!({}), json!({}));
     let gateway = env.start(false);
-    wait_until("watching", WAIT, || {
-        env.stderr().contains("watching for messages")
-    });
     env.insert(owner("before"));
     gateway.wait_messages(1, WAIT);
     env.insert(owner(PANIC_TEXT));
@@ -97,14 +89,11 @@ fn a_message_that_panics_twice_is_quarantined_and_never_replayed() {
     // A restart neither replays the quarantined row nor loses the next message.
     let before = env.stderr().matches("panicked").count();
     let gateway = env.start(false);
-    wait_until("watching again", WAIT, || {
-        env.stderr().matches("watching for messages").count() >= 2
-    });
     env.insert(owner("after restart"));
     let routed = gateway.wait_messages(1, WAIT);
     assert_eq!(routed.len(), 1, "nothing replayed: {routed:?}");
     assert_eq!(routed[0]["text"], "after restart");
-    std::thread::sleep(Duration::from_millis(300));
+    // Inserted after the start, so a replay of the quarantined row would have come first.
     assert_eq!(env.stderr().matches("panicked").count(), before);
     assert!(gateway.stop().success());
 }
@@ -124,9 +113,6 @@ fn a_row_that_kills_the_gateway_twice_is_quarantined_on_the_third_start() {
     };
     let mut delivered = Vec::new();
     let gateway = env.start(false);
-    wait_until("watching", WAIT, || {
-        env.stderr().contains("watching for messages")
-    });
     // A cursor first: without one, a restart begins at the live tail.
     env.insert(owner("zero"));
     gateway.wait_messages(1, WAIT);
@@ -140,7 +126,7 @@ fn a_row_that_kills_the_gateway_twice_is_quarantined_on_the_third_start() {
     delivered.extend(texts(gateway.kill()));
 
     // Second start: the row is replayed (found in flight once), and held again.
-    let gateway = env.start(false);
+    let gateway = env.spawn(false, &[]);
     wait_until("the second hold", WAIT, || holds(2));
     delivered.extend(texts(gateway.kill()));
     let log = env.stderr();
@@ -150,7 +136,7 @@ fn a_row_that_kills_the_gateway_twice_is_quarantined_on_the_third_start() {
     );
 
     // Third start: found in flight twice, so quarantined when it comes; the rest flows.
-    let gateway = env.start(false);
+    let gateway = env.spawn(false, &[]);
     env.insert(owner("four"));
     wait_until("four", WAIT, || {
         gateway.messages().iter().any(|m| m["text"] == "four")

@@ -1,7 +1,7 @@
 //! The shipped examples stay true: the commented config is accepted by the plugin as it is,
 //! and the demo scenario loads in the simulator.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -3,14 +3,12 @@
 //! other messages stay out under `own`; a stranger's tapback gets no pairing code; `off`
 //! subscribes without reactions; a summary text (`Loved “…”`) is a tapback too.
 
-mod common;
-
-use std::time::Duration;
+use crate::common;
 
 use common::sim::{wait_until, SimEnv};
 use serde_json::{json, Value};
 
-const WAIT: Duration = Duration::from_secs(30);
+use crate::common::WAIT;
 
 /// The GUID imsg-sim gives row `id`.
 fn guid_for(id: i64) -> String {
@@ -45,9 +43,6 @@ fn lines_of(gateway: &common::sim::Running, kind: &str) -> Vec<Value> {
 fn a_tapback_on_the_agents_reply_reaches_the_host_once() {
     let env = SimEnv::new(json!({}), json!({}));
     let gateway = env.start(true);
-    wait_until("watching", WAIT, || {
-        env.stderr().contains("watching for messages")
-    });
     env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "hello"}));
     wait_until("the echo reply", WAIT, || !env.sends().is_empty());
     let ours = first_sent_guid(&env);
@@ -73,7 +68,10 @@ fn a_tapback_on_the_agents_reply_reaches_the_host_once() {
     wait_until("the reaction line", WAIT, || {
         !lines_of(&gateway, "reaction").is_empty()
     });
-    std::thread::sleep(Duration::from_millis(700));
+    // The 👍, inserted last, is handled (and counted) after the ❤️.
+    wait_until("the tapback on the owner's message dropped", WAIT, || {
+        env.drops("reaction_not_own") == 1
+    });
     let reactions = lines_of(&gateway, "reaction");
     assert_eq!(
         reactions.len(),
@@ -112,9 +110,6 @@ fn a_strangers_tapback_gets_no_pairing_code() {
         json!({"channels": {"imessage": {"reactionNotifications": "all"}}}),
     );
     let gateway = env.start(false);
-    wait_until("watching", WAIT, || {
-        env.stderr().contains("watching for messages")
-    });
     env.insert(reaction_row(
         8,
         "+15550002222",
@@ -125,9 +120,13 @@ fn a_strangers_tapback_gets_no_pairing_code() {
     wait_until("the drop", WAIT, || {
         env.stderr().contains("drop reason=pairing_pending")
     });
-    std::thread::sleep(Duration::from_millis(500));
+    wait_until("the drop counted", WAIT, || {
+        env.drops("pairing_pending") == 1
+    });
+    // A later row is routed: the tapback was handled before it.
+    env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "later"}));
+    assert!(gateway.wait_text("later").is_empty());
     assert!(env.sends().is_empty(), "no pairing code for a tapback");
-    assert!(gateway.messages().is_empty());
     let pending = env.gw.run(&["pairing", "list", "imessage", "--json"]);
     assert_eq!(
         common::stdout(&pending).trim(),
@@ -144,9 +143,6 @@ fn a_summary_text_is_a_tapback_and_off_turns_them_all_off() {
         json!({"channels": {"imessage": {"reactionNotifications": "all"}}}),
     );
     let gateway = env.start(false);
-    wait_until("watching", WAIT, || {
-        env.stderr().contains("watching for messages")
-    });
     // No reaction members: an SMS relay's summary.
     env.insert(
         json!({"chat_id": 7, "handle": "+15550001111", "text": "Laughed at “see you at 7”"}),
@@ -168,9 +164,6 @@ fn a_summary_text_is_a_tapback_and_off_turns_them_all_off() {
         json!({"channels": {"imessage": {"reactionNotifications": "off"}}}),
     );
     let gateway = off.start(false);
-    wait_until("watching", WAIT, || {
-        off.stderr().contains("watching for messages")
-    });
     let subscribes: Vec<Value> = off
         .record()
         .into_iter()
@@ -195,9 +188,6 @@ fn turning_reactions_on_by_reload_resubscribes_on_the_same_child_case_213() {
         json!({"channels": {"imessage": {"reactionNotifications": "off"}}}),
     );
     let gateway = env.start(false);
-    wait_until("watching", WAIT, || {
-        env.stderr().contains("watching for messages")
-    });
     env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "before"}));
     gateway.wait_messages(1, WAIT);
     env.merge_config(json!({"channels": {"imessage": {"reactionNotifications": "all"}}}));
@@ -228,10 +218,12 @@ fn turning_reactions_on_by_reload_resubscribes_on_the_same_child_case_213() {
     assert_eq!(subs[0].0, subs[1].0, "the same imsg process");
     env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "Loved “before”"}));
     env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "after"}));
-    let lines = gateway.wait_messages(3, WAIT);
-    std::thread::sleep(Duration::from_millis(300));
-    let texts: Vec<(String, String)> = gateway
-        .messages()
+    gateway.wait_messages(3, WAIT);
+    // A later row is routed: nothing before it can still come.
+    env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "marker"}));
+    let lines = gateway.wait_text("marker");
+    assert_eq!(gateway.messages().len(), 4);
+    let texts: Vec<(String, String)> = lines
         .iter()
         .map(|m| {
             (

@@ -3,7 +3,8 @@
 //! several messages are ready, bounded by its `maxBatch`, in order, one account per batch; a
 //! refused delivery acknowledges nothing and comes again whole.
 
-mod common;
+use crate::common;
+use crate::common::WAIT;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -94,7 +95,7 @@ fn start(gate: &Gate, host: HostFeatures) -> Run {
         .unwrap();
     let began = Instant::now();
     while client.status(&Default::default()).unwrap().accounts[0].state != "watching" {
-        assert!(began.elapsed() < Duration::from_secs(20), "never watching");
+        assert!(began.elapsed() < WAIT, "never watching");
         std::thread::sleep(Duration::from_millis(20));
     }
     Run {
@@ -114,25 +115,44 @@ fn burst(run: &Run, n: usize) {
             }
         })
         .collect();
-    std::fs::write(
-        &run.inbox,
-        format!("{}\n", json!({"op": "insert_many", "rows": rows})),
-    )
-    .unwrap();
+    append(run, json!({"op": "insert_many", "rows": rows}));
 }
 
-fn wait_for(gate: &Gate, n: usize) -> Vec<Value> {
-    let began = Instant::now();
-    while gate.messages().len() < n {
-        assert!(
-            began.elapsed() < Duration::from_secs(60),
-            "{} of {n} messages",
-            gate.messages().len()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    gate.messages()
+/// Appends an op to the simulator's inbox.
+fn append(run: &Run, op: Value) {
+    use std::io::Write;
+    let mut inbox = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&run.inbox)
+        .unwrap();
+    writeln!(inbox, "{op}").unwrap();
+}
+
+/// Waits for `n` messages, then for one more row inserted after them (the owner's `dm <n>`):
+/// messages are delivered in order, so once it is acknowledged nothing of the first `n` can
+/// still come again. Returns all `n + 1`.
+fn wait_for(gate: &Gate, run: &Run, n: usize) -> Vec<Value> {
+    let wait = |n: usize| {
+        let began = Instant::now();
+        while gate.messages().len() < n {
+            assert!(
+                began.elapsed() < WAIT,
+                "{} of {n} messages",
+                gate.messages().len()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait(n);
+    let marker = format!("dm {n}");
+    append(
+        run,
+        json!({"op": "insert", "row": {"chat_id": 7, "handle": "+15550001111", "text": marker}}),
+    );
+    wait(n + 1);
+    let messages = gate.messages();
+    assert_eq!(messages.last().map(|m| &m["text"]), Some(&json!(marker)));
+    messages
 }
 
 fn assert_once_in_order(messages: &[Value], n: usize) {
@@ -164,10 +184,10 @@ fn a_host_that_does_not_opt_in_gets_one_message_per_call() {
     };
     let run = start(&gate, HostFeatures::default());
     burst(&run, 300);
-    let messages = wait_for(&gate, 300);
-    assert_once_in_order(&messages, 300);
+    let messages = wait_for(&gate, &run, 300);
+    assert_once_in_order(&messages, 301);
     let deliveries = gate.deliveries.lock().unwrap().clone();
-    assert_eq!(deliveries.len(), 300);
+    assert_eq!(deliveries.len(), 301);
     assert!(deliveries.iter().all(|d| d["type"] == "message"));
     run.client.stop().unwrap();
 }
@@ -180,8 +200,8 @@ fn a_batching_host_gets_bounded_batches_in_order() {
     };
     let run = start(&gate, batching(64));
     burst(&run, 2000);
-    let messages = wait_for(&gate, 2000);
-    assert_once_in_order(&messages, 2000);
+    let messages = wait_for(&gate, &run, 2000);
+    assert_once_in_order(&messages, 2001);
     let deliveries = gate.deliveries.lock().unwrap().clone();
     let sizes: Vec<usize> = deliveries
         .iter()
@@ -215,17 +235,19 @@ fn a_refused_batch_is_acknowledged_not_at_all_and_comes_again_whole() {
     };
     let run = start(&gate, batching(256));
     burst(&run, 500);
-    let messages = wait_for(&gate, 500);
-    assert_once_in_order(&messages, 500);
+    let messages = wait_for(&gate, &run, 500);
+    assert_once_in_order(&messages, 501);
     let refused = gate.refused.lock().unwrap()[0].clone();
     let first_accepted = gate.deliveries.lock().unwrap()[0].clone();
     assert_eq!(
         refused, first_accepted,
         "the same delivery came again after the refusal"
     );
-    // Nothing of the refused delivery was finished: the status counts each message once.
-    let status = run.client.status(&Default::default()).unwrap();
-    assert_eq!(status.accounts[0].routed, 500);
+    // Nothing of the refused delivery was finished: the status counts each message once
+    // (published with the watcher's 100 ms flush).
+    let routed = || run.client.status(&Default::default()).unwrap().accounts[0].routed;
+    common::sim::wait_until("the routed count published", WAIT, || routed() >= 501);
+    assert_eq!(routed(), 501);
     run.client.stop().unwrap();
 }
 
@@ -239,12 +261,8 @@ fn status_counts_panics_and_shows_the_quarantine_file_issue_10() {
         {"chat_id": 7, "handle": "+15550001111", "text": panic},
         {"chat_id": 7, "handle": "+15550001111", "text": "dm 0"},
     ]);
-    std::fs::write(
-        &run.inbox,
-        format!("{}\n", json!({"op": "insert_many", "rows": rows})),
-    )
-    .unwrap();
-    let messages = wait_for(&gate, 1);
+    append(&run, json!({"op": "insert_many", "rows": rows}));
+    let messages = wait_for(&gate, &run, 1);
     assert_eq!(messages[0]["text"], "dm 0", "the next message routes");
     let began = Instant::now();
     let account = loop {
@@ -253,7 +271,7 @@ fn status_counts_panics_and_shows_the_quarantine_file_issue_10() {
         if account.quarantine.is_some() && account.drops.contains_key("quarantined") {
             break account;
         }
-        assert!(began.elapsed() < Duration::from_secs(20), "{account:?}");
+        assert!(began.elapsed() < WAIT, "{account:?}");
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(

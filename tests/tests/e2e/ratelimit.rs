@@ -2,15 +2,14 @@
 //! caps hold whichever way a send arrives (through the running gateway, or one-shot with the
 //! counters in the state folder), an inbound row clears them, and the owner's DMs are exempt.
 
-mod common;
+use crate::common;
 
 use std::process::Output;
-use std::time::Duration;
 
 use common::sim::{wait_until, SimEnv};
 use serde_json::{json, Value};
 
-const WAIT: Duration = Duration::from_secs(60);
+use crate::common::WAIT;
 const UNANSWERED: &str =
     "rate limited: 5 messages sent to this conversation without a reply (rateLimit.maxUnanswered)";
 
@@ -26,9 +25,6 @@ fn written(env: &SimEnv) -> usize {
 fn the_sixth_unanswered_send_is_refused_until_someone_writes_case_208() {
     let env = SimEnv::new(json!({}), json!({}));
     let gateway = env.start(false);
-    wait_until("watching", WAIT, || {
-        env.stderr().contains("watching for messages")
-    });
     for i in 0..5 {
         let (out, _) = send_json(&env, "chat_id:42", &format!("update {i}"));
         assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
@@ -105,9 +101,6 @@ fn a_refused_strangers_dm_leaves_no_trace_in_the_counters_issue_21() {
         json!({"channels": {"imessage": {"dmPolicy": "allowlist"}}}),
     );
     let gateway = env.start(false);
-    wait_until("watching", WAIT, || {
-        env.stderr().contains("watching for messages")
-    });
     env.insert(json!({"chat_id": 8, "handle": "+15550002222", "text": "let me in"}));
     env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "hello"}));
     // Rows are handled in order: once the owner's DM is routed, the stranger's was refused.

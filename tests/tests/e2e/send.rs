@@ -1,7 +1,7 @@
 //! `host-stub message send` end to end (issue 5): chunking, paragraphs, media caps, bad
 //! targets, and a send that never answers.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! host's roots when either is set, and a file sent through a remote Mac travels as a 0600
 //! copy in its own 0700 folder there, removed once the send has its answer.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

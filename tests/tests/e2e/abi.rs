@@ -1,7 +1,8 @@
 //! The plugin across the real dynamic-library boundary: loaded from `libimessage.so` with the
 //! layout and version check, not linked as an rlib.
 
-mod common;
+use crate::common;
+use crate::common::WAIT;
 
 use std::sync::{Arc, Mutex};
 
@@ -161,7 +162,10 @@ fn panic_in_a_plugin_method_is_an_error_value() {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "fixture_child",
+            // The test's path inside the one e2e binary.
+            concat!(module_path!(), "::fixture_child")
+                .split_once("::")
+                .map_or("abi::fixture_child", |(_, path)| path),
             "--include-ignored",
             "--nocapture",
         ])
@@ -183,7 +187,9 @@ fn a_hung_send_does_not_block_other_calls() {
     let scenario = dir.path().join("scenario.json");
     std::fs::write(
         &scenario,
-        json!({"clock": {"start": "now", "mode": "running"}, "faults": {"delay_ms": {"send": 600000}}}).to_string(),
+        json!({"clock": {"start": "now", "mode": "running"}, "faults": {"delay_ms": {"send": 600000}},
+            "control": {"record": dir.path().join("record.jsonl")}})
+        .to_string(),
     )
     .unwrap();
     let plugin = host::load(&common::plugin_library("imessage")).unwrap();
@@ -215,7 +221,16 @@ fn a_hung_send_does_not_block_other_calls() {
             })
         })
     };
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // The send is in flight once the simulator has its request (and holds it).
+    common::sim::wait_until("the send request at the simulator", WAIT, || {
+        std::fs::read_to_string(dir.path().join("record.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|r| r["dir"] == "in")
+            .filter_map(|r| serde_json::from_str::<serde_json::Value>(r["line"].as_str()?).ok())
+            .any(|request| request["method"] == "send")
+    });
     let began = std::time::Instant::now();
     let status = client.status(&StatusRequest::default()).unwrap();
     assert_eq!(status.accounts.len(), 1);
@@ -264,17 +279,14 @@ fn status_of_a_watching_account_reports_the_last_inbound_message_and_the_cursor(
     let began = std::time::Instant::now();
     // A first start subscribes at the live tail: insert once the watch is up.
     while client.status(&StatusRequest::default()).unwrap().accounts[0].state != "watching" {
-        assert!(
-            began.elapsed() < std::time::Duration::from_secs(20),
-            "never watching"
-        );
+        assert!(began.elapsed() < WAIT, "never watching");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let op = json!({"op": "insert", "row": {"id": 77, "chat_id": 7, "handle": "+15550001111", "text": "ping"}});
     std::fs::write(dir.path().join("inbox.jsonl"), format!("{op}\n")).unwrap();
     while inbox.events.lock().unwrap().is_empty() {
         assert!(
-            began.elapsed() < std::time::Duration::from_secs(20),
+            began.elapsed() < WAIT,
             "nothing delivered; plugin log:\n{}",
             inbox.logs.lock().unwrap().join("\n")
         );
@@ -289,7 +301,7 @@ fn status_of_a_watching_account_reports_the_last_inbound_message_and_the_cursor(
             break account;
         }
         assert!(
-            began.elapsed() < std::time::Duration::from_secs(20),
+            began.elapsed() < WAIT,
             "status never showed the message: {account:?}"
         );
         std::thread::sleep(std::time::Duration::from_millis(20));

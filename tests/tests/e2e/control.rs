@@ -3,45 +3,31 @@
 //! killed gateway is handled, a socket that is not the user's or not private is refused, and
 //! many CLI calls at once all answer. Real processes throughout.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::time::Duration;
 
 use common::sim::{wait_until, SimEnv};
 use serde_json::{json, Value};
 
-const WAIT: Duration = Duration::from_secs(30);
-
-fn status(env: &SimEnv) -> Value {
-    let out = env.gw.run(&["channels", "status", "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
-    serde_json::from_str(&common::stdout(&out)).expect("status JSON")
-}
-
-fn socket(env: &SimEnv) -> std::path::PathBuf {
-    env.path("state/host-stub/control.sock")
-}
+use crate::common::WAIT;
 
 #[test]
 fn status_shows_the_running_gateways_live_state() {
     let env = SimEnv::new(json!({}), json!({}));
     // No gateway: said plainly, in both outputs.
-    assert_eq!(status(&env)["gateway"]["running"], false);
+    assert_eq!(env.status()["gateway"]["running"], false);
     let text = common::stdout(&env.gw.run(&["channels", "status"]));
     assert!(text.contains("no gateway is running"), "{text}");
 
     let gateway = env.start(false);
-    wait_until("watching", WAIT, || {
-        env.stderr().contains("watching for messages")
-    });
-    let mode = std::fs::metadata(socket(&env))
+    let mode = std::fs::metadata(env.socket())
         .unwrap()
         .permissions()
         .mode()
         & 0o777;
     assert_eq!(mode, 0o600);
-    let dir_mode = std::fs::metadata(socket(&env).parent().unwrap())
+    let dir_mode = std::fs::metadata(env.socket().parent().unwrap())
         .unwrap()
         .permissions()
         .mode()
@@ -53,7 +39,7 @@ fn status_shows_the_running_gateways_live_state() {
     // Counters are published with the watcher's 100 ms flush.
     let mut account = Value::Null;
     wait_until("the counters in the live status", WAIT, || {
-        let s = status(&env);
+        let s = env.status();
         account = s["channels"][0].clone();
         s["gateway"]["running"] == true
             && account["routed"] == 1
@@ -66,16 +52,13 @@ fn status_shows_the_running_gateways_live_state() {
     assert!(text.contains("gateway running (pid"), "{text}");
     assert!(text.contains("state=watching"), "{text}");
     assert!(gateway.stop().success());
-    assert!(!socket(&env).exists(), "a clean stop removes the socket");
+    assert!(!env.socket().exists(), "a clean stop removes the socket");
 }
 
 #[test]
 fn sends_and_pairing_go_through_the_running_gateway() {
     let env = SimEnv::new(json!({}), json!({}));
     let gateway = env.start(false);
-    wait_until("watching", WAIT, || {
-        env.stderr().contains("watching for messages")
-    });
     for text in ["first", "second"] {
         let out = env.gw.run(&[
             "message",
@@ -102,10 +85,12 @@ fn sends_and_pairing_go_through_the_running_gateway() {
     assert_eq!(pids.len(), 1, "one sender process: {pids:?}");
     assert_eq!(env.sends().len(), 2);
     // Their rows come back on the watch and are not routed.
-    std::thread::sleep(Duration::from_millis(500));
+    wait_until("both rows back on the watch and dropped", WAIT, || {
+        env.drops("from_me") >= 2
+    });
     assert!(gateway.messages().is_empty());
     wait_until("the live status to show the send", WAIT, || {
-        status(&env)["channels"][0]["lastOutboundAt"].is_string()
+        env.status()["channels"][0]["lastOutboundAt"].is_string()
     });
 
     // Pairing through the gateway: a stranger asks, the CLI lists, approves and revokes.
@@ -145,25 +130,24 @@ fn sends_and_pairing_go_through_the_running_gateway() {
 fn a_killed_gateways_socket_blocks_neither_the_cli_nor_the_next_gateway() {
     let env = SimEnv::new(json!({}), json!({}));
     let first = env.start(false);
-    wait_until("watching", WAIT, || {
-        env.stderr().contains("watching for messages")
-    });
     first.kill();
-    assert!(socket(&env).exists(), "SIGKILL leaves the socket behind");
-    assert_eq!(status(&env)["gateway"]["running"], false, "stale: one-shot");
-    let second = env.start(false);
-    wait_until("the second gateway's socket", WAIT, || {
+    assert!(env.socket().exists(), "SIGKILL leaves the socket behind");
+    assert_eq!(env.status()["gateway"]["running"], false, "stale: one-shot");
+    let second = env.spawn(false, &[]);
+    wait_until("the stale socket removed", WAIT, || {
         env.stderr().contains("removing a stale control socket")
-            && env.stderr().matches("control socket ready").count() >= 2
     });
-    assert_eq!(status(&env)["gateway"]["running"], true);
+    env.wait_watching();
+    let status = env.status();
+    assert_eq!(status["gateway"]["running"], true);
+    assert_eq!(status["gateway"]["pid"], second.child.id());
     assert!(second.stop().success());
 }
 
 #[test]
 fn a_socket_that_is_not_private_or_not_ours_is_refused() {
     let env = SimEnv::new(json!({}), json!({}));
-    let path = socket(&env);
+    let path = env.socket();
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
@@ -196,13 +180,10 @@ fn a_socket_that_is_not_private_or_not_ours_is_refused() {
 fn many_cli_calls_at_once_all_answer() {
     let env = std::sync::Arc::new(SimEnv::new(json!({}), json!({})));
     let gateway = env.start(false);
-    wait_until("watching", WAIT, || {
-        env.stderr().contains("watching for messages")
-    });
     let calls: Vec<_> = (0..12)
         .map(|_| {
             let env = env.clone();
-            std::thread::spawn(move || status(&env))
+            std::thread::spawn(move || env.status())
         })
         .collect();
     for call in calls {

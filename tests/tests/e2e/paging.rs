@@ -4,7 +4,7 @@
 //! opens; an overflowing subscription is caught up the same way; lenient servers keep the
 //! watch replay.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::sim::{wait_until, SimEnv};
 use serde_json::{json, Value};
 
-const WAIT: Duration = Duration::from_secs(60);
+use crate::common::WAIT;
 
 fn cursor(env: &SimEnv) -> i64 {
     let v: Value = serde_json::from_str(
@@ -46,14 +46,11 @@ fn a_strict_server_pages_the_backlog_then_subscribes_cases_199_200() {
     rows.push(json!({"id": 351, "chat_id": 7, "handle": "+15550001111", "text": "https://example.com", "preview_of": 350}));
     let env = SimEnv::new(json!({"profile": "strict", "messages": rows}), json!({}));
     env.write_cursor(100);
-    let gateway = env.start(false);
-    let routed = gateway.wait_messages(250, WAIT);
+    let gateway = env.spawn(false, &[]);
+    gateway.wait_messages(250, WAIT);
     wait_until("subscribed", WAIT, || {
         !env.requests("watch.subscribe").is_empty()
     });
-    std::thread::sleep(Duration::from_millis(300));
-    assert_once_in_order(&gateway.messages(), 250);
-    drop(routed);
     let pages = env.requests("messages.after");
     assert_eq!(
         pages,
@@ -70,10 +67,12 @@ fn a_strict_server_pages_the_backlog_then_subscribes_cases_199_200() {
         vec![json!({"attachments": false, "since_rowid": 351, "include_reactions": true})]
     );
     wait_until("the cursor persisted", WAIT, || cursor(&env) == 351);
-    // Live messages keep flowing after the catch-up.
+    // Live messages keep flowing after the catch-up; and once the live row is printed,
+    // nothing of the backlog can still come again.
     env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "live"}));
-    let all = gateway.wait_messages(251, WAIT);
-    assert_eq!(all[250]["text"], "live");
+    let backlog = gateway.wait_text("live");
+    assert_once_in_order(&backlog, 250);
+    assert_eq!(gateway.messages().len(), 251);
     assert!(gateway.stop().success());
 }
 
@@ -81,9 +80,6 @@ fn a_strict_server_pages_the_backlog_then_subscribes_cases_199_200() {
 fn an_overflowing_subscription_is_caught_up_by_paging_case_201() {
     let env = SimEnv::new(json!({"profile": "strict"}), json!({}));
     let gateway = env.start(false);
-    wait_until("watching", WAIT, || {
-        env.stderr().contains("watching for messages")
-    });
     env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "dm 0"}));
     gateway.wait_messages(1, WAIT);
     // The subscription delivers 30 more rows, then overflows; 270 remain behind it.
@@ -93,15 +89,14 @@ fn an_overflowing_subscription_is_caught_up_by_paging_case_201() {
         .collect();
     env.inbox(json!({"op": "insert_many", "rows": rows}));
     gateway.wait_messages(301, WAIT);
-    std::thread::sleep(Duration::from_millis(300));
-    assert_once_in_order(&gateway.messages(), 301);
     let pages = env.requests("messages.after");
     assert!(!pages.is_empty(), "caught up by paging");
     let subs = env.requests("watch.subscribe");
     assert_eq!(subs.len(), 2, "resubscribed once: {subs:?}");
-    // Live again after the catch-up.
+    // Live again after the catch-up; once its row is printed nothing earlier can come again.
     env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "dm 301"}));
-    gateway.wait_messages(302, WAIT);
+    gateway.wait_text("dm 301");
+    assert_once_in_order(&gateway.messages(), 302);
     let out = env.gw.run(&["channels", "status", "--json"]);
     let status: Value = serde_json::from_str(&common::stdout(&out)).unwrap();
     assert_eq!(status["channels"][0]["watchOverflows"], 1);
@@ -117,16 +112,15 @@ fn a_burst_larger_than_imsgs_buffer_loses_nothing() {
         json!({}),
     );
     let gateway = env.start(false);
-    wait_until("watching", WAIT, || {
-        env.stderr().contains("watching for messages")
-    });
     let rows: Vec<Value> = (0..600)
         .map(|i| json!({"chat_id": 7, "handle": "+15550001111", "text": format!("dm {i}")}))
         .collect();
     env.inbox(json!({"op": "insert_many", "rows": rows}));
     gateway.wait_messages(600, WAIT);
-    std::thread::sleep(Duration::from_millis(300));
-    assert_once_in_order(&gateway.messages(), 600);
+    // A row after the burst: once it is printed nothing of the burst can come again.
+    env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "dm 600"}));
+    gateway.wait_text("dm 600");
+    assert_once_in_order(&gateway.messages(), 601);
     let out = env.gw.run(&["channels", "status", "--json"]);
     let status: Value = serde_json::from_str(&common::stdout(&out)).unwrap();
     assert!(status["channels"][0]["watchOverflows"].as_u64().unwrap() >= 1);
@@ -147,7 +141,7 @@ fn an_unreadable_database_is_waited_for_not_given_up_on() {
         json!({}),
     );
     env.write_cursor(100);
-    let gateway = env.start(false);
+    let gateway = env.spawn(false, &[]);
     let routed = gateway.wait_messages(5, Duration::from_secs(90));
     assert_once_in_order(&routed, 5);
     assert_eq!(
@@ -169,7 +163,7 @@ fn lenient_servers_replay_and_failing_pages_fall_back_to_the_replay_case_202() {
     // Lenient 0.9: no messages.after, the watch replays from the cursor.
     let env = SimEnv::new(json!({"messages": backlog(101, 5)}), json!({}));
     env.write_cursor(100);
-    let gateway = env.start(false);
+    let gateway = env.spawn(false, &[]);
     gateway.wait_messages(5, WAIT);
     assert!(env.requests("messages.after").is_empty());
     assert_eq!(env.requests("watch.subscribe")[0]["since_rowid"], 100);
@@ -182,7 +176,7 @@ fn lenient_servers_replay_and_failing_pages_fall_back_to_the_replay_case_202() {
         json!({}),
     );
     env.write_cursor(100);
-    let gateway = env.start(false);
+    let gateway = env.spawn(false, &[]);
     let routed = gateway.wait_messages(5, WAIT);
     assert_once_in_order(&routed, 5);
     assert_eq!(env.requests("messages.after").len(), 3);

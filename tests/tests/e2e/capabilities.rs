@@ -3,7 +3,8 @@
 //! `initialize` or a lenient server's `imsg status --json`, and a bridge that comes back shows
 //! on the next probe, in one-shot mode and through the running gateway.
 
-mod common;
+use crate::common;
+use crate::common::WAIT;
 
 use std::time::Duration;
 
@@ -76,9 +77,6 @@ fn a_lenient_server_is_judged_by_imsg_status_and_its_version() {
 fn the_running_gateway_shows_its_snapshot_and_relearns_it_on_probe() {
     let env = SimEnv::new(json!({"profile": "strict"}), json!({}));
     let gateway = env.start(false);
-    wait_until("watching", Duration::from_secs(30), || {
-        env.stderr().contains("watching for messages")
-    });
     let caps = probed(&env);
     assert_eq!(caps["features"]["typing"], false);
     env.merge_scenario(json!({"bridge": "ready"}));
@@ -100,16 +98,13 @@ fn on_a_strict_server_every_child_is_initialized_first_case_163() {
         json!({}),
     );
     let gateway = env.start(false);
-    wait_until("watching", Duration::from_secs(30), || {
-        env.stderr().contains("watching for messages")
-    });
     // A routed DM brings early typing and a read receipt (the actions child); a reply
     // brings the sender.
     env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "hello"}));
-    gateway.wait_messages(1, Duration::from_secs(30));
+    gateway.wait_messages(1, WAIT);
     let out = env.gw.send("chat_id:7", "hi");
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
-    wait_until("a read receipt", Duration::from_secs(30), || {
+    wait_until("a read receipt", WAIT, || {
         env.record()
             .iter()
             .any(|r| method_of(r).as_deref() == Some("read"))
@@ -173,9 +168,6 @@ fn a_bridge_that_goes_away_is_noticed_at_once_and_its_return_within_a_minute() {
         json!({}),
     );
     let gateway = env.start(false);
-    wait_until("watching", Duration::from_secs(30), || {
-        env.stderr().contains("watching for messages")
-    });
     assert_eq!(live(&env)["features"]["typing"], true);
     let watcher_pid = env
         .record()
@@ -196,13 +188,13 @@ fn a_bridge_that_goes_away_is_noticed_at_once_and_its_return_within_a_minute() {
     // The bridge stops; the early-typing call for the next DM is the first to find out.
     env.inbox(json!({"op": "set", "bridge": "absent"}));
     env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "hello"}));
-    gateway.wait_messages(1, Duration::from_secs(30));
+    gateway.wait_messages(1, WAIT);
     let refused = || {
         env.record()
             .iter()
             .any(|r| r["dir"] == "out" && r["line"].as_str().is_some_and(|l| l.contains("-32003")))
     };
-    wait_until("typing refused", Duration::from_secs(30), refused);
+    wait_until("typing refused", WAIT, refused);
     let at = std::time::Instant::now();
     wait_until("a status request", Duration::from_secs(10), || {
         statuses(&env) > before
@@ -227,8 +219,8 @@ fn a_bridge_that_goes_away_is_noticed_at_once_and_its_return_within_a_minute() {
         live(&env)["features"]["typing"] == true
     });
     env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "still there?"}));
-    gateway.wait_messages(2, Duration::from_secs(30));
-    wait_until("early typing", Duration::from_secs(30), || {
+    gateway.wait_messages(2, WAIT);
+    wait_until("early typing", WAIT, || {
         env.record()
             .iter()
             .any(|r| r["effect"] == "typing" && r["params"]["typing"] == true)

@@ -2,16 +2,15 @@
 //! every folder 0700, and a folder others may write to is refused at start, by host-stub and
 //! by the plugin (which other hosts load too), naming the folder and the fix.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use common::sim::{wait_until, SimEnv};
 use serde_json::json;
 
-const WAIT: Duration = Duration::from_secs(20);
+use crate::common::WAIT;
 
 /// Every entry under `dir` with its permission bits, folders included.
 fn modes_under(dir: &Path) -> Vec<(PathBuf, u32, bool)> {
@@ -41,9 +40,6 @@ fn after_a_run_every_state_file_is_0600_in_0700_folders() {
     // A state folder host-stub creates itself is 0700.
     std::fs::remove_dir(&state).unwrap();
     let gateway = env.start(true);
-    wait_until("the watcher to subscribe", WAIT, || {
-        env.stderr().contains("watching for messages")
-    });
     env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "hello"}));
     gateway.wait_messages(1, WAIT);
     wait_until("the echo reply", WAIT, || !env.sends().is_empty());

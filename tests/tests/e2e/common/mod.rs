@@ -8,6 +8,13 @@ pub mod transcript;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
+
+/// The one bound on waiting for something that should happen. Generous, because a wait
+/// ends as soon as its condition holds: only a failing test waits this long. Waits on the
+/// plugin's own timers (60 s status poll, 8 s typing keepalive) name their bound where they
+/// wait.
+pub const WAIT: Duration = Duration::from_secs(60);
 
 /// `target/<profile>/`, found from this test binary (`target/<profile>/deps/<test>`).
 pub fn target_dir() -> PathBuf {

@@ -1,6 +1,6 @@
 //! host-stub's command-line contract (spec/host-stub-cli.md) with real plugin libraries.
 
-mod common;
+use crate::common;
 
 use common::Gateway;
 use serde_json::Value;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{imsg_sim, Gateway};
+use super::{imsg_sim, Gateway, WAIT};
 
 pub struct SimEnv {
     pub gw: Gateway,
@@ -92,12 +92,23 @@ impl SimEnv {
         self.gw.path().join(name)
     }
 
-    /// Starts `host-stub gateway` (with `--reply echo` when asked).
+    /// Starts `host-stub gateway` (with `--reply echo` when asked) and waits until every
+    /// enabled account is watching.
     pub fn start(&self, echo: bool) -> Running {
         self.start_with_env(echo, &[])
     }
 
+    /// [`SimEnv::start`] with extra environment variables for host-stub (and so the plugin
+    /// and every imsg child).
     pub fn start_with_env(&self, echo: bool, vars: &[(&str, &str)]) -> Running {
+        let running = self.spawn(echo, vars);
+        self.wait_watching();
+        running
+    }
+
+    /// Starts `host-stub gateway` without waiting for anything: for a gateway that is not
+    /// expected to reach `watching`, or whose start-up is itself under test.
+    pub fn spawn(&self, echo: bool, vars: &[(&str, &str)]) -> Running {
         let mut cmd = self.gw.command();
         for (k, v) in vars {
             cmd.env(k, v);
@@ -158,7 +169,7 @@ impl SimEnv {
             .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
             .collect();
         self.inbox(op);
-        wait_until("the inbox op applied", Duration::from_secs(30), || {
+        wait_until("the inbox op applied", WAIT, || {
             let record = self.record();
             readers.iter().all(|pid| {
                 record.iter().any(|r| {
@@ -196,6 +207,78 @@ impl SimEnv {
             .filter(|r| r.get("dir").and_then(Value::as_str) == Some("in"))
             .filter_map(|r| serde_json::from_str::<Value>(r["line"].as_str()?).ok())
             .filter(|v| v.get("method").and_then(Value::as_str) == Some("send"))
+            .collect()
+    }
+
+    /// The gateway's control socket (present while a gateway runs).
+    pub fn socket(&self) -> PathBuf {
+        self.path("state/host-stub/control.sock")
+    }
+
+    /// `channels status --json`: the running gateway's live state when there is one.
+    pub fn status(&self) -> Value {
+        let out = self.gw.run(&["channels", "status", "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", super::stderr(&out));
+        serde_json::from_str(&super::stdout(&out)).expect("status JSON")
+    }
+
+    /// The live status row of `account`.
+    pub fn account_status(&self, account: &str) -> Value {
+        let status = self.status();
+        status["channels"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["accountId"] == account))
+            .cloned()
+            .unwrap_or_else(|| panic!("no account {account} in {status}"))
+    }
+
+    /// How many rows the running gateway dropped for `reason` (published with the watcher's
+    /// 100 ms flush), summed over accounts.
+    pub fn drops(&self, reason: &str) -> u64 {
+        self.status()["channels"]
+            .as_array()
+            .map(|rows| {
+                rows.iter()
+                    .filter_map(|r| r["drops"][reason].as_u64())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Waits until the running gateway reports every enabled account `watching` (readiness
+    /// from status, not from log text). The socket is looked for first: without it
+    /// `channels status` would start the plugin one-shot instead of asking the gateway.
+    pub fn wait_watching(&self) {
+        let mut last = Value::Null;
+        wait_until("the control socket", WAIT, || self.socket().exists());
+        let ready = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            wait_until("every enabled account watching", WAIT, || {
+                last = self.status();
+                let rows = last["channels"].as_array().cloned().unwrap_or_default();
+                let enabled: Vec<&Value> = rows.iter().filter(|r| r["enabled"] == true).collect();
+                last["gateway"]["running"] == true
+                    && !enabled.is_empty()
+                    && enabled.iter().all(|r| r["state"] == "watching")
+            })
+        }));
+        if ready.is_err() {
+            panic!("never watching; last status: {last}\n{}", self.stderr());
+        }
+    }
+
+    /// Waits until the running gateway reports `account` in `state`.
+    pub fn wait_state(&self, account: &str, state: &str) {
+        wait_until("the control socket", WAIT, || self.socket().exists());
+        wait_until(&format!("{account} {state}"), WAIT, || {
+            self.account_status(account)["state"] == state
+        });
+    }
+
+    /// The pids of the simulators that received a `watch.subscribe`, one per subscription.
+    pub fn subscriptions(&self) -> Vec<i64> {
+        self.requests_with_pid("watch.subscribe")
+            .into_iter()
+            .map(|(pid, _)| pid)
             .collect()
     }
 
@@ -297,6 +380,19 @@ impl Running {
             self.lines.lock().unwrap().len() >= n
         });
         self.messages()
+    }
+
+    /// Waits until a routed line carries `text`; returns every line printed before it. Rows
+    /// are handled and delivered in order, so once a row inserted last is printed, every
+    /// row inserted before it has been handled: the positive marker after which "nothing
+    /// else was routed" can be asserted.
+    pub fn wait_text(&self, text: &str) -> Vec<Value> {
+        wait_until(&format!("a routed line {text:?}"), WAIT, || {
+            self.messages().iter().any(|m| m["text"] == text)
+        });
+        let all = self.messages();
+        let at = all.iter().position(|m| m["text"] == text).unwrap_or(0);
+        all[..at].to_vec()
     }
 
     /// SIGINT, then the exit status.

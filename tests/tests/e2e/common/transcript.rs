@@ -4,9 +4,9 @@
 
 use serde_json::Value;
 
-pub const TRANSCRIPTS: &str = include_str!("../../conformance/transcripts.txt");
+pub const TRANSCRIPTS: &str = include_str!("../../../conformance/transcripts.txt");
 /// The transcripts of actions.md §11.
-pub const ACTIONS_TRANSCRIPTS: &str = include_str!("../../conformance/actions_transcripts.txt");
+pub const ACTIONS_TRANSCRIPTS: &str = include_str!("../../../conformance/actions_transcripts.txt");
 
 #[derive(Debug, Clone)]
 pub enum Step {

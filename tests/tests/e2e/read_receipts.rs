@@ -3,14 +3,14 @@
 //! 2 s, only when the capability snapshot says the bridge can; never for drops; and a slow
 //! `read` never delays the next message.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
 use common::sim::{wait_until, SimEnv};
 use serde_json::{json, Value};
 
-const WAIT: Duration = Duration::from_secs(30);
+use crate::common::WAIT;
 
 fn reads(env: &SimEnv) -> Vec<Value> {
     env.record()
@@ -27,11 +27,7 @@ fn owner(text: &str) -> Value {
 fn start(env: &SimEnv) -> common::sim::Running {
     // The lenient `imsg status --json` finds the scenario through the environment.
     let scenario = env.path("scenario.json").display().to_string();
-    let gateway = env.start_with_env(false, &[("IMSG_SIM_SCENARIO", &scenario)]);
-    wait_until("watching", WAIT, || {
-        env.stderr().contains("watching for messages")
-    });
-    gateway
+    env.start_with_env(false, &[("IMSG_SIM_SCENARIO", &scenario)])
 }
 
 #[test]
@@ -45,16 +41,24 @@ fn acknowledged_messages_mark_their_chat_read_once_per_two_seconds() {
     env.insert(json!({"chat_id": 8, "handle": "+15550002222", "text": "hi?"}));
     gateway.wait_messages(3, WAIT);
     wait_until("a read receipt", WAIT, || !reads(&env).is_empty());
-    std::thread::sleep(Duration::from_millis(800));
+    // A group message acknowledged after the DMs: its read, queued on the same child after
+    // theirs, proves every earlier acknowledgement was handled.
+    env.insert(json!({"chat_id": 42, "handle": "+15550001111", "text": "@bot marker"}));
+    gateway.wait_messages(4, WAIT);
+    wait_until("the group's read receipt", WAIT, || {
+        reads(&env).contains(&json!({"chat_id": 42}))
+    });
     assert_eq!(
         reads(&env),
-        vec![json!({"chat_id": 7})],
+        vec![json!({"chat_id": 7}), json!({"chat_id": 42})],
         "one per conversation per 2 s"
     );
+    // A timer: the 2 s window of chat 7 has to pass.
     std::thread::sleep(Duration::from_millis(2_000));
     env.insert(owner("four"));
-    gateway.wait_messages(4, WAIT);
-    wait_until("a second read receipt", WAIT, || reads(&env).len() == 2);
+    gateway.wait_messages(5, WAIT);
+    wait_until("a second read receipt", WAIT, || reads(&env).len() == 3);
+    assert_eq!(reads(&env)[2], json!({"chat_id": 7}));
     // The reads went through their own child: neither the watcher's nor a sender's.
     let read_pids: Vec<i64> = env
         .record()
@@ -86,7 +90,10 @@ fn without_the_bridge_or_with_receipts_off_nothing_is_marked_read() {
         env.insert(owner(text));
     }
     gateway.wait_messages(3, WAIT);
-    std::thread::sleep(Duration::from_millis(1_000));
+    // The positive marker: the plugin decided, and said why (at debug level).
+    wait_until("the read receipt decided against", WAIT, || {
+        env.stderr().contains("no read receipt: ")
+    });
     assert!(reads(&env).is_empty());
     assert!(gateway.stop().success());
     // sendReadReceipts: false, bridge up: none either.
@@ -97,7 +104,18 @@ fn without_the_bridge_or_with_receipts_off_nothing_is_marked_read() {
     let gateway = start(&env);
     env.insert(owner("quiet"));
     gateway.wait_messages(1, WAIT);
-    std::thread::sleep(Duration::from_millis(1_000));
+    // Early typing starts where the read would have been queued, on the same child; the
+    // reply stops it. Once the stop is there, a read queued with the start would be too.
+    wait_until("early typing", WAIT, || {
+        env.requests("typing").iter().any(|p| p["typing"] == true)
+    });
+    let out = env.gw.send("chat_id:7", "hi");
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    wait_until("typing stopped", WAIT, || {
+        env.record()
+            .iter()
+            .any(|r| r["effect"] == "typing" && r["params"]["typing"] == false)
+    });
     assert!(reads(&env).is_empty());
     assert!(gateway.stop().success());
 }
@@ -112,7 +130,9 @@ fn a_slow_read_never_delays_the_next_message() {
     env.insert(owner("first"));
     gateway.wait_messages(1, WAIT);
     // The read for "first" now stalls for 3 s on the actions child.
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until("the read at the simulator", WAIT, || {
+        !env.requests("read").is_empty()
+    });
     let sent = Instant::now();
     env.insert(owner("second"));
     gateway.wait_messages(2, WAIT);

@@ -4,7 +4,7 @@
 //! JSON), every result it returns and every notification it hands on. Transcripts made of
 //! requests the client never sends (C03–C10, C37) exercise the simulator only.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -19,7 +19,7 @@ const SIMULATOR_ONLY: &[&str] = &[
 ];
 /// Transcripts whose last request is never answered on purpose (a lost reply, actions.md C50).
 const NEVER_ANSWERED: &[&str] = &["C50"];
-const WAIT: Duration = Duration::from_secs(3);
+use crate::common::WAIT;
 
 type Pending = tokio::task::JoinHandle<Result<Value, CallError>>;
 
@@ -203,7 +203,10 @@ async fn replay(t: &Transcript, strict: bool) {
     }
     if banner {
         // A permission banner makes every call fail at once (§A9, channel-behaviour §10.2).
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while r.client.dead().is_none() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         assert!(
             matches!(r.client.dead(), Some(CallError::PermissionDenied(_))),
             "{}: the banner was not read as a permission failure: {:?}",

@@ -1,6 +1,6 @@
 //! imsg-sim against every Part C transcript, on each profile the transcript names.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::transcript::{self, Step, Transcript};
 use serde_json::{json, Value};
 
-const WAIT: Duration = Duration::from_secs(3);
+use crate::common::WAIT;
 
 struct Run {
     child: Child,
