@@ -43,12 +43,13 @@ fn the_sixth_unanswered_send_is_refused_until_someone_writes_case_208() {
     let status = env.gw.run(&["channels", "status", "--json"]);
     let status: Value = serde_json::from_str(&common::stdout(&status)).unwrap();
     assert_eq!(status["channels"][0]["outbound"]["rateLimitedParts"], 1);
-    // Someone in the group writes (not even to the bot: dropped no_mention); the next
-    // request goes out once the conversation's bucket has a slot (3 s at 20 a minute).
+    // Someone in the group writes (not even an allowed sender: dropped group_not_allowed);
+    // the next request goes out once the conversation's bucket has a slot (3 s at 20 a
+    // minute).
     env.insert(json!({"chat_id": 42, "handle": "+15550003333", "text": "thanks"}));
     // Its own drop, not any: the five sends' rows come back and are dropped as from_me.
     wait_until("the inbound row seen", WAIT, || {
-        env.drops("no_mention") == 1
+        env.drops("group_not_allowed") == 1
     });
     let (out, receipt) = send_json(&env, "chat_id:42", "update 6");
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
