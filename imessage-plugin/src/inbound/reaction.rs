@@ -200,6 +200,31 @@ mod tests {
     }
 
     #[test]
+    fn every_summary_text_messages_writes_is_its_kind() {
+        let kind = |t: &str| {
+            let r = classify(&row(serde_json::json!({ "text": t })));
+            r.map(|r| (r.action, r.kind, r.emoji))
+        };
+        for (verb, phrase, name, emoji) in [
+            ("Loved", "a heart", "love", "❤️"),
+            ("Liked", "a like", "like", "👍"),
+            ("Disliked", "a dislike", "dislike", "👎"),
+            ("Laughed at", "a laugh", "laugh", "😂"),
+            ("Emphasized", "an emphasis", "emphasize", "‼️"),
+            ("Questioned", "a question", "question", "❓"),
+        ] {
+            let added = ("added", name.to_string(), emoji.to_string());
+            assert_eq!(kind(&format!("{verb} “x”")), Some(added), "{verb}");
+            let removed = ("removed", name.to_string(), emoji.to_string());
+            assert_eq!(
+                kind(&format!("Removed {phrase} from “x”")),
+                Some(removed),
+                "{phrase}"
+            );
+        }
+    }
+
+    #[test]
     fn event_text_and_context_key_follow_openclaw() {
         let m = row(serde_json::json!({"chat_id": 7}));
         let t = Tapback {

@@ -283,13 +283,16 @@ impl SendPath {
                         }
                     }
                 };
+                let to = send::Sender {
+                    slot: &self.sender,
+                    echo: &self.echo,
+                    timeout: Duration::from_millis(settings.send_timeout_ms),
+                    account_id: &self.id,
+                    remote_host: self.remote_host.as_deref(),
+                };
                 send::execute(
-                    &self.sender,
+                    &to,
                     plan,
-                    &self.echo,
-                    Duration::from_millis(settings.send_timeout_ms),
-                    &self.id,
-                    self.remote_host.as_deref(),
                     &Options {
                         throttle: Some(&throttle),
                         attempts: attempts.clone(),
