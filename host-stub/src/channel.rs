@@ -26,8 +26,9 @@ pub struct StubHost {
     validator: Option<PluginClient>,
 }
 
-/// The callbacks of the validator instance: it is never started, so it delivers nothing.
-struct ValidatorHost;
+/// The callbacks of an instance that is never started (the config validator, `config
+/// schema`), so it delivers nothing.
+pub struct ValidatorHost;
 
 impl host::Host for ValidatorHost {
     fn request(&self, method: &str, _payload: &str) -> Result<String, PluginError> {

@@ -8,6 +8,7 @@
 
 mod channel;
 mod commands;
+mod config_schema;
 mod config_write;
 mod control;
 mod failure;
@@ -88,6 +89,20 @@ enum Command {
         /// Instance options as JSON: {"ackTimeoutMs": 30000, "maxQueued": 10000}
         #[arg(long, value_name = "JSON")]
         options: Option<String>,
+    },
+    /// A channel's config
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Print the JSON Schema of channels.<channel> (what the plugin's config.schema answers)
+    Schema {
+        #[arg(long, default_value = "imessage")]
+        channel: String,
     },
 }
 
@@ -270,6 +285,9 @@ fn run(cli: Cli, log_level: &str) -> Result<(), Failure> {
         Command::Serve { channel, options } => {
             serve::run(&settings(false)?, &channel, options.as_deref())
         }
+        Command::Config {
+            action: ConfigAction::Schema { channel },
+        } => config_schema::print(&settings(false)?, &channel),
         Command::Plugins {
             action: PluginsAction::List { json },
         } => {

@@ -6,10 +6,12 @@
 //! per load, never per message.
 
 pub mod allow;
+pub mod fields;
 pub mod globals;
 pub mod rate_limit;
 pub mod read;
 pub mod rules;
+pub mod schema;
 pub mod section;
 
 use std::collections::BTreeMap;

@@ -18,20 +18,25 @@ pub struct Limits {
     pub exempt_allow_from: bool,
 }
 
+impl Limits {
+    /// The defaults, also the schema's (`config.schema`).
+    pub const DEFAULT: Limits = Limits {
+        enabled: true,
+        account_per_minute: 60,
+        account_burst: 5,
+        chat_per_minute: 20,
+        chat_burst: 5,
+        max_unanswered: 5,
+        new_chats_per_hour: 15,
+        new_chats_per_day: 50,
+        reach_out_per_day: 200,
+        max_wait_ms: 30_000,
+        exempt_allow_from: true,
+    };
+}
+
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            enabled: true,
-            account_per_minute: 60,
-            account_burst: 5,
-            chat_per_minute: 20,
-            chat_burst: 5,
-            max_unanswered: 5,
-            new_chats_per_hour: 15,
-            new_chats_per_day: 50,
-            reach_out_per_day: 200,
-            max_wait_ms: 30_000,
-            exempt_allow_from: true,
-        }
+        Limits::DEFAULT
     }
 }

@@ -133,10 +133,13 @@ pub fn one_of(
     }
 }
 
-/// `must be one of "a", "b", "c"`.
+/// `must be one of "a", "b", "c"`, or `must be "a" or "b"` for two.
 pub fn one_of_reason(allowed: &[&str]) -> String {
     let quoted: Vec<String> = allowed.iter().map(|a| format!("\"{a}\"")).collect();
-    format!("must be one of {}", quoted.join(", "))
+    match quoted.as_slice() {
+        [a, b] => format!("must be {a} or {b}"),
+        _ => format!("must be one of {}", quoted.join(", ")),
+    }
 }
 
 /// Follows `keys` through nested objects; `None` when any step is absent or not an object.

@@ -4,8 +4,14 @@ use serde_json::{json, Value};
 
 use super::*;
 
+/// Parses `config`; one it accepts must validate against the config schema too.
 fn load(config: Value) -> Result<Config, Vec<String>> {
-    parse(&config)
+    let result = parse(&config);
+    if result.is_ok() {
+        let channel = read::lookup(&config, &["channels", "imessage"]).unwrap_or(&Value::Null);
+        schema::tests::assert_valid(channel, "a config the config tests load");
+    }
+    result
 }
 
 fn section(channel: Value) -> Value {

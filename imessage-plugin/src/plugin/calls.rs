@@ -8,9 +8,9 @@ use std::time::Duration;
 use plugin_abi::contract::ErrorCode;
 use plugin_abi::contract::{
     self, CallRequest, ChatRead, ChatReadReply, ChatTyping, ChatTypingReply, ConfigReload,
-    ConfigReloadReply, ConfigValidate, ConfigValidateReply, PairingApprove, PairingApproveReply,
-    PairingList, PairingListReply, PairingRequest, PairingRevoke, PairingRevokeReply,
-    TargetNormalize, TargetSelector,
+    ConfigReloadReply, ConfigSchemaReply, ConfigValidate, ConfigValidateReply, PairingApprove,
+    PairingApproveReply, PairingList, PairingListReply, PairingRequest, PairingRevoke,
+    PairingRevokeReply, TargetNormalize, TargetSelector,
 };
 use plugin_abi::types::PluginError;
 use serde::Serialize;
@@ -78,6 +78,11 @@ impl ImessagePlugin {
         match request {
             CallRequest::ConfigValidate(r) => encoded(method, self.config_validate(r)),
             CallRequest::ConfigReload(r) => encoded(method, self.config_reload(r)),
+            // Needs no start: the schema is the config parser's own table.
+            CallRequest::ConfigSchema(_) => encoded(
+                method,
+                Ok(ConfigSchemaReply(crate::config::schema::schema())),
+            ),
             CallRequest::PairingList(r) => encoded(method, self.pairing_list(r)),
             CallRequest::PairingApprove(r) => encoded(method, self.pairing_approve(r)),
             CallRequest::PairingRevoke(r) => encoded(method, self.pairing_revoke(r)),

@@ -17,7 +17,7 @@ use crate::PluginBox;
 pub const PROTOCOL_VERSION: &str = "1.0";
 
 /// The method name whose result is `describe().configSchema`, when the plugin lists it.
-pub const CONFIG_SCHEMA_METHOD: &str = "config.schema";
+pub const CONFIG_SCHEMA_METHOD: &str = crate::contract::CallMethod::ConfigSchema.as_str();
 
 #[derive(Deserialize)]
 struct CallParams {

@@ -332,6 +332,17 @@ pub struct SendReconcile {
     pub idempotency_key: String,
 }
 
+/// `config.schema`: the JSON Schema (draft 2020-12) of the channel's config section
+/// (`channels.<id>`), generated from the plugin's config parser; also `describe().configSchema`
+/// on the host protocol. Needs no `start`; the payload is ignored.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConfigSchema {}
+
+/// `config.schema` reply: the schema document itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ConfigSchemaReply(pub Value);
+
 macro_rules! calls {
     ($($request:ty => $method:ident, $reply:ty;)+) => {
         $(impl Call for $request {
@@ -355,4 +366,5 @@ calls! {
     MessageEdit => MessageEdit, MessageEditReply;
     MessageUnsend => MessageUnsend, MessageUnsendReply;
     SendReconcile => SendReconcile, SendReceipt;
+    ConfigSchema => ConfigSchema, ConfigSchemaReply;
 }

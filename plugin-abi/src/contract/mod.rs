@@ -31,6 +31,7 @@
 //! | `message.edit` | [`MessageEdit`] | [`MessageEditReply`] | as `message.react`, plus `not_own_message`, `too_late`; text empty after formatting is `invalid_request` (`nothing to send`) |
 //! | `message.unsend` | [`MessageUnsend`] | [`MessageUnsendReply`] | as `message.edit` |
 //! | `send.reconcile` | [`SendReconcile`] | [`SendReceipt`](crate::types::SendReceipt) | `invalid_request` (`no send recorded for idempotencyKey <key>`), `internal` |
+//! | `config.schema` (no start needed) | [`ConfigSchema`] | [`ConfigSchemaReply`] | — |
 //!
 //! The chat actions refuse before anything is written, in this order: the config gate
 //! (`disabled`), the message belongs to this account (`not_own_message`, edit and unsend),
@@ -160,6 +161,8 @@ call_methods! {
     MessageUnsend = "message.unsend",
     /// Settles an idempotent send's unknown parts.
     SendReconcile = "send.reconcile",
+    /// The JSON Schema of the channel's config section.
+    ConfigSchema = "config.schema",
 }
 
 impl FromStr for CallMethod {
@@ -224,6 +227,7 @@ pub enum CallRequest {
     MessageEdit(MessageEdit),
     MessageUnsend(MessageUnsend),
     SendReconcile(SendReconcile),
+    ConfigSchema(ConfigSchema),
 }
 
 impl CallRequest {
@@ -244,6 +248,7 @@ impl CallRequest {
             CallMethod::MessageEdit => R::MessageEdit(Call::decode(payload)?),
             CallMethod::MessageUnsend => R::MessageUnsend(Call::decode(payload)?),
             CallMethod::SendReconcile => R::SendReconcile(Call::decode(payload)?),
+            CallMethod::ConfigSchema => R::ConfigSchema(Call::decode(payload)?),
         })
     }
 
@@ -262,6 +267,7 @@ impl CallRequest {
             CallRequest::MessageEdit(_) => CallMethod::MessageEdit,
             CallRequest::MessageUnsend(_) => CallMethod::MessageUnsend,
             CallRequest::SendReconcile(_) => CallMethod::SendReconcile,
+            CallRequest::ConfigSchema(_) => CallMethod::ConfigSchema,
         }
     }
 }

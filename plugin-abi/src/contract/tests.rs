@@ -40,6 +40,7 @@ fn method_names_are_the_plugins_list_in_order() {
         "message.edit",
         "message.unsend",
         "send.reconcile",
+        "config.schema",
     ];
     let ours: Vec<&str> = CallMethod::ALL.iter().map(|m| m.as_str()).collect();
     assert_eq!(ours, plugin);
