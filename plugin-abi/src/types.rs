@@ -207,6 +207,23 @@ pub enum InboundEvent {
     },
 }
 
+/// Whether a message came in a one-to-one chat or a group; `direct` or `group` on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChatType {
+    Direct,
+    Group,
+}
+
+impl ChatType {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ChatType::Direct => "direct",
+            ChatType::Group => "group",
+        }
+    }
+}
+
 /// A tapback on a message, routed like a message from the same sender and chat. OpenClaw
 /// enqueues `text` as an untrusted system event for the session, de-duplicated by
 /// `contextKey`, and runs no agent turn for it; hosts should do the same.
@@ -216,8 +233,7 @@ pub struct ReactionEvent {
     pub session_key: String,
     pub agent_id: String,
     pub account_id: String,
-    /// `direct` or `group`.
-    pub chat_type: String,
+    pub chat_type: ChatType,
     pub to: String,
     pub sender_id: String,
     /// The reaction row's GUID (`rowid:<id>` when empty).
@@ -246,8 +262,7 @@ pub struct RoutedMessage {
     pub session_key: String,
     pub agent_id: String,
     pub account_id: String,
-    /// `direct` or `group`.
-    pub chat_type: String,
+    pub chat_type: ChatType,
     /// Where a reply goes (a target `send` understands).
     pub to: String,
     pub sender_id: String,
@@ -522,7 +537,7 @@ mod tests {
             session_key: "agent:main:imessage:group:42".into(),
             agent_id: "main".into(),
             account_id: "default".into(),
-            chat_type: "group".into(),
+            chat_type: ChatType::Group,
             to: "chat_id:42".into(),
             sender_id: "+15550001111".into(),
             text: "@bot ping".into(),

@@ -9,15 +9,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use plugin_abi::contract::{
+    ErrorCode, MessageEdit, MessageEditReply, MessageReact, MessageReactReply, MessageRef,
+    MessageUnsend, MessageUnsendReply,
+};
 use plugin_abi::types::PluginError;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use super::Actions;
 use crate::actions::index::{self as message_index, Located};
 use crate::config::AccountConfig;
 use crate::echo::EchoRegistry;
 use crate::echo::OwnMessage;
+use crate::imsg::capabilities::Feature;
 use crate::imsg::rpc::CallError;
+use crate::imsg::tapback::TapbackKind;
 use crate::outbound::ratelimit::Limiter;
 use crate::outbound::{self, Target};
 use crate::support::sync::LockExt;
@@ -27,9 +33,6 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 const EDIT_WINDOW_MS: i64 = 15 * 60 * 1000;
 const MAX_EDITS: u32 = 5;
 const UNSEND_WINDOW_MS: i64 = 2 * 60 * 1000;
-
-/// The six classic tapbacks, in the order a removal of all of them goes out.
-pub const KINDS: [&str; 6] = ["love", "like", "dislike", "laugh", "emphasize", "question"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -56,11 +59,11 @@ impl Action {
     }
 
     /// The capability key of actions.md §1.3.
-    fn feature(self) -> &'static str {
+    fn feature(self) -> Feature {
         match self {
-            Action::React => "tapback",
-            Action::Edit => "edit",
-            Action::Unsend => "unsend",
+            Action::React => Feature::Tapback,
+            Action::Edit => Feature::Edit,
+            Action::Unsend => Feature::Unsend,
         }
     }
 
@@ -75,13 +78,13 @@ impl Action {
 
 fn disabled(action: Action) -> PluginError {
     PluginError::new(
-        "disabled",
+        ErrorCode::Disabled,
         format!("iMessage {} is disabled in config.", action.name()),
     )
 }
 
 fn unsupported(message: impl Into<String>) -> PluginError {
-    PluginError::new("unsupported", message)
+    PluginError::new(ErrorCode::Unsupported, message)
 }
 
 /// The fields every action takes.
@@ -93,43 +96,18 @@ pub struct Common {
     pub part_index: Option<u64>,
 }
 
-fn string_field<'a>(payload: &'a Value, key: &str) -> Result<Option<&'a str>, PluginError> {
-    match payload.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(PluginError::invalid_request(format!(
-            "{key} must be a string"
-        ))),
+/// A required text field: present (the decoder checked) and not blank.
+fn required(value: &str, key: &str) -> Result<String, PluginError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(PluginError::invalid_request(format!("{key} is required")));
     }
+    Ok(value.to_string())
 }
 
-fn required(payload: &Value, key: &str) -> Result<String, PluginError> {
-    string_field(payload, key)?
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .ok_or_else(|| PluginError::invalid_request(format!("{key} is required")))
-}
-
-fn bool_field(payload: &Value, key: &str) -> Result<Option<bool>, PluginError> {
-    match payload.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(PluginError::invalid_request(format!(
-            "{key} must be true or false"
-        ))),
-    }
-}
-
-pub fn read_common(payload: &Value) -> Result<Common, PluginError> {
-    let to = required(payload, "to")?;
-    let message_id = required(payload, "messageId")?;
-    let part_index = match payload.get("partIndex") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(v.as_u64().ok_or_else(|| {
-            PluginError::invalid_request("partIndex must be a non-negative integer")
-        })?),
-    };
+pub fn read_common(message: &MessageRef) -> Result<Common, PluginError> {
+    let to = required(&message.to, "to")?;
+    let message_id = required(&message.message_id, "messageId")?;
     let target = outbound::target::parse(&to)
         .map_err(|e| PluginError::invalid_target(format!("{}: {e}", to.trim())))?;
     // Hosts may pass the `p:<n>/<guid>` form imsg uses for a part; the bridge takes the GUID.
@@ -141,7 +119,7 @@ pub fn read_common(payload: &Value) -> Result<Common, PluginError> {
         to,
         target,
         message_id,
-        part_index,
+        part_index: message.part_index,
     })
 }
 
@@ -156,28 +134,20 @@ pub enum Reaction {
 
 /// The host vocabulary (OpenClaw's `mapTapbackReaction`): case-insensitive, U+FE0F ignored.
 pub fn kind_of(word: &str) -> Option<&'static str> {
-    let w: String = word
-        .trim()
-        .chars()
-        .filter(|c| *c != '\u{fe0f}')
-        .collect::<String>()
-        .to_lowercase();
-    Some(match w.as_str() {
-        "love" | "heart" | "\u{2764}" => "love",
-        "like" | "+1" | "thumbsup" | "\u{1f44d}" => "like",
-        "dislike" | "-1" | "thumbsdown" | "\u{1f44e}" => "dislike",
-        "laugh" | "haha" | "\u{1f602}" | "\u{1f923}" => "laugh",
-        "emphasize" | "!!" | "\u{203c}" => "emphasize",
-        "question" | "?" | "\u{ff1f}" | "\u{2753}" => "question",
-        _ => return None,
-    })
+    TapbackKind::from_word(word).map(TapbackKind::name)
+}
+
+/// Every classic kind, in the order a removal of all of them goes out.
+fn all_kinds() -> Vec<&'static str> {
+    TapbackKind::ALL.iter().map(|k| k.name()).collect()
 }
 
 /// Reads `reaction` / `emoji` / `remove` (§3.3).
-pub fn read_reaction(payload: &Value) -> Result<(Reaction, bool), PluginError> {
-    let remove = bool_field(payload, "remove")?.unwrap_or(false);
-    let reaction = string_field(payload, "reaction")?.filter(|s| !s.trim().is_empty());
-    let emoji = string_field(payload, "emoji")?.filter(|s| !s.trim().is_empty());
+pub fn read_reaction(request: &MessageReact) -> Result<(Reaction, bool), PluginError> {
+    let remove = request.remove;
+    let blank = |s: &&String| !s.trim().is_empty();
+    let reaction = request.reaction.as_ref().filter(blank);
+    let emoji = request.emoji.as_ref().filter(blank);
     let what = match (reaction, emoji) {
         (Some(_), Some(_)) => {
             return Err(PluginError::invalid_request(
@@ -193,7 +163,7 @@ pub fn read_reaction(payload: &Value) -> Result<(Reaction, bool), PluginError> {
             Some(kind) => Reaction::Kinds(vec![kind]),
             None => Reaction::Custom(e.trim().to_string()),
         },
-        (None, None) if remove => Reaction::Kinds(KINDS.to_vec()),
+        (None, None) if remove => Reaction::Kinds(all_kinds()),
         (None, None) => return Err(PluginError::invalid_request("reaction or emoji is required")),
     };
     Ok((what, remove))
@@ -210,7 +180,7 @@ pub fn check_own(
 ) -> Result<(), PluginError> {
     let Some(own) = own else {
         return Err(PluginError::new(
-            "not_own_message",
+            ErrorCode::NotOwnMessage,
             format!(
                 "iMessage {} only works on messages this account sent",
                 action.name()
@@ -232,11 +202,11 @@ pub fn check_own(
     let age = now_ms - own.sent_at_ms;
     match action {
         Action::Edit if age > EDIT_WINDOW_MS || own.edits >= MAX_EDITS => Err(PluginError::new(
-            "too_late",
+            ErrorCode::TooLate,
             "iMessage edit is only possible within 15 minutes of sending, at most 5 times",
         )),
         Action::Unsend if age > UNSEND_WINDOW_MS => Err(PluginError::new(
-            "too_late",
+            ErrorCode::TooLate,
             "iMessage unsend is only possible within 2 minutes of sending",
         )),
         _ => Ok(()),
@@ -249,7 +219,7 @@ pub fn call_error(method: &str, e: &CallError) -> PluginError {
     use crate::outbound::send::{outcome_of, Outcome};
     match (outcome_of(e).0, e) {
         (Outcome::Unknown, _) => PluginError::new(
-            "outcome_unknown",
+            ErrorCode::OutcomeUnknown,
             format!("{method} may have taken effect; not retried"),
         ),
         (_, CallError::Rpc(r)) => {
@@ -263,9 +233,15 @@ pub fn call_error(method: &str, e: &CallError) -> PluginError {
                 Some(other) => other.to_string(),
                 None => String::new(),
             };
-            PluginError::new("failed", format!("imsg {} {}: {data}", r.code, r.message))
+            PluginError::new(
+                ErrorCode::Failed,
+                format!("imsg {} {}: {data}", r.code, r.message),
+            )
         }
-        (_, other) => PluginError::new("failed", format!("imsg could not be asked: {other}")),
+        (_, other) => PluginError::new(
+            ErrorCode::Failed,
+            format!("imsg could not be asked: {other}"),
+        ),
     }
 }
 
@@ -312,17 +288,20 @@ fn base_params(common: &Common, at: Option<&Located>) -> Result<Map<String, Valu
 }
 
 /// The capability check, from a snapshot fresh enough for a bridge call.
-async fn require(account: &Context<'_>, action: Action, feature: &str) -> Result<(), PluginError> {
+async fn require(
+    account: &Context<'_>,
+    action: Action,
+    feature: Feature,
+) -> Result<(), PluginError> {
     let timeout = std::time::Duration::from_millis(account.settings.probe_timeout_ms);
     let reason = match account.actions.bridge_capabilities(timeout).await {
-        Ok(snapshot) => match snapshot.features().remove(feature) {
-            Some(Ok(())) => return Ok(()),
-            Some(Err(reason)) => reason,
-            None => format!("unknown capability {feature}"),
+        Ok(snapshot) => match snapshot.features().take(feature) {
+            Ok(()) => return Ok(()),
+            Err(reason) => reason,
         },
         Err(e) => e,
     };
-    Err(unsupported(if feature == "tapbackEmoji" {
+    Err(unsupported(if feature == Feature::TapbackEmoji {
         "custom emoji tapbacks need an imsg build that reports capabilities.features[\"tapback.emoji\"] >= 2".to_string()
     } else {
         format!("iMessage {} is not available: {reason}", action.name())
@@ -331,7 +310,7 @@ async fn require(account: &Context<'_>, action: Action, feature: &str) -> Result
 
 /// One bridge request, after its rate-limit slot (each tapback, edit or unsend takes one
 /// token from both buckets, actions.md §6.2).
-async fn request(
+async fn request_bridge(
     account: &Context<'_>,
     action: Action,
     target: &Target,
@@ -344,7 +323,7 @@ async fn request(
     throttle.slot().await.map_err(|r| {
         account.limiter.locked().limited_parts += 1;
         PluginError::new(
-            "rate_limited",
+            ErrorCode::RateLimited,
             format!(
                 "{}; retry after {} ms",
                 r.error,
@@ -360,28 +339,38 @@ async fn request(
         .map_err(|e| call_error(action.method(), &e))
 }
 
-pub async fn react(account: &Context<'_>, payload: &Value) -> Result<Value, PluginError> {
+pub async fn react(
+    account: &Context<'_>,
+    request: MessageReact,
+) -> Result<MessageReactReply, PluginError> {
     let action = Action::React;
     if !action.enabled(&account.settings.actions) {
         return Err(disabled(action));
     }
-    let common = read_common(payload)?;
-    let (reaction, remove) = read_reaction(payload)?;
+    let common = read_common(&request.message)?;
+    let (reaction, remove) = read_reaction(&request)?;
     let (_, at) = locate(account, &common.message_id, timeutil::now_ms());
     let params = base_params(&common, at.as_ref())?;
     require(account, action, action.feature()).await?;
-    let mut result =
-        json!({"ok": true, "accountId": account.settings.id, "messageId": common.message_id});
+    let mut reply = MessageReactReply {
+        ok: true,
+        account_id: account.settings.id.clone(),
+        message_id: common.message_id.clone(),
+        reaction: None,
+        reactions: None,
+        emoji: None,
+        removed: remove,
+    };
     match reaction {
         Reaction::Custom(emoji) => {
-            require(account, action, "tapbackEmoji").await?;
+            require(account, action, Feature::TapbackEmoji).await?;
             let mut p = params;
             p.insert("emoji".into(), Value::from(emoji.clone()));
             if remove {
                 p.insert("remove".into(), Value::from(true));
             }
-            request(account, action, &common.target, p).await?;
-            result["emoji"] = json!(emoji);
+            request_bridge(account, action, &common.target, p).await?;
+            reply.emoji = Some(emoji);
         }
         Reaction::Kinds(kinds) => {
             for kind in &kinds {
@@ -391,17 +380,15 @@ pub async fn react(account: &Context<'_>, payload: &Value) -> Result<Value, Plug
                 if remove {
                     p.insert("remove".into(), Value::from(true));
                 }
-                request(account, action, &common.target, p).await?;
+                request_bridge(account, action, &common.target, p).await?;
             }
-            if kinds.len() == 1 {
-                result["reaction"] = json!(kinds[0]);
-            } else {
-                result["reactions"] = json!(kinds);
+            match kinds.as_slice() {
+                [one] => reply.reaction = Some(one.to_string()),
+                all => reply.reactions = Some(all.iter().map(|k| k.to_string()).collect()),
             }
         }
     }
-    result["removed"] = json!(remove);
-    Ok(result)
+    Ok(reply)
 }
 
 /// What edit and unsend share: the gate, the request's fields, and the checks on this
@@ -415,14 +402,14 @@ struct OwnAction {
 async fn own_action(
     account: &Context<'_>,
     action: Action,
-    payload: &Value,
-    extra: impl FnOnce(&Value) -> Result<(), PluginError>,
+    message: &MessageRef,
+    extra: impl FnOnce() -> Result<(), PluginError>,
 ) -> Result<OwnAction, PluginError> {
     if !action.enabled(&account.settings.actions) {
         return Err(disabled(action));
     }
-    let common = read_common(payload)?;
-    extra(payload)?;
+    let common = read_common(message)?;
+    extra()?;
     let now = timeutil::now_ms();
     let (own, at) = locate(account, &common.message_id, now);
     let located = at.clone().unwrap_or_default();
@@ -431,11 +418,14 @@ async fn own_action(
     Ok(OwnAction { common, own, at })
 }
 
-pub async fn edit(account: &Context<'_>, payload: &Value) -> Result<Value, PluginError> {
+pub async fn edit(
+    account: &Context<'_>,
+    request: MessageEdit,
+) -> Result<MessageEditReply, PluginError> {
     let action = Action::Edit;
     let mut raw = String::new();
-    let OwnAction { common, own, at } = own_action(account, action, payload, |p| {
-        raw = required(p, "text")?;
+    let OwnAction { common, own, at } = own_action(account, action, &request.message, || {
+        raw = required(&request.text, "text")?;
         Ok(())
     })
     .await?;
@@ -449,26 +439,37 @@ pub async fn edit(account: &Context<'_>, payload: &Value) -> Result<Value, Plugi
     }
     let mut params = base_params(&common, at.as_ref())?;
     params.insert("text".into(), Value::from(text.clone()));
-    request(account, action, &common.target, params).await?;
+    request_bridge(account, action, &common.target, params).await?;
     account.echo.locked().note_edit(&common.message_id, &text);
-    let edits = own.map(|o| o.edits).unwrap_or(0) + 1;
-    Ok(
-        json!({"ok": true, "accountId": account.settings.id, "messageId": common.message_id, "edits": edits}),
-    )
+    Ok(MessageEditReply {
+        ok: true,
+        account_id: account.settings.id.clone(),
+        message_id: common.message_id,
+        edits: own.map(|o| o.edits).unwrap_or(0) + 1,
+    })
 }
 
-pub async fn unsend(account: &Context<'_>, payload: &Value) -> Result<Value, PluginError> {
+pub async fn unsend(
+    account: &Context<'_>,
+    request: MessageUnsend,
+) -> Result<MessageUnsendReply, PluginError> {
     let action = Action::Unsend;
-    let OwnAction { common, at, .. } = own_action(account, action, payload, |_| Ok(())).await?;
+    let OwnAction { common, at, .. } =
+        own_action(account, action, &request.message, || Ok(())).await?;
     let params = base_params(&common, at.as_ref())?;
-    request(account, action, &common.target, params).await?;
-    Ok(json!({"ok": true, "accountId": account.settings.id, "messageId": common.message_id}))
+    request_bridge(account, action, &common.target, params).await?;
+    Ok(MessageUnsendReply {
+        ok: true,
+        account_id: account.settings.id.clone(),
+        message_id: common.message_id,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::echo::Scope;
+    use serde_json::json;
 
     #[test]
     fn the_host_vocabulary_maps_to_six_kinds_case_182() {
@@ -486,30 +487,40 @@ mod tests {
             assert_eq!(kind_of(word), Some(kind), "{word}");
         }
         assert_eq!(kind_of("wow"), None);
-        let read = |v: Value| read_reaction(&v);
+        let read = |v: Value| {
+            let request: MessageReact =
+                plugin_abi::contract::decode(plugin_abi::contract::CallMethod::MessageReact, v)?;
+            read_reaction(&request)
+        };
+        let base = json!({"to": "chat_id:42", "messageId": "D0"});
+        let with = |extra: Value| {
+            let mut v = base.clone();
+            v.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            v
+        };
         assert_eq!(
-            read(json!({"emoji": "👍"})).unwrap(),
+            read(with(json!({"emoji": "👍"}))).unwrap(),
             (Reaction::Kinds(vec!["like"]), false)
         );
         assert_eq!(
-            read(json!({"emoji": "🎉"})).unwrap(),
+            read(with(json!({"emoji": "🎉"}))).unwrap(),
             (Reaction::Custom("🎉".into()), false)
         );
         assert_eq!(
-            read(json!({"remove": true})).unwrap(),
-            (Reaction::Kinds(KINDS.to_vec()), true)
+            read(with(json!({"remove": true}))).unwrap(),
+            (Reaction::Kinds(all_kinds()), true)
         );
         assert_eq!(
-            read(json!({"reaction": "wow"})).unwrap_err().message,
+            read(with(json!({"reaction": "wow"}))).unwrap_err().message,
             "iMessage react supports love, like, dislike, laugh, emphasize, and question tapbacks."
         );
-        assert_eq!(read(json!({})).unwrap_err().code, "invalid_request");
-        assert_eq!(
-            read(json!({"remove": "yes", "reaction": "like"}))
-                .unwrap_err()
-                .message,
-            "remove must be true or false"
-        );
+        assert_eq!(read(base.clone()).unwrap_err().code, "invalid_request");
+        // A mistyped field is refused by the decoder, naming the field's type.
+        let e = read(with(json!({"remove": "yes", "reaction": "like"}))).unwrap_err();
+        assert_eq!(e.code, "invalid_request");
+        assert!(e.message.contains("expected a boolean"), "{e}");
     }
 
     fn own(age_ms: i64, edits: u32) -> OwnMessage {
@@ -606,31 +617,34 @@ mod tests {
 
     #[test]
     fn common_fields_are_checked_by_name() {
+        let read = |v: Value| {
+            let request: MessageUnsend =
+                plugin_abi::contract::decode(plugin_abi::contract::CallMethod::MessageUnsend, v)?;
+            read_common(&request.message)
+        };
+        let e = read(json!({"messageId": "D0"})).unwrap_err();
+        assert!(e.message.contains("missing field `to`"), "{e}");
         assert_eq!(
-            read_common(&json!({"messageId": "D0"}))
+            read(json!({"to": " ", "messageId": "D0"}))
                 .unwrap_err()
                 .message,
             "to is required"
         );
         assert_eq!(
-            read_common(&json!({"to": "chat_id:42"}))
+            read(json!({"to": "chat_id:42", "messageId": ""}))
                 .unwrap_err()
                 .message,
             "messageId is required"
         );
+        let e = read(json!({"to": "chat_id:42", "messageId": "D0", "partIndex": -1})).unwrap_err();
+        assert_eq!(e.code, "invalid_request", "{e}");
         assert_eq!(
-            read_common(&json!({"to": "chat_id:42", "messageId": "D0", "partIndex": -1}))
-                .unwrap_err()
-                .message,
-            "partIndex must be a non-negative integer"
-        );
-        assert_eq!(
-            read_common(&json!({"to": "chat_id:x", "messageId": "D0"}))
+            read(json!({"to": "chat_id:x", "messageId": "D0"}))
                 .unwrap_err()
                 .code,
             "invalid_target"
         );
-        let c = read_common(&json!({"to": "chat_id:42", "messageId": "p:1/S1"})).unwrap();
-        assert_eq!(c.message_id, "S1");
+        let c = read(json!({"to": "chat_id:42", "messageId": "p:1/S1", "partIndex": 1})).unwrap();
+        assert_eq!((c.message_id.as_str(), c.part_index), ("S1", Some(1)));
     }
 }

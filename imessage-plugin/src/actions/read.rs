@@ -4,6 +4,7 @@
 //! gets a bridge call while the bridge is down relaunches Messages.app, so the snapshot must
 //! be fresh and ready first).
 
+use crate::imsg::capabilities::Feature;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,7 +60,7 @@ fn read_params(to: &str) -> Result<Value, String> {
 /// Why the account cannot mark chats read now, or `None` when it can.
 async fn read_unavailable(actions: &Actions, probe_timeout: Duration) -> Option<String> {
     match actions.bridge_capabilities(probe_timeout).await {
-        Ok(snapshot) => snapshot.features().remove("readReceipts")?.err(),
+        Ok(snapshot) => snapshot.features().take(Feature::ReadReceipts).err(),
         Err(e) => Some(e),
     }
 }

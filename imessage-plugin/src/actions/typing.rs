@@ -7,6 +7,7 @@
 //! reply can never leave a late `typing:true` behind; not at all when imsg refused the start,
 //! but still when the start went unanswered (it may be showing).
 
+use crate::imsg::capabilities::Feature;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -96,7 +97,7 @@ async fn available_with(actions: &Actions, probe_timeout: Duration) -> Option<St
         return Some("typing failed 3 times in a row; off for 10 minutes".into());
     }
     match actions.bridge_capabilities(probe_timeout).await {
-        Ok(snapshot) => snapshot.features().remove("typing")?.err(),
+        Ok(snapshot) => snapshot.features().take(Feature::Typing).err(),
         Err(e) => Some(e),
     }
 }

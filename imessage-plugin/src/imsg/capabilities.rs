@@ -10,6 +10,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use plugin_abi::contract::{Capabilities, ImsgProfile};
 use serde_json::{json, Map, Value};
 
 use crate::imsg::rpc::{CallError, RpcClient};
@@ -59,22 +60,87 @@ pub struct Snapshot {
     pub checked_at_ms: i64,
 }
 
-/// Every feature key, in the order of actions.md §1.3.
-pub const FEATURES: [&str; 13] = [
-    "reactionsInbound",
-    "typing",
-    "readReceipts",
-    "tapback",
-    "tapbackEmoji",
-    "edit",
-    "unsend",
-    "replyThreading",
-    "textFormatting",
-    "sendStatus",
-    "trackedSend",
-    "messagesAfter",
-    "watchOverflow",
-];
+/// A capability of actions.md §1.3; its key (`as_str`) is the `capabilities.get` wire name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Feature {
+    ReactionsInbound,
+    Typing,
+    ReadReceipts,
+    Tapback,
+    TapbackEmoji,
+    Edit,
+    Unsend,
+    ReplyThreading,
+    TextFormatting,
+    SendStatus,
+    TrackedSend,
+    MessagesAfter,
+    WatchOverflow,
+}
+
+impl Feature {
+    /// Every feature, in the order of actions.md §1.3.
+    pub const ALL: [Feature; 13] = [
+        Feature::ReactionsInbound,
+        Feature::Typing,
+        Feature::ReadReceipts,
+        Feature::Tapback,
+        Feature::TapbackEmoji,
+        Feature::Edit,
+        Feature::Unsend,
+        Feature::ReplyThreading,
+        Feature::TextFormatting,
+        Feature::SendStatus,
+        Feature::TrackedSend,
+        Feature::MessagesAfter,
+        Feature::WatchOverflow,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Feature::ReactionsInbound => "reactionsInbound",
+            Feature::Typing => "typing",
+            Feature::ReadReceipts => "readReceipts",
+            Feature::Tapback => "tapback",
+            Feature::TapbackEmoji => "tapbackEmoji",
+            Feature::Edit => "edit",
+            Feature::Unsend => "unsend",
+            Feature::ReplyThreading => "replyThreading",
+            Feature::TextFormatting => "textFormatting",
+            Feature::SendStatus => "sendStatus",
+            Feature::TrackedSend => "trackedSend",
+            Feature::MessagesAfter => "messagesAfter",
+            Feature::WatchOverflow => "watchOverflow",
+        }
+    }
+}
+
+/// Every feature: on, or the reason it is off.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Features(BTreeMap<Feature, Result<(), String>>);
+
+impl Features {
+    /// Whether `feature` is usable now.
+    pub fn on(&self, feature: Feature) -> bool {
+        self.0.get(&feature).is_some_and(Result::is_ok)
+    }
+
+    /// `feature` as on, or the reason it is off.
+    pub fn take(mut self, feature: Feature) -> Result<(), String> {
+        self.0
+            .remove(&feature)
+            .unwrap_or_else(|| Err(format!("unknown capability {}", feature.as_str())))
+    }
+}
+
+impl std::ops::Index<Feature> for Features {
+    type Output = Result<(), String>;
+
+    fn index(&self, feature: Feature) -> &Self::Output {
+        // `Snapshot::features` sets every feature.
+        &self.0[&feature]
+    }
+}
 
 pub const BRIDGE_NOT_RUNNING: &str = "the imsg private API bridge is not running (run imsg launch)";
 
@@ -156,23 +222,42 @@ impl Snapshot {
             .is_some_and(|m| m.iter().any(|x| x == method))
     }
 
+    /// Why a feature is off on this version: `needs imsg 0.9.0 or newer (found 0.8.1)`.
+    fn needs(&self, min: Version) -> String {
+        let found = self.version_text.as_deref().unwrap_or("an unknown version");
+        format!(
+            "needs imsg {}.{}.{} or newer (found {found})",
+            min.0, min.1, min.2
+        )
+    }
+
+    fn at_least(&self, min: Version) -> Result<(), String> {
+        if self.version() >= min {
+            Ok(())
+        } else {
+            Err(self.needs(min))
+        }
+    }
+
+    fn bridge(&self) -> Result<(), String> {
+        if self.bridge_ready {
+            Ok(())
+        } else {
+            Err(BRIDGE_NOT_RUNNING.to_string())
+        }
+    }
+
+    fn database(&self) -> Result<(), String> {
+        if self.database_ready {
+            Ok(())
+        } else {
+            Err("the Messages database is not readable".to_string())
+        }
+    }
+
     /// Each feature of §1.3: on, or the reason it is off (§1.4's texts).
-    pub fn features(&self) -> BTreeMap<&'static str, Result<(), String>> {
-        let version = self.version();
-        let found = self
-            .version_text
-            .clone()
-            .unwrap_or_else(|| "an unknown version".into());
-        let at_least = |min: Version| -> Result<(), String> {
-            if version >= min {
-                Ok(())
-            } else {
-                Err(format!(
-                    "needs imsg {}.{}.{} or newer (found {found})",
-                    min.0, min.1, min.2
-                ))
-            }
-        };
+    pub fn features(&self) -> Features {
+        let at_least = |min: Version| self.at_least(min);
         let offered = |method: &str| -> Result<(), String> {
             // Lenient builds before rpc_methods (0.7.3) are judged by the version table alone.
             if self.profile == Profile::Lenient && self.methods.is_none() || self.listed(method) {
@@ -181,34 +266,17 @@ impl Snapshot {
                 Err(format!("this imsg build does not offer {method}"))
             }
         };
-        let bridge = || -> Result<(), String> {
-            if self.bridge_ready {
-                Ok(())
-            } else {
-                Err(BRIDGE_NOT_RUNNING.to_string())
-            }
-        };
-        let database = || -> Result<(), String> {
-            if self.database_ready {
-                Ok(())
-            } else {
-                Err("the Messages database is not readable".to_string())
-            }
-        };
+        let bridge = || self.bridge();
+        let database = || self.database();
         let strict = self.profile == Profile::Strict;
         // Lenient servers never have these; the version that brought them is the advice.
-        let strict_only = |min: Version| -> Result<(), String> {
-            Err(format!(
-                "needs imsg {}.{}.{} or newer (found {found})",
-                min.0, min.1, min.2
-            ))
-        };
+        let strict_only = |min: Version| Err(self.needs(min));
         let mut out = BTreeMap::new();
-        let mut set = |key: &'static str, r: Result<(), String>| {
+        let mut set = |key: Feature, r: Result<(), String>| {
             out.insert(key, r);
         };
         set(
-            "reactionsInbound",
+            Feature::ReactionsInbound,
             if strict {
                 offered("watch.subscribe")
             } else {
@@ -218,13 +286,13 @@ impl Snapshot {
         // Strict lists typing/read without a bridge ("may activate Messages.app"); the plugin
         // still requires the bridge, as OpenClaw does.
         set(
-            "typing",
+            Feature::Typing,
             lenient_or(strict, at_least((0, 7, 3)))
                 .and(offered("typing"))
                 .and(bridge()),
         );
         set(
-            "readReceipts",
+            Feature::ReadReceipts,
             lenient_or(strict, at_least((0, 7, 3)))
                 .and(offered("read"))
                 .and(bridge()),
@@ -236,9 +304,9 @@ impl Snapshot {
                 at_least((0, 9, 0)).and(offered(method)).and(bridge())
             }
         };
-        set("tapback", bridge_method("tapback"));
+        set(Feature::Tapback, bridge_method("tapback"));
         set(
-            "tapbackEmoji",
+            Feature::TapbackEmoji,
             if !strict {
                 strict_only((0, 15, 0))
             } else {
@@ -251,14 +319,14 @@ impl Snapshot {
                 )
             },
         );
-        set("edit", bridge_method("message.edit"));
-        set("unsend", bridge_method("message.unsend"));
+        set(Feature::Edit, bridge_method("message.edit"));
+        set(Feature::Unsend, bridge_method("message.unsend"));
         set(
-            "replyThreading",
+            Feature::ReplyThreading,
             if strict { Ok(()) } else { at_least((0, 12, 0)) },
         );
         set(
-            "textFormatting",
+            Feature::TextFormatting,
             if strict { Ok(()) } else { at_least((0, 12, 0)) },
         );
         let send_status = if strict {
@@ -266,9 +334,9 @@ impl Snapshot {
         } else {
             at_least((0, 10, 0)).and(offered("message.send_status"))
         };
-        set("sendStatus", send_status.clone());
+        set(Feature::SendStatus, send_status.clone());
         set(
-            "trackedSend",
+            Feature::TrackedSend,
             if strict {
                 offered("send.tracked").and(send_status)
             } else {
@@ -276,7 +344,7 @@ impl Snapshot {
             },
         );
         set(
-            "messagesAfter",
+            Feature::MessagesAfter,
             if strict {
                 offered("messages.after")
             } else {
@@ -284,39 +352,51 @@ impl Snapshot {
             },
         );
         set(
-            "watchOverflow",
+            Feature::WatchOverflow,
             if strict {
                 Ok(())
             } else {
                 strict_only((0, 14, 0))
             },
         );
-        out
+        Features(out)
     }
 
     /// The `capabilities.get` result (§1.4).
-    pub fn to_json(&self, account_id: &str) -> Value {
+    pub fn to_reply(&self, account_id: &str) -> Capabilities {
         let features = self.features();
-        let mut flags = Map::new();
-        let mut reasons = Map::new();
-        for key in FEATURES {
-            let on = features.get(key).is_some_and(Result::is_ok);
-            flags.insert(key.into(), Value::Bool(on));
-            if let Some(Err(reason)) = features.get(key) {
-                reasons.insert(key.into(), Value::from(reason.clone()));
-            }
+        let mut flags = BTreeMap::new();
+        let mut reasons = BTreeMap::new();
+        for feature in Feature::ALL {
+            let key = feature.as_str().to_string();
+            match &features[feature] {
+                Ok(()) => flags.insert(key, true),
+                Err(reason) => {
+                    reasons.insert(key.clone(), reason.clone());
+                    flags.insert(key, false)
+                }
+            };
         }
-        json!({
-            "accountId": account_id,
-            "imsgVersion": self.version_text,
-            "profile": match self.profile { Profile::Lenient => "lenient", Profile::Strict => "strict" },
-            "protocolVersion": self.protocol_version,
-            "databaseReady": self.database_ready,
-            "bridgeReady": self.bridge_ready,
-            "checkedAt": timeutil::format_ms(self.checked_at_ms),
-            "features": flags,
-            "reasons": reasons,
-        })
+        Capabilities {
+            account_id: account_id.to_string(),
+            imsg_version: self.version_text.clone(),
+            profile: match self.profile {
+                Profile::Lenient => ImsgProfile::Lenient,
+                Profile::Strict => ImsgProfile::Strict,
+            },
+            protocol_version: self.protocol_version,
+            database_ready: self.database_ready,
+            bridge_ready: self.bridge_ready,
+            checked_at: timeutil::format_ms(self.checked_at_ms),
+            features: flags,
+            reasons,
+        }
+    }
+
+    /// [`Snapshot::to_reply`] as JSON (`AccountStatus.capabilities`).
+    pub fn to_json(&self, account_id: &str) -> Value {
+        // Plain strings, numbers and maps: encoding cannot fail.
+        serde_json::to_value(self.to_reply(account_id)).unwrap_or(Value::Null)
     }
 
     /// Whether this snapshot is too old to gate on (§1.2): strict 60 s; lenient 5 min when the
@@ -515,17 +595,23 @@ mod tests {
             "message.send_status",
         ];
         let off = strict(false, &all).features();
-        assert_eq!(off["typing"], Err(BRIDGE_NOT_RUNNING.to_string()));
-        assert_eq!(off["readReceipts"], Err(BRIDGE_NOT_RUNNING.to_string()));
+        assert_eq!(off[Feature::Typing], Err(BRIDGE_NOT_RUNNING.to_string()));
         assert_eq!(
-            off["tapback"],
+            off[Feature::ReadReceipts],
+            Err(BRIDGE_NOT_RUNNING.to_string())
+        );
+        assert_eq!(
+            off[Feature::Tapback],
             Err("this imsg build does not offer tapback".into())
         );
-        assert!(off["messagesAfter"].is_ok() && off["watchOverflow"].is_ok());
-        assert!(off["reactionsInbound"].is_ok() && off["replyThreading"].is_ok());
+        assert!(off[Feature::MessagesAfter].is_ok() && off[Feature::WatchOverflow].is_ok());
+        assert!(off[Feature::ReactionsInbound].is_ok() && off[Feature::ReplyThreading].is_ok());
         let on = strict(true, &all).features();
-        assert!(on["typing"].is_ok() && on["readReceipts"].is_ok());
-        assert!(on["tapbackEmoji"].is_err(), "needs the 0.15 feature level");
+        assert!(on[Feature::Typing].is_ok() && on[Feature::ReadReceipts].is_ok());
+        assert!(
+            on[Feature::TapbackEmoji].is_err(),
+            "needs the 0.15 feature level"
+        );
     }
 
     #[test]
@@ -533,23 +619,23 @@ mod tests {
         let status = json!({"advanced_features": true, "v2_ready": true,
             "rpc_methods": ["watch.subscribe", "typing", "read", "tapback"], "version": "0.9.0"});
         let ready = Snapshot::from_lenient(Some("0.9.0".into()), Some(&status), 0).features();
-        assert!(ready["typing"].is_ok() && ready["tapback"].is_ok());
+        assert!(ready[Feature::Typing].is_ok() && ready[Feature::Tapback].is_ok());
         assert_eq!(
-            ready["edit"],
+            ready[Feature::Edit],
             Err("this imsg build does not offer message.edit".into())
         );
         assert_eq!(
-            ready["replyThreading"],
+            ready[Feature::ReplyThreading],
             Err("needs imsg 0.12.0 or newer (found 0.9.0)".into())
         );
-        assert!(ready["messagesAfter"].is_err() && ready["trackedSend"].is_err());
+        assert!(ready[Feature::MessagesAfter].is_err() && ready[Feature::TrackedSend].is_err());
         let down =
             json!({"advanced_features": false, "v2_ready": false, "rpc_methods": ["typing"]});
         let off = Snapshot::from_lenient(Some("0.9.0".into()), Some(&down), 0).features();
-        assert_eq!(off["typing"], Err(BRIDGE_NOT_RUNNING.to_string()));
+        assert_eq!(off[Feature::Typing], Err(BRIDGE_NOT_RUNNING.to_string()));
         let old = Snapshot::from_lenient(Some("0.4.2".into()), None, 0).features();
         assert_eq!(
-            old["reactionsInbound"],
+            old[Feature::ReactionsInbound],
             Err("needs imsg 0.5.0 or newer (found 0.4.2)".into())
         );
     }
@@ -558,7 +644,7 @@ mod tests {
     fn the_result_has_every_feature_and_a_reason_for_each_off_one() {
         let v = strict(false, &["watch.subscribe", "typing"]).to_json("default");
         assert_eq!(v["profile"], "strict");
-        assert_eq!(v["features"].as_object().unwrap().len(), FEATURES.len());
+        assert_eq!(v["features"].as_object().unwrap().len(), Feature::ALL.len());
         let off: Vec<&String> = v["features"]
             .as_object()
             .unwrap()

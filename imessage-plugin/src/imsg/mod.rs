@@ -10,3 +10,4 @@ pub mod probe;
 pub mod remote;
 pub mod rpc;
 pub mod source;
+pub mod tapback;

@@ -47,9 +47,36 @@ fn rpc_supported(status_ok: bool, output: &str) -> bool {
     !status_ok || lower.lines().any(|l| l.contains("rpc"))
 }
 
+/// A check that failed: its name and code, whether retrying cannot help, and the text.
+struct Failed {
+    check: &'static str,
+    code: &'static str,
+    fatal: bool,
+    error: String,
+}
+
+impl Failed {
+    fn new(check: &'static str, code: &'static str, fatal: bool, error: String) -> Failed {
+        Failed {
+            check,
+            code,
+            fatal,
+            error,
+        }
+    }
+}
+
+fn pass(r: &mut ProbeResult, check: &str, detail: Option<String>) {
+    r.checks.push(ProbeCheck {
+        name: check.into(),
+        ok: true,
+        code: None,
+        detail,
+    });
+}
+
 pub async fn probe(account: &AccountConfig, source: &Source) -> ProbeResult {
     let started = Instant::now();
-    let timeout = Duration::from_millis(account.probe_timeout_ms);
     let mut result = ProbeResult {
         ok: false,
         account_id: account.id.clone(),
@@ -61,71 +88,74 @@ pub async fn probe(account: &AccountConfig, source: &Source) -> ProbeResult {
         db_path: account.db_path.clone(),
         remote_host: source.remote_host.clone(),
         remote_host_source: source.remote_source.to_string(),
-        checks: vec![ProbeCheck {
-            name: "config".into(),
-            ok: true,
-            ..Default::default()
-        }],
+        checks: Vec::new(),
     };
-    let fail = |mut r: ProbeResult, check: &str, code: &str, fatal: bool, error: String| {
-        r.checks.push(ProbeCheck {
-            name: check.into(),
-            ok: false,
-            code: Some(code.into()),
-            detail: None,
-        });
-        r.code = Some(code.into());
-        r.fatal = fatal;
-        r.error = Some(error);
-        r.elapsed_ms = started.elapsed().as_millis() as u64;
-        r
-    };
-    let pass = |r: &mut ProbeResult, check: &str, detail: Option<String>| {
-        r.checks.push(ProbeCheck {
-            name: check.into(),
-            ok: true,
-            code: None,
-            detail,
-        });
-    };
-
-    if !cfg!(target_os = "macos") && account.cli_path == "imsg" {
-        return fail(result, "platform", "not_macos", true, NOT_MACOS.into());
+    pass(&mut result, "config", None);
+    match checks(account, source, &mut result).await {
+        Ok(()) => result.ok = true,
+        Err(f) => {
+            result.checks.push(ProbeCheck {
+                name: f.check.into(),
+                ok: false,
+                code: Some(f.code.into()),
+                detail: None,
+            });
+            result.code = Some(f.code.into());
+            result.fatal = f.fatal;
+            result.error = Some(f.error);
+        }
     }
-    pass(&mut result, "platform", None);
+    result.elapsed_ms = started.elapsed().as_millis() as u64;
+    result
+}
 
+/// The checks in order; each passed one is added to `r`, the first failure ends them.
+async fn checks(
+    account: &AccountConfig,
+    source: &Source,
+    r: &mut ProbeResult,
+) -> Result<(), Failed> {
+    let timeout = Duration::from_millis(account.probe_timeout_ms);
+    if !cfg!(target_os = "macos") && account.cli_path == "imsg" {
+        return Err(Failed::new("platform", "not_macos", true, NOT_MACOS.into()));
+    }
+    pass(r, "platform", None);
     let Some(cli) = find_executable(&source.cli) else {
         let text = format!(
             "imsg not found (cliPath \"{}\"); install imsg or fix channels.imessage.cliPath",
             account.cli_path
         );
-        return fail(result, "cli", "cli_not_found", true, text);
+        return Err(Failed::new("cli", "cli_not_found", true, text));
     };
-    pass(&mut result, "cli", Some(cli.display().to_string()));
+    pass(r, "cli", Some(cli.display().to_string()));
+    rpc_help(&cli, timeout).await?;
+    pass(r, "rpc_help", None);
+    chats_list(account, source, timeout).await?;
+    pass(r, "chats_list", None);
+    Ok(())
+}
 
-    let help = tokio::process::Command::new(&cli)
+/// Step 4: `imsg rpc --help` answers, and the build has `rpc`.
+async fn rpc_help(cli: &std::path::Path, timeout: Duration) -> Result<(), Failed> {
+    let help = tokio::process::Command::new(cli)
         .args(["rpc", "--help"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .output();
+    let fail = |code, fatal, text| Err(Failed::new("rpc_help", code, fatal, text));
     match tokio::time::timeout(timeout, help).await {
         Err(_) => {
             let text = format!(
                 "imsg did not answer `rpc --help` within {} ms",
                 timeout.as_millis()
             );
-            return fail(result, "rpc_help", "timeout", false, text);
+            fail("timeout", false, text)
         }
         Ok(Err(e)) => {
-            return fail(
-                result,
-                "rpc_help",
-                "rpc_error",
-                false,
-                format!("imsg rpc failed: running {}: {e}", cli.display()),
-            )
+            let text = format!("imsg rpc failed: running {}: {e}", cli.display());
+            fail("rpc_error", false, text)
         }
         Ok(Ok(out)) => {
             let text = format!(
@@ -133,30 +163,25 @@ pub async fn probe(account: &AccountConfig, source: &Source) -> ProbeResult {
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             );
-            if !rpc_supported(out.status.success(), &text) {
-                return fail(
-                    result,
-                    "rpc_help",
-                    "rpc_unsupported",
-                    true,
-                    RPC_UNSUPPORTED.into(),
-                );
+            if rpc_supported(out.status.success(), &text) {
+                Ok(())
+            } else {
+                fail("rpc_unsupported", true, RPC_UNSUPPORTED.into())
             }
         }
     }
-    pass(&mut result, "rpc_help", None);
+}
 
+/// Step 5: an rpc child answers `chats.list` (the database is readable).
+async fn chats_list(
+    account: &AccountConfig,
+    source: &Source,
+    timeout: Duration,
+) -> Result<(), Failed> {
+    let fail = |code, fatal, text| Err(Failed::new("chats_list", code, fatal, text));
     let started_child = match RpcClient::spawn(&source.spawn_config()) {
         Ok(s) => s,
-        Err(e) => {
-            return fail(
-                result,
-                "chats_list",
-                "rpc_error",
-                false,
-                format!("imsg rpc failed: {e}"),
-            )
-        }
+        Err(e) => return fail("rpc_error", false, format!("imsg rpc failed: {e}")),
     };
     let client = started_child.client;
     let outcome = client
@@ -167,36 +192,19 @@ pub async fn probe(account: &AccountConfig, source: &Source) -> ProbeResult {
         .shutdown(started_child.done, Duration::from_millis(500))
         .await;
     match outcome {
-        Ok(_) => {
-            pass(&mut result, "chats_list", None);
-            result.ok = true;
-            result.elapsed_ms = started.elapsed().as_millis() as u64;
-            result
-        }
+        Ok(_) => Ok(()),
         Err(e) if e.is_permission() => {
             tracing::error!(account = %account.id, "{PERMISSION_DENIED} ({e})");
-            fail(
-                result,
-                "chats_list",
-                "permission_denied",
-                true,
-                PERMISSION_DENIED.into(),
-            )
+            fail("permission_denied", true, PERMISSION_DENIED.into())
         }
         Err(CallError::Timeout { .. }) => {
             let text = format!(
                 "imsg did not answer chats.list within {} ms",
                 timeout.as_millis()
             );
-            fail(result, "chats_list", "timeout", false, text)
+            fail("timeout", false, text)
         }
-        Err(e) => fail(
-            result,
-            "chats_list",
-            "rpc_error",
-            false,
-            format!("imsg rpc failed: {e}"),
-        ),
+        Err(e) => fail("rpc_error", false, format!("imsg rpc failed: {e}")),
     }
 }
 

@@ -109,15 +109,6 @@ impl FileSignature {
     }
 }
 
-/// Where a pairing reply or approval notice goes: the DM's own chat when known (so it keeps
-/// its service, §4.3), else the sender's handle.
-pub fn reply_target(sender_id: &str, chat_id: Option<i64>) -> String {
-    match chat_id.filter(|c| *c > 0) {
-        Some(c) => format!("chat_id:{c}"),
-        None => sender_id.to_string(),
-    }
-}
-
 fn random_code() -> std::io::Result<String> {
     let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;

@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use regex::Regex;
 
 use crate::imsg::message::ImsgMessage;
+use crate::imsg::tapback::TapbackKind;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tapback {
@@ -21,15 +22,7 @@ pub struct Tapback {
 }
 
 fn standard_emoji(kind: &str) -> Option<&'static str> {
-    Some(match kind {
-        "love" => "❤️",
-        "like" => "👍",
-        "dislike" => "👎",
-        "laugh" => "😂",
-        "emphasize" => "‼️",
-        "question" => "❓",
-        _ => return None,
-    })
+    TapbackKind::from_name(kind).map(TapbackKind::emoji)
 }
 
 /// `p:<digits>/` as Messages prefixes part-specific targets.
@@ -75,10 +68,9 @@ fn patterns() -> &'static Patterns {
 /// `Loved “dinner at 7?”` (SMS/RCS relays, builds without the members). `None` for messages.
 pub fn classify(m: &ImsgMessage) -> Option<Tapback> {
     if m.is_reaction == Some(true) {
-        let kind = match m.reaction_type.as_deref() {
-            Some("emphasis") => "emphasize".to_string(),
-            Some(k) if !k.is_empty() => k.to_string(),
-            _ => "custom".to_string(),
+        let kind = match m.reaction_type.as_deref().filter(|k| !k.is_empty()) {
+            Some(k) => TapbackKind::from_name(k).map_or_else(|| k.to_string(), |t| t.name().into()),
+            None => "custom".to_string(),
         };
         let emoji = m
             .reaction_emoji
@@ -110,33 +102,16 @@ pub fn classify(m: &ImsgMessage) -> Option<Tapback> {
         return None;
     }
     let p = patterns();
-    let (action, kind, quoted) = if let Some(c) = p.added.captures(text) {
-        let kind = match &c[1] {
-            "Loved" => "love",
-            "Liked" => "like",
-            "Disliked" => "dislike",
-            "Laughed at" => "laugh",
-            "Emphasized" => "emphasize",
-            _ => "question",
-        };
-        ("added", kind, c.get(2)?.as_str())
-    } else if let Some(c) = p.removed.captures(text) {
-        let kind = match &c[1] {
-            "a heart" => "love",
-            "a like" => "like",
-            "a dislike" => "dislike",
-            "a laugh" => "laugh",
-            "an emphasis" => "emphasize",
-            _ => "question",
-        };
-        ("removed", kind, c.get(2)?.as_str())
-    } else {
-        return None;
+    let (action, captures) = match p.added.captures(text) {
+        Some(c) => ("added", c),
+        None => ("removed", p.removed.captures(text)?),
     };
+    let kind = TapbackKind::from_summary(captures.get(1)?.as_str(), action == "added")?;
+    let quoted = captures.get(2)?.as_str();
     Some(Tapback {
         action,
-        kind: kind.to_string(),
-        emoji: standard_emoji(kind).unwrap_or("reaction").to_string(),
+        kind: kind.name().to_string(),
+        emoji: kind.emoji().to_string(),
         target_message_id: None,
         target_text: Some(first_utf16_units(quoted, 80)),
     })
@@ -222,6 +197,31 @@ mod tests {
         assert!(text("Loved the movie").is_none());
         assert!(text("Loved “Dune” and the soundtrack").is_none());
         assert!(text("hello").is_none());
+    }
+
+    #[test]
+    fn every_summary_text_messages_writes_is_its_kind() {
+        let kind = |t: &str| {
+            let r = classify(&row(serde_json::json!({ "text": t })));
+            r.map(|r| (r.action, r.kind, r.emoji))
+        };
+        for (verb, phrase, name, emoji) in [
+            ("Loved", "a heart", "love", "❤️"),
+            ("Liked", "a like", "like", "👍"),
+            ("Disliked", "a dislike", "dislike", "👎"),
+            ("Laughed at", "a laugh", "laugh", "😂"),
+            ("Emphasized", "an emphasis", "emphasize", "‼️"),
+            ("Questioned", "a question", "question", "❓"),
+        ] {
+            let added = ("added", name.to_string(), emoji.to_string());
+            assert_eq!(kind(&format!("{verb} “x”")), Some(added), "{verb}");
+            let removed = ("removed", name.to_string(), emoji.to_string());
+            assert_eq!(
+                kind(&format!("Removed {phrase} from “x”")),
+                Some(removed),
+                "{phrase}"
+            );
+        }
     }
 
     #[test]

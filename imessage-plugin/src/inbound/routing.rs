@@ -18,16 +18,42 @@ pub fn select_agent(globals: &Globals, account_id: &str, peer: &Peer) -> String 
     globals.default_agent.clone()
 }
 
+/// `session.dmScope` (§4.2): how DMs share sessions. Parsed here, where routing decides by
+/// it; the config keeps the validated text (it accepts only these names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DmScope {
+    /// Every DM in the agent's main session.
+    #[default]
+    Main,
+    PerPeer,
+    PerChannelPeer,
+    PerAccountChannelPeer,
+}
+
+impl std::str::FromStr for DmScope {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<DmScope, String> {
+        Ok(match s {
+            "main" => DmScope::Main,
+            "per-peer" => DmScope::PerPeer,
+            "per-channel-peer" => DmScope::PerChannelPeer,
+            "per-account-channel-peer" => DmScope::PerAccountChannelPeer,
+            other => return Err(format!("session.dmScope: unknown scope \"{other}\"")),
+        })
+    }
+}
+
 /// §4.2, lower-cased in full, in ASCII only: the peer is a handle, and Unicode lower-casing
 /// would give two handles one session (the Kelvin sign U+212A becomes `k`).
-pub fn session_key(dm_scope: &str, agent_id: &str, account_id: &str, peer: &Peer) -> String {
+pub fn session_key(dm_scope: DmScope, agent_id: &str, account_id: &str, peer: &Peer) -> String {
     // Built from parts rather than `format!`: this runs for every routed message.
     let key = match peer {
         Peer::Group(chat_id) => with_id(&["agent:", agent_id, ":imessage:group:"], *chat_id),
         Peer::Direct(sender) => match dm_scope {
-            "per-peer" => ["agent:", agent_id, ":direct:", sender].concat(),
-            "per-channel-peer" => ["agent:", agent_id, ":imessage:direct:", sender].concat(),
-            "per-account-channel-peer" => [
+            DmScope::PerPeer => ["agent:", agent_id, ":direct:", sender].concat(),
+            DmScope::PerChannelPeer => ["agent:", agent_id, ":imessage:direct:", sender].concat(),
+            DmScope::PerAccountChannelPeer => [
                 "agent:",
                 agent_id,
                 ":imessage:",
@@ -36,7 +62,7 @@ pub fn session_key(dm_scope: &str, agent_id: &str, account_id: &str, peer: &Peer
                 sender,
             ]
             .concat(),
-            _ => ["agent:", agent_id, ":main"].concat(),
+            DmScope::Main => ["agent:", agent_id, ":main"].concat(),
         },
     };
     // Already lower-case almost always (normalised ids); only allocate when it is not.
@@ -59,7 +85,9 @@ fn with_id(parts: &[&str], id: i64) -> String {
 }
 
 /// §4.3: a DM is answered in its own conversation when it has a chat id, so an SMS, RCS or
-/// macOS 26 `any;-;` chat keeps its service; the handle forms are the fallback.
+/// macOS 26 `any;-;` chat keeps its service; the handle forms are the fallback. The one rule
+/// for every reply the plugin writes: routed messages, reactions, pairing replies and
+/// approval notices (§3 "the DM's chat, else the sender handle").
 pub fn reply_target(peer: &Peer, chat_id: Option<i64>, chat_guid: Option<&str>) -> String {
     match (peer, chat_id.filter(|c| *c > 0)) {
         (Peer::Group(chat_id), _) => with_id(&["chat_id:"], *chat_id),
@@ -81,32 +109,40 @@ mod tests {
     }
 
     #[test]
+    fn every_scope_the_config_accepts_is_one_routing_knows() {
+        for name in crate::config::globals::DM_SCOPES {
+            assert!(name.parse::<DmScope>().is_ok(), "{name}");
+        }
+        assert!("per-group".parse::<DmScope>().is_err());
+    }
+
+    #[test]
     fn session_keys() {
         let dm = Peer::Direct("+15550001111".into());
         assert_eq!(
-            session_key("main", "main", "default", &dm),
+            session_key(DmScope::Main, "main", "default", &dm),
             "agent:main:main"
         );
         assert_eq!(
-            session_key("per-peer", "main", "default", &dm),
+            session_key(DmScope::PerPeer, "main", "default", &dm),
             "agent:main:direct:+15550001111"
         );
         assert_eq!(
-            session_key("per-channel-peer", "main", "default", &dm),
+            session_key(DmScope::PerChannelPeer, "main", "default", &dm),
             "agent:main:imessage:direct:+15550001111"
         );
         assert_eq!(
-            session_key("per-account-channel-peer", "main", "work", &dm),
+            session_key(DmScope::PerAccountChannelPeer, "main", "work", &dm),
             "agent:main:imessage:work:direct:+15550001111"
         );
         assert_eq!(
-            session_key("main", "family", "x", &Peer::Group(42)),
+            session_key(DmScope::Main, "family", "x", &Peer::Group(42)),
             "agent:family:imessage:group:42"
         );
         // Lower-cased in full, in ASCII only (issue 21).
         assert_eq!(
             session_key(
-                "per-peer",
+                DmScope::PerPeer,
                 "main",
                 "x",
                 &Peer::Direct("Bob@Example.com".into())
@@ -114,18 +150,23 @@ mod tests {
             "agent:main:direct:bob@example.com"
         );
         assert_eq!(
-            session_key("per-peer", "main", "x", &Peer::Direct("ÉMILE@x.fr".into())),
+            session_key(
+                DmScope::PerPeer,
+                "main",
+                "x",
+                &Peer::Direct("ÉMILE@x.fr".into())
+            ),
             "agent:main:direct:Émile@x.fr"
         );
         assert_ne!(
             session_key(
-                "per-peer",
+                DmScope::PerPeer,
                 "main",
                 "x",
                 &Peer::Direct("\u{212A}elvin@example.com".into())
             ),
             session_key(
-                "per-peer",
+                DmScope::PerPeer,
                 "main",
                 "x",
                 &Peer::Direct("kelvin@example.com".into())
@@ -133,7 +174,7 @@ mod tests {
             "the Kelvin sign is not the letter k"
         );
         assert_eq!(
-            session_key("main", "main", "x", &Peer::Group(-7)),
+            session_key(DmScope::Main, "main", "x", &Peer::Group(-7)),
             "agent:main:imessage:group:-7"
         );
     }

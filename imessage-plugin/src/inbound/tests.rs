@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::config;
+use crate::echo;
 use crate::imsg::message::ImsgMessage;
 
 const NOW: i64 = 1_800_000_000_000;
@@ -112,9 +113,9 @@ impl Harness {
 
     fn dropped(&mut self, message: Value) -> &'static str {
         match self.run(message) {
-            Verdict::Drop(code) => code,
+            Verdict::Drop(code) => code.as_str(),
             Verdict::Pairing { .. } => "pairing_pending",
-            Verdict::Refuse { code, .. } => code,
+            Verdict::Refuse { code, .. } => code.as_str(),
             Verdict::Route(a) => panic!("expected a drop, got routed {:?}", a.message),
             Verdict::React(r) => panic!("expected a drop, got a reaction {r:?}"),
         }
@@ -304,7 +305,7 @@ fn cases_41_to_48_echoes() {
 impl Harness {
     fn dropped_at(&mut self, m: Value, now: i64) -> &'static str {
         match self.run_at(m, now) {
-            Verdict::Drop(c) => c,
+            Verdict::Drop(c) => c.as_str(),
             other => panic!("expected drop, got {other:?}"),
         }
     }
@@ -400,7 +401,9 @@ fn cases_51_52_loop_limiter() {
 fn cases_53_54_63_to_69_dm_access() {
     assert_routed(&harness(c0()).routed(d0()), r_d0());
     match harness(c0()).run(stranger()) {
-        Verdict::Pairing { sender_id, chat_id } => {
+        Verdict::Pairing {
+            sender_id, chat_id, ..
+        } => {
             assert_eq!(sender_id, "+15550002222");
             assert_eq!(chat_id, Some(8));
         }
@@ -462,7 +465,10 @@ fn case_58_paired_sender_is_routed_and_authorized() {
 #[test]
 fn case_70_group_strangers_never_pair() {
     let v = harness(c0()).run(merge(g0(), json!({"sender":"+15550002222"})));
-    assert!(matches!(v, Verdict::Drop("group_not_allowed")), "{v:?}");
+    assert!(
+        matches!(v, Verdict::Drop(DropCode::GroupNotAllowed)),
+        "{v:?}"
+    );
 }
 
 // Groups, mentions, commands.
@@ -621,7 +627,7 @@ fn cases_90_to_95_classification() {
         g0(),
         json!({"chat_id":2,"is_group":false,"chat_guid":"iMessage;-;+15550001111","text":"hi"}),
     ));
-    assert_eq!(r.chat_type, "group");
+    assert_eq!(r.chat_type, plugin_abi::types::ChatType::Group);
     assert_eq!(r.session_key, "agent:main:imessage:group:2");
     assert_eq!(r.to, "chat_id:2");
     assert_routed(
@@ -772,7 +778,7 @@ fn cases_143_to_148_config_writes() {
         .run(set("/config set x 1"))
     {
         Verdict::Refuse { code, to, text } => {
-            assert_eq!(code, "config_writes_disabled");
+            assert_eq!(code.as_str(), "config_writes_disabled");
             assert_eq!(to, "chat_id:7");
             assert_eq!(text, policy::CONFIG_WRITES_DISABLED_REPLY);
         }
@@ -796,11 +802,11 @@ fn cases_143_to_148_config_writes() {
     let open = with_channel(on, json!({"dmPolicy": "open", "allowFrom": ["*"]}));
     assert!(matches!(
         harness(open).run(merge(stranger(), json!({"text":"/config set x 1"}))),
-        Verdict::Drop("unauthorized_command")
+        Verdict::Drop(DropCode::UnauthorizedCommand)
     ));
     match harness(c0()).run(set("/config unset x")) {
         Verdict::Refuse { code, text, .. } => {
-            assert_eq!(code, "config_disabled");
+            assert_eq!(code.as_str(), "config_disabled");
             assert_eq!(text, policy::CONFIG_DISABLED_REPLY);
         }
         other => panic!("{other:?}"),
@@ -822,7 +828,7 @@ fn config_write_forms_and_usage_section_9_2() {
     for malformed in ["/config set =3", "/config set", "/config unset a=b"] {
         match harness(on.clone()).run(set(malformed)) {
             Verdict::Refuse { code, text, to } => {
-                assert_eq!(code, "config_malformed", "{malformed}");
+                assert_eq!(code.as_str(), "config_malformed", "{malformed}");
                 assert_eq!(text, "Usage: /config set path=value");
                 assert_eq!(to, "chat_id:7");
             }
@@ -862,7 +868,7 @@ fn case_147_a_strangers_config_command_is_refused_unparsed() {
     let mut owner = harness(merge(c0(), json!({"commands": {"config": true}})));
     match owner.run(merge(d0(), json!({"text": nested(5_000)}))) {
         Verdict::Refuse { code, text, .. } => {
-            assert_eq!(code, "config_malformed");
+            assert_eq!(code.as_str(), "config_malformed");
             assert_eq!(text, policy::CONFIG_OVERSIZED_REPLY);
         }
         other => panic!("{other:?}"),
@@ -946,7 +952,7 @@ fn case_147b_parent_paths_need_every_scope() {
             Verdict::Refuse {
                 code, text: reply, ..
             } => {
-                assert_eq!(code, "config_writes_disabled", "{text}");
+                assert_eq!(code.as_str(), "config_writes_disabled", "{text}");
                 assert_eq!(reply, policy::CONFIG_WRITES_DISABLED_REPLY);
             }
             other => panic!("{text}: {other:?}"),

@@ -4,6 +4,7 @@
 //! Nothing here ever sends a part twice: an uncertain part stays `unknown` unless imsg or
 //! the watch proves it arrived.
 
+use crate::imsg::capabilities::Feature;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -282,13 +283,16 @@ impl SendPath {
                         }
                     }
                 };
+                let to = send::Sender {
+                    slot: &self.sender,
+                    echo: &self.echo,
+                    timeout: Duration::from_millis(settings.send_timeout_ms),
+                    account_id: &self.id,
+                    remote_host: self.remote_host.as_deref(),
+                };
                 send::execute(
-                    &self.sender,
+                    &to,
                     plan,
-                    &self.echo,
-                    Duration::from_millis(settings.send_timeout_ms),
-                    &self.id,
-                    self.remote_host.as_deref(),
                     &Options {
                         throttle: Some(&throttle),
                         attempts: attempts.clone(),
@@ -327,11 +331,7 @@ impl SendPath {
         };
         let tracked = settings.tracked_sends
             && plan.parts.iter().any(|p| p.file.is_none())
-            && snapshot.is_ok_and(|s| {
-                s.features()
-                    .remove("trackedSend")
-                    .is_some_and(|r| r.is_ok())
-            });
+            && snapshot.is_ok_and(|s| s.features().on(Feature::TrackedSend));
         plan.parts
             .iter()
             .enumerate()
@@ -404,7 +404,7 @@ impl SendPath {
             if part.reconciled {
                 self.sends.reconciled_parts.fetch_add(1, Ordering::Relaxed);
             }
-            if part.outcome == "unknown" {
+            if receipt.outcomes.get(i) == Some(&send::Outcome::Unknown) {
                 self.sends.unknown_parts.fetch_add(1, Ordering::Relaxed);
                 let text = plan.parts.get(i).map(|p| p.text.as_str()).unwrap_or("");
                 if plan.parts.get(i).is_some_and(|p| p.file.is_none()) {
@@ -469,15 +469,19 @@ impl SendPath {
         let lines = read(timeutil::now_ms())?;
         // `n` comes from a state file: bounded, so a damaged line cannot size anything.
         let n = lines.first().map_or(0, |l| l.n).min(10_000);
-        let parts: Vec<SendPart> = (0..n)
-            .map(|p| {
+        let outcomes: Vec<send::Outcome> = (0..n)
+            .map(|p| match lines.iter().find(|l| l.p == p).map(|l| l.s) {
+                Some(State::Sent) => send::Outcome::Sent,
+                Some(State::Pending | State::Unknown) => send::Outcome::Unknown,
+                Some(State::Failed) => send::Outcome::Failed,
+                Some(State::NotSent) | None => send::Outcome::NotSent,
+            })
+            .collect();
+        let parts: Vec<SendPart> = outcomes
+            .iter()
+            .zip(0..)
+            .map(|(outcome, p)| {
                 let line = lines.iter().find(|l| l.p == p);
-                let outcome = match line.map(|l| l.s) {
-                    Some(State::Sent) => "sent",
-                    Some(State::Pending | State::Unknown) => "unknown",
-                    Some(State::Failed) => "failed",
-                    Some(State::NotSent) | None => "not_sent",
-                };
                 SendPart {
                     kind: if line.is_some_and(|l| l.f) {
                         "file"
@@ -485,7 +489,7 @@ impl SendPath {
                         "text"
                     }
                     .into(),
-                    outcome: outcome.into(),
+                    outcome: outcome.as_str().into(),
                     message_id: line.and_then(|l| l.m.clone()),
                     error: None,
                     transport: None,
@@ -496,7 +500,7 @@ impl SendPath {
             })
             .collect();
         Ok(SendReceipt {
-            ok: parts.iter().all(|p| p.outcome == "sent"),
+            ok: outcomes.iter().all(|o| *o == send::Outcome::Sent),
             account_id: self.id.clone(),
             message_ids: parts.iter().map(|p| p.message_id.clone()).collect(),
             chunks: parts.iter().filter(|p| p.kind == "text").count(),
@@ -630,9 +634,8 @@ impl SendPath {
         match self.capabilities(settings).await {
             Ok(snapshot) => {
                 let features = snapshot.features();
-                let on = |key: &str| features.get(key).is_some_and(Result::is_ok);
-                plan.formatting = on("textFormatting");
-                if !on("replyThreading") {
+                plan.formatting = features.on(Feature::TextFormatting);
+                if !features.on(Feature::ReplyThreading) {
                     plan.reply_to = None;
                 }
             }

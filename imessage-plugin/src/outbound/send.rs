@@ -8,10 +8,11 @@ use std::time::Duration;
 use plugin_abi::types::{SendPart, SendReceipt};
 use serde_json::Value;
 
-use super::Plan;
-use crate::echo::EchoRegistry;
+use super::{Part, Plan};
+use crate::echo::{EchoRegistry, Scope, Ticket};
 use crate::imsg::child::ChildSlot;
 use crate::imsg::rpc::CallError;
+use crate::state::ledger::State;
 use crate::support::timeutil;
 
 /// What became of one part (channel-behaviour.md §7.8); a string only in the receipt.
@@ -219,6 +220,8 @@ struct Done {
     transport: Option<String>,
     attempt: Option<String>,
     reconciled: bool,
+    /// Held back by the rate limit: when to try again.
+    retry_after_ms: Option<u64>,
     /// The answer's ids, for the echo registry.
     guid: Option<String>,
     rowid: Option<i64>,
@@ -234,10 +237,16 @@ impl Done {
             transport: None,
             attempt: None,
             reconciled: false,
+            retry_after_ms: None,
             guid: None,
             rowid: None,
             chat_guid: None,
         }
+    }
+
+    fn with_attempt(mut self, attempt: Option<String>) -> Done {
+        self.attempt = attempt;
+        self
     }
 
     fn part(&self, kind: &str) -> SendPart {
@@ -247,7 +256,7 @@ impl Done {
             message_id: self.message_id.clone(),
             error: self.error.clone(),
             transport: self.transport.clone(),
-            retry_after_ms: None,
+            retry_after_ms: self.retry_after_ms,
             attempt_id: self.attempt.clone(),
             reconciled: self.reconciled,
         }
@@ -374,252 +383,291 @@ async fn send_tracked(
     }
 }
 
-/// Sends every part in order. Each text part is registered in the echo registry before it is
-/// written and finished with its own ids after its response.
-#[allow(clippy::too_many_arguments)]
-pub async fn execute(
-    sender: &tokio::sync::Mutex<ChildSlot>,
-    plan: &Plan,
-    echo: &Arc<Mutex<EchoRegistry>>,
-    timeout: Duration,
-    account_id: &str,
-    remote_host: Option<&str>,
-    opts: &Options<'_>,
-) -> Receipt {
-    use crate::state::ledger::State;
-    let mut sender = sender.lock().await;
-    let mut held: Option<crate::outbound::ratelimit::Refusal> = None;
-    let scope = plan.target.echo_scope();
+/// Who sends a request: the account's sender child and echo registry.
+pub struct Sender<'a> {
+    pub slot: &'a tokio::sync::Mutex<ChildSlot>,
+    pub echo: &'a Arc<Mutex<EchoRegistry>>,
+    pub timeout: Duration,
+    pub account_id: &'a str,
+    /// A remote Mac: files are uploaded there first (§7.7).
+    pub remote_host: Option<&'a str>,
+}
+
+/// A file copied to the remote Mac for one part: the host and the copy.
+type Upload<'a> = Option<(&'a str, crate::imsg::remote::upload::Uploaded)>;
+
+/// What the ledger gets for a decided part: its state, and whether with the part's ids.
+type Ledger = Option<(State, bool)>;
+
+fn ledger_state(outcome: Outcome) -> State {
+    match outcome {
+        Outcome::Sent => State::Sent,
+        Outcome::Unknown => State::Unknown,
+        Outcome::Failed => State::Failed,
+        Outcome::NotSent => State::NotSent,
+    }
+}
+
+/// One request's run over its parts, with the sender child held throughout.
+struct Run<'a, 'o> {
+    to: &'a Sender<'a>,
+    child: tokio::sync::MutexGuard<'a, ChildSlot>,
+    plan: &'a Plan,
+    opts: &'a Options<'o>,
+    scope: Scope,
+    /// The rate limit held this part back: so are the rest (actions.md §6.3).
+    held: Option<crate::outbound::ratelimit::Refusal>,
+    /// A part's outcome is unknown: the rest are not sent (§7.8).
+    stop_rest: bool,
+}
+
+/// Sends every part in order: each part's outcome is decided, recorded in the ledger, and
+/// pushed to the receipt once. Each text part is registered in the echo registry before it
+/// is written and finished with its own ids after its response.
+pub async fn execute(to: &Sender<'_>, plan: &Plan, opts: &Options<'_>) -> Receipt {
+    let mut run = Run {
+        to,
+        child: to.slot.lock().await,
+        plan,
+        opts,
+        scope: plan.target.echo_scope(),
+        held: None,
+        stop_rest: false,
+    };
     let mut parts = Vec::with_capacity(plan.parts.len());
     let mut outcomes = Vec::with_capacity(plan.parts.len());
-    let mut stop_rest = false;
-    let record = |i: usize, s: State, d: Option<&Done>, attempt: Option<&str>| -> bool {
-        match opts.record {
-            Some(record) => {
-                let m = d.and_then(|d| d.message_id.as_deref());
-                record(i, s, attempt, m, d.is_some_and(|d| d.reconciled))
-            }
-            None => true,
-        }
-    };
     for (i, planned) in plan.parts.iter().enumerate() {
-        let kind = if planned.file.is_some() {
+        let attempt = opts.attempts.get(i).cloned().flatten();
+        let (done, ledger) = run.decide(i, planned, attempt).await;
+        if let Some((state, with_ids)) = ledger {
+            let ids = with_ids.then_some(&done);
+            run.record(i, state, ids, done.attempt.as_deref());
+        }
+        outcomes.push(done.outcome);
+        parts.push(done.part(if planned.file.is_some() {
             "file"
         } else {
             "text"
-        };
-        let attempt = opts.attempts.get(i).cloned().flatten();
-        if stop_rest {
-            outcomes.push(Outcome::NotSent);
-            let mut d = Done::new(
-                Outcome::NotSent,
-                Some("an earlier part has an unknown outcome".into()),
-            );
-            d.attempt = attempt.clone();
-            parts.push(d.part(kind));
-            record(i, State::NotSent, None, attempt.as_deref());
-            continue;
-        }
-        // What an earlier request with this key already did (§7.3): replayed, or settled
-        // by asking imsg once, never sent twice.
-        match opts.prior.get(i) {
-            Some(Prior::Sent(id)) => {
-                outcomes.push(Outcome::Sent);
-                let mut d = Done::new(Outcome::Sent, None);
-                d.message_id = id.clone();
-                d.attempt = attempt.clone();
-                parts.push(d.part(kind));
-                continue;
-            }
-            Some(Prior::Uncertain) => {
-                let settled = match (&attempt, opts.settle) {
-                    (Some(a), Some(settle)) => settle(a.clone(), false).await,
-                    _ => false,
-                };
-                let mut d = if settled {
-                    let mut d = Done::new(Outcome::Sent, None);
-                    d.message_id = attempt.clone();
-                    d.reconciled = true;
-                    d
-                } else {
-                    stop_rest = true;
-                    Done::new(
-                        Outcome::Unknown,
-                        Some("an earlier attempt may have been delivered; not sent again".into()),
-                    )
-                };
-                d.attempt = attempt.clone();
-                outcomes.push(d.outcome);
-                record(
-                    i,
-                    if settled { State::Sent } else { State::Unknown },
-                    Some(&d),
-                    attempt.as_deref(),
-                );
-                parts.push(d.part(kind));
-                continue;
-            }
-            _ => {}
-        }
-        // Each part waits for its send slot; one that cannot get it in time holds back the
-        // rest of the request too (actions.md §6.3).
-        if held.is_none() {
-            if let Some(throttle) = opts.throttle {
-                if let Err(refusal) = throttle.slot().await {
-                    held = Some(refusal);
-                }
-            }
-        }
-        if let Some(refusal) = &held {
-            outcomes.push(Outcome::NotSent);
-            let mut d = Done::new(Outcome::NotSent, Some(refusal.error.clone()));
-            d.attempt = attempt.clone();
-            parts.push(SendPart {
-                retry_after_ms: refusal.retry_after_ms,
-                ..d.part(kind)
-            });
-            record(i, State::NotSent, None, attempt.as_deref());
-            continue;
-        }
-        // With a remote Mac, a file is first uploaded and its remote path is sent (§7.7); the
-        // copy there is removed once the part is settled, whatever became of it.
-        let mut planned = planned.clone();
-        let mut uploaded = None;
-        if let (Some(host), Some(local)) = (remote_host, planned.file.clone()) {
-            let staging = opts
-                .upload_dir
-                .map_or_else(std::env::temp_dir, |d| d.to_path_buf());
-            match crate::imsg::remote::upload::upload(&local, host, &staging).await {
-                Ok(u) => {
-                    planned.file = Some(u.file.clone());
-                    uploaded = Some((host, u));
-                }
-                Err(e) => {
-                    // scp's stderr and the path name the file: debug only.
-                    tracing::warn!(
-                        account = account_id,
-                        "uploading a file to the Mac failed; the part was not sent (details at debug level)"
-                    );
-                    tracing::debug!(
-                        account = account_id,
-                        "uploading a file to the Mac failed: {e}"
-                    );
-                    outcomes.push(Outcome::Failed);
-                    parts.push(send_part(
-                        kind,
-                        Outcome::Failed,
-                        None,
-                        Some(format!("upload failed: {e}")),
-                    ));
-                    record(i, State::Failed, None, None);
-                    continue;
-                }
-            }
-        }
-        let planned = &planned;
-        // Without its `pending` line on disk a repeat of the key could send this part again:
-        // it is not sent.
-        if !record(i, State::Pending, None, attempt.as_deref()) {
-            if let Some((host, u)) = &uploaded {
-                crate::imsg::remote::upload::remove(host, u).await;
-            }
-            outcomes.push(Outcome::NotSent);
-            let mut d = Done::new(
-                Outcome::NotSent,
-                Some("the send ledger could not be written".into()),
-            );
-            d.attempt = attempt.clone();
-            parts.push(d.part(kind));
-            continue;
-        }
-        let ticket = (!planned.text.is_empty()).then(|| echo.locked().begin(&scope, &planned.text));
-        let tracked = match &attempt {
-            Some(a) => send_tracked(&mut sender, plan, planned, a, timeout, opts.settle).await,
-            None => None,
-        };
-        let done = match tracked {
-            Some(d) => d,
-            None => {
-                if attempt.is_some() {
-                    tracing::debug!(
-                        account = account_id,
-                        "no chat for a tracked send to this target; sending untracked"
-                    );
-                }
-                done_from_plain(send_plain(&mut sender, plan, planned, timeout).await)
-            }
-        };
-        if let Some((host, u)) = &uploaded {
-            crate::imsg::remote::upload::remove(host, u).await;
-        }
-        let now = timeutil::now_ms();
-        if let Some(t) = ticket {
-            let mut registry = echo.locked();
-            match done.outcome {
-                Outcome::Sent => registry.finish(t, done.guid.as_deref(), done.rowid, now),
-                // It may have been delivered: keep the text entry for its echo.
-                Outcome::Unknown => registry.finish(t, None, None, now),
-                _ => registry.cancel(t),
-            }
-        } else if done.outcome == Outcome::Sent {
-            echo.locked()
-                .record_ids(done.guid.as_deref(), done.rowid, "", Some(&scope), now);
-        }
-        // Strict bridge sends name the chat: later actions on this message address it by
-        // GUID (actions.md §3.0).
-        if let (Some(g), Some(chat_guid)) = (&done.guid, &done.chat_guid) {
-            echo.locked().note_chat_guid(g, chat_guid);
-        }
-        let state = match done.outcome {
-            Outcome::Sent => State::Sent,
-            Outcome::Unknown => State::Unknown,
-            Outcome::Failed => State::Failed,
-            Outcome::NotSent => State::NotSent,
-        };
-        record(i, state, Some(&done), done.attempt.as_deref());
-        match done.outcome {
-            Outcome::Unknown => {
-                // imsg's error may quote the target or the text: debug only.
-                tracing::warn!(
-                    account = account_id,
-                    "send outcome unknown (may have been delivered); the reason is in the receipt and the debug log"
-                );
-                tracing::debug!(
-                    account = account_id,
-                    "send outcome unknown: {}",
-                    done.error.as_deref().unwrap_or("")
-                );
-                sender.replace().await;
-                stop_rest = true;
-            }
-            Outcome::Failed | Outcome::NotSent => {
-                tracing::warn!(
-                    account = account_id,
-                    "send {}; the reason is in the receipt and the debug log",
-                    done.outcome.as_str()
-                );
-                tracing::debug!(
-                    account = account_id,
-                    "send {}: {}",
-                    done.outcome.as_str(),
-                    done.error.as_deref().unwrap_or("")
-                )
-            }
-            Outcome::Sent => {}
-        }
-        outcomes.push(done.outcome);
-        parts.push(done.part(kind));
+        }));
     }
     Receipt {
         wire: SendReceipt {
             ok: outcomes.iter().all(|o| *o == Outcome::Sent),
-            account_id: account_id.to_string(),
+            account_id: to.account_id.to_string(),
             message_ids: parts.iter().map(|p| p.message_id.clone()).collect(),
             chunks: plan.chunks,
             parts,
             ..Default::default()
         },
         outcomes,
+    }
+}
+
+impl<'a> Run<'a, '_> {
+    /// Writes a part's state (keyed requests); `false`: it could not be recorded.
+    fn record(&self, i: usize, state: State, done: Option<&Done>, attempt: Option<&str>) -> bool {
+        let Some(record) = self.opts.record else {
+            return true;
+        };
+        let message_id = done.and_then(|d| d.message_id.as_deref());
+        record(
+            i,
+            state,
+            attempt,
+            message_id,
+            done.is_some_and(|d| d.reconciled),
+        )
+    }
+
+    /// One part's outcome, and what the ledger gets for it.
+    async fn decide(
+        &mut self,
+        i: usize,
+        planned: &Part,
+        attempt: Option<String>,
+    ) -> (Done, Ledger) {
+        if self.stop_rest {
+            let why = "an earlier part has an unknown outcome";
+            let done = Done::new(Outcome::NotSent, Some(why.into())).with_attempt(attempt);
+            return (done, Some((State::NotSent, false)));
+        }
+        // What an earlier request with this key already did (§7.3): replayed, or settled
+        // by asking imsg once, never sent twice.
+        match self.opts.prior.get(i) {
+            Some(Prior::Sent(id)) => {
+                let mut done = Done::new(Outcome::Sent, None).with_attempt(attempt);
+                done.message_id = id.clone();
+                return (done, None);
+            }
+            Some(Prior::Uncertain) => return self.settle_prior(attempt).await,
+            _ => {}
+        }
+        // Each part waits for its send slot; one that cannot get it in time holds back the
+        // rest of the request too (actions.md §6.3).
+        if self.held.is_none() {
+            if let Some(throttle) = self.opts.throttle {
+                self.held = throttle.slot().await.err();
+            }
+        }
+        if let Some(refusal) = &self.held {
+            let mut done = Done::new(Outcome::NotSent, Some(refusal.error.clone()));
+            done.retry_after_ms = refusal.retry_after_ms;
+            return (done.with_attempt(attempt), Some((State::NotSent, false)));
+        }
+        self.write(i, planned, attempt).await
+    }
+
+    /// A part an earlier request may have sent: sent if imsg knows its attempt, else
+    /// unknown (and the rest are not sent).
+    async fn settle_prior(&mut self, attempt: Option<String>) -> (Done, Ledger) {
+        let settled = match (&attempt, self.opts.settle) {
+            (Some(a), Some(settle)) => settle(a.clone(), false).await,
+            _ => false,
+        };
+        let done = if settled {
+            let mut d = Done::new(Outcome::Sent, None);
+            d.message_id = attempt.clone();
+            d.reconciled = true;
+            d
+        } else {
+            self.stop_rest = true;
+            let why = "an earlier attempt may have been delivered; not sent again";
+            Done::new(Outcome::Unknown, Some(why.into()))
+        };
+        let state = ledger_state(done.outcome);
+        (done.with_attempt(attempt), Some((state, true)))
+    }
+
+    /// Uploads (remote Mac), records `pending`, writes the part, and notes its ids.
+    async fn write(&mut self, i: usize, planned: &Part, attempt: Option<String>) -> (Done, Ledger) {
+        let (planned, uploaded) = match self.upload(planned).await {
+            Ok(up) => up,
+            Err(failed) => return (failed, Some((State::Failed, false))),
+        };
+        // Without its `pending` line on disk a repeat of the key could send this part again:
+        // it is not sent.
+        if !self.record(i, State::Pending, None, attempt.as_deref()) {
+            if let Some((host, u)) = &uploaded {
+                crate::imsg::remote::upload::remove(host, u).await;
+            }
+            let why = "the send ledger could not be written";
+            let done = Done::new(Outcome::NotSent, Some(why.into())).with_attempt(attempt);
+            return (done, None);
+        }
+        let echo = self.to.echo;
+        let ticket =
+            (!planned.text.is_empty()).then(|| echo.locked().begin(&self.scope, &planned.text));
+        let done = self.send(&planned, attempt).await;
+        if let Some((host, u)) = &uploaded {
+            crate::imsg::remote::upload::remove(host, u).await;
+        }
+        self.note_ids(ticket, &done);
+        self.after(&done).await;
+        let state = ledger_state(done.outcome);
+        (done, Some((state, true)))
+    }
+
+    /// With a remote Mac, a file is first uploaded and its remote path is sent (§7.7); the
+    /// copy there is removed once the part is settled, whatever became of it.
+    async fn upload(&self, planned: &Part) -> Result<(Part, Upload<'a>), Done> {
+        let mut planned = planned.clone();
+        let (Some(host), Some(local)) = (self.to.remote_host, planned.file.clone()) else {
+            return Ok((planned, None));
+        };
+        let staging = self
+            .opts
+            .upload_dir
+            .map_or_else(std::env::temp_dir, |d| d.to_path_buf());
+        match crate::imsg::remote::upload::upload(&local, host, &staging).await {
+            Ok(u) => {
+                planned.file = Some(u.file.clone());
+                Ok((planned, Some((host, u))))
+            }
+            Err(e) => {
+                let account = self.to.account_id;
+                // scp's stderr and the path name the file: debug only.
+                tracing::warn!(
+                    account,
+                    "uploading a file to the Mac failed; the part was not sent (details at debug level)"
+                );
+                tracing::debug!(account, "uploading a file to the Mac failed: {e}");
+                Err(Done::new(
+                    Outcome::Failed,
+                    Some(format!("upload failed: {e}")),
+                ))
+            }
+        }
+    }
+
+    /// `send.tracked` when the part has an attempt id and a chat, else `send`.
+    async fn send(&mut self, planned: &Part, attempt: Option<String>) -> Done {
+        let (plan, timeout) = (self.plan, self.to.timeout);
+        let tracked = match &attempt {
+            Some(a) => {
+                let settle = self.opts.settle;
+                send_tracked(&mut self.child, plan, planned, a, timeout, settle).await
+            }
+            None => None,
+        };
+        if let Some(done) = tracked {
+            return done;
+        }
+        if attempt.is_some() {
+            tracing::debug!(
+                account = self.to.account_id,
+                "no chat for a tracked send to this target; sending untracked"
+            );
+        }
+        done_from_plain(send_plain(&mut self.child, plan, planned, timeout).await)
+    }
+
+    /// The echo registry learns the part's ids (or forgets its text when it was not sent).
+    fn note_ids(&self, ticket: Option<Ticket>, done: &Done) {
+        let now = timeutil::now_ms();
+        let mut registry = self.to.echo.locked();
+        match (ticket, done.outcome) {
+            (Some(t), Outcome::Sent) => registry.finish(t, done.guid.as_deref(), done.rowid, now),
+            // It may have been delivered: keep the text entry for its echo.
+            (Some(t), Outcome::Unknown) => registry.finish(t, None, None, now),
+            (Some(t), _) => registry.cancel(t),
+            (None, Outcome::Sent) => {
+                registry.record_ids(done.guid.as_deref(), done.rowid, "", Some(&self.scope), now)
+            }
+            (None, _) => {}
+        }
+        // Strict bridge sends name the chat: later actions on this message address it by
+        // GUID (actions.md §3.0).
+        if let (Some(g), Some(chat_guid)) = (&done.guid, &done.chat_guid) {
+            registry.note_chat_guid(g, chat_guid);
+        }
+    }
+
+    /// Logs a part that was not sent; an unknown outcome also replaces the sender child and
+    /// stops the rest.
+    async fn after(&mut self, done: &Done) {
+        let account = self.to.account_id;
+        // imsg's error may quote the target or the text: debug only.
+        let reason = done.error.as_deref().unwrap_or("");
+        match done.outcome {
+            Outcome::Unknown => {
+                tracing::warn!(
+                    account,
+                    "send outcome unknown (may have been delivered); the reason is in the receipt and the debug log"
+                );
+                tracing::debug!(account, "send outcome unknown: {reason}");
+                self.child.replace().await;
+                self.stop_rest = true;
+            }
+            Outcome::Failed | Outcome::NotSent => {
+                let outcome = done.outcome.as_str();
+                tracing::warn!(
+                    account,
+                    "send {outcome}; the reason is in the receipt and the debug log"
+                );
+                tracing::debug!(account, "send {outcome}: {reason}")
+            }
+            Outcome::Sent => {}
+        }
     }
 }
 
@@ -700,16 +748,14 @@ mod tests {
                 }
                 seen
             });
-            let receipt = execute(
-                &sender,
-                &plan,
-                &echo,
-                Duration::from_secs(5),
-                "default",
-                None,
-                opts,
-            )
-            .await;
+            let to = Sender {
+                slot: &sender,
+                echo: &echo,
+                timeout: Duration::from_secs(5),
+                account_id: "default",
+                remote_host: None,
+            };
+            let receipt = execute(&to, &plan, opts).await;
             (receipt.wire, imsg.await.unwrap())
         })
     }

@@ -1,5 +1,6 @@
 //! The plugin instance: turns host calls into work on the plugin's own runtime.
 
+mod calls;
 mod logging;
 pub(crate) mod panic_hook;
 
@@ -8,12 +9,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use plugin_abi::contract::{CallMethod, ErrorCode};
 use plugin_abi::guard::{HostHandle, Plugin};
 use plugin_abi::types::{
     AccountStart, PluginDescription, PluginError, SendReceipt, SendRequest, StartContext,
     StartReport, StatusReport, StatusRequest,
 };
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::Dispatch;
 
@@ -29,23 +31,8 @@ use crate::watcher;
 /// The channel id, also the config key under `channels`.
 pub const CHANNEL_ID: &str = "imessage";
 
-/// The `call` methods this plugin understands.
-pub const METHODS: &[&str] = &[
-    "config.validate",
-    "config.reload",
-    "pairing.list",
-    "pairing.approve",
-    "pairing.revoke",
-    "target.normalize",
-    "capabilities.get",
-    "chat.typing",
-    "chat.read",
-    "message.react",
-    "message.edit",
-    "message.unsend",
-    "send.reconcile",
-    plugin_abi::chp::CONFIG_SCHEMA_METHOD,
-];
+/// The `call` methods this plugin understands: every method of the host contract.
+pub const METHODS: &[CallMethod] = CallMethod::ALL;
 
 pub fn description() -> PluginDescription {
     PluginDescription {
@@ -53,7 +40,7 @@ pub fn description() -> PluginDescription {
         name: "iMessage".to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         abi_version: plugin_abi::ABI_VERSION.to_string(),
-        methods: METHODS.iter().map(|m| m.to_string()).collect(),
+        methods: METHODS.iter().map(|m| m.as_str().to_string()).collect(),
     }
 }
 
@@ -61,7 +48,7 @@ pub fn description() -> PluginDescription {
 pub fn load_config(config: &Value) -> Result<Config, PluginError> {
     config::parse(config).map_err(|errors| {
         let mut e = PluginError::new(
-            "config_invalid",
+            ErrorCode::ConfigInvalid,
             format!(
                 "{} config error(s): {}",
                 errors.len(),
@@ -250,153 +237,6 @@ impl ImessagePlugin {
             None => Err(not_started()),
         }
     }
-
-    fn pairing_list(r: &Running, payload: &Value) -> Result<Value, PluginError> {
-        let only = payload.get("accountId").and_then(Value::as_str);
-        let now = timeutil::now_ms();
-        let mut out = Vec::new();
-        for account in &r.accounts {
-            if only.is_some_and(|o| o.trim().to_lowercase() != account.id) {
-                continue;
-            }
-            let requests = r.pairing_store(account).list(now).map_err(io_error)?;
-            for q in requests {
-                out.push(json!({
-                    "code": q.code, "senderId": q.id, "accountId": account.id,
-                    "createdAt": q.created_at, "expiresAt": q.expires_at(), "lastSeenAt": q.last_seen_at,
-                }));
-            }
-        }
-        if let Some(o) = only {
-            r.account(Some(o))?;
-        }
-        Ok(Value::Array(out))
-    }
-
-    /// Approves under the state lock; the optional notice is sent by the caller after it.
-    fn pairing_approve(
-        r: &Running,
-        payload: &Value,
-    ) -> Result<(Value, Option<Notice>), PluginError> {
-        let code = payload
-            .get("code")
-            .and_then(Value::as_str)
-            .map(|c| c.trim().to_uppercase())
-            .filter(|c| !c.is_empty())
-            .ok_or_else(|| PluginError::invalid_request("a pairing code is required"))?;
-        let only = payload.get("accountId").and_then(Value::as_str);
-        let now = timeutil::now_ms();
-        let mut matches = Vec::new();
-        for account in &r.accounts {
-            if only.is_some_and(|o| o.trim().to_lowercase() != account.id) {
-                continue;
-            }
-            if r.pairing_store(account)
-                .find(&code, now)
-                .map_err(io_error)?
-                .is_some()
-            {
-                matches.push(account.clone());
-            }
-        }
-        let account = match matches.len() {
-            0 => {
-                return Err(PluginError::invalid_request(format!(
-                    "no pending pairing request with code {code}"
-                )))
-            }
-            1 => matches.remove(0),
-            _ => {
-                return Err(PluginError::invalid_request(format!(
-                    "code {code} is pending in several accounts; name the account"
-                )))
-            }
-        };
-        let request = r
-            .pairing_store(&account)
-            .approve(&code, now)
-            .map_err(io_error)?
-            .ok_or_else(|| {
-                PluginError::invalid_request(format!("no pending pairing request with code {code}"))
-            })?;
-        tracing::info!(account = %account.id, "pairing approved");
-        let mut notice = None;
-        if payload.get("notify").and_then(Value::as_bool) == Some(true) {
-            let to = crate::inbound::pairing::reply_target(&request.id, request.chat_id);
-            if let Ok(plan) = outbound::plan_plain(
-                &to,
-                crate::inbound::pairing::APPROVED_TEXT,
-                &account.settings(),
-            ) {
-                notice = Some((account.clone(), plan, r.runtime.handle().clone()));
-            }
-        }
-        Ok((
-            json!({"accountId": account.id, "senderId": request.id}),
-            notice,
-        ))
-    }
-
-    /// `config.reload` (§11): settings that need no restart apply to the next message with
-    /// the same imsg processes; accounts whose source or process settings changed are
-    /// restarted; added accounts start and removed ones stop.
-    fn reload(&self, payload: &Value) -> Result<Value, PluginError> {
-        self.logged(|| {
-            let mut guard = self.running.locked();
-            let r = guard.as_mut().ok_or_else(not_started)?;
-            let config = Arc::new(load_config(payload)?);
-            for warning in &config.warnings {
-                tracing::warn!("{warning}");
-            }
-            let (watching, duplicates) = watchers_by_source(&config);
-            let was_watching: Vec<String> = r.watchers.keys().cloned().collect();
-            r.config = config.clone();
-            let (mut updated, mut restarted, mut started, mut stopped) = (vec![], vec![], vec![], vec![]);
-            for account in std::mem::take(&mut r.accounts) {
-                let unchanged = config.account(&account.id).filter(|s| {
-                    s.process_settings() == account.settings().process_settings()
-                        && watching.contains(&s.id) == was_watching.contains(&s.id)
-                });
-                match unchanged {
-                    Some(settings) => {
-                        account.update(config.clone(), settings.clone());
-                        updated.push(account.id.clone());
-                        r.accounts.push(account);
-                    }
-                    None => {
-                        r.halt(&account);
-                        if config.account(&account.id).is_some() {
-                            restarted.push(account.id.clone());
-                        } else {
-                            stopped.push(account.id.clone());
-                        }
-                    }
-                }
-            }
-            let mut warnings = Vec::new();
-            for settings in &config.accounts {
-                if !r.accounts.iter().any(|a| a.id == settings.id) {
-                    r.launch(settings, &watching, &duplicates, &self.host, &mut warnings);
-                    if !restarted.contains(&settings.id) {
-                        started.push(settings.id.clone());
-                    }
-                }
-            }
-            tracing::info!(?updated, ?restarted, ?started, ?stopped, "config reloaded");
-            Ok(json!({"updated": updated, "restarted": restarted, "started": started, "stopped": stopped, "warnings": warnings}))
-        })
-    }
-
-    fn pairing_revoke(r: &Running, payload: &Value) -> Result<Value, PluginError> {
-        let sender = payload
-            .get("senderId")
-            .and_then(Value::as_str)
-            .ok_or_else(|| PluginError::invalid_request("senderId is required"))?;
-        let account = r.account(payload.get("accountId").and_then(Value::as_str))?;
-        let id = crate::support::handle::normalize_sender(sender);
-        let removed = r.pairing_store(account).revoke(&id).map_err(io_error)?;
-        Ok(json!({"accountId": account.id, "senderId": id, "removed": removed}))
-    }
 }
 
 impl Plugin for ImessagePlugin {
@@ -427,7 +267,7 @@ impl Plugin for ImessagePlugin {
                 &state_dir,
                 config.accounts.iter().map(|a| a.key.as_str()),
             )
-            .map_err(|e| PluginError::new("state_dir_unsafe", e))?;
+            .map_err(|e| PluginError::new(ErrorCode::StateDirUnsafe, e))?;
             let runtime = Self::build_runtime(dispatch)?;
             let (watching, duplicates) = watchers_by_source(&config);
             let mut r = Running {
@@ -582,169 +422,12 @@ impl Plugin for ImessagePlugin {
     }
 
     fn call(&self, method: &str, payload: Value) -> Result<Value, PluginError> {
-        match method {
-            "config.validate" => self.logged(|| {
-                let config = load_config(&payload)?;
-                Ok(json!({ "ok": true, "warnings": config.warnings }))
-            }),
-            "config.reload" => self.reload(&payload),
-            // Needs no start: the schema is the config parser's own table.
-            "config.schema" => Ok(config::schema::schema()),
-            "pairing.list" => self.with_running(|r| Self::pairing_list(r, &payload)),
-            "pairing.approve" => {
-                let (approved, notice) =
-                    self.with_running(|r| Self::pairing_approve(r, &payload))?;
-                if let Some((account, plan, runtime)) = notice {
-                    self.logged(|| {
-                        let receipt = runtime.block_on(account.send(&plan));
-                        if !receipt.wire.ok {
-                            // The parts' errors may quote the target: debug only.
-                            tracing::warn!(account = %account.id, "the approval notice was not sent (details at debug level)");
-                            tracing::debug!(account = %account.id, "the approval notice was not sent: {:?}", receipt.wire.parts);
-                        }
-                    });
-                }
-                Ok(approved)
-            }
-            "pairing.revoke" => self.with_running(|r| Self::pairing_revoke(r, &payload)),
-            "chat.typing" => {
-                let (account, runtime, config) = self.with_running(|r| {
-                    let id = payload.get("accountId").and_then(Value::as_str);
-                    Ok((
-                        r.account(id)?.clone(),
-                        r.runtime.handle().clone(),
-                        r.config.clone(),
-                    ))
-                })?;
-                let to = payload
-                    .get("to")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| PluginError::invalid_request("to is required"))?;
-                let on = match payload.get("on") {
-                    None => return Err(PluginError::invalid_request("on is required")),
-                    Some(v) => v
-                        .as_bool()
-                        .ok_or_else(|| PluginError::invalid_request("on must be true or false"))?,
-                };
-                outbound::target::parse(to)
-                    .map_err(|e| PluginError::invalid_target(format!("{}: {e}", to.trim())))?;
-                let skipped = |reason: String| json!({"ok": true, "accountId": account.id, "typing": on, "sent": false, "reason": reason});
-                // `never` turns typing off, chat.typing included; the default agent's mode.
-                let mode = config.globals.typing_mode(&config.globals.default_agent);
-                if mode == crate::config::TypingMode::Never {
-                    return Ok(skipped("typingMode is never".into()));
-                }
-                let settings = account.settings();
-                self.logged(|| {
-                    if !on {
-                        crate::actions::typing::stop(&account.actions, to);
-                        return Ok(json!({"ok": true, "accountId": account.id, "typing": false, "sent": true}));
-                    }
-                    match runtime.block_on(crate::actions::typing::unavailable(&account.actions, &settings)) {
-                        Some(reason) => Ok(skipped(reason)),
-                        None => {
-                            // The typing task runs on the plugin's runtime.
-                            let _guard = runtime.enter();
-                            crate::actions::typing::start(&account.actions, &settings, to, crate::actions::typing::Origin::Host);
-                            Ok(json!({"ok": true, "accountId": account.id, "typing": true, "sent": true}))
-                        }
-                    }
-                })
-            }
-            "chat.read" => {
-                let (account, runtime) = self.with_running(|r| {
-                    let id = payload.get("accountId").and_then(Value::as_str);
-                    Ok((r.account(id)?.clone(), r.runtime.handle().clone()))
-                })?;
-                let to = payload
-                    .get("to")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| PluginError::invalid_request("to is required"))?;
-                outbound::target::parse(to)
-                    .map_err(|e| PluginError::invalid_target(format!("{}: {e}", to.trim())))?;
-                // An explicit call is honoured even with sendReadReceipts false (that key
-                // governs the automatic receipts only).
-                let probe_timeout = Duration::from_millis(account.settings().probe_timeout_ms);
-                self.logged(|| match runtime.block_on(crate::actions::mark_read(&account.actions, to, probe_timeout)) {
-                    Ok(None) => Ok(json!({"ok": true, "accountId": account.id, "sent": true})),
-                    Ok(Some(reason)) => Ok(
-                        json!({"ok": true, "accountId": account.id, "sent": false, "reason": reason}),
-                    ),
-                    Err(e) => Err(PluginError::new("failed", format!("mark read failed: {e}"))),
-                })
-            }
-            "message.react" | "message.edit" | "message.unsend" => {
-                // A bridge call may take up to 30 s: outside the state lock.
-                let (account, runtime) = self.with_running(|r| {
-                    let id = payload.get("accountId").and_then(Value::as_str);
-                    Ok((r.account(id)?.clone(), r.runtime.handle().clone()))
-                })?;
-                self.logged(|| {
-                    let settings = account.settings();
-                    let context = account.action_context(&settings);
-                    runtime.block_on(async {
-                        match method {
-                            "message.react" => {
-                                crate::actions::message_actions::react(&context, &payload).await
-                            }
-                            "message.edit" => {
-                                crate::actions::message_actions::edit(&context, &payload).await
-                            }
-                            _ => crate::actions::message_actions::unsend(&context, &payload).await,
-                        }
-                    })
-                })
-            }
-            "send.reconcile" => {
-                let (account, runtime) = self.with_running(|r| {
-                    let id = payload.get("accountId").and_then(Value::as_str);
-                    Ok((r.account(id)?.clone(), r.runtime.handle().clone()))
-                })?;
-                let key = payload
-                    .get("idempotencyKey")
-                    .and_then(Value::as_str)
-                    .filter(|k| !k.is_empty())
-                    .ok_or_else(|| PluginError::invalid_request("idempotencyKey is required"))?;
-                self.logged(|| {
-                    let receipt = runtime.block_on(account.outbound.reconcile_key(key))?;
-                    serde_json::to_value(receipt).map_err(|e| PluginError::internal(e.to_string()))
-                })
-            }
-            "capabilities.get" => {
-                // Learning runs imsg (seconds at worst): outside the state lock.
-                let (account, runtime) = self.with_running(|r| {
-                    let id = payload.get("accountId").and_then(Value::as_str);
-                    Ok((r.account(id)?.clone(), r.runtime.handle().clone()))
-                })?;
-                let refresh = payload.get("refresh").and_then(Value::as_bool) == Some(true);
-                self.logged(|| {
-                    runtime
-                        .block_on(account.capabilities(refresh))
-                        .map(|c| c.to_json(&account.id))
-                        .map_err(|e| PluginError::new("imsg_unavailable", e))
-                })
-            }
-            "target.normalize" => {
-                let to = payload.get("to").and_then(Value::as_str).unwrap_or("");
-                let target = outbound::target::parse(to)
-                    .map_err(|e| PluginError::invalid_target(e.to_string()))?;
-                let mut params = serde_json::Map::new();
-                target.write_params(&mut params);
-                Ok(Value::Object(params))
-            }
-            other => Err(PluginError::new(
-                "unknown_method",
-                format!("not supported by this plugin: {other}"),
-            )),
-        }
+        self.dispatch(method, payload)
     }
 }
 
-/// An approval notice to send once the state lock is released.
-type Notice = (Arc<Account>, outbound::Plan, tokio::runtime::Handle);
-
 fn not_started() -> PluginError {
-    PluginError::new("not_started", "the plugin is not started")
+    PluginError::new(ErrorCode::NotStarted, "the plugin is not started")
 }
 
 fn io_error(e: std::io::Error) -> PluginError {
@@ -754,6 +437,7 @@ fn io_error(e: std::io::Error) -> PluginError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn one_watcher_per_source_case_155() {

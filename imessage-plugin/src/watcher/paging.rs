@@ -6,6 +6,7 @@
 //!
 //! The page loop is here; what a page says is pure ([`Page::parse`]).
 
+use crate::imsg::capabilities::Feature;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -102,11 +103,7 @@ impl Watch {
     fn can_page(&self) -> bool {
         let snapshot = self.account.caps.last();
         self.account.settings().catchup.enabled
-            && snapshot.is_some_and(|s| {
-                s.features()
-                    .remove("messagesAfter")
-                    .is_some_and(|r| r.is_ok())
-            })
+            && snapshot.is_some_and(|s| s.features().on(Feature::MessagesAfter))
     }
 
     /// Pages from the cursor to the newest row (§4.2), or from `start` (after an overflow,

@@ -16,7 +16,7 @@ use crate::account::Configured;
 use crate::config::TypingMode;
 use crate::imsg::message::{ImsgMessage, Malformed};
 use crate::inbound::pairing::{self, Challenge};
-use crate::inbound::{Input, Verdict};
+use crate::inbound::{Accepted, DropCode, Input, Verdict};
 use crate::outbound;
 use crate::support::sync::LockExt;
 use crate::support::timeutil;
@@ -33,7 +33,7 @@ impl Watch {
         match message {
             Ok(m) => self.supervised(subscription, *m, dead_subscriptions).await,
             Err(bad) => {
-                self.inbound.count_drop("malformed");
+                self.inbound.count_drop(DropCode::Malformed);
                 tracing::debug!(
                     "drop reason=malformed account={} keys={}",
                     self.account.id,
@@ -141,7 +141,7 @@ impl Watch {
         tracing::error!(account = %self.account.id, guid, rowid, "{what}");
         self.account.note_panic(what);
         self.account.status.locked().quarantined += 1;
-        self.inbound.count_drop("quarantined");
+        self.inbound.count_drop(DropCode::Quarantined);
         let seen = self.catchup.is_seen(&key) || self.outbox.holds(&key);
         self.outbox.push(Pending {
             key,
@@ -214,30 +214,18 @@ impl Watch {
             allow_store: self.pairing.allow_list_cached(now),
             now_ms: now,
         });
-        // Someone wrote (even a row dropped by policy, even a tapback): the rate limiter's
-        // unanswered counts for the conversation reset (actions.md §6.2). Only a row the
-        // pipeline admitted (routed, a tapback event, a refused command) may add a
-        // conversation; a stranger's row only updates one the bot already knows (issue 21).
-        if !matches!(
-            verdict,
-            Verdict::Drop("from_me" | "echo" | "duplicate" | "stale")
-        ) {
-            let admitted = matches!(
-                verdict,
-                Verdict::Route(_) | Verdict::React(_) | Verdict::Refuse { .. }
-            );
-            self.account.outbound.note_inbound(m, admitted);
-        }
-        // Our own row may settle a send whose outcome was unknown (actions.md §7.3).
-        if m.is_from_me == Some(true) {
-            self.account.outbound.settle_from_echo(m);
-        }
+        self.note_outbound(m, &verdict);
         let mut conversation = None;
         let mut early_typing = false;
         let routed = match verdict {
             Verdict::Drop(_) => false,
-            Verdict::Pairing { sender_id, chat_id } => {
-                self.pairing_flow(&sender_id, chat_id).await;
+            Verdict::Pairing {
+                sender_id,
+                chat_id,
+                chat_guid,
+            } => {
+                self.pairing_flow(&sender_id, chat_id, chat_guid.as_deref())
+                    .await;
                 false
             }
             Verdict::Refuse { to, text, .. } => {
@@ -257,51 +245,13 @@ impl Watch {
                 self.reaction = Some((event, pending));
                 return;
             }
-            Verdict::Route(accepted) => {
-                self.account.actions.index.locked().record(m);
-                let mut routed = accepted.message;
-                if !accepted.attachments.is_empty() {
-                    routed.media = crate::watcher::staging::stage(
-                        &self.account.media,
-                        self.account.source.remote_host.as_deref(),
-                        self.inbound.settings(),
-                        m,
-                        &accepted.attachments,
-                    )
-                    .await;
-                    if let Some(text) = crate::inbound::attachments::placeholder_after_staging(
-                        accepted.placeholder,
-                        routed.media.len(),
-                    ) {
-                        routed.text = text.into();
-                    }
+            Verdict::Route(accepted) => match self.hand_over(m, *accepted).await {
+                Some((to, typing)) => {
+                    (conversation, early_typing) = (Some(to), typing);
+                    true
                 }
-                let to = routed.to.clone();
-                // Early typing: DMs only, when the routed agent's mode is `instant` (§3.1).
-                early_typing = routed.chat_type == "direct"
-                    && self.inbound.typing_mode(&routed.agent_id) == TypingMode::Instant;
-                let event = InboundEvent::Message(routed);
-                let message_id = match &event {
-                    InboundEvent::Message(r) => r.message_id.as_str(),
-                    _ => "",
-                };
-                match self.outbox.push_event(&event, message_id) {
-                    Ok(()) => {
-                        if let Some(config_write) = accepted.config_write {
-                            self.outbox.after_ack(AfterAck {
-                                to: to.clone(),
-                                config_write,
-                            });
-                        }
-                        conversation = Some(to);
-                        true
-                    }
-                    Err(e) => {
-                        tracing::error!(account = %self.account.id, "encoding routed message {message_id}: {e}");
-                        false
-                    }
-                }
-            }
+                None => false,
+            },
         };
         self.outbox.push(Pending {
             key,
@@ -376,7 +326,7 @@ impl Watch {
                         read.push(to);
                     }
                 } else {
-                    self.inbound.count_drop("delivery_failed");
+                    self.inbound.count_drop(DropCode::DeliveryFailed);
                 }
             }
             self.finish(p, now);
@@ -403,7 +353,7 @@ impl Watch {
             Ok(()) => self.account.status.locked().reactions_delivered += 1,
             Err(e) => {
                 tracing::warn!(account = %self.account.id, "reaction event refused by host: {e}");
-                self.inbound.count_drop("reaction_refused");
+                self.inbound.count_drop(DropCode::ReactionRefused);
             }
         }
         self.outbox.push(pending);
@@ -434,11 +384,83 @@ impl Watch {
         }
     }
 
-    async fn pairing_flow(&mut self, sender_id: &str, chat_id: Option<i64>) {
+    /// An accepted message: indexed, its attachments staged, and held for the host; the
+    /// conversation it answers in and whether typing starts early, or `None` when it could
+    /// not be encoded.
+    async fn hand_over(&mut self, m: &ImsgMessage, accepted: Accepted) -> Option<(String, bool)> {
+        self.account.actions.index.locked().record(m);
+        let mut routed = accepted.message;
+        if !accepted.attachments.is_empty() {
+            routed.media = crate::watcher::staging::stage(
+                &self.account.media,
+                self.account.source.remote_host.as_deref(),
+                self.inbound.settings(),
+                m,
+                &accepted.attachments,
+            )
+            .await;
+            if let Some(text) = crate::inbound::attachments::placeholder_after_staging(
+                accepted.placeholder,
+                routed.media.len(),
+            ) {
+                routed.text = text.into();
+            }
+        }
+        let to = routed.to.clone();
+        // Early typing: DMs only, when the routed agent's mode is `instant` (§3.1).
+        let early_typing = routed.chat_type == plugin_abi::types::ChatType::Direct
+            && self.inbound.typing_mode(&routed.agent_id) == TypingMode::Instant;
+        let event = InboundEvent::Message(routed);
+        let message_id = match &event {
+            InboundEvent::Message(r) => r.message_id.as_str(),
+            _ => "",
+        };
+        match self.outbox.push_event(&event, message_id) {
+            Ok(()) => {
+                if let Some(config_write) = accepted.config_write {
+                    self.outbox.after_ack(AfterAck {
+                        to: to.clone(),
+                        config_write,
+                    });
+                }
+                Some((to, early_typing))
+            }
+            Err(e) => {
+                tracing::error!(account = %self.account.id, "encoding routed message {message_id}: {e}");
+                None
+            }
+        }
+    }
+
+    /// What a row means for the send path. Someone wrote (even a row dropped by policy, even
+    /// a tapback): the rate limiter's unanswered counts for the conversation reset (actions.md
+    /// §6.2). Only a row the pipeline admitted (routed, a tapback event, a refused command)
+    /// may add a conversation; a stranger's row only updates one the bot already knows
+    /// (issue 21). Our own row may settle a send whose outcome was unknown (§7.3).
+    fn note_outbound(&self, m: &ImsgMessage, verdict: &Verdict) {
+        if !matches!(verdict, Verdict::Drop(code) if code.is_own_or_replayed()) {
+            let admitted = matches!(
+                verdict,
+                Verdict::Route(_) | Verdict::React(_) | Verdict::Refuse { .. }
+            );
+            self.account.outbound.note_inbound(m, admitted);
+        }
+        if m.is_from_me == Some(true) {
+            self.account.outbound.settle_from_echo(m);
+        }
+    }
+
+    async fn pairing_flow(
+        &mut self,
+        sender_id: &str,
+        chat_id: Option<i64>,
+        chat_guid: Option<&str>,
+    ) {
         let now = timeutil::now_ms();
         match self.pairing.challenge(sender_id, chat_id, now) {
             Ok(Challenge::Reply { code, chat_id }) => {
-                let to = pairing::reply_target(sender_id, chat_id);
+                let peer = crate::config::Peer::Direct(sender_id.to_string());
+                let to = crate::inbound::routing::reply_target(&peer, chat_id, chat_guid);
                 let delivered = self
                     .send_plain(&to, &pairing::pairing_text(sender_id, &code))
                     .await;

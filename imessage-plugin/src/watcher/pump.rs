@@ -70,21 +70,10 @@ pub(super) async fn pump(
                 if w.subscription_settings_changed() {
                     let settings = w.account.settings();
                     if w.wants_reactions(&settings).await != w.reactions_subscribed {
-                        if !w.commit(cancel).await {
-                            break Exit::Stop;
-                        }
-                        w.flush();
-                        dead_subscriptions.insert(subscription);
-                        let _ = conn
-                            .request(
-                                "watch.unsubscribe",
-                                json!({"subscription": subscription}),
-                                Duration::from_secs(10),
-                            )
-                            .await;
-                        match w.subscribe(conn, None).await {
+                        let again = Again::Reactions(subscription);
+                        match resubscribe(w, conn, again, &mut dead_subscriptions, cancel).await {
                             Ok(id) => subscription = id,
-                            Err(e) => break Exit::Gone(format!("resubscribing failed: {e}")),
+                            Err(exit) => break exit,
                         }
                     }
                 }
@@ -118,62 +107,22 @@ pub(super) async fn pump(
             Some(Event::Notification { method, params })
                 if method == "error" || method == "watch.overflow" =>
             {
-                // Resubscribing replays from the cursor: settle what is held first.
-                if !w.commit(cancel).await {
-                    break Exit::Stop;
-                }
                 let p: Value = params
                     .as_deref()
                     .and_then(|p| serde_json::from_str(p.get()).ok())
                     .unwrap_or(Value::Null);
                 let sub = p.get("subscription").and_then(Value::as_i64).unwrap_or(0);
-                dead_subscriptions.insert(sub);
-                w.flush();
-                let mut resume = None;
-                if method == "error" {
-                    let text = p
-                        .pointer("/error/message")
-                        .and_then(Value::as_str)
-                        .unwrap_or("unknown error");
-                    tracing::warn!(account = %w.account.id, "watch failing: {text}");
-                    w.account.set_state(
-                        AccountState::Recovering,
-                        Some(format!("watch failing: {text}")),
-                    );
-                    let _ = conn
-                        .request(
-                            "watch.unsubscribe",
-                            json!({"subscription": sub}),
-                            Duration::from_secs(10),
-                        )
-                        .await;
-                    if sleep_or_cancel(backoff::resubscribe_delay(watch_failures), cancel).await {
-                        break Exit::Stop;
-                    }
+                let again = if method == "error" {
+                    let text = p.pointer("/error/message").and_then(Value::as_str);
+                    let failures = watch_failures;
                     watch_failures += 1;
+                    Again::Failing(sub, text.unwrap_or("unknown error").to_string(), failures)
                 } else {
-                    // At or before the first dropped row; never past what is finished
-                    // (actions.md §4.3). Duplicates are dropped by the seen keys.
-                    let after = p.get("resume_after_rowid").and_then(Value::as_i64);
-                    resume = match (after, w.catchup.rowid()) {
-                        (Some(a), Some(c)) => Some(a.min(c)),
-                        (a, c) => a.or(c),
-                    };
-                    w.note_overflow();
-                    tracing::warn!(account = %w.account.id, "watch overflowed; catching up after row {resume:?}");
-                    match w.page(conn, resume, cancel).await {
-                        super::paging::Paged::From(since) => resume = Some(since),
-                        super::paging::Paged::Skipped => {}
-                        super::paging::Paged::Stop(None) => break Exit::Stop,
-                        super::paging::Paged::Stop(Some(reason)) => break Exit::Gone(reason),
-                    }
-                }
-                match w.subscribe(conn, resume).await {
-                    Ok(id) => {
-                        subscription = id;
-                        w.account.set_state(AccountState::Watching, None)
-                    }
-                    Err(e) => break Exit::Gone(format!("resubscribing failed: {e}")),
+                    Again::Overflow(sub, p.get("resume_after_rowid").and_then(Value::as_i64))
+                };
+                match resubscribe(w, conn, again, &mut dead_subscriptions, cancel).await {
+                    Ok(id) => subscription = id,
+                    Err(exit) => break exit,
                 }
             }
             Some(Event::Notification { method, .. }) => {
@@ -188,4 +137,78 @@ pub(super) async fn pump(
     }
     w.flush();
     exit
+}
+
+/// Why the pump subscribes again, with the subscription that ends.
+enum Again {
+    /// A reload turned tapbacks on or off.
+    Reactions(i64),
+    /// The watch reported an error (its text), after this many failures in a row.
+    Failing(i64, String, u32),
+    /// The watch overflowed; imsg's `resume_after_rowid`, if it said.
+    Overflow(i64, Option<i64>),
+}
+
+/// The one resubscribe path: what is held is settled first (a new subscription replays from
+/// the cursor), the old subscription is dropped, and the new one starts where `again` says.
+async fn resubscribe(
+    w: &mut Watch,
+    conn: &mut Connection,
+    again: Again,
+    dead_subscriptions: &mut HashSet<i64>,
+    cancel: &CancellationToken,
+) -> Result<i64, Exit> {
+    if !w.commit(cancel).await {
+        return Err(Exit::Stop);
+    }
+    let (Again::Reactions(old) | Again::Failing(old, ..) | Again::Overflow(old, _)) = again;
+    dead_subscriptions.insert(old);
+    w.flush();
+    let mut resume = None;
+    let reactions = matches!(again, Again::Reactions(_));
+    match again {
+        Again::Reactions(_) => unsubscribe(conn, old).await,
+        Again::Failing(_, text, failures) => {
+            tracing::warn!(account = %w.account.id, "watch failing: {text}");
+            let error = Some(format!("watch failing: {text}"));
+            w.account.set_state(AccountState::Recovering, error);
+            unsubscribe(conn, old).await;
+            if sleep_or_cancel(backoff::resubscribe_delay(failures), cancel).await {
+                return Err(Exit::Stop);
+            }
+        }
+        Again::Overflow(_, after) => {
+            // At or before the first dropped row; never past what is finished (actions.md
+            // §4.3). Duplicates are dropped by the seen keys.
+            resume = match (after, w.catchup.rowid()) {
+                (Some(a), Some(c)) => Some(a.min(c)),
+                (a, c) => a.or(c),
+            };
+            w.note_overflow();
+            tracing::warn!(account = %w.account.id, "watch overflowed; catching up after row {resume:?}");
+            match w.page(conn, resume, cancel).await {
+                super::paging::Paged::From(since) => resume = Some(since),
+                super::paging::Paged::Skipped => {}
+                super::paging::Paged::Stop(None) => return Err(Exit::Stop),
+                super::paging::Paged::Stop(Some(reason)) => return Err(Exit::Gone(reason)),
+            }
+        }
+    }
+    match w.subscribe(conn, resume).await {
+        Ok(id) => {
+            if !reactions {
+                w.account.set_state(AccountState::Watching, None);
+            }
+            Ok(id)
+        }
+        Err(e) => Err(Exit::Gone(format!("resubscribing failed: {e}"))),
+    }
+}
+
+/// Best effort: a subscription the server already dropped answers with an error.
+async fn unsubscribe(conn: &mut Connection, subscription: i64) {
+    let params = json!({"subscription": subscription});
+    let _ = conn
+        .request("watch.unsubscribe", params, Duration::from_secs(10))
+        .await;
 }

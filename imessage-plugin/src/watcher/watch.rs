@@ -2,6 +2,7 @@
 //! writer thread, the pairing store, and what the host has not acknowledged yet. It lives as
 //! long as the watch (across imsg restarts), so the cursor and the guards carry over.
 
+use crate::imsg::capabilities::Feature;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -256,8 +257,8 @@ impl Watch {
             return false;
         }
         match self.account.capabilities(false).await {
-            Ok(snapshot) => match snapshot.features().remove("reactionsInbound") {
-                Some(Ok(())) => true,
+            Ok(snapshot) => match snapshot.features().take(Feature::ReactionsInbound) {
+                Ok(()) => true,
                 _ => {
                     tracing::warn!(
                         account = %self.account.id,
