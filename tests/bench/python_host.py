@@ -4,18 +4,21 @@ compared with.
 
     python_host.py chp      LIBRARY CONFIG STATE_DIR DELIVERED MAX_BATCH [--echo]
     python_host.py serve    HOST_STUB PLUGINS CONFIG STATE_DIR DELIVERED MAX_BATCH [--echo]
-    python_host.py baseline ROUTED DURABLE STARTED BATCH
+    python_host.py baseline ROUTED DURABLE STARTED BATCH [--dumps]
 
 `chp` is examples/python-host itself: chp.py and gateway.py's asyncio Gateway (wakeup fd,
 add_reader), started asking for batches. `serve` drives `host-stub serve` over its stdin and
 stdout with a plain blocking loop. Both append each delivery's routed messages to DELIVERED
 with one write and one fsync, print them as JSON lines on stdout, and only then acknowledge;
 with --echo they answer every message as gateway.py's echo agent does. SIGINT stops them
-(`stop`, then `plugin.closed`); at exit they print `deliveries D messages M` on stderr.
+(`stop`, then `plugin.closed`); at exit they print `deliveries D messages M cpu S` on stderr (S:
+the main thread's CPU seconds, the Python host's own work).
 
 `baseline` is the floor: it reads ROUTED (the routed JSON lines a host printed), parses each
 line, and every BATCH lines writes them to DURABLE, fsyncs and prints them. It writes its
-start time (unix ns) to STARTED just before its loop, as imsg-sim does before a burst.
+start time (unix ns) to STARTED just before its loop, as imsg-sim does before a burst. With
+--dumps it writes `json.dumps` of each parsed line instead of the line itself: the same JSON
+work per message as the hosts (parse, serialise), so its ratio shows what the transport adds.
 """
 
 import asyncio
@@ -51,7 +54,10 @@ def read_config(path: str) -> dict:
 
 
 def report(deliveries: int, messages: int) -> None:
-    print(f"deliveries {deliveries} messages {messages}", file=sys.stderr, flush=True)
+    # thread_time: the host's own Python work (the loop runs on the main thread), without
+    # the plugin's threads that share the process in chp mode.
+    print(f"deliveries {deliveries} messages {messages} cpu {time.thread_time():.3f}",
+          file=sys.stderr, flush=True)
 
 
 class CountingGateway(gateway.Gateway):
@@ -170,7 +176,7 @@ def run_serve(args: List[str], echo: bool) -> int:
     return code
 
 
-def run_baseline(args: List[str]) -> int:
+def run_baseline(args: List[str], dumps: bool) -> int:
     routed, durable_path, started, batch = args[0], args[1], args[2], int(args[3])
     out = sys.stdout.buffer
     with open(routed, "rb") as src, open(durable_path, "ab") as durable:
@@ -188,7 +194,9 @@ def run_baseline(args: List[str]) -> int:
         with open(started, "w") as f:
             f.write(str(time.time_ns()))
         for line in src:
-            json.loads(line)
+            message = json.loads(line)
+            if dumps:
+                line = (json.dumps(message, separators=(",", ":")) + "\n").encode("utf-8")
             pending.append(line)
             if len(pending) >= batch:
                 commit()
@@ -197,13 +205,13 @@ def run_baseline(args: List[str]) -> int:
 
 
 def main(argv: List[str]) -> int:
-    echo = "--echo" in argv
-    args = [a for a in argv[1:] if a != "--echo"]
+    echo, dumps = "--echo" in argv, "--dumps" in argv
+    args = [a for a in argv[1:] if a not in ("--echo", "--dumps")]
     # mode → (runner, argument count after the mode)
     modes = {
         "chp": (lambda rest: run_chp(rest, echo), 5),
         "serve": (lambda rest: run_serve(rest, echo), 6),
-        "baseline": (run_baseline, 4),
+        "baseline": (lambda rest: run_baseline(rest, dumps), 4),
     }
     mode = modes.get(args[0]) if args else None
     if mode is None or len(args) - 1 != mode[1]:

@@ -384,21 +384,27 @@ impl Python {
             .expect("start the Python host")
     }
 
-    /// One burst through a Python host: seconds and the mean events per delivery. When
-    /// `keep_routed` is given, the host's durable file (the routed lines) is copied there.
-    fn burst(&self, n: u64, host: PyHost, keep_routed: Option<&Path>) -> (f64, f64) {
+    /// One burst through a Python host: seconds and what the host reported (NaN when it
+    /// reported nothing). With `keep_routed`, its durable file (the routed lines) is copied
+    /// there.
+    fn burst(&self, n: u64, host: PyHost, keep_routed: Option<&Path>) -> (f64, HostReport) {
         let gw = burst_gateway(n);
         let sample = timed_burst(&gw, self.start(&gw, host, false), n, &[]);
         let stderr = std::fs::read_to_string(gw.path("python.stderr")).unwrap_or_default();
         if let Some(to) = keep_routed {
             std::fs::copy(gw.path("delivered.jsonl"), to).expect("keeping the routed lines");
         }
-        (sample.seconds, mean_batch(&stderr).unwrap_or(f64::NAN))
+        let report = HostReport::parse(&stderr).unwrap_or(HostReport {
+            mean_batch: f64::NAN,
+            cpu: f64::NAN,
+        });
+        (sample.seconds, report)
     }
 
     /// The baseline: a Python loop reading the routed lines from a file, parsing each,
-    /// writing and fsyncing them per `PY_MAX_BATCH` and printing them.
-    fn baseline(&self, routed: &Path, n: u64) -> f64 {
+    /// writing and fsyncing them per `PY_MAX_BATCH` and printing them; with `dumps` it
+    /// serialises each again first, as the hosts do (their JSON work without the transport).
+    fn baseline(&self, routed: &Path, n: u64, dumps: bool) -> f64 {
         let dir = tempfile::tempdir().unwrap();
         let started = dir.path().join("started");
         let mut child = self
@@ -408,6 +414,7 @@ impl Python {
             .arg(dir.path().join("durable.jsonl"))
             .arg(&started)
             .arg(PY_MAX_BATCH.to_string())
+            .args(dumps.then_some("--dumps"))
             .stdout(Stdio::piped())
             .spawn()
             .expect("start the Python baseline");
@@ -419,49 +426,78 @@ impl Python {
     }
 }
 
-/// Events per delivery from a Python host's last stderr line `deliveries D messages M`.
-fn mean_batch(stderr: &str) -> Option<f64> {
-    let line = stderr
-        .lines()
-        .rev()
-        .find(|l| l.starts_with("deliveries "))?;
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let deliveries: f64 = words.get(1)?.parse().ok()?;
-    let messages: f64 = words.get(3)?.parse().ok()?;
-    Some(messages / deliveries.max(1.0))
+/// What a Python host reported on stderr at exit (`deliveries D messages M cpu S`).
+#[derive(Clone, Copy)]
+struct HostReport {
+    /// Events per delivery.
+    mean_batch: f64,
+    /// CPU seconds of the host's main thread: its own Python work.
+    cpu: f64,
 }
 
-/// The Python rows: both hosts and the baseline, `runs` times, then their medians.
+impl HostReport {
+    fn parse(stderr: &str) -> Option<HostReport> {
+        let line = stderr
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("deliveries "))?;
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let number = |i: usize| words.get(i).and_then(|w| w.parse::<f64>().ok());
+        Some(HostReport {
+            mean_batch: number(3)? / number(1)?.max(1.0),
+            cpu: number(5)?,
+        })
+    }
+}
+
+/// One Python host's run, as printed: time, rate, its report, both ratios.
+fn host_row(name: &str, n: u64, seconds: f64, r: HostReport, base: f64, base_dumps: f64) -> String {
+    format!(
+        "{name} {seconds:.3} s ({:.0} msg/s, mean batch {:.0}, host CPU {:.2} s, ratio {:.2}, to the dumps loop {:.2})",
+        n as f64 / seconds,
+        r.mean_batch,
+        r.cpu,
+        seconds / base,
+        seconds / base_dumps,
+    )
+}
+
+/// The Python rows: both hosts and the two baselines, `runs` times, then their medians.
 fn python_rows(py: &Python, n: u64, runs: u64) {
-    println!("Python hosts: {n} messages in a burst, batched delivery (maxBatch {PY_MAX_BATCH}), one write + fsync per batch before the ack; baseline: a Python loop over the same routed lines from a file, parse each, write + fsync per {PY_MAX_BATCH}; {runs} runs");
+    println!("Python hosts: {n} messages in a burst, batched delivery (maxBatch {PY_MAX_BATCH}), one write + fsync per batch before the ack; baseline: a Python loop over the same routed lines from a file, parse each, write + fsync per {PY_MAX_BATCH} (the dumps loop also serialises each again, as the hosts do); {runs} runs");
     let routed_dir = tempfile::tempdir().unwrap();
     let routed = routed_dir.path().join("routed.jsonl");
-    let (mut cabi, mut stdio, mut bases) = (Vec::new(), Vec::new(), Vec::new());
+    let mut times: [Vec<f64>; 4] = Default::default();
     for run in 1..=runs {
         let keep = (run == 1).then_some(routed.as_path());
-        let (c, c_batch) = py.burst(n, PyHost::CAbi, keep);
-        let (s, s_batch) = py.burst(n, PyHost::Stdio, None);
-        let b = py.baseline(&routed, n);
-        println!(
-            "  run {run}: C ABI host {c:.3} s ({:.0} msg/s, mean batch {c_batch:.0}, ratio {:.2}); stdio bridge host {s:.3} s ({:.0} msg/s, mean batch {s_batch:.0}, ratio {:.2}); baseline {b:.3} s ({:.0} msg/s)",
-            n as f64 / c,
-            c / b,
-            n as f64 / s,
-            s / b,
-            n as f64 / b,
+        let (c, cr) = py.burst(n, PyHost::CAbi, keep);
+        let (s, sr) = py.burst(n, PyHost::Stdio, None);
+        let (b, d) = (
+            py.baseline(&routed, n, false),
+            py.baseline(&routed, n, true),
         );
-        cabi.push(c);
-        stdio.push(s);
-        bases.push(b);
+        println!(
+            "  run {run}: {}; {}; baseline {b:.3} s ({:.0} msg/s); dumps loop {d:.3} s ({:.0} msg/s)",
+            host_row("C ABI host", n, c, cr, b, d),
+            host_row("stdio bridge host", n, s, sr, b, d),
+            n as f64 / b,
+            n as f64 / d,
+        );
+        for (all, t) in times.iter_mut().zip([c, s, b, d]) {
+            all.push(t);
+        }
     }
-    let (c, s, b) = (median(&cabi), median(&stdio), median(&bases));
+    let [c, s, b, d] = times.map(|t| median(&t));
     println!(
-        "median: Python via C ABI {c:.3} s = {:.0} msg/s, ratio {:.2} | Python via host-stub serve {s:.3} s = {:.0} msg/s, ratio {:.2} | Python baseline loop {b:.3} s = {:.0} msg/s",
+        "median: Python via C ABI {c:.3} s = {:.0} msg/s, ratio {:.2} ({:.2} to the dumps loop) | Python via host-stub serve {s:.3} s = {:.0} msg/s, ratio {:.2} ({:.2}) | Python baseline loop {b:.3} s = {:.0} msg/s | dumps loop {d:.3} s = {:.0} msg/s",
         n as f64 / c,
         c / b,
+        c / d,
         n as f64 / s,
         s / b,
+        s / d,
         n as f64 / b,
+        n as f64 / d,
     );
 }
 
