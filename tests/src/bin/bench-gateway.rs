@@ -19,7 +19,10 @@
 //! makes every delivery durable with one write and one fsync, prints the routed lines, then
 //! acknowledges. Their ratio is to a Python loop that reads the same routed lines from a file,
 //! parses each, and writes + fsyncs + prints them per 256 (the floor for Python doing the
-//! same durable work). The echo round trip is measured through both Python hosts too.
+//! same durable work), and to a second loop that also serialises each message again, as the
+//! hosts do (`json.dumps` per message): what the transport adds beyond Python's JSON work.
+//! Each host reports its mean batch and its main thread's CPU. The echo round trip is
+//! measured through both Python hosts too.
 //!
 //! Knobs (environment): `MESSAGES` (default 100,000), `RUNS` (5), `PACED` (100,000 messages
 //! at 20,000/s), `ECHOES` (200 at 50/s), `RSS_MESSAGES` (1,000,000: peak RSS sampled at 200k,
