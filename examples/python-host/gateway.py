@@ -45,8 +45,9 @@ def echo_request(message: dict) -> dict:
 
 
 class Gateway:
-    def __init__(self, instance: chp.Instance, delivered_path: str):
+    def __init__(self, instance: chp.Instance, delivered_path: str, echo: bool = True):
         self.h = instance
+        self.echo = echo
         self.delivered = open(delivered_path, "ab")
         self.ids = itertools.count(1)
         self.pending: Dict[Any, asyncio.Future] = {}
@@ -116,7 +117,7 @@ class Gateway:
         sys.stdout.write(lines)
         sys.stdout.flush()
         self.h.post({"jsonrpc": "2.0", "id": rid, "result": {}})
-        for m in messages:
+        for m in messages if self.echo else ():
             sent = self.request("send", echo_request(m))
             sent.add_done_callback(report_failure("send"))
 

@@ -12,10 +12,24 @@
 //! line. Then latency: the same gateway paced at 20,000 msg/s (notification → routed line),
 //! and the echo round trip (notification → the `send` of the `--reply echo` answer).
 //!
+//! Python rows (issue 23), the same burst through a Python host as a user runs one, by
+//! `tests/bench/python_host.py`: through the C ABI (examples/python-host's chp.py and asyncio
+//! gateway.py) and through the stdio bridge (a Python process driving `host-stub serve` over
+//! its stdin/stdout). Each asks for batched delivery (`maxBatch` 256, as host-stub gateway),
+//! makes every delivery durable with one write and one fsync, prints the routed lines, then
+//! acknowledges. Their ratio is to a Python loop that reads the same routed lines from a file,
+//! parses each, and writes + fsyncs + prints them per 256 (the floor for Python doing the
+//! same durable work), and to a second loop that also serialises each message again, as the
+//! hosts do (`json.dumps` per message): what the transport adds beyond Python's JSON work.
+//! Each host reports its mean batch and its main thread's CPU. The echo round trip is
+//! measured through both Python hosts too.
+//!
 //! Knobs (environment): `MESSAGES` (default 100,000), `RUNS` (5), `PACED` (100,000 messages
 //! at 20,000/s), `ECHOES` (200 at 50/s), `RSS_MESSAGES` (1,000,000: peak RSS sampled at 200k,
-//! 600k and 1M; 0 skips it). Medians are over `RUNS`; the machine is noisy, so compare
-//! numbers from one run of this binary.
+//! 600k and 1M; 0 skips it), `PYTHON` (the interpreter, `python3`), `PYTHON_ROWS` (`0` skips
+//! the Python rows; without it a missing interpreter stops the benchmark before it starts).
+//! Medians are over `RUNS`; the machine is noisy, so compare numbers from one run of this
+//! binary.
 
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -191,8 +205,8 @@ struct Sample {
     rss: Vec<(u64, u64)>,
 }
 
-/// One whole-process run: host-stub + libimessage + imsg-sim, N messages in a burst.
-fn whole_process(n: u64, checkpoints: &[u64]) -> Sample {
+/// A scratch gateway whose imsg-sim writes N messages in a burst and notes when it began.
+fn burst_gateway(n: u64) -> Gateway {
     let gw = Gateway::new(json!({"messages": n, "started": "STARTED"}));
     let started = gw.path("started");
     let scenario_path = gw.path("scenario.json");
@@ -201,7 +215,11 @@ fn whole_process(n: u64, checkpoints: &[u64]) -> Sample {
         &Value::from(started.display().to_string()).to_string(),
     );
     std::fs::write(&scenario_path, scenario).unwrap();
-    let mut child = gw.start(false);
+    gw
+}
+
+/// Times a started gateway (`child`, routed lines on its stdout) through the burst of `gw`.
+fn timed_burst(gw: &Gateway, mut child: Child, n: u64, checkpoints: &[u64]) -> Sample {
     let pid = child.id();
     let mut stdout = child.stdout.take().unwrap();
     let mut rss = Vec::new();
@@ -213,13 +231,20 @@ fn whole_process(n: u64, checkpoints: &[u64]) -> Sample {
         }
     });
     let (peak_kib, _) = memory_kib(pid);
-    let seconds = (end - started_ns(&started)) as f64 / 1e9;
+    let seconds = (end - started_ns(&gw.path("started"))) as f64 / 1e9;
     stop(child);
     Sample {
         seconds,
         peak_kib,
         rss,
     }
+}
+
+/// One whole-process run: host-stub + libimessage + imsg-sim, N messages in a burst.
+fn whole_process(n: u64, checkpoints: &[u64]) -> Sample {
+    let gw = burst_gateway(n);
+    let child = gw.start(false);
+    timed_burst(&gw, child, n, checkpoints)
 }
 
 /// The bare loop over the same bytes: `imsg-sim burst N | bench-gateway --bare[-println]`.
@@ -282,6 +307,203 @@ fn bare_loop() {
     let _ = out.flush();
 }
 
+/// The most events per delivery the Python hosts ask for, and the baseline's batch: host-stub
+/// gateway's `maxBatch` (plugin_abi's `DEFAULT_MAX_BATCH`), so every row batches alike.
+const PY_MAX_BATCH: u64 = 256;
+
+/// How to run the Python rows: the interpreter and tests/bench/python_host.py.
+struct Python {
+    interpreter: String,
+    script: PathBuf,
+}
+
+/// The Python rows need python3; without it the benchmark stops unless `PYTHON_ROWS=0` says
+/// to skip them, so a missing interpreter never passes as "no Python rows" unnoticed.
+fn python() -> Option<Python> {
+    if std::env::var("PYTHON_ROWS").as_deref() == Ok("0") {
+        println!("!!!!!!!! PYTHON_ROWS=0: the Python host rows (C ABI, stdio bridge) are skipped !!!!!!!!");
+        return None;
+    }
+    let interpreter = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let runs = Command::new(&interpreter)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !runs {
+        eprintln!("!!!!!!!! `{interpreter}` DOES NOT RUN: the Python host rows need it; install it, point PYTHON at one, or set PYTHON_ROWS=0 to skip them !!!!!!!!");
+        std::process::exit(2);
+    }
+    let script = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/bench/python_host.py"));
+    if !script.exists() {
+        eprintln!(
+            "{} is missing: the Python host rows need it",
+            script.display()
+        );
+        std::process::exit(2);
+    }
+    Some(Python {
+        interpreter,
+        script: script.to_path_buf(),
+    })
+}
+
+/// The two ways a Python host loads the plugin.
+#[derive(Clone, Copy)]
+enum PyHost {
+    /// examples/python-host (chp.py + gateway.py's asyncio Gateway) over the `chp_*` C ABI.
+    CAbi,
+    /// A Python process driving `host-stub serve` over its stdin/stdout.
+    Stdio,
+}
+
+impl Python {
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.interpreter);
+        cmd.arg(&self.script);
+        cmd
+    }
+
+    /// Starts a Python host on `gw`: routed lines on its stdout, its stderr in `python.stderr`.
+    fn start(&self, gw: &Gateway, host: PyHost, echo: bool) -> Child {
+        let mut cmd = self.command();
+        match host {
+            PyHost::CAbi => cmd.arg("chp").arg(gw.path("plugins").join(library_name())),
+            PyHost::Stdio => cmd
+                .arg("serve")
+                .arg(artifact("host-stub"))
+                .arg(gw.path("plugins")),
+        };
+        cmd.arg(gw.path("gateway.json5"))
+            .arg(gw.path("state"))
+            .arg(gw.path("delivered.jsonl"))
+            .arg(PY_MAX_BATCH.to_string());
+        if echo {
+            cmd.arg("--echo");
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(gw.path("python.stderr")).unwrap())
+            .spawn()
+            .expect("start the Python host")
+    }
+
+    /// One burst through a Python host: seconds and what the host reported (NaN when it
+    /// reported nothing). With `keep_routed`, its durable file (the routed lines) is copied
+    /// there.
+    fn burst(&self, n: u64, host: PyHost, keep_routed: Option<&Path>) -> (f64, HostReport) {
+        let gw = burst_gateway(n);
+        let sample = timed_burst(&gw, self.start(&gw, host, false), n, &[]);
+        let stderr = std::fs::read_to_string(gw.path("python.stderr")).unwrap_or_default();
+        if let Some(to) = keep_routed {
+            std::fs::copy(gw.path("delivered.jsonl"), to).expect("keeping the routed lines");
+        }
+        let report = HostReport::parse(&stderr).unwrap_or(HostReport {
+            mean_batch: f64::NAN,
+            cpu: f64::NAN,
+        });
+        (sample.seconds, report)
+    }
+
+    /// The baseline: a Python loop reading the routed lines from a file, parsing each,
+    /// writing and fsyncing them per `PY_MAX_BATCH` and printing them; with `dumps` it
+    /// serialises each again first, as the hosts do (their JSON work without the transport).
+    fn baseline(&self, routed: &Path, n: u64, dumps: bool) -> f64 {
+        let dir = tempfile::tempdir().unwrap();
+        let started = dir.path().join("started");
+        let mut child = self
+            .command()
+            .arg("baseline")
+            .arg(routed)
+            .arg(dir.path().join("durable.jsonl"))
+            .arg(&started)
+            .arg(PY_MAX_BATCH.to_string())
+            .args(dumps.then_some("--dumps"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the Python baseline");
+        let mut stdout = child.stdout.take().unwrap();
+        let end = count_lines(&mut stdout, n, |_| {});
+        let seconds = (end - started_ns(&started)) as f64 / 1e9;
+        let _ = child.wait();
+        seconds
+    }
+}
+
+/// What a Python host reported on stderr at exit (`deliveries D messages M cpu S`).
+#[derive(Clone, Copy)]
+struct HostReport {
+    /// Events per delivery.
+    mean_batch: f64,
+    /// CPU seconds of the host's main thread: its own Python work.
+    cpu: f64,
+}
+
+impl HostReport {
+    fn parse(stderr: &str) -> Option<HostReport> {
+        let line = stderr
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("deliveries "))?;
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let number = |i: usize| words.get(i).and_then(|w| w.parse::<f64>().ok());
+        Some(HostReport {
+            mean_batch: number(3)? / number(1)?.max(1.0),
+            cpu: number(5)?,
+        })
+    }
+}
+
+/// One Python host's run, as printed: time, rate, its report, both ratios.
+fn host_row(name: &str, n: u64, seconds: f64, r: HostReport, base: f64, base_dumps: f64) -> String {
+    format!(
+        "{name} {seconds:.3} s ({:.0} msg/s, mean batch {:.0}, host CPU {:.2} s, ratio {:.2}, to the dumps loop {:.2})",
+        n as f64 / seconds,
+        r.mean_batch,
+        r.cpu,
+        seconds / base,
+        seconds / base_dumps,
+    )
+}
+
+/// The Python rows: both hosts and the two baselines, `runs` times, then their medians.
+fn python_rows(py: &Python, n: u64, runs: u64) {
+    println!("Python hosts: {n} messages in a burst, batched delivery (maxBatch {PY_MAX_BATCH}), one write + fsync per batch before the ack; baseline: a Python loop over the same routed lines from a file, parse each, write + fsync per {PY_MAX_BATCH} (the dumps loop also serialises each again, as the hosts do); {runs} runs");
+    let routed_dir = tempfile::tempdir().unwrap();
+    let routed = routed_dir.path().join("routed.jsonl");
+    let mut times: [Vec<f64>; 4] = Default::default();
+    for run in 1..=runs {
+        let keep = (run == 1).then_some(routed.as_path());
+        let (c, cr) = py.burst(n, PyHost::CAbi, keep);
+        let (s, sr) = py.burst(n, PyHost::Stdio, None);
+        let (b, d) = (
+            py.baseline(&routed, n, false),
+            py.baseline(&routed, n, true),
+        );
+        println!(
+            "  run {run}: {}; {}; baseline {b:.3} s ({:.0} msg/s); dumps loop {d:.3} s ({:.0} msg/s)",
+            host_row("C ABI host", n, c, cr, b, d),
+            host_row("stdio bridge host", n, s, sr, b, d),
+            n as f64 / b,
+            n as f64 / d,
+        );
+        for (all, t) in times.iter_mut().zip([c, s, b, d]) {
+            all.push(t);
+        }
+    }
+    let [c, s, b, d] = times.map(|t| median(&t));
+    println!(
+        "median: Python via C ABI {c:.3} s = {:.0} msg/s, ratio {:.2} ({:.2} to the dumps loop) | Python via host-stub serve {s:.3} s = {:.0} msg/s, ratio {:.2} ({:.2}) | Python baseline loop {b:.3} s = {:.0} msg/s | dumps loop {d:.3} s = {:.0} msg/s",
+        n as f64 / c,
+        c / b,
+        c / d,
+        n as f64 / s,
+        s / b,
+        s / d,
+        n as f64 / b,
+        n as f64 / d,
+    );
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -325,8 +547,9 @@ fn paced(n: u64, rate: u64) -> Vec<f64> {
     latencies
 }
 
-/// Notification → the `send` of the echo agent's answer; latencies in µs, sorted.
-fn echo_round_trip(n: u64, rate: u64) -> Vec<f64> {
+/// Notification → the `send` of the echo agent's answer; latencies in µs, sorted. `start`
+/// runs the gateway with its echo agent on.
+fn echo_round_trip(n: u64, rate: u64, start: impl FnOnce(&Gateway) -> Child) -> Vec<f64> {
     let gw = Gateway::new(json!({"messages": n, "rate": rate, "sends": "SENDS"}));
     let sends = gw.path("sends.log");
     let scenario_path = gw.path("scenario.json");
@@ -335,7 +558,7 @@ fn echo_round_trip(n: u64, rate: u64) -> Vec<f64> {
         &Value::from(sends.display().to_string()).to_string(),
     );
     std::fs::write(&scenario_path, scenario).unwrap();
-    let mut child = gw.start(true);
+    let mut child = start(&gw);
     // Routed lines must be read, or a full pipe stalls host-stub after ~64 KiB.
     let mut stdout = child.stdout.take().unwrap();
     let drain = std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
@@ -362,14 +585,8 @@ fn echo_round_trip(n: u64, rate: u64) -> Vec<f64> {
     latencies
 }
 
-fn main() {
-    match std::env::args().nth(1).as_deref() {
-        Some("--bare") => return bare_loop(),
-        Some("--bare-println") => return bare_println_loop(),
-        _ => {}
-    }
-    let n = env_number("MESSAGES", 100_000);
-    let runs = env_number("RUNS", 5).max(1);
+/// host-stub gateway beside the two bare loops, `runs` times, then their medians.
+fn rust_rows(n: u64, runs: u64) {
     println!("whole process: host-stub gateway + libimessage + imsg-sim, {n} messages in a burst, every delivery fsynced; {runs} runs");
     let mut whole = Vec::new();
     let mut bares = Vec::new();
@@ -407,6 +624,32 @@ fn main() {
         n as f64 / p,
         w / p,
     );
+}
+
+fn print_echo(what: &str, sorted: &[f64]) {
+    println!(
+        "echo round trip, {what}, {} messages at 50/s: notification → send of the reply p50 {:.2} ms, p99 {:.2} ms",
+        sorted.len(),
+        percentile(sorted, 0.5) / 1000.0,
+        percentile(sorted, 0.99) / 1000.0
+    );
+}
+
+fn main() {
+    match std::env::args().nth(1).as_deref() {
+        Some("--bare") => return bare_loop(),
+        Some("--bare-println") => return bare_println_loop(),
+        _ => {}
+    }
+    let n = env_number("MESSAGES", 100_000);
+    let runs = env_number("RUNS", 5).max(1);
+    // Before anything runs: a missing python3 stops the benchmark now, not after minutes.
+    let py = python();
+    rust_rows(n, runs);
+
+    if let Some(py) = &py {
+        python_rows(py, n, runs);
+    }
 
     let paced_n = env_number("PACED", 100_000);
     if paced_n > 0 {
@@ -421,13 +664,17 @@ fn main() {
     }
     let echoes = env_number("ECHOES", 200);
     if echoes > 0 {
-        let l = echo_round_trip(echoes, 50);
-        println!(
-            "echo round trip, {} messages at 50/s: notification → send of the reply p50 {:.2} ms, p99 {:.2} ms",
-            l.len(),
-            percentile(&l, 0.5) / 1000.0,
-            percentile(&l, 0.99) / 1000.0
-        );
+        let l = echo_round_trip(echoes, 50, |gw| gw.start(true));
+        print_echo("host-stub gateway --reply echo", &l);
+        if let Some(py) = &py {
+            for (host, what) in [
+                (PyHost::Stdio, "Python host via host-stub serve"),
+                (PyHost::CAbi, "Python host via the C ABI"),
+            ] {
+                let l = echo_round_trip(echoes, 50, |gw| py.start(gw, host, true));
+                print_echo(what, &l);
+            }
+        }
     }
     let rss_n = env_number("RSS_MESSAGES", 1_000_000);
     if rss_n > 0 {
