@@ -10,7 +10,8 @@
 //! order where each leaves the account as the next expects); a batch host needs its own
 //! `start`, so it gets a second instance. Each step prints its name and time to stderr, and a
 //! failure names the transport and the step: a scenario that passes on one transport and fails
-//! on another is a bug in the failing one.
+//! on another is a bug in the failing one. `every_transport_answers_alike` also compares the
+//! answers that need no started plugin (describe, bad input, a bad config) across transports.
 
 use crate::common;
 
@@ -765,6 +766,56 @@ fn batch_suite(name: &'static str, open: Open) {
         bounded_ordered_batches(&s, &env)
     });
     step(&s, "stop ends with plugin.closed", || stop(&s));
+}
+
+/// The answers that need no started plugin, as one transport gives them (ids left out).
+fn unstarted_answers(s: &Session, env: &SimEnv) -> Vec<Value> {
+    let mut bad = env_config(env);
+    bad["channels"]["imessage"]["dmPolicy"] = json!("sometimes");
+    assert_eq!(s.t.post("{this is not json"), 0);
+    let parse_error = s.next_where("the parse error", |m| is_response(m) && m["id"].is_null());
+    let answers = [
+        s.request("describe", json!({})),
+        parse_error,
+        s.request("teleport", json!({})),
+        s.request("status", json!({"accountId": 7})),
+        s.request("start", start_params(env, bad, json!({}))),
+    ];
+    answers
+        .into_iter()
+        .map(|mut a| {
+            a.as_object_mut().map(|o| o.remove("id"));
+            a
+        })
+        .collect()
+}
+
+/// A divergence between transports is a bug in one of them: the same requests get the same
+/// answers, byte for byte as JSON values.
+#[test]
+fn every_transport_answers_alike() {
+    let env = sim_env(json!({}));
+    let opens: [(&'static str, Open); 3] = [
+        ("abi_stable", abi_host),
+        ("C ABI", c_abi),
+        ("stdio", stdio_bridge),
+    ];
+    let answers: Vec<(&str, Vec<Value>)> = opens
+        .iter()
+        .map(|(name, open)| {
+            let s = Session::new(name, open(&env));
+            (*name, unstarted_answers(&s, &env))
+        })
+        .collect();
+    let (first, expected) = &answers[0];
+    // Wrong params: -32602 naming the field, on every transport alike.
+    assert_eq!(expected[3]["error"]["code"], -32602, "{}", expected[3]);
+    assert_eq!(expected[3]["error"]["data"]["path"], "accountId");
+    for (name, got) in &answers[1..] {
+        for (want, got) in expected.iter().zip(got) {
+            assert_eq!(got, want, "{name} differs from {first}");
+        }
+    }
 }
 
 #[test]
