@@ -310,11 +310,14 @@ impl Session {
         let deadline = Instant::now() + WAIT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "timed out waiting for {what}; held: {:?}",
-                self.held.lock().unwrap()
-            );
+            if left.is_zero() {
+                let logs = self.logs.lock().unwrap();
+                let recent = &logs[logs.len().saturating_sub(20)..];
+                panic!(
+                    "timed out waiting for {what}; held: {:?}; last logs: {recent:?}",
+                    self.held.lock().unwrap()
+                );
+            }
             let Some(text) = self.t.next_message(left) else {
                 continue;
             };
