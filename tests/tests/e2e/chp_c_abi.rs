@@ -4,73 +4,20 @@
 
 use crate::common;
 
-use std::ffi::{c_char, c_void, CStr, CString};
+use std::ffi::{c_char, CString};
 use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-type Instance = c_void;
-
-/// The library's `chp_*` functions, resolved once.
-struct Chp {
-    abi_version: extern "C" fn() -> u32,
-    describe: extern "C" fn() -> *mut c_char,
-    new: unsafe extern "C" fn(*const c_char) -> *mut Instance,
-    last_error: extern "C" fn() -> *mut c_char,
-    post: unsafe extern "C" fn(*mut Instance, *const c_char) -> i32,
-    next_message: unsafe extern "C" fn(*mut Instance, i32) -> *mut c_char,
-    wakeup_fd: unsafe extern "C" fn(*mut Instance) -> i32,
-    call: unsafe extern "C" fn(*mut Instance, *const c_char, *const c_char) -> *mut c_char,
-    free: unsafe extern "C" fn(*mut Instance),
-    string_free: unsafe extern "C" fn(*mut c_char),
-}
-
-/// # Safety
-/// `F` is the function pointer type the header declares for `name`.
-unsafe fn symbol<F>(lib: *mut c_void, name: &str) -> F {
-    let c = CString::new(name).unwrap();
-    // SAFETY: `lib` is a live dlopen handle and `c` a NUL-terminated name.
-    let f = unsafe { libc::dlsym(lib, c.as_ptr()) };
-    assert!(!f.is_null(), "the fixture library exports {name}");
-    assert_eq!(std::mem::size_of::<F>(), std::mem::size_of::<*mut c_void>());
-    // SAFETY: the caller's contract above; sizes checked.
-    unsafe { std::mem::transmute_copy::<*mut c_void, F>(&f) }
-}
+use common::chp::{Chp, Instance};
 
 fn chp() -> &'static Chp {
-    static CHP: std::sync::OnceLock<Chp> = std::sync::OnceLock::new();
-    CHP.get_or_init(|| {
-        let path = CString::new(common::plugin_library("fixture").to_str().unwrap()).unwrap();
-        // SAFETY: loads the fixture library; it is never unloaded (spec §2).
-        let lib = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
-        assert!(!lib.is_null(), "dlopen of the fixture library");
-        // SAFETY: each symbol has the signature the header declares for it.
-        unsafe {
-            Chp {
-                abi_version: symbol(lib, "chp_abi_version"),
-                describe: symbol(lib, "chp_describe"),
-                new: symbol(lib, "chp_new"),
-                last_error: symbol(lib, "chp_last_error"),
-                post: symbol(lib, "chp_post"),
-                next_message: symbol(lib, "chp_next_message"),
-                wakeup_fd: symbol(lib, "chp_wakeup_fd"),
-                call: symbol(lib, "chp_call"),
-                free: symbol(lib, "chp_free"),
-                string_free: symbol(lib, "chp_string_free"),
-            }
-        }
-    })
+    common::chp::library("fixture")
 }
 
 /// Takes ownership of a returned string: its text, freed with `chp_string_free`.
 fn take(s: *mut c_char) -> Option<String> {
-    if s.is_null() {
-        return None;
-    }
-    // SAFETY: a NUL-terminated string this library returned, freed once right after.
-    let text = unsafe { CStr::from_ptr(s) }.to_str().unwrap().to_string();
-    unsafe { (chp().string_free)(s) };
-    Some(text)
+    chp().take(s)
 }
 
 /// One instance, freed on drop.

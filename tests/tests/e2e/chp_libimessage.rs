@@ -5,7 +5,7 @@
 
 use crate::common;
 
-use std::ffi::{c_char, c_void, CStr, CString};
+use std::ffi::{c_char, CString};
 use std::time::{Duration, Instant};
 
 use common::sim::SimEnv;
@@ -13,66 +13,15 @@ use serde_json::{json, Value};
 
 use crate::common::WAIT;
 
-type Instance = c_void;
-
-/// libimessage's `chp_*` functions, with the signatures of channel_plugin.h.
-struct Chp {
-    abi_version: extern "C" fn() -> u32,
-    describe: extern "C" fn() -> *mut c_char,
-    new: unsafe extern "C" fn(*const c_char) -> *mut Instance,
-    last_error: extern "C" fn() -> *mut c_char,
-    post: unsafe extern "C" fn(*mut Instance, *const c_char) -> i32,
-    next_message: unsafe extern "C" fn(*mut Instance, i32) -> *mut c_char,
-    call: unsafe extern "C" fn(*mut Instance, *const c_char, *const c_char) -> *mut c_char,
-    free: unsafe extern "C" fn(*mut Instance),
-    string_free: unsafe extern "C" fn(*mut c_char),
-}
-
-/// # Safety
-/// `F` is the function pointer type the header declares for `name`.
-unsafe fn symbol<F>(lib: *mut c_void, name: &str) -> F {
-    let c = CString::new(name).unwrap();
-    // SAFETY: `lib` is a live dlopen handle and `c` a NUL-terminated name.
-    let f = unsafe { libc::dlsym(lib, c.as_ptr()) };
-    assert!(!f.is_null(), "libimessage exports {name}");
-    assert_eq!(std::mem::size_of::<F>(), std::mem::size_of::<*mut c_void>());
-    // SAFETY: the caller's contract above; sizes checked.
-    unsafe { std::mem::transmute_copy::<*mut c_void, F>(&f) }
-}
+use common::chp::{Chp, Instance};
 
 fn chp() -> &'static Chp {
-    static CHP: std::sync::OnceLock<Chp> = std::sync::OnceLock::new();
-    CHP.get_or_init(|| {
-        let path = common::plugin_library("imessage");
-        let c_path = CString::new(path.to_str().unwrap()).unwrap();
-        // SAFETY: loads libimessage; it is never unloaded (spec §2).
-        let lib = unsafe { libc::dlopen(c_path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
-        assert!(!lib.is_null(), "dlopen {}", path.display());
-        // SAFETY: each symbol has the signature the header declares for it.
-        unsafe {
-            Chp {
-                abi_version: symbol(lib, "chp_abi_version"),
-                describe: symbol(lib, "chp_describe"),
-                new: symbol(lib, "chp_new"),
-                last_error: symbol(lib, "chp_last_error"),
-                post: symbol(lib, "chp_post"),
-                next_message: symbol(lib, "chp_next_message"),
-                call: symbol(lib, "chp_call"),
-                free: symbol(lib, "chp_free"),
-                string_free: symbol(lib, "chp_string_free"),
-            }
-        }
-    })
+    common::chp::library("imessage")
 }
 
 /// Takes ownership of a returned string: its JSON, the string freed with `chp_string_free`.
 fn take(s: *mut c_char) -> Option<Value> {
-    if s.is_null() {
-        return None;
-    }
-    // SAFETY: a NUL-terminated string this library returned, freed once right after.
-    let text = unsafe { CStr::from_ptr(s) }.to_str().unwrap().to_string();
-    unsafe { (chp().string_free)(s) };
+    let text = chp().take(s)?;
     Some(serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON: {e}: {text}")))
 }
 

@@ -17,6 +17,7 @@ mod capabilities;
 mod chp_c_abi;
 mod chp_libimessage;
 mod conformance_client;
+mod conformance_hosts;
 mod conformance_sim;
 mod control;
 mod examples;

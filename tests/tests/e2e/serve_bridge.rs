@@ -4,9 +4,9 @@
 
 use crate::common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Child, ChildStdin, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::Receiver;
 use std::time::Instant;
 
 use common::sim::SimEnv;
@@ -24,29 +24,11 @@ struct Bridge {
 
 impl Bridge {
     fn start(env: &SimEnv, options: &str) -> Bridge {
-        let mut child = env
-            .gw
-            .command()
-            .args(["serve", "--channel", "imessage", "--options", options])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start host-stub serve");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let serve = common::serve::spawn(&env.gw, options);
         Bridge {
-            stdin: child.stdin.take(),
-            child,
-            lines,
+            child: serve.child,
+            stdin: Some(serve.stdin),
+            lines: serve.lines,
             logs: Vec::new(),
         }
     }

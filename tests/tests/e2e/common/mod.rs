@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod chp;
+pub mod serve;
 pub mod sim;
 pub mod transcript;
 
