@@ -1,0 +1,225 @@
+// One OpenClaw account = one `host-stub serve` child running one library instance. The child
+// is the crash boundary: a fault in the library ends the child, never the gateway, and the
+// account restarts it with backoff. All I/O here is asynchronous pipes and files.
+
+import { spawn } from "node:child_process";
+import { promises as fs } from "node:fs";
+import path from "node:path";
+
+import { Journal } from "./journal.js";
+import { configForAccount, eventId, flatten, replyKey, toMsgContext, toSendRequest } from "./map.js";
+import { HandlerError, RpcPeer } from "./rpc.js";
+
+/** Host features we speak (plugin_abi::types::features); the library ignores unknown ones. */
+export const HOST_FEATURES = ["deliver.batch", "event.reaction", "pairing.host"];
+
+/**
+ * @typedef {{ info?: (m: string) => void, warn?: (m: string) => void, error?: (m: string) => void, debug?: (m: string) => void }} Log
+ * @typedef {{
+ *   accountId: string, cfg: any, hostStub: string, library: string, stateDir: string,
+ *   channelRuntime?: any, system?: any, log?: Log,
+ *   onStatus?: (patch: Record<string, unknown>) => void,
+ * }} BridgeOptions
+ */
+
+export class AccountBridge {
+  /** @param {BridgeOptions} o */
+  constructor(o) {
+    this.o = o;
+    this.log = o.log ?? {};
+    this.dir = path.join(o.stateDir, o.accountId);
+    this.journal = new Journal(path.join(this.dir, "journal.jsonl"));
+    /** @type {import("node:child_process").ChildProcess | null} */
+    this.child = null;
+    /** @type {RpcPeer | null} */
+    this.rpc = null;
+    /** @type {Map<string, Promise<void>>} per-session chains: one turn at a time per session */
+    this.sessions = new Map();
+    /** @type {string[]} */
+    this.finished = [];
+    this.flushing = Promise.resolve();
+  }
+
+  /** Spawns the child, starts the library, and replays turns a crash left unfinished. */
+  async start() {
+    await this.journal.load();
+    const plugins = await this.#pluginsDir();
+    const child = spawn(this.o.hostStub, ["--plugins", plugins, "--state-dir", this.dir, "serve", "--channel", "imessage"], {
+      cwd: this.dir,
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    this.child = child;
+    this.exited = new Promise((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
+    child.once("error", (e) => this.rpc?.close(new Error(`cannot run ${this.o.hostStub}: ${e.message}`)));
+    child.stderr?.setEncoding("utf8");
+    child.stderr?.on("data", (d) => this.log.debug?.(`[imessage ${this.o.accountId}] ${String(d).trimEnd()}`));
+    if (!child.stdout || !child.stdin) throw new Error("host-stub serve has no stdio");
+    this.closed = new Promise((resolve) => (this.onClosed = resolve));
+    this.rpc = new RpcPeer(child.stdout, child.stdin, {
+      onRequest: (m, p) => this.#onRequest(m, p),
+      onNotification: (m, p) => this.#onNotification(m, p),
+      onProtocolError: (line, why) => this.log.warn?.(`imessage bridge: ignored a line (${why}): ${line.slice(0, 200)}`),
+    });
+    const description = await this.rpc.request("describe", {});
+    const report = await this.rpc.request("start", {
+      config: configForAccount(this.o.cfg, this.o.accountId),
+      stateDir: this.dir,
+      watch: true,
+      host: { features: HOST_FEATURES },
+    });
+    for (const w of report?.warnings ?? []) this.log.warn?.(`imessage: ${w}`);
+    for (const { id, event } of this.journal.unfinished()) this.#schedule(id, event);
+    return description;
+  }
+
+  /** @param {Record<string, unknown>} req a SendRequest */
+  send(req) {
+    if (!this.rpc) return Promise.reject(new Error(`iMessage account ${this.o.accountId} is not running`));
+    return this.rpc.request("send", { accountId: this.o.accountId, ...req });
+  }
+
+  /** @param {boolean} probe */
+  status(probe) {
+    if (!this.rpc) return Promise.reject(new Error(`iMessage account ${this.o.accountId} is not running`));
+    return this.rpc.request("status", { probe, accountId: this.o.accountId });
+  }
+
+  /** Stops the library (bounded), then the child; waits for turns in flight. */
+  async stop(graceMs = 10_000) {
+    const child = this.child;
+    if (!child || !this.rpc) return;
+    const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+    try {
+      await this.rpc.request("stop", {}).catch(() => {});
+      await Promise.race([this.closed, this.exited]);
+      child.stdin?.end();
+      await this.exited;
+    } finally {
+      clearTimeout(timer);
+    }
+    await Promise.allSettled([...this.sessions.values()]);
+    await this.flushing;
+    await this.journal.close();
+    this.rpc.close(new Error("stopped"));
+    this.rpc = null;
+    this.child = null;
+  }
+
+  /** host-stub serve scans a folder; give it one holding only our library. */
+  async #pluginsDir() {
+    const dir = path.join(this.dir, "plugins");
+    await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+    const link = path.join(dir, path.basename(this.o.library));
+    await fs.rm(link, { force: true });
+    await fs.symlink(this.o.library, link);
+    return dir;
+  }
+
+  /** @param {string} method @param {any} params */
+  async #onRequest(method, params) {
+    if (method === "deliver") return this.#deliver(params);
+    if (method === "host.request") return this.#hostRequest(params?.method, params?.payload);
+    throw new HandlerError(-32601, `method not found: ${method}`);
+  }
+
+  /** @param {string} method @param {any} params */
+  #onNotification(method, params) {
+    if (method === "plugin.closed") this.onClosed?.();
+    else if (method === "log") {
+      const level = String(params?.level ?? "info").toLowerCase();
+      const line = `[imessage ${this.o.accountId}] ${params?.message ?? JSON.stringify(params)}`;
+      (level === "error" ? this.log.error : level === "warn" ? this.log.warn : level === "info" ? this.log.info : this.log.debug)?.(line);
+    }
+  }
+
+  /**
+   * The acknowledgement: journal first (one fsync per delivery), then answer, so the
+   * library moves its cursor only past events we hold durably. Turns run after the answer.
+   * @param {any} params an InboundEvent
+   */
+  async #deliver(params) {
+    const fresh = [];
+    for (const ev of flatten(params)) {
+      if (ev?.type !== "message" && ev?.type !== "reaction") continue;
+      const id = eventId(ev);
+      if (!this.journal.seen(id) && !fresh.some((f) => f.id === id)) fresh.push({ id, event: ev });
+    }
+    await this.journal.take(fresh);
+    setImmediate(() => fresh.forEach(({ id, event }) => this.#schedule(id, event)));
+    return {};
+  }
+
+  /** @param {string} id @param {any} ev */
+  #schedule(id, ev) {
+    const key = String(ev?.sessionKey ?? id);
+    const prev = this.sessions.get(key) ?? Promise.resolve();
+    const next = prev
+      .then(() => this.#runTurn(ev))
+      .catch((e) => this.log.error?.(`imessage: turn for ${id} failed: ${e?.message ?? e}`))
+      .then(() => this.#finish(id));
+    this.sessions.set(key, next);
+    next.then(() => {
+      if (this.sessions.get(key) === next) this.sessions.delete(key);
+    });
+  }
+
+  /** Marks ids done, batching whatever finished meanwhile into one fsync. @param {string} id */
+  #finish(id) {
+    this.finished.push(id);
+    this.flushing = this.flushing.then(async () => {
+      const ids = this.finished.splice(0);
+      await this.journal.finish(ids).catch((e) => this.log.error?.(`imessage: journal: ${e.message}`));
+    });
+    return this.flushing;
+  }
+
+  /** @param {any} ev */
+  async #runTurn(ev) {
+    this.o.onStatus?.({ lastInboundAt: Date.now() });
+    if (ev.type === "reaction") {
+      // A tapback is context for the next turn, not a turn of its own (as in OpenClaw).
+      this.o.system?.enqueueSystemEvent?.(ev.text, { sessionKey: ev.sessionKey, contextKey: ev.contextKey });
+      return;
+    }
+    const rt = this.o.channelRuntime;
+    if (!rt?.reply?.dispatchReplyWithBufferedBlockDispatcher) throw new Error("OpenClaw gave no channel runtime to dispatch with");
+    const raw = toMsgContext(ev);
+    const ctx = rt.reply.finalizeInboundContext ? rt.reply.finalizeInboundContext(raw) : raw;
+    let index = 0;
+    await rt.reply.dispatchReplyWithBufferedBlockDispatcher({
+      ctx,
+      cfg: this.o.cfg,
+      dispatcherOptions: {
+        deliver: async (/** @type {any} */ payload) => {
+          const req = toSendRequest(payload, {
+            accountId: this.o.accountId,
+            to: ev.to,
+            idempotencyKey: replyKey(this.o.accountId, ev.messageId, index++),
+          });
+          if (req) await this.send(req);
+          this.o.onStatus?.({ lastOutboundAt: Date.now() });
+        },
+        onError: (/** @type {any} */ e) => this.log.error?.(`imessage: reply to ${ev.messageId} failed: ${e?.message ?? e}`),
+      },
+    });
+  }
+
+  /**
+   * `pairing.host`: the library keeps its pairing requests and allow store in OpenClaw's
+   * pairing runtime, so `openclaw pairing list/approve imessage` see and change them.
+   * @param {string} method @param {any} payload
+   */
+  async #hostRequest(method, payload) {
+    const pairing = this.o.channelRuntime?.pairing;
+    const accountId = this.o.accountId;
+    if (method === "pairing.upsert" && pairing?.upsertPairingRequest) {
+      const senderId = String(payload?.senderId ?? "");
+      if (!senderId) throw new HandlerError(-32602, "pairing.upsert: senderId is required");
+      return pairing.upsertPairingRequest({ channel: "imessage", accountId, id: senderId, meta: payload?.meta ?? {} });
+    }
+    if (method === "pairing.allowFrom" && pairing?.readAllowFromStore) {
+      return { allowFrom: await pairing.readAllowFromStore({ channel: "imessage", accountId }) };
+    }
+    throw new HandlerError(-32601, `host method not supported: ${method}`);
+  }
+}
