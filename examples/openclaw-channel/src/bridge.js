@@ -43,6 +43,9 @@ export class AccountBridge {
   /** Spawns the child, starts the library, and replays turns a crash left unfinished. */
   async start() {
     await this.journal.load();
+    // Taken before this start: snapshot now, since deliveries may arrive (and be journaled)
+    // in the same read as the answer to `start`, and those must not run twice.
+    const replay = this.journal.unfinished();
     const plugins = await this.#pluginsDir();
     const child = spawn(this.o.hostStub, ["--plugins", plugins, "--state-dir", this.dir, "serve", "--channel", "imessage"], {
       cwd: this.dir,
@@ -68,7 +71,7 @@ export class AccountBridge {
       host: { features: HOST_FEATURES },
     });
     for (const w of report?.warnings ?? []) this.log.warn?.(`imessage: ${w}`);
-    for (const { id, event } of this.journal.unfinished()) this.#schedule(id, event);
+    for (const { id, event } of replay) this.#schedule(id, event);
     return description;
   }
 
