@@ -13,6 +13,7 @@ mod control;
 mod failure;
 mod gateway;
 mod loader;
+mod serve;
 mod settings;
 mod signals;
 
@@ -79,6 +80,14 @@ enum Command {
     Plugins {
         #[command(subcommand)]
         action: PluginsAction,
+    },
+    /// One channel over JSON-RPC on stdin/stdout (spec/host-protocol.md §4)
+    Serve {
+        #[arg(long, default_value = "imessage")]
+        channel: String,
+        /// Instance options as JSON: {"ackTimeoutMs": 30000, "maxQueued": 10000}
+        #[arg(long, value_name = "JSON")]
+        options: Option<String>,
     },
 }
 
@@ -258,6 +267,9 @@ fn run(cli: Cli, log_level: &str) -> Result<(), Failure> {
             matches!(reply, ReplyMode::Echo),
             log_level,
         ),
+        Command::Serve { channel, options } => {
+            serve::run(&settings(false)?, &channel, options.as_deref())
+        }
         Command::Plugins {
             action: PluginsAction::List { json },
         } => {

@@ -109,6 +109,7 @@
 // `#[sabi_trait]` expands to impls that trip these lints; they can only be silenced here.
 #![allow(non_local_definitions, unused_braces)]
 
+pub mod chp;
 pub mod contract;
 pub mod guard;
 pub mod host;

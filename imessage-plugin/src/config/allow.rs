@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::read::{self, Diag};
-use crate::handle;
+use crate::support::handle;
 
 /// One parsed allowlist entry.
 #[derive(Debug, Clone, PartialEq, Eq)]

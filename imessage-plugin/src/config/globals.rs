@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::read::{self, Diag};
 use super::section;
-use crate::handle;
+use crate::support::handle;
 
 pub const DM_SCOPES: &[&str] = &[
     "main",

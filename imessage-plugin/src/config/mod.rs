@@ -7,6 +7,7 @@
 
 pub mod allow;
 pub mod globals;
+pub mod rate_limit;
 pub mod read;
 pub mod rules;
 pub mod section;
@@ -187,7 +188,7 @@ pub struct AccountConfig {
     pub reaction_notifications: ReactionNotifications,
     pub text_formatting: TextFormatting,
     pub actions: ActionGates,
-    pub rate_limit: crate::ratelimit::Limits,
+    pub rate_limit: rate_limit::Limits,
     /// Send text parts with `send.tracked` where imsg offers it (`trackedSends: "auto"`,
     /// actions.md §7.3); `false` for `"off"`.
     pub tracked_sends: bool,

@@ -100,7 +100,7 @@ pub struct Partial {
     pub reaction_notifications: Option<String>,
     pub text_formatting: Option<String>,
     pub actions: Option<ActionsPartial>,
-    pub rate_limit: Option<crate::ratelimit::Limits>,
+    pub rate_limit: Option<super::rate_limit::Limits>,
     pub tracked_sends: Option<String>,
     pub probe_timeout_ms: Option<i64>,
     pub send_timeout_ms: Option<i64>,
@@ -429,9 +429,9 @@ fn read_actions(value: &Value, at: &str, diag: &mut Diag) -> Option<ActionsParti
 }
 
 /// `rateLimit` (actions.md §6.4): unset keys keep their defaults.
-fn read_rate_limit(value: &Value, at: &str, diag: &mut Diag) -> Option<crate::ratelimit::Limits> {
+fn read_rate_limit(value: &Value, at: &str, diag: &mut Diag) -> Option<super::rate_limit::Limits> {
     let map = read::object(value, at, diag)?;
-    let mut l = crate::ratelimit::Limits::default();
+    let mut l = super::rate_limit::Limits::default();
     for (key, v) in map {
         let path = read::field(at, key);
         if v.is_null() {

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::config;
-use crate::message::ImsgMessage;
+use crate::imsg::message::ImsgMessage;
 
 const NOW: i64 = 1_800_000_000_000;
 

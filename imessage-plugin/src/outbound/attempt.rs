@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::{Part, Plan};
-use crate::rpc::CallError;
+use crate::imsg::rpc::CallError;
 
 /// UUIDv5(URL, `urn:x-imessage-plugin:send-attempt`).
 const NAMESPACE: uuid::Uuid = uuid::uuid!("b69062ba-edc7-5ec0-8f5b-a463d0e35b93");
@@ -134,7 +134,7 @@ pub fn status_settles(result: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rpc::RpcError;
+    use crate::imsg::rpc::RpcError;
     use serde_json::json;
 
     #[test]

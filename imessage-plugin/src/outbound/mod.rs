@@ -1,6 +1,9 @@
 //! Outbound (channel-behaviour.md §7): turning a host send request into `send` parts, and
 //! sending them.
 
+pub(crate) mod path;
+pub(crate) mod ratelimit;
+
 pub mod attempt;
 pub mod chunk;
 pub mod format;

@@ -1,7 +1,7 @@
 //! Sending a plan through the account's sender process (channel-behaviour.md §7.3, §7.8):
 //! one request at a time, a long timeout, never a blind retry of an `unknown` outcome.
 
-use crate::sync::LockExt;
+use crate::support::sync::LockExt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,67 +10,9 @@ use serde_json::Value;
 
 use super::Plan;
 use crate::echo::EchoRegistry;
-use crate::rpc::{CallError, RpcClient, SpawnConfig};
-use crate::timeutil;
-
-/// The per-account sender: a second `imsg rpc` child, separate from the watcher's, so a slow
-/// send never stalls the watch stream. Started on first use, replaced after an `unknown`.
-pub struct SenderProcess {
-    spawn: SpawnConfig,
-    running: Option<(RpcClient, tokio::sync::oneshot::Receiver<()>)>,
-    /// Send `initialize` first on every child this starts (strict servers, imsg-protocol A10).
-    pub initialize_first: bool,
-}
-
-impl SenderProcess {
-    pub fn new(spawn: SpawnConfig) -> Self {
-        SenderProcess {
-            spawn,
-            running: None,
-            initialize_first: false,
-        }
-    }
-
-    /// A sender over an already started client (tests stand in for the child with streams).
-    pub fn with_client(spawn: SpawnConfig, started: crate::rpc::Started) -> Self {
-        SenderProcess {
-            spawn,
-            running: Some((started.client, started.done)),
-            initialize_first: false,
-        }
-    }
-
-    pub async fn client(&mut self) -> Result<RpcClient, CallError> {
-        if let Some((client, _)) = &self.running {
-            if client.dead().is_none() {
-                return Ok(client.clone());
-            }
-        }
-        self.running = None;
-        let started = RpcClient::spawn(&self.spawn)?;
-        // The sender subscribes to nothing; notifications (if any) are not ours to read.
-        drop(started.events);
-        if self.initialize_first {
-            let params = serde_json::json!({"protocol_version": 1});
-            if let Err(e) = started
-                .client
-                .request("initialize", params, Duration::from_secs(10))
-                .await
-            {
-                tracing::debug!("initialize: {e}");
-            }
-        }
-        self.running = Some((started.client.clone(), started.done));
-        Ok(started.client)
-    }
-
-    /// Stops the child (after an `unknown` outcome, or at shutdown).
-    pub async fn replace(&mut self) {
-        if let Some((client, done)) = self.running.take() {
-            client.shutdown(done, Duration::from_millis(500)).await;
-        }
-    }
-}
+use crate::imsg::child::ChildSlot;
+use crate::imsg::rpc::CallError;
+use crate::support::timeutil;
 
 /// What became of one part (channel-behaviour.md §7.8); a string only in the receipt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,7 +141,11 @@ fn message_id(result: &Value) -> Option<String> {
 
 /// A request the rate limiter's hard caps refused: every part `not_sent`, nothing written
 /// (actions.md §6.3).
-pub fn refused(plan: &Plan, account_id: &str, refusal: &crate::ratelimit::Refusal) -> Receipt {
+pub fn refused(
+    plan: &Plan,
+    account_id: &str,
+    refusal: &crate::outbound::ratelimit::Refusal,
+) -> Receipt {
     let parts: Vec<SendPart> = plan
         .parts
         .iter()
@@ -245,14 +191,14 @@ pub type Settle<'a> =
 
 /// Records a part's state change (keyed requests: the send ledger; `pending` must be
 /// durable before it returns). `false`: it could not be recorded.
-pub type Record<'a> = &'a (dyn Fn(usize, crate::ledger::State, Option<&str>, Option<&str>, bool) -> bool
+pub type Record<'a> = &'a (dyn Fn(usize, crate::state::ledger::State, Option<&str>, Option<&str>, bool) -> bool
          + Send
          + Sync);
 
 /// How one request is sent beyond the plan.
 #[derive(Default)]
 pub struct Options<'a> {
-    pub throttle: Option<&'a crate::ratelimit::slot::Throttle<'a>>,
+    pub throttle: Option<&'a crate::outbound::ratelimit::slot::Throttle<'a>>,
     /// Per part: the attempt id to send with `send.tracked` (text parts, when imsg offers
     /// it); `None` sends with `send`.
     pub attempts: Vec<Option<String>>,
@@ -310,7 +256,7 @@ impl Done {
 
 /// `send`, once more without `reply_to` when the bridge it needs is not there (§7.3).
 async fn send_plain(
-    sender: &mut SenderProcess,
+    sender: &mut ChildSlot,
     plan: &Plan,
     planned: &super::Part,
     timeout: Duration,
@@ -362,7 +308,7 @@ fn done_from_plain(result: Result<Value, CallError>) -> Done {
 /// `send.tracked` with the part's attempt id (§7.3's table); `None` when this target has
 /// to go through `send` instead.
 async fn send_tracked(
-    sender: &mut SenderProcess,
+    sender: &mut ChildSlot,
     plan: &Plan,
     planned: &super::Part,
     attempt: &str,
@@ -432,7 +378,7 @@ async fn send_tracked(
 /// written and finished with its own ids after its response.
 #[allow(clippy::too_many_arguments)]
 pub async fn execute(
-    sender: &tokio::sync::Mutex<SenderProcess>,
+    sender: &tokio::sync::Mutex<ChildSlot>,
     plan: &Plan,
     echo: &Arc<Mutex<EchoRegistry>>,
     timeout: Duration,
@@ -440,9 +386,9 @@ pub async fn execute(
     remote_host: Option<&str>,
     opts: &Options<'_>,
 ) -> Receipt {
-    use crate::ledger::State;
+    use crate::state::ledger::State;
     let mut sender = sender.lock().await;
-    let mut held: Option<crate::ratelimit::Refusal> = None;
+    let mut held: Option<crate::outbound::ratelimit::Refusal> = None;
     let scope = plan.target.echo_scope();
     let mut parts = Vec::with_capacity(plan.parts.len());
     let mut outcomes = Vec::with_capacity(plan.parts.len());
@@ -543,7 +489,7 @@ pub async fn execute(
             let staging = opts
                 .upload_dir
                 .map_or_else(std::env::temp_dir, |d| d.to_path_buf());
-            match crate::remote::upload::upload(&local, host, &staging).await {
+            match crate::imsg::remote::upload::upload(&local, host, &staging).await {
                 Ok(u) => {
                     planned.file = Some(u.file.clone());
                     uploaded = Some((host, u));
@@ -575,7 +521,7 @@ pub async fn execute(
         // it is not sent.
         if !record(i, State::Pending, None, attempt.as_deref()) {
             if let Some((host, u)) = &uploaded {
-                crate::remote::upload::remove(host, u).await;
+                crate::imsg::remote::upload::remove(host, u).await;
             }
             outcomes.push(Outcome::NotSent);
             let mut d = Done::new(
@@ -604,7 +550,7 @@ pub async fn execute(
             }
         };
         if let Some((host, u)) = &uploaded {
-            crate::remote::upload::remove(host, u).await;
+            crate::imsg::remote::upload::remove(host, u).await;
         }
         let now = timeutil::now_ms();
         if let Some(t) = ticket {
@@ -680,7 +626,7 @@ pub async fn execute(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rpc::RpcError;
+    use crate::imsg::rpc::{RpcClient, RpcError, SpawnConfig};
 
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -735,7 +681,7 @@ mod tests {
             let (client_out, imsg_in) = tokio::io::duplex(1 << 16);
             let (mut imsg_out, client_in) = tokio::io::duplex(1 << 16);
             let started = RpcClient::from_io(client_in, client_out);
-            let sender = tokio::sync::Mutex::new(SenderProcess::with_client(
+            let sender = tokio::sync::Mutex::new(ChildSlot::with_client(
                 SpawnConfig::rpc("unused", None),
                 started,
             ));
@@ -813,7 +759,7 @@ mod tests {
 
     #[test]
     fn a_part_whose_pending_line_cannot_be_written_is_not_sent() {
-        use crate::ledger::State;
+        use crate::state::ledger::State;
         let echo = Arc::new(Mutex::new(EchoRegistry::in_memory()));
         let record =
             |_: usize, s: State, _: Option<&str>, _: Option<&str>, _: bool| s != State::Pending;

@@ -4,7 +4,7 @@ use serde_json::{Map, Value};
 
 use crate::config::allow::strip_any_prefix;
 use crate::echo::Scope;
-use crate::handle;
+use crate::support::handle;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {

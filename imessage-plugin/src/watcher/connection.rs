@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::rpc::{CallError, Event, RpcClient, Started};
+use crate::imsg::rpc::{CallError, Event, RpcClient, Started};
 
 pub struct Connection {
     pub client: RpcClient,

@@ -17,7 +17,9 @@ mod connection;
 mod paging;
 mod process;
 mod pump;
+pub(crate) mod staging;
 mod supervisor;
+pub(crate) mod unacked;
 mod watch;
 
 use std::sync::Arc;
@@ -26,7 +28,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::account::{Account, AccountState};
-use crate::rpc::{wire, CallError, RpcClient, Started};
+use crate::imsg::rpc::{CallError, RpcClient, Started};
 use connection::Connection;
 use pump::{pump, Exit};
 use supervisor::{blocked_retry, Ending, Restarts};
@@ -46,21 +48,11 @@ pub const FAULT_PANIC_TEXT: &str = "__imessage_fault_injection_panic__";
 #[cfg(feature = "fault-injection")]
 pub const FAULT_HANG_TEXT: &str = "__imessage_fault_injection_hang__";
 
-pub const FDA_ERROR: &str = "imsg cannot open the Messages database: grant Full Disk Access to the process that runs imsg (and its parent app), then restart";
-
 /// Sleeps unless cancelled first; true when cancelled.
 async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(d) => cancel.is_cancelled(),
         _ = cancel.cancelled() => true,
-    }
-}
-
-fn is_permission(e: &CallError) -> bool {
-    match e {
-        CallError::PermissionDenied(_) => true,
-        CallError::Rpc(r) => r.code == -32002 || wire::is_permission_text(&r.text()),
-        _ => false,
     }
 }
 
@@ -72,7 +64,7 @@ async fn readiness(account: &Account, cancel: &CancellationToken) -> bool {
     loop {
         let started = Instant::now();
         loop {
-            let result = crate::probe::probe(&account.settings(), &account.source).await;
+            let result = crate::imsg::probe::probe(&account.settings(), &account.source).await;
             if result.ok {
                 return true;
             }
@@ -106,12 +98,12 @@ async fn readiness(account: &Account, cancel: &CancellationToken) -> bool {
 async fn acquire_source_lock(
     account: &Account,
     cancel: &CancellationToken,
-) -> Result<Option<crate::store::FileLock>, ()> {
+) -> Result<Option<crate::state::store::FileLock>, ()> {
     let lock_path = account
         .source
         .lock_path(account.dir.parent().unwrap_or(&account.dir));
     loop {
-        match crate::store::lock_file(&lock_path, false) {
+        match crate::state::store::lock_file(&lock_path, false) {
             Ok(Some(lock)) => return Ok(Some(lock)),
             Ok(None) => {
                 tracing::warn!(account = %account.id, "another process watches the same Messages database; waiting");
@@ -154,7 +146,7 @@ pub async fn run_with(
     loop {
         let attempt = connect.clone();
         let watched = watch_account(account.clone(), &cancel, probe_first, move || attempt());
-        match crate::supervise::catch(watched).await {
+        match crate::support::task::catch(watched).await {
             Ok(()) => return,
             Err(panic) => {
                 let what = "the watcher panicked; restarting it from the cursor".to_string();
@@ -163,7 +155,7 @@ pub async fn run_with(
                 tracing::debug!(account = %account.id, "watcher panic message: {panic}");
                 account.note_panic(what);
                 account.set_state(AccountState::Recovering, None);
-                if sleep_or_cancel(crate::backoff::restart_delay(panics), &cancel).await {
+                if sleep_or_cancel(crate::support::backoff::restart_delay(panics), &cancel).await {
                     account.set_state(AccountState::Stopped, None);
                     return;
                 }
@@ -197,8 +189,8 @@ async fn connect_and_subscribe(
     match w.subscribe(&mut conn, resume).await {
         Ok(subscription) => Ok((conn, subscription)),
         Err(e) => {
-            let ending = if is_permission(&e) {
-                tracing::error!(account = %w.account.id, "{FDA_ERROR} ({e})");
+            let ending = if e.is_permission() {
+                tracing::error!(account = %w.account.id, "{} ({e})", crate::imsg::probe::PERMISSION_DENIED);
                 Ending::PermissionDenied
             } else {
                 tracing::warn!(account = %w.account.id, "watch.subscribe failed: {e}");

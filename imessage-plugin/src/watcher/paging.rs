@@ -15,9 +15,9 @@ use tokio_util::sync::CancellationToken;
 use super::connection::Connection;
 use super::sleep_or_cancel;
 use super::watch::Watch;
-use crate::message::{ImsgMessage, Malformed};
-use crate::rpc::CallError;
-use crate::sync::LockExt;
+use crate::imsg::message::{ImsgMessage, Malformed};
+use crate::imsg::rpc::CallError;
+use crate::support::sync::LockExt;
 
 pub(super) const PAGE_SIZE: i64 = 100;
 /// Consecutive failed pages before falling back to the watch replay.
@@ -80,7 +80,7 @@ const OVERFLOW_WINDOW_MS: i64 = 10 * 60 * 1000;
 impl Watch {
     /// Counts a `watch.overflow` in status; warns when they come often.
     pub(super) fn note_overflow(&self) {
-        let now = crate::timeutil::now_ms();
+        let now = crate::support::timeutil::now_ms();
         let mut s = self.account.status.locked();
         s.watch_overflows += 1;
         s.recent_overflows.push_back(now);
@@ -100,12 +100,7 @@ impl Watch {
     /// Whether this watch catches up by paging: a strict server offering `messages.after`
     /// and catch-up on.
     fn can_page(&self) -> bool {
-        let snapshot = self
-            .account
-            .capabilities
-            .lock()
-            .ok()
-            .and_then(|s| s.clone());
+        let snapshot = self.account.caps.last();
         self.account.settings().catchup.enabled
             && snapshot.is_some_and(|s| {
                 s.features()

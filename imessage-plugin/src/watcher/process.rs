@@ -14,13 +14,13 @@ use super::watch::Watch;
 use super::{sleep_or_cancel, DELIVERY_RETRIES};
 use crate::account::Configured;
 use crate::config::TypingMode;
-use crate::delivery::{AfterAck, Pending};
+use crate::imsg::message::{ImsgMessage, Malformed};
+use crate::inbound::pairing::{self, Challenge};
 use crate::inbound::{Input, Verdict};
-use crate::message::{ImsgMessage, Malformed};
 use crate::outbound;
-use crate::pairing::{self, Challenge};
-use crate::sync::LockExt;
-use crate::timeutil;
+use crate::support::sync::LockExt;
+use crate::support::timeutil;
+use crate::watcher::unacked::{AfterAck, Pending};
 
 impl Watch {
     /// One `message` notification: the typed message, or why it could not be used.
@@ -60,12 +60,12 @@ impl Watch {
             self.baseline = Some(self.baseline.map_or(before, |b| b.min(before)));
         }
         let key = m.dedupe_key();
-        let marker = crate::inflight::marker_key(&key);
+        let marker = crate::state::inflight::marker_key(&key);
         let crashes = match self.account.crashed.locked().as_ref() {
             Some(r) if r.key == marker => r.crashes,
             _ => 0,
         };
-        if crashes >= crate::inflight::QUARANTINE_AFTER {
+        if crashes >= crate::state::inflight::QUARANTINE_AFTER {
             *self.account.crashed.locked() = None;
             let reason = format!("the process ended {crashes} times while processing it");
             self.quarantine(&m, &reason, "ended the process twice");
@@ -74,13 +74,13 @@ impl Watch {
         self.account
             .inflight
             .locked()
-            .begin(&crate::inflight::Record {
+            .begin(&crate::state::inflight::Record {
                 key: marker,
                 rowid: m.cursor_id(),
                 crashes,
             });
         let outcome =
-            crate::supervise::catch(self.handle(subscription, &m, dead_subscriptions)).await;
+            crate::support::task::catch(self.handle(subscription, &m, dead_subscriptions)).await;
         self.account.inflight.locked().clear();
         match outcome {
             Ok(()) => Ok(()),
@@ -128,7 +128,7 @@ impl Watch {
             "panic": reason,
             "message": m,
         });
-        let what = match crate::quarantine::record(&self.account.dir, &entry) {
+        let what = match crate::state::quarantine::record(&self.account.dir, &entry) {
             Ok(file) => format!(
                 "message {guid} (row {rowid}) {summary} and was quarantined in {}",
                 file.display()
@@ -226,11 +226,11 @@ impl Watch {
                 verdict,
                 Verdict::Route(_) | Verdict::React(_) | Verdict::Refuse { .. }
             );
-            self.account.note_inbound(m, admitted);
+            self.account.outbound.note_inbound(m, admitted);
         }
         // Our own row may settle a send whose outcome was unknown (actions.md §7.3).
         if m.is_from_me == Some(true) {
-            self.account.settle_from_echo(m);
+            self.account.outbound.settle_from_echo(m);
         }
         let mut conversation = None;
         let mut early_typing = false;
@@ -258,12 +258,18 @@ impl Watch {
                 return;
             }
             Verdict::Route(accepted) => {
-                self.account.index.locked().record(m);
+                self.account.actions.index.locked().record(m);
                 let mut routed = accepted.message;
                 if !accepted.attachments.is_empty() {
-                    routed.media =
-                        crate::staging::stage(&self.account, m, &accepted.attachments).await;
-                    if let Some(text) = crate::attachments::placeholder_after_staging(
+                    routed.media = crate::watcher::staging::stage(
+                        &self.account.media,
+                        self.account.source.remote_host.as_deref(),
+                        self.inbound.settings(),
+                        m,
+                        &accepted.attachments,
+                    )
+                    .await;
+                    if let Some(text) = crate::inbound::attachments::placeholder_after_staging(
                         accepted.placeholder,
                         routed.media.len(),
                     ) {
@@ -360,7 +366,12 @@ impl Watch {
                     self.last_inbound_ms = Some(now);
                     if let Some(to) = p.conversation.take() {
                         if p.early_typing {
-                            crate::typing::start(&self.account, &to, crate::typing::Origin::Early);
+                            crate::actions::typing::start(
+                                &self.account.actions,
+                                self.inbound.settings(),
+                                &to,
+                                crate::actions::typing::Origin::Early,
+                            );
                         }
                         read.push(to);
                     }
@@ -371,7 +382,7 @@ impl Watch {
             self.finish(p, now);
         }
         // Read receipts run on the actions child, in the background (actions.md §3.2).
-        crate::actions::after_ack(&self.account, read);
+        crate::actions::after_ack(&self.account.actions, self.inbound.settings(), read);
         if acknowledged {
             for effect in effects {
                 self.config_write(effect).await;

@@ -12,8 +12,8 @@ use super::connection::Connection;
 use super::watch::Watch;
 use super::{sleep_or_cancel, FLUSH_EVERY};
 use crate::account::AccountState;
-use crate::backoff;
-use crate::rpc::Event;
+use crate::imsg::rpc::Event;
+use crate::support::backoff;
 
 /// How often a strict server's `status` refreshes the capability snapshot (actions.md §1.2).
 const STATUS_EVERY: Duration = Duration::from_secs(60);
@@ -60,7 +60,7 @@ pub(super) async fn pump(
                 w.flush();
                 last_flush = Instant::now();
                 if last_status.elapsed() >= STATUS_EVERY
-                    || w.account.status_due.swap(false, std::sync::atomic::Ordering::Relaxed)
+                    || w.account.caps.status_due.swap(false, std::sync::atomic::Ordering::Relaxed)
                 {
                     last_status = Instant::now();
                     w.refresh_status(conn).await;

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::account::AccountState;
-use crate::backoff;
+use crate::support::backoff;
 
 /// How long a permission-blocked account waits before trying again: 5 min, or
 /// `IMESSAGE_BLOCKED_RETRY_SECS` (for operators who grant access and do not want to wait).
@@ -70,7 +70,7 @@ impl Restarts {
                 return Retry {
                     after: blocked_retry(),
                     state: AccountState::Blocked,
-                    error: super::FDA_ERROR.to_string(),
+                    error: crate::imsg::probe::PERMISSION_DENIED.to_string(),
                 };
             }
             Ending::SpawnFailed(e) => (e, AccountState::Recovering),
@@ -151,7 +151,7 @@ mod tests {
         let blocked = r.after(Ending::PermissionDenied);
         assert_eq!(blocked.state, AccountState::Blocked);
         assert_eq!(blocked.after, blocked_retry());
-        assert_eq!(blocked.error, crate::watcher::FDA_ERROR);
+        assert_eq!(blocked.error, crate::imsg::probe::PERMISSION_DENIED);
         assert_eq!(r.connecting_state(), AccountState::Starting);
         assert_eq!(
             r.after(Ending::SpawnFailed("x".into())).after,

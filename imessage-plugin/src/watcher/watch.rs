@@ -10,13 +10,13 @@ use serde_json::{json, Value};
 
 use super::connection::Connection;
 use crate::account::{Account, Configured};
-use crate::cursor::{Batch, Catchup};
-use crate::delivery::Outbox;
+use crate::imsg::rpc::CallError;
+use crate::inbound::pairing::PairingStore;
 use crate::inbound::Inbound;
-use crate::pairing::PairingStore;
-use crate::rpc::CallError;
-use crate::sync::LockExt;
-use crate::timeutil;
+use crate::state::cursor::{Batch, Catchup};
+use crate::support::sync::LockExt;
+use crate::support::timeutil;
+use crate::watcher::unacked::Outbox;
 
 pub(super) struct Watch {
     /// Processed messages the host has not acknowledged yet (group commit).
@@ -42,7 +42,7 @@ pub(super) struct Watch {
     /// it was acknowledged (the pump does it, in stream order).
     pub(super) reaction: Option<(
         Box<plugin_abi::types::ReactionEvent>,
-        crate::delivery::Pending,
+        crate::watcher::unacked::Pending,
     )>,
     /// Writes catch-up batches in order, off the message path.
     persister: Option<(std::sync::mpsc::Sender<Batch>, std::thread::JoinHandle<()>)>,
@@ -99,7 +99,7 @@ impl Watch {
     /// Opens the account's catch-up state and builds the pipeline.
     pub(super) fn open(account: &Arc<Account>) -> Watch {
         let start_ms = timeutil::now_ms();
-        crate::staging::clean_old(&account.media_dir);
+        crate::state::media::clean_old(&account.media.dir);
         let Configured {
             whole: config,
             account: settings,
@@ -181,10 +181,10 @@ impl Watch {
     /// it, and its answer is the account's fresh capability snapshot; a lenient one answers
     /// −32601 at once. Skipped once the server is known to be lenient.
     pub(super) async fn initialize(&mut self, conn: &mut Connection) {
-        let known = self.account.capabilities.locked().clone();
+        let known = self.account.caps.last();
         if known
             .as_ref()
-            .is_some_and(|k| k.profile == crate::capabilities::Profile::Lenient)
+            .is_some_and(|k| k.profile == crate::imsg::capabilities::Profile::Lenient)
         {
             return;
         }
@@ -210,13 +210,13 @@ impl Watch {
         match conn.request(method, params, Duration::from_secs(10)).await {
             Ok(result) => {
                 self.account
-                    .note_capabilities(crate::capabilities::Snapshot::from_strict(
+                    .note_capabilities(crate::imsg::capabilities::Snapshot::from_strict(
                         version_text,
                         &result,
                         timeutil::now_ms(),
                     ))
             }
-            Err(crate::rpc::CallError::Rpc(e)) if e.code == -32601 => {
+            Err(crate::imsg::rpc::CallError::Rpc(e)) if e.code == -32601 => {
                 tracing::debug!(account = %self.account.id, "{method}: a lenient imsg")
             }
             Err(e) => tracing::debug!(account = %self.account.id, "{method}: {e}"),
@@ -226,8 +226,8 @@ impl Watch {
     /// Strict servers: `status {}` on the watcher's child every 60 s keeps the snapshot fresh
     /// (a bridge that comes back shows without anyone asking).
     pub(super) async fn refresh_status(&mut self, conn: &mut Connection) {
-        let known = self.account.capabilities.locked().clone();
-        let Some(known) = known.filter(|k| k.profile == crate::capabilities::Profile::Strict)
+        let known = self.account.caps.last();
+        let Some(known) = known.filter(|k| k.profile == crate::imsg::capabilities::Profile::Strict)
         else {
             return;
         };

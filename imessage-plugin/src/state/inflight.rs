@@ -1,0 +1,214 @@
+//! The message being processed, on disk (issue 21). A panic is caught and handled in
+//! process (restart, then quarantine), but a stack overflow, an `abort` or an OOM kill ends the
+//! whole gateway, and the row that did it is replayed at the next start, and again, forever.
+//! So the row's key is written here before its processing starts and cleared after; a key
+//! found here at start names the row that was being processed when the process died. Found
+//! twice, the row is quarantined when it comes again, like a row that panicked twice.
+//!
+//! `<account dir>/inflight`, mode 0600: the first line is the record, the rest is padding.
+//! Two `pwrite`s per message and no fsync: a process crash keeps what was written to the page
+//! cache, and after a machine crash a lost marker only costs one more replay.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+pub const FILE: &str = "inflight";
+/// A row found in flight by this many starts is quarantined when it comes again.
+pub const QUARANTINE_AFTER: u32 = 2;
+/// Every record is padded to this size, so a shorter one never leaves a tail of a longer one
+/// on its first line.
+const RECORD_BYTES: usize = 192;
+/// Keys come from imsg; longer ones are stored by their hash so the record keeps its size.
+const MAX_KEY_BYTES: usize = 100;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The row's dedupe key, or `sha256:<hex>` of a long one (see [`marker_key`]).
+    pub key: String,
+    pub rowid: i64,
+    /// How many earlier starts found this row in flight.
+    pub crashes: u32,
+}
+
+/// The form a dedupe key takes in the record.
+pub fn marker_key(key: &str) -> String {
+    if key.len() <= MAX_KEY_BYTES {
+        return key.to_string();
+    }
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// The open marker file of one account.
+pub struct InFlight {
+    file: Option<File>,
+    /// A record is on disk and not cleared yet.
+    set: bool,
+}
+
+impl InFlight {
+    /// Opens the marker (never through a symlink), and returns what a process that died left
+    /// in it: that row's record with one more crash counted.
+    pub fn open(account_dir: &Path) -> std::io::Result<(InFlight, Option<Record>)> {
+        crate::state::store::ensure_dir(account_dir)?;
+        let path = account_dir.join(FILE);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(crate::state::store::context("opening", &path))?;
+        let mut head = Vec::with_capacity(RECORD_BYTES);
+        (&mut file)
+            .take(RECORD_BYTES as u64)
+            .read_to_end(&mut head)?;
+        let found = parse(&head).map(|r| Record {
+            crashes: r.crashes.saturating_add(1),
+            ..r
+        });
+        let mut marker = InFlight {
+            file: Some(file),
+            set: true,
+        };
+        marker.clear();
+        Ok((marker, found))
+    }
+
+    /// A marker that records nothing (the file could not be opened; logged by the caller).
+    pub fn disabled() -> InFlight {
+        InFlight {
+            file: None,
+            set: false,
+        }
+    }
+
+    /// Before a row's processing starts.
+    pub fn begin(&mut self, record: &Record) {
+        let Some(file) = &self.file else { return };
+        let Ok(mut bytes) = serde_json::to_vec(record) else {
+            return;
+        };
+        if bytes.len() >= RECORD_BYTES {
+            return;
+        }
+        bytes.resize(RECORD_BYTES - 1, b' ');
+        bytes.push(b'\n');
+        self.set = file.write_all_at(&bytes, 0).is_ok();
+    }
+
+    /// After a row's processing ended, normally or by a caught panic.
+    pub fn clear(&mut self) {
+        if !self.set {
+            return;
+        }
+        if let Some(file) = &self.file {
+            // An empty first line: nothing in flight. The padding after it is ignored.
+            self.set = file.write_all_at(b"\n", 0).is_err();
+        }
+    }
+}
+
+impl Drop for InFlight {
+    /// An orderly end (stop, a watcher restart) is no crash, even in the middle of a row.
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+fn parse(head: &[u8]) -> Option<Record> {
+    let line = head.split(|b| *b == b'\n').next()?;
+    let text = std::str::from_utf8(line).ok()?.trim();
+    if text.is_empty() {
+        return None;
+    }
+    serde_json::from_str(text).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn record(key: &str, crashes: u32) -> Record {
+        Record {
+            key: key.into(),
+            rowid: 7,
+            crashes,
+        }
+    }
+
+    /// What a process that dies mid-row leaves: its marker, not cleared.
+    fn die_during(dir: &Path, r: &Record) {
+        let (mut marker, _) = InFlight::open(dir).unwrap();
+        marker.begin(r);
+        std::mem::forget(marker);
+    }
+
+    #[test]
+    fn a_row_left_in_flight_is_found_with_one_more_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut marker, found) = InFlight::open(dir.path()).unwrap();
+        assert_eq!(found, None, "a new account has nothing in flight");
+        marker.begin(&record("LONG-GUID-0000000000", 0));
+        marker.clear();
+        drop(marker);
+        assert_eq!(InFlight::open(dir.path()).unwrap().1, None, "cleared");
+
+        die_during(dir.path(), &record("G1", 0));
+        let (_, found) = InFlight::open(dir.path()).unwrap();
+        assert_eq!(found, Some(record("G1", 1)));
+        // The next start sees nothing unless the row was begun (and died) again.
+        assert_eq!(InFlight::open(dir.path()).unwrap().1, None);
+        die_during(dir.path(), &record("G1", 1));
+        assert_eq!(InFlight::open(dir.path()).unwrap().1, Some(record("G1", 2)));
+
+        let mode = std::fs::metadata(dir.path().join(FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn an_orderly_end_mid_row_is_no_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut marker, _) = InFlight::open(dir.path()).unwrap();
+        marker.begin(&record("G1", 0));
+        drop(marker);
+        assert_eq!(InFlight::open(dir.path()).unwrap().1, None);
+    }
+
+    #[test]
+    fn long_keys_are_hashed_and_junk_is_ignored() {
+        let long = "x".repeat(10_000);
+        let key = marker_key(&long);
+        assert!(key.starts_with("sha256:") && key.len() < MAX_KEY_BYTES);
+        assert_eq!(marker_key("G1"), "G1");
+        let dir = tempfile::tempdir().unwrap();
+        die_during(dir.path(), &record(&key, 0));
+        assert_eq!(
+            InFlight::open(dir.path()).unwrap().1.map(|r| r.key),
+            Some(key)
+        );
+        std::fs::write(dir.path().join(FILE), b"{not json\n").unwrap();
+        assert_eq!(InFlight::open(dir.path()).unwrap().1, None);
+    }
+
+    #[test]
+    fn a_symlinked_marker_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere");
+        std::fs::write(&target, b"").unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join(FILE)).unwrap();
+        assert!(InFlight::open(dir.path()).is_err());
+    }
+}
