@@ -7,7 +7,7 @@ import path from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 
-import { AccountBridge } from "../src/bridge.js";
+import { AccountBridge, failedSends } from "../src/bridge.js";
 import { Journal, replay } from "../src/journal.js";
 import { checkFile, choosePaths } from "../src/locate.js";
 import { configForAccount, eventId, replyKey, toMsgContext, toSnapshot } from "../src/map.js";
@@ -78,7 +78,7 @@ test("journal: taken-but-unfinished entries survive a reopen, done ones are reme
 });
 
 /** Runs the bridge against fake-serve with `events`; returns the record and what was dispatched. */
-async function runBridge(/** @type {string} */ dir, /** @type {unknown[]} */ events) {
+async function runBridge(/** @type {string} */ dir, /** @type {unknown[]} */ events, /** @type {any} */ dispatch = null) {
   const record = path.join(dir, `record-${Date.now()}.jsonl`);
   process.env.FAKE_SERVE_RECORD = record;
   process.env.FAKE_SERVE_EVENTS = JSON.stringify(events);
@@ -89,6 +89,7 @@ async function runBridge(/** @type {string} */ dir, /** @type {unknown[]} */ eve
     library: path.join(dir, "libimessage.so"), stateDir: dir,
     channelRuntime: { reply: { dispatchReplyWithBufferedBlockDispatcher: async (/** @type {any} */ p) => {
       dispatched.push(p.ctx);
+      if (dispatch) return dispatch(p, dispatched.length);
       await p.dispatcherOptions.deliver({ text: `reply to ${p.ctx.MessageSid}` });
     } } },
   });
@@ -127,4 +128,29 @@ test("bridge: turns acknowledged but unfinished before a crash run at the next s
   await j.close();
   const run = await runBridge(dir, []);
   assert.deepEqual(run.dispatched.map((c) => c.MessageSid), ["M9"]);
+});
+
+test("bridge: a turn whose dispatch throws, or whose reply failed to send, runs again with the same reply keys", async () => {
+  const dir = tmp();
+  writeFileSync(path.join(dir, "libimessage.so"), "");
+  // Like OpenClaw: the first attempt fails before the agent adopts the session (it throws);
+  // the second reports a failed deliver through onError and the receipt, settling normally.
+  const run = await runBridge(dir, [dm("M5")], async (/** @type {any} */ p, /** @type {number} */ n) => {
+    if (n === 1) throw new Error("restart recovery claim changed before agent adoption");
+    await p.dispatcherOptions.deliver({ text: "first" });
+    if (n === 2) {
+      p.dispatcherOptions.onError(new Error("send failed"));
+      return { settledReceipt: { counts: { final: { delivered: 0, failedBeforeSend: 1 } } } };
+    }
+    return { settledReceipt: { counts: { final: { delivered: 1, failedBeforeSend: 0 } } } };
+  });
+  assert.deepEqual(run.dispatched.map((c) => c.MessageSid), ["M5", "M5", "M5"]);
+  const keys = run.lines.filter((l) => l.in?.method === "send").map((l) => l.in.params.idempotencyKey);
+  assert.deepEqual(keys, ["openclaw:default:M5:0", "openclaw:default:M5:0"]);
+  const again = new Journal(path.join(dir, "default", "journal.jsonl"));
+  await again.load();
+  assert.deepEqual(again.unfinished(), [], "done once the reply went out");
+  await again.close();
+  assert.equal(failedSends({ settledReceipt: { counts: { block: { failedAfterSend: 1 }, final: { failedBeforeSend: 2 } } } }), 3);
+  assert.equal(failedSends(undefined), 0);
 });
