@@ -13,8 +13,18 @@ import { HandlerError, RpcPeer } from "./rpc.js";
 /** Host features we speak (plugin_abi::types::features); the library ignores unknown ones. */
 export const HOST_FEATURES = ["deliver.batch", "event.reaction", "pairing.host"];
 
-/** Attempts per turn before it is given up (backoff 1 s, 2 s, 4 s, 8 s between them). */
+/** Attempts per turn whose dispatch failed before it is given up (backoff 1 s, 2 s, 4 s, 8 s). */
 export const TURN_ATTEMPTS = 5;
+/**
+ * Attempts for a turn OpenClaw declined to run: busy (its restart recovery holds the session,
+ * ~5 s without a model) or a duplicate of a turn its recovery already owns (retrying cannot
+ * help; it blocks the session's queue). Backoff 1–16 s, ~31 s in all: a compromise measured
+ * without a model; a recovery that runs a long model turn can outlast it (see NOTES.md).
+ */
+export const NOT_RUN_ATTEMPTS = 6;
+
+/** OpenClaw settled the dispatch without running the turn or sending anything. */
+class NotRun extends Error {}
 
 /**
  * @typedef {{ info?: (m: string) => void, warn?: (m: string) => void, error?: (m: string) => void, debug?: (m: string) => void }} Log
@@ -180,7 +190,8 @@ export class AccountBridge {
     const next = prev
       .then(() => this.#runTurnWithRetry(id, ev))
       // Not settled (the child went away): left open in the journal, replayed at the next start.
-      .then((settled) => (settled ? this.#finish(id) : undefined));
+      // Handed over: already journaled done at adoption.
+      .then((outcome) => (outcome === "settled" ? this.#finish(id) : undefined));
     this.sessions.set(key, next);
     next.then(() => {
       if (this.sessions.get(key) === next) this.sessions.delete(key);
@@ -202,32 +213,45 @@ export class AccountBridge {
    * recovery holding the session right after a crash: "restart recovery claim changed before
    * agent adoption"), so it is tried again; replies already sent reuse their idempotency keys.
    * After the last attempt the turn is given up (logged, marked done) so one poison message
-   * cannot replay at every start. Returns false when the child is gone: the turn stays open.
+   * cannot replay at every start.
+   *
+   * Once OpenClaw adopts the turn (its agent run starts: it has recorded the user message and
+   * its own restart-recovery claim in its session store), the turn is journaled done at once:
+   * after a crash OpenClaw's restart recovery resumes it, and a replay from here would run it
+   * a second time. Outcome: "settled" | "handed-over" | "open" (the child went away; the turn
+   * stays in the journal and replays at the next start).
    * @param {string} id @param {any} ev
    */
   async #runTurnWithRetry(id, ev) {
+    const turn = { adopted: false };
+    const handOver = () => {
+      if (turn.adopted) return;
+      turn.adopted = true;
+      this.#finish(id);
+    };
     for (let attempt = 1; ; attempt++) {
       try {
-        await this.#runTurn(ev);
-        return true;
+        await this.#runTurn(ev, handOver);
+        return turn.adopted ? "handed-over" : "settled";
       } catch (e) {
         const msg = /** @type {any} */ (e)?.message ?? String(e);
+        const limit = e instanceof NotRun ? NOT_RUN_ATTEMPTS : TURN_ATTEMPTS;
         if (this.down) {
           this.log.warn?.(`imessage: turn for ${id} left for replay at the next start: ${msg}`);
-          return false;
+          return turn.adopted ? "handed-over" : "open";
         }
-        if (attempt >= TURN_ATTEMPTS) {
+        if (attempt >= limit) {
           this.log.error?.(`imessage: turn for ${id} failed after ${attempt} attempt(s), giving up: ${msg}`);
-          return true;
+          return turn.adopted ? "handed-over" : "settled";
         }
-        this.log.warn?.(`imessage: turn for ${id} failed (attempt ${attempt} of ${TURN_ATTEMPTS}), retrying: ${msg}`);
-        await new Promise((r) => setTimeout(r, 500 * 2 ** attempt));
+        this.log.warn?.(`imessage: turn for ${id} not done (attempt ${attempt} of ${limit}), retrying: ${msg}`);
+        await new Promise((r) => setTimeout(r, Math.min(500 * 2 ** attempt, 30_000)));
       }
     }
   }
 
-  /** @param {any} ev */
-  async #runTurn(ev) {
+  /** @param {any} ev @param {() => void} [onAdopted] */
+  async #runTurn(ev, onAdopted) {
     this.o.onStatus?.({ lastInboundAt: Date.now() });
     if (ev.type === "reaction") {
       // A tapback is context for the next turn, not a turn of its own (as in OpenClaw).
@@ -241,9 +265,16 @@ export class AccountBridge {
     let index = 0;
     /** @type {unknown} */
     let undelivered = null;
+    let adopted = false;
     const result = await rt.reply.dispatchReplyWithBufferedBlockDispatcher({
       ctx,
       cfg: this.o.cfg,
+      replyOptions: {
+        onAgentRunStart: () => {
+          adopted = true;
+          onAdopted?.();
+        },
+      },
       dispatcherOptions: {
         deliver: async (/** @type {any} */ payload) => {
           const req = toSendRequest(payload, {
@@ -262,7 +293,11 @@ export class AccountBridge {
       },
     });
     if (undelivered || failedSends(result) > 0) throw new Error(`a reply to ${ev.messageId} was not sent: ${/** @type {any} */ (undelivered)?.message ?? "the dispatcher reported a failed delivery"}`);
-    this.log.debug?.(`imessage: turn for ${ev.messageId} settled, ${index} reply payload(s)`);
+    // Busy (its restart recovery holds the session), duplicate or aborted: OpenClaw returns
+    // without an agent run or a reply, and (for busy) releases its dedupe claim, expecting the
+    // channel to deliver the message again.
+    if (!adopted && index === 0) throw new NotRun(`OpenClaw did not run the turn for ${ev.messageId} (no agent run, no reply)`);
+    this.log.debug?.(`imessage: turn for ${ev.messageId} settled, ${index} reply payload(s), adopted=${adopted}`);
   }
 
   /**
