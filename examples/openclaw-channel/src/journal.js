@@ -1,0 +1,138 @@
+// The package's own durability, because OpenClaw's durable ingress queue is closed to
+// untrusted (linked or third-party) plugins in 2026.9.6. The journal is what lets us answer
+// the library's `deliver` (which moves its cursor) before the turn has run:
+//
+//   deliver(batch) -> append "taken" for each new id, one fsync -> ack -> dispatch each ->
+//   append "done" (one fsync per settled batch)
+//
+// A crash after the ack leaves "taken" without "done": `unfinished()` hands those back at the
+// next start, so nothing acknowledged is lost. A redelivery of an id already taken (the
+// library replays after a crash before our ack reached it) is acknowledged without a turn.
+// A crash between a turn's replies and its "done" replays that turn; its replies then reuse
+// the same idempotency keys, so the library's send ledger sends nothing twice.
+
+import { promises as fs } from "node:fs";
+import path from "node:path";
+
+/** How many finished ids we remember for de-duplication (host-stub keeps the same number). */
+export const REMEMBER_DONE = 10_000;
+
+/**
+ * @typedef {{ t: "taken", id: string, event: unknown } | { t: "done", id: string }} Entry
+ */
+
+/**
+ * Folds journal lines into state (pure). A torn last line (crash mid-write) is skipped.
+ * @param {string} text
+ */
+export function replay(text) {
+  /** @type {Map<string, unknown>} */
+  const open = new Map();
+  /** @type {string[]} */
+  const done = [];
+  for (const line of text.split("\n")) {
+    if (!line.trim()) continue;
+    let e;
+    try {
+      e = JSON.parse(line);
+    } catch {
+      continue;
+    }
+    if (typeof e?.id !== "string") continue;
+    if (e.t === "taken") open.set(e.id, e.event);
+    else if (e.t === "done") {
+      open.delete(e.id);
+      done.push(e.id);
+    }
+  }
+  return { open, done: done.slice(-REMEMBER_DONE) };
+}
+
+export class Journal {
+  /** @param {string} file */
+  constructor(file) {
+    this.file = file;
+    /** @type {Map<string, unknown>} taken, not yet done */
+    this.open = new Map();
+    /** @type {Set<string>} */
+    this.done = new Set();
+    this.lines = 0;
+    /** @type {import("node:fs/promises").FileHandle | null} */
+    this.fh = null;
+  }
+
+  /** Reads the journal, compacts it to what still matters, and opens it for appending. */
+  async load() {
+    await fs.mkdir(path.dirname(this.file), { recursive: true, mode: 0o700 });
+    const text = await fs.readFile(this.file, "utf8").catch((e) => {
+      if (e.code === "ENOENT") return "";
+      throw new Error(`cannot read journal ${this.file}: ${e.message}`);
+    });
+    const state = replay(text);
+    this.open = state.open;
+    this.done = new Set(state.done);
+    await this.#compact();
+    this.fh = await fs.open(this.file, "a", 0o600);
+  }
+
+  /** @param {string} id */
+  seen(id) {
+    return this.open.has(id) || this.done.has(id);
+  }
+
+  /** Events acknowledged before a crash whose turn never finished, in arrival order. */
+  unfinished() {
+    return [...this.open.entries()].map(([id, event]) => ({ id, event }));
+  }
+
+  /** Records new events durably (one fsync for all). @param {{ id: string, event: unknown }[]} items */
+  async take(items) {
+    if (items.length === 0) return;
+    for (const it of items) this.open.set(it.id, it.event);
+    await this.#append(items.map((it) => ({ t: "taken", id: it.id, event: it.event })));
+  }
+
+  /** @param {string[]} ids */
+  async finish(ids) {
+    if (ids.length === 0) return;
+    for (const id of ids) {
+      this.open.delete(id);
+      this.done.add(id);
+    }
+    await this.#append(ids.map((id) => ({ t: "done", id })));
+    if (this.done.size > REMEMBER_DONE * 2) {
+      this.done = new Set([...this.done].slice(-REMEMBER_DONE));
+    }
+  }
+
+  async close() {
+    await this.fh?.close();
+    this.fh = null;
+  }
+
+  /** @param {Entry[]} entries */
+  async #append(entries) {
+    if (!this.fh) throw new Error(`journal ${this.file} is not open`);
+    await this.fh.write(entries.map((e) => `${JSON.stringify(e)}\n`).join(""));
+    await this.fh.sync();
+    this.lines += entries.length;
+  }
+
+  /** Rewrites the file with only open entries and the remembered done ids (write, fsync, rename). */
+  async #compact() {
+    const tmp = `${this.file}.tmp`;
+    const body = [
+      ...[...this.done].map((id) => JSON.stringify({ t: "done", id })),
+      ...[...this.open.entries()].map(([id, event]) => JSON.stringify({ t: "taken", id, event })),
+    ].join("\n");
+    const fh = await fs.open(tmp, "w", 0o600);
+    try {
+      await fh.write(body ? `${body}\n` : "");
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await fs.rename(tmp, this.file);
+    this.lines = this.done.size + this.open.size;
+  }
+}

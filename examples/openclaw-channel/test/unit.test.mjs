@@ -1,0 +1,156 @@
+// Unit and protocol tests that need neither OpenClaw nor the Rust build:
+//   node --test examples/openclaw-channel/test/unit.test.mjs
+import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync, writeFileSync, existsSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { test } from "node:test";
+import { fileURLToPath } from "node:url";
+
+import { AccountBridge, failedSends } from "../src/bridge.js";
+import { Journal, replay } from "../src/journal.js";
+import { checkFile, choosePaths } from "../src/locate.js";
+import { configForAccount, eventId, replyKey, toMsgContext, toSnapshot } from "../src/map.js";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const tmp = () => mkdtempSync(path.join(os.tmpdir(), "imessage-oc-"));
+
+/** @param {string} id @param {Record<string, unknown>} [over] */
+const dm = (id, over = {}) => ({
+  type: "message", sessionKey: "agent:main:main", agentId: "main", accountId: "default", chatType: "direct",
+  to: "+15550001111", senderId: "+15550001111", text: "hi", messageId: id, wasMentioned: false,
+  commandAuthorized: true, senderIsOwner: true, replyTo: null, media: [], ...over,
+});
+
+test("paths: config beats env beats the repository default, and a missing file names its path", () => {
+  const env = { IMESSAGE_PLUGIN_LIBRARY: "/env/lib.so", IMESSAGE_HOST_STUB: "/env/hs" };
+  const c = choosePaths({ library: "/cfg/lib.so" }, env, "linux");
+  assert.equal(c.library.path, "/cfg/lib.so");
+  assert.equal(c.hostStub.path, "/env/hs");
+  const d = choosePaths({}, {}, "darwin");
+  assert.match(d.library.path, /target\/release\/libimessage\.dylib$/);
+  assert.equal(checkFile("iMessage library", c.library, false), "iMessage library not found at /cfg/lib.so (from plugins.entries.imessage-rs.config.library)");
+});
+
+test("inbound context carries the library's decision unchanged", () => {
+  const ctx = toMsgContext(dm("M1", { chatType: "group", wasMentioned: true, commandAuthorized: false, senderIsOwner: false, chatName: "Team", replyTo: { id: "P1", text: "earlier", sender: "+1" }, media: [{ path: "/a.jpg", mime: "image/jpeg", size: 3 }] }));
+  assert.equal(ctx.SessionKey, "agent:main:main");
+  assert.equal(ctx.AgentId, "main");
+  assert.equal(ctx.ChatType, "group");
+  assert.equal(ctx.WasMentioned, true);
+  assert.equal(ctx.CommandAuthorized, false);
+  assert.equal(ctx.SenderIsOwner, false);
+  assert.equal(ctx.ReplyToId, "P1");
+  assert.deepEqual(ctx.media, [{ path: "/a.jpg", contentType: "image/jpeg", messageId: "M1" }]);
+  assert.equal(replyKey("default", "M1", 2), "openclaw:default:M1:2");
+});
+
+test("status maps blocked and the last error", () => {
+  const s = toSnapshot({ accountId: "default", state: "blocked", lastError: "Full Disk Access is not granted" });
+  assert.equal(s.lifecycle, "blocked");
+  assert.equal(s.connected, false);
+  assert.equal(s.lastError, "Full Disk Access is not granted");
+  assert.equal(toSnapshot({ state: "watching" }).connected, true);
+});
+
+test("each child sees only its own account enabled", () => {
+  const cfg = { session: { dmScope: "main" }, channels: { imessage: { cliPath: "imsg", accounts: { home: {}, work: { allowFrom: ["+1"] } } } } };
+  const c = configForAccount(cfg, "work");
+  assert.equal(c.channels.imessage.accounts.home.enabled, false);
+  assert.deepEqual(c.channels.imessage.accounts.work, { allowFrom: ["+1"] });
+  assert.equal(c.session.dmScope, "main");
+});
+
+test("journal: taken-but-unfinished entries survive a reopen, done ones are remembered, a torn line is skipped", async () => {
+  const file = path.join(tmp(), "j", "journal.jsonl");
+  const j = new Journal(file);
+  await j.load();
+  await j.take([{ id: "a", event: dm("a") }, { id: "b", event: dm("b") }]);
+  await j.finish(["a"]);
+  await j.close();
+  writeFileSync(file, `${readFileSync(file, "utf8")}{"t":"done","id":"b"`); // crash mid-write
+  const again = new Journal(file);
+  await again.load();
+  assert.deepEqual(again.unfinished().map((u) => u.id), ["b"]);
+  assert.equal(again.seen("a"), true);
+  assert.equal(replay('{"t":"taken","id":"x","event":1}\n{"t":"done","id":"x"}\n').open.size, 0);
+  await again.close();
+});
+
+/** Runs the bridge against fake-serve with `events`; returns the record and what was dispatched. */
+async function runBridge(/** @type {string} */ dir, /** @type {unknown[]} */ events, /** @type {any} */ dispatch = null) {
+  const record = path.join(dir, `record-${Date.now()}.jsonl`);
+  process.env.FAKE_SERVE_RECORD = record;
+  process.env.FAKE_SERVE_EVENTS = JSON.stringify(events);
+  /** @type {any[]} */
+  const dispatched = [];
+  const bridge = new AccountBridge({
+    accountId: "default", cfg: { channels: { imessage: {} } }, hostStub: path.join(here, "fake-serve.mjs"),
+    library: path.join(dir, "libimessage.so"), stateDir: dir,
+    channelRuntime: { reply: { dispatchReplyWithBufferedBlockDispatcher: async (/** @type {any} */ p) => {
+      dispatched.push(p.ctx);
+      if (dispatch) return dispatch(p, dispatched.length);
+      await p.dispatcherOptions.deliver({ text: `reply to ${p.ctx.MessageSid}` });
+    } } },
+  });
+  await bridge.start();
+  const lines = () => (existsSync(record) ? readFileSync(record, "utf8").trim().split("\n").map((l) => JSON.parse(l)) : []);
+  // Wait on a positive marker: every delivery answered and every turn's journal entry done.
+  for (let i = 0; i < 500 && !lines().some((l) => l.delivered !== undefined); i++) await new Promise((r) => setTimeout(r, 10));
+  for (let i = 0; i < 500 && bridge.sessions.size > 0; i++) await new Promise((r) => setTimeout(r, 10));
+  await bridge.stop();
+  return { lines: lines(), dispatched };
+}
+
+test("bridge: acknowledges after journaling, runs one turn per message id, sends replies with derived keys", async () => {
+  const dir = tmp();
+  writeFileSync(path.join(dir, "libimessage.so"), "");
+  const first = await runBridge(dir, [dm("M1"), { type: "batch", events: [dm("M2"), dm("M1")] }]);
+  assert.deepEqual(first.dispatched.map((c) => c.MessageSid), ["M1", "M2"]);
+  const answers = first.lines.filter((l) => l.deliverAnswer).map((l) => l.deliverAnswer);
+  assert.ok(answers.every((a) => a.result && !a.error), "every deliver acknowledged");
+  const sends = first.lines.filter((l) => l.in?.method === "send").map((l) => l.in.params);
+  assert.deepEqual(sends.map((s) => s.idempotencyKey), ["openclaw:default:M1:0", "openclaw:default:M2:0"]);
+  assert.equal(sends[0].to, "+15550001111");
+  const start = first.lines.find((l) => l.in?.method === "start").in.params;
+  assert.ok(start.host.features.includes("deliver.batch"));
+  // The library replays M2 after a restart (our ack was lost): acknowledged, no second turn.
+  const second = await runBridge(dir, [dm("M2"), dm("M3")]);
+  assert.deepEqual(second.dispatched.map((c) => c.MessageSid), ["M3"]);
+});
+
+test("bridge: turns acknowledged but unfinished before a crash run at the next start", async () => {
+  const dir = tmp();
+  writeFileSync(path.join(dir, "libimessage.so"), "");
+  const j = new Journal(path.join(dir, "default", "journal.jsonl"));
+  await j.load();
+  await j.take([{ id: eventId(dm("M9")), event: dm("M9") }]);
+  await j.close();
+  const run = await runBridge(dir, []);
+  assert.deepEqual(run.dispatched.map((c) => c.MessageSid), ["M9"]);
+});
+
+test("bridge: a turn whose dispatch throws, or whose reply failed to send, runs again with the same reply keys", async () => {
+  const dir = tmp();
+  writeFileSync(path.join(dir, "libimessage.so"), "");
+  // Like OpenClaw: the first attempt fails before the agent adopts the session (it throws);
+  // the second reports a failed deliver through onError and the receipt, settling normally.
+  const run = await runBridge(dir, [dm("M5")], async (/** @type {any} */ p, /** @type {number} */ n) => {
+    if (n === 1) throw new Error("restart recovery claim changed before agent adoption");
+    await p.dispatcherOptions.deliver({ text: "first" });
+    if (n === 2) {
+      p.dispatcherOptions.onError(new Error("send failed"));
+      return { settledReceipt: { counts: { final: { delivered: 0, failedBeforeSend: 1 } } } };
+    }
+    return { settledReceipt: { counts: { final: { delivered: 1, failedBeforeSend: 0 } } } };
+  });
+  assert.deepEqual(run.dispatched.map((c) => c.MessageSid), ["M5", "M5", "M5"]);
+  const keys = run.lines.filter((l) => l.in?.method === "send").map((l) => l.in.params.idempotencyKey);
+  assert.deepEqual(keys, ["openclaw:default:M5:0", "openclaw:default:M5:0"]);
+  const again = new Journal(path.join(dir, "default", "journal.jsonl"));
+  await again.load();
+  assert.deepEqual(again.unfinished(), [], "done once the reply went out");
+  await again.close();
+  assert.equal(failedSends({ settledReceipt: { counts: { block: { failedAfterSend: 1 }, final: { failedBeforeSend: 2 } } } }), 3);
+  assert.equal(failedSends(undefined), 0);
+});
