@@ -12,6 +12,9 @@
 //! line. Then latency: the same gateway paced at 20,000 msg/s (notification → routed line),
 //! and the echo round trip (notification → the `send` of the `--reply echo` answer).
 //!
+//! First, start-up: launching the gateway → imsg-sim answering the first `watch.subscribe`,
+//! and how many imsg processes started before it (`STARTS` runs, default 3; 0 skips it).
+//!
 //! Knobs (environment): `MESSAGES` (default 100,000), `RUNS` (5), `PACED` (100,000 messages
 //! at 20,000/s), `ECHOES` (200 at 50/s), `RSS_MESSAGES` (1,000,000: peak RSS sampled at 200k,
 //! 600k and 1M; 0 skips it). Medians are over `RUNS`; the machine is noisy, so compare
@@ -130,7 +133,14 @@ impl Gateway {
     }
 
     fn start(&self, echo: bool) -> Child {
+        self.start_with_env(echo, &[])
+    }
+
+    fn start_with_env(&self, echo: bool, vars: &[(&str, &Path)]) -> Child {
         let mut cmd = Command::new(artifact("host-stub"));
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
         cmd.arg("--config")
             .arg(self.path("gateway.json5"))
             .arg("--plugins")
@@ -172,7 +182,12 @@ fn count_lines(stdout: &mut impl Read, n: u64, mut at: impl FnMut(u64)) -> u128 
 }
 
 fn started_ns(path: &Path) -> u128 {
-    for _ in 0..1000 {
+    wait_for_stamp(path, 1000)
+}
+
+/// The unix-ns stamp imsg-sim writes to `path`, polled every 5 ms up to `tries` times.
+fn wait_for_stamp(path: &Path, tries: u32) -> u128 {
+    for _ in 0..tries {
         if let Some(t) = std::fs::read_to_string(path)
             .ok()
             .and_then(|t| t.trim().parse().ok())
@@ -220,6 +235,61 @@ fn whole_process(n: u64, checkpoints: &[u64]) -> Sample {
         peak_kib,
         rss,
     }
+}
+
+/// One start-up: launching `host-stub gateway` → imsg-sim answering the first
+/// `watch.subscribe` (the burst's `started` stamp, written then), in ms, and how many imsg
+/// processes started before the request reached it (imsg-sim notes every start and every
+/// request in its record).
+fn launch_to_subscribe() -> (f64, usize) {
+    let gw = Gateway::new(json!({"messages": 0, "started": "STARTED"}));
+    let started = gw.path("started");
+    let record = gw.path("record.jsonl");
+    let scenario_path = gw.path("scenario.json");
+    let scenario = std::fs::read_to_string(&scenario_path).unwrap().replace(
+        "\"STARTED\"",
+        &Value::from(started.display().to_string()).to_string(),
+    );
+    std::fs::write(&scenario_path, scenario).unwrap();
+    let launched = unix_ns();
+    let child = gw.start_with_env(false, &[("IMSG_SIM_RECORD", &record)]);
+    // Up to 30 s: a loaded machine must not fail the run, only slow it.
+    let subscribed = wait_for_stamp(&started, 6000);
+    stop(child);
+    // In file order: starts are noted as each process begins, requests as they arrive.
+    let starts = std::fs::read_to_string(&record)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .take_while(|r| !(r["dir"] == "in" && r["line"].as_str().is_some_and(is_subscribe)))
+        .filter(|r| r.get("invocation").is_some())
+        .count();
+    ((subscribed - launched) as f64 / 1e6, starts)
+}
+
+fn is_subscribe(line: &str) -> bool {
+    serde_json::from_str::<Value>(line).is_ok_and(|v| v["method"] == "watch.subscribe")
+}
+
+fn start_row(runs: u64) {
+    let mut ms = Vec::new();
+    let mut starts = Vec::new();
+    for _ in 0..runs {
+        let (t, n) = launch_to_subscribe();
+        ms.push(t);
+        starts.push(n);
+    }
+    let runs_text: Vec<String> = ms
+        .iter()
+        .zip(&starts)
+        .map(|(t, n)| format!("{t:.0} ms ({n} starts)"))
+        .collect();
+    println!(
+        "start: launch → first watch.subscribe answered, median {:.0} ms over {runs} runs; imsg processes started before it: {} [{}]",
+        median(&ms),
+        starts.iter().max().copied().unwrap_or(0),
+        runs_text.join(", ")
+    );
 }
 
 /// The bare loop over the same bytes: `imsg-sim burst N | bench-gateway --bare[-println]`.
@@ -367,6 +437,10 @@ fn main() {
         Some("--bare") => return bare_loop(),
         Some("--bare-println") => return bare_println_loop(),
         _ => {}
+    }
+    let starts = env_number("STARTS", 3);
+    if starts > 0 {
+        start_row(starts);
     }
     let n = env_number("MESSAGES", 100_000);
     let runs = env_number("RUNS", 5).max(1);
