@@ -728,6 +728,32 @@ mod tests {
     }
 
     #[test]
+    fn a_probed_lenient_version_decides_the_subscription_until_the_bridge_is_learned() {
+        let source = Source::resolve(
+            &crate::config::parse(&json!({"channels": {"imessage": {}}}))
+                .unwrap()
+                .accounts[0],
+        );
+        let cache = Cache::new(source);
+        assert!(cache.version_basis().is_none(), "nothing probed yet");
+        cache.note_probe(Some("0.4.0".into()), None);
+        assert!(cache.last().is_none(), "the bridge is not known yet");
+        assert!(!cache.is_strict());
+        let basis = cache.version_basis().expect("the probe's version");
+        assert_eq!(
+            basis.features().take(Feature::ReactionsInbound),
+            Err("needs imsg 0.5.0 or newer (found 0.4.0)".into())
+        );
+        cache.note_probe(None, Some(strict(false, &["watch.subscribe"])));
+        assert!(cache.is_strict() && cache.last().is_some());
+        assert!(cache
+            .version_basis()
+            .unwrap()
+            .features()
+            .on(Feature::ReactionsInbound));
+    }
+
+    #[test]
     fn staleness_follows_the_profile_and_the_bridge() {
         let s = strict(true, &[]);
         assert!(!s.is_stale(60_000, true) && s.is_stale(60_001, false));
