@@ -418,8 +418,9 @@ impl Snapshot {
 pub struct Cache {
     source: Source,
     snapshot: Mutex<Option<Snapshot>>,
-    /// A lenient server as the readiness probe found it: its version, the bridge not known
-    /// yet (`imsg status --json` is learned beside the subscription, not in front of it).
+    /// The server as the readiness probe found it: strict (its `initialize` snapshot) or
+    /// lenient (its version, the bridge not known yet: `imsg status --json` is learned beside
+    /// the subscription, not in front of it). Kept when the snapshot is forgotten.
     probed: Mutex<Option<Snapshot>>,
     /// Held by the one learner (shared so a background learner can hold it).
     learning: Arc<tokio::sync::Mutex<()>>,
@@ -453,13 +454,22 @@ impl Cache {
     /// `initialize` snapshot becomes the account's; a lenient server's version is kept for
     /// the decisions that depend on the version alone, until its bridge is learned.
     pub fn note_probe(&self, version_text: Option<String>, strict: Option<Snapshot>) {
-        match strict {
-            Some(snapshot) => self.note(snapshot),
-            None => {
-                let lenient = Snapshot::from_lenient(version_text, None, timeutil::now_ms());
-                *self.probed.locked() = Some(lenient);
+        let probed = match strict {
+            Some(snapshot) => {
+                self.note(snapshot.clone());
+                snapshot
             }
-        }
+            None => Snapshot::from_lenient(version_text, None, timeutil::now_ms()),
+        };
+        *self.probed.locked() = Some(probed);
+    }
+
+    /// The lenient server the probe found, if that is what it found.
+    fn probed_lenient(&self) -> Option<Snapshot> {
+        self.probed
+            .locked()
+            .clone()
+            .filter(|p| p.profile == Profile::Lenient)
     }
 
     /// The snapshot to judge what depends on the version and profile only by (the
@@ -477,7 +487,7 @@ impl Cache {
         if self.last().is_some() {
             return;
         }
-        let Some(probed) = self.probed.locked().clone() else {
+        let Some(probed) = self.probed_lenient() else {
             return;
         };
         // Taken before spawning: a caller arriving first would otherwise learn it twice.
@@ -535,7 +545,7 @@ impl Cache {
         }
         // A server the probe found lenient needs only its bridge status again (one process,
         // not three); an explicit refresh (`--probe`) learns everything anew.
-        let probed = self.probed.locked().clone().filter(|_| !refresh);
+        let probed = self.probed_lenient().filter(|_| !refresh);
         let learned = match probed {
             Some(p) => learn_lenient(&self.source, p.version_text, timeout).await,
             None => learn(&self.source, timeout).await?,
@@ -746,6 +756,11 @@ mod tests {
         );
         cache.note_probe(None, Some(strict(false, &["watch.subscribe"])));
         assert!(cache.is_strict() && cache.last().is_some());
+        cache.forget();
+        assert!(
+            cache.is_strict(),
+            "its children are still initialized first"
+        );
         assert!(cache
             .version_basis()
             .unwrap()
