@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::sync::atomic::AtomicBool;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use plugin_abi::contract::{Capabilities, ImsgProfile};
@@ -418,7 +418,12 @@ impl Snapshot {
 pub struct Cache {
     source: Source,
     snapshot: Mutex<Option<Snapshot>>,
-    learning: tokio::sync::Mutex<()>,
+    /// The server as the readiness probe found it: strict (its `initialize` snapshot) or
+    /// lenient (its version, the bridge not known yet: `imsg status --json` is learned beside
+    /// the subscription, not in front of it). Kept when the snapshot is forgotten.
+    probed: Mutex<Option<Snapshot>>,
+    /// Held by the one learner (shared so a background learner can hold it).
+    learning: Arc<tokio::sync::Mutex<()>>,
     /// Refresh the strict snapshot with `status {}` on the watcher's child now (a bridge
     /// error was seen; actions.md §1.2, case 164).
     pub status_due: AtomicBool,
@@ -429,7 +434,8 @@ impl Cache {
         Cache {
             source,
             snapshot: Mutex::new(None),
-            learning: tokio::sync::Mutex::new(()),
+            probed: Mutex::new(None),
+            learning: Arc::new(tokio::sync::Mutex::new(())),
             status_due: AtomicBool::new(false),
         }
     }
@@ -444,6 +450,58 @@ impl Cache {
         *self.snapshot.locked() = Some(snapshot);
     }
 
+    /// What the readiness probe found (imsg-protocol A10 steps 2 and 4): a strict server's
+    /// `initialize` snapshot becomes the account's; a lenient server's version is kept for
+    /// the decisions that depend on the version alone, until its bridge is learned.
+    pub fn note_probe(&self, version_text: Option<String>, strict: Option<Snapshot>) {
+        let probed = match strict {
+            Some(snapshot) => {
+                self.note(snapshot.clone());
+                snapshot
+            }
+            None => Snapshot::from_lenient(version_text, None, timeutil::now_ms()),
+        };
+        *self.probed.locked() = Some(probed);
+    }
+
+    /// The lenient server the probe found, if that is what it found.
+    fn probed_lenient(&self) -> Option<Snapshot> {
+        self.probed
+            .locked()
+            .clone()
+            .filter(|p| p.profile == Profile::Lenient)
+    }
+
+    /// The snapshot to judge what depends on the version and profile only by (the
+    /// subscription's `include_reactions`): the last one learned, else the lenient server
+    /// the probe found. `None` when nothing was probed or learned.
+    pub fn version_basis(&self) -> Option<Snapshot> {
+        self.last().or_else(|| self.probed.locked().clone())
+    }
+
+    /// Learns a lenient server's bridge (`imsg status --json`, which may take ~3 s on a Mac)
+    /// in the background, so start-up does not wait for it; callers that need the snapshot
+    /// meanwhile wait for this one run. Nothing to do when a snapshot is known already (a
+    /// strict server's `initialize`) or another learner runs.
+    pub fn learn_bridge_beside(self: &Arc<Self>, timeout: Duration) {
+        if self.last().is_some() {
+            return;
+        }
+        let Some(probed) = self.probed_lenient() else {
+            return;
+        };
+        // Taken before spawning: a caller arriving first would otherwise learn it twice.
+        let Ok(learner) = self.learning.clone().try_lock_owned() else {
+            return;
+        };
+        let cache = self.clone();
+        tokio::spawn(async move {
+            let snapshot = learn_lenient(&cache.source, probed.version_text, timeout).await;
+            cache.note(snapshot);
+            drop(learner);
+        });
+    }
+
     /// The snapshot may be wrong (the bridge went away): learned again before the next use.
     pub fn forget(&self) {
         *self.snapshot.locked() = None;
@@ -452,9 +510,7 @@ impl Cache {
     /// The last snapshot says this is a strict server (≥ 0.14): its children are initialized
     /// first.
     pub fn is_strict(&self) -> bool {
-        self.snapshot
-            .locked()
-            .as_ref()
+        self.version_basis()
             .is_some_and(|c| c.profile == Profile::Strict)
     }
 
@@ -487,7 +543,13 @@ impl Cache {
                 return Ok(s);
             }
         }
-        let learned = learn(&self.source, timeout).await?;
+        // A server the probe found lenient needs only its bridge status again (one process,
+        // not three); an explicit refresh (`--probe`) learns everything anew.
+        let probed = self.probed_lenient().filter(|_| !refresh);
+        let learned = match probed {
+            Some(p) => learn_lenient(&self.source, p.version_text, timeout).await,
+            None => learn(&self.source, timeout).await?,
+        };
         self.note(learned.clone());
         Ok(learned)
     }
@@ -515,53 +577,72 @@ async fn run(cli: &str, args: &[&str], timeout: Duration) -> Option<String> {
     Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Learns the snapshot now (imsg-protocol A10 steps 2–4): the version, `status --json`, then
-/// `initialize` on a fresh `imsg rpc` child; a result means a strict server, −32601 a lenient
-/// one. `Err` when imsg could not be reached at all.
+/// The first non-empty line of `cli --version`, when it printed one.
+async fn version_line(cli: &str, timeout: Duration) -> Option<String> {
+    run(cli, &["--version"], timeout).await.and_then(|out| {
+        out.lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .map(str::to_string)
+    })
+}
+
+/// Learns the snapshot now (imsg-protocol A10 steps 2–4): the version and `initialize` on a
+/// fresh `imsg rpc` child side by side (a result means a strict server, −32601 a lenient
+/// one), then a lenient server's `status --json`. `Err` when imsg could not be reached at all.
 pub async fn learn(source: &Source, timeout: Duration) -> Result<Snapshot, String> {
-    let version_text = run(&source.cli, &["--version"], timeout)
-        .await
-        .and_then(|out| {
-            out.lines()
-                .map(str::trim)
-                .find(|l| !l.is_empty())
-                .map(str::to_string)
-        });
-    let started = RpcClient::spawn(&source.spawn_config()).map_err(|e| e.to_string())?;
-    let initialized = started
-        .client
-        .request("initialize", json!({"protocol_version": 1}), timeout)
-        .await;
-    started
-        .client
-        .clone()
-        .shutdown(started.done, Duration::from_millis(500))
-        .await;
-    let now = timeutil::now_ms();
-    match initialized {
-        Ok(result) => Ok(Snapshot::from_strict(version_text, &result, now)),
+    let initialize = async {
+        let started = RpcClient::spawn(&source.spawn_config()).map_err(|e| e.to_string())?;
+        let initialized = started
+            .client
+            .request("initialize", json!({"protocol_version": 1}), timeout)
+            .await;
+        started
+            .client
+            .clone()
+            .shutdown(started.done, Duration::from_millis(500))
+            .await;
+        Ok::<_, String>(initialized)
+    };
+    let (version_text, initialized) = tokio::join!(version_line(&source.cli, timeout), initialize);
+    match initialized? {
+        Ok(result) => Ok(Snapshot::from_strict(
+            version_text,
+            &result,
+            timeutil::now_ms(),
+        )),
         Err(CallError::Rpc(e)) if e.code == -32601 => {
-            let lenient_status = version_text
-                .as_deref()
-                .and_then(parse_version)
-                .is_none_or(|v| v >= (0, 6, 0));
-            let status = if lenient_status {
-                // The last stdout line that parses as a JSON object (OpenClaw does the same).
-                run(&source.cli, &["status", "--json"], timeout)
-                    .await
-                    .and_then(|out| {
-                        out.lines()
-                            .rev()
-                            .find_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
-                            .filter(Value::is_object)
-                    })
-            } else {
-                None
-            };
-            Ok(Snapshot::from_lenient(version_text, status.as_ref(), now))
+            Ok(learn_lenient(source, version_text, timeout).await)
         }
         Err(e) => Err(format!("imsg did not say what it can do: {e}")),
     }
+}
+
+/// A lenient server's snapshot (actions.md §1.2 step 3): `imsg status --json` on 0.6.0+ or
+/// an unknown version, taking the last stdout line that parses as a JSON object (OpenClaw
+/// does the same); failures leave the bridge off.
+async fn learn_lenient(
+    source: &Source,
+    version_text: Option<String>,
+    timeout: Duration,
+) -> Snapshot {
+    let has_status = version_text
+        .as_deref()
+        .and_then(parse_version)
+        .is_none_or(|v| v >= (0, 6, 0));
+    let status = if has_status {
+        run(&source.cli, &["status", "--json"], timeout)
+            .await
+            .and_then(|out| {
+                out.lines()
+                    .rev()
+                    .find_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
+                    .filter(Value::is_object)
+            })
+    } else {
+        None
+    };
+    Snapshot::from_lenient(version_text, status.as_ref(), timeutil::now_ms())
 }
 
 #[cfg(test)]
@@ -654,6 +735,37 @@ mod tests {
             .collect();
         assert_eq!(off.len(), v["reasons"].as_object().unwrap().len());
         assert_eq!(v["reasons"]["typing"], BRIDGE_NOT_RUNNING);
+    }
+
+    #[test]
+    fn a_probed_lenient_version_decides_the_subscription_until_the_bridge_is_learned() {
+        let source = Source::resolve(
+            &crate::config::parse(&json!({"channels": {"imessage": {}}}))
+                .unwrap()
+                .accounts[0],
+        );
+        let cache = Cache::new(source);
+        assert!(cache.version_basis().is_none(), "nothing probed yet");
+        cache.note_probe(Some("0.4.0".into()), None);
+        assert!(cache.last().is_none(), "the bridge is not known yet");
+        assert!(!cache.is_strict());
+        let basis = cache.version_basis().expect("the probe's version");
+        assert_eq!(
+            basis.features().take(Feature::ReactionsInbound),
+            Err("needs imsg 0.5.0 or newer (found 0.4.0)".into())
+        );
+        cache.note_probe(None, Some(strict(false, &["watch.subscribe"])));
+        assert!(cache.is_strict() && cache.last().is_some());
+        cache.forget();
+        assert!(
+            cache.is_strict(),
+            "its children are still initialized first"
+        );
+        assert!(cache
+            .version_basis()
+            .unwrap()
+            .features()
+            .on(Feature::ReactionsInbound));
     }
 
     #[test]

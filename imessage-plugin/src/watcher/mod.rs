@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::account::{Account, AccountState};
+use crate::imsg::probe::probe_ready;
 use crate::imsg::rpc::{CallError, RpcClient, Started};
 use connection::Connection;
 use pump::{pump, Exit};
@@ -58,22 +59,26 @@ async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
 
 /// The readiness probe before watching (§10.1): retried every 1 s for up to 30 s; a fatal
 /// result blocks the account and it is re-probed every 5 min; a non-fatal one that lasts
-/// 30 s is retried with backoff 5 s, doubling, up to 5 min. False when cancelled.
-async fn readiness(account: &Account, cancel: &CancellationToken) -> bool {
+/// 30 s is retried with backoff 5 s, doubling, up to 5 min. What the probe learned becomes
+/// the account's, and its child is returned for the watcher; `None` when cancelled.
+async fn readiness(account: &Account, cancel: &CancellationToken) -> Option<Started> {
     let mut backoff = Duration::from_secs(5);
     loop {
         let started = Instant::now();
         loop {
-            let result = crate::imsg::probe::probe(&account.settings(), &account.source).await;
-            if result.ok {
-                return true;
+            let probed = probe_ready(&account.settings(), &account.source).await;
+            if let (_, Some(ready)) = probed {
+                let strict = ready.strict_snapshot(crate::support::timeutil::now_ms());
+                account.caps.note_probe(ready.version_text, strict);
+                return Some(ready.child);
             }
+            let result = probed.0;
             let error = result.error.clone().unwrap_or_default();
             if result.fatal {
                 tracing::error!(account = %account.id, code = ?result.code, "{error}");
                 account.set_state(AccountState::Blocked, Some(error));
                 if sleep_or_cancel(blocked_retry(), cancel).await {
-                    return false;
+                    return None;
                 }
                 break;
             }
@@ -81,13 +86,13 @@ async fn readiness(account: &Account, cancel: &CancellationToken) -> bool {
             if started.elapsed() >= Duration::from_secs(30) {
                 tracing::warn!(account = %account.id, "imsg is not ready after 30 s: {error}");
                 if sleep_or_cancel(backoff, cancel).await {
-                    return false;
+                    return None;
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(300));
                 break;
             }
             if sleep_or_cancel(Duration::from_secs(1), cancel).await {
-                return false;
+                return None;
             }
         }
     }
@@ -165,15 +170,23 @@ pub async fn run_with(
     }
 }
 
-/// Connects, catches up (by paging on strict servers) and subscribes; how it failed
-/// otherwise.
+/// Connects (to the probe's child, already initialized, when there is one), catches up (by
+/// paging on strict servers) and subscribes; how it failed otherwise.
 async fn connect_and_subscribe(
     w: &mut Watch,
     connect: &impl Fn() -> Result<Started, CallError>,
+    probed: Option<Started>,
     cancel: &CancellationToken,
 ) -> Result<(Connection, i64), Ending> {
-    let mut conn = Connection::new(connect().map_err(|e| Ending::SpawnFailed(e.to_string()))?);
-    w.initialize(&mut conn).await;
+    let mut conn = match probed {
+        Some(child) => Connection::new(child),
+        None => {
+            let child = connect().map_err(|e| Ending::SpawnFailed(e.to_string()))?;
+            let mut conn = Connection::new(child);
+            w.initialize(&mut conn).await;
+            conn
+        }
+    };
     let resume = match w.page(&mut conn, None, cancel).await {
         paging::Paged::From(since) => Some(since),
         paging::Paged::Skipped => None,
@@ -211,16 +224,25 @@ async fn watch_account(
 ) {
     let mut w = Watch::open(&account);
     let lock = acquire_source_lock(&account, cancel).await;
+    // The probe's child, kept so start-up does not start another before subscribing.
+    let mut probed = None;
     let ready = match &lock {
-        Ok(_) => !probe_first || readiness(&account, cancel).await,
+        Ok(_) if probe_first => {
+            probed = readiness(&account, cancel).await;
+            probed.is_some()
+        }
+        Ok(_) => true,
         Err(()) => false,
     };
     let mut restarts = Restarts::default();
     while ready && !cancel.is_cancelled() {
         account.set_state(restarts.connecting_state(), None);
-        let ending = match connect_and_subscribe(&mut w, &connect, cancel).await {
+        let ending = match connect_and_subscribe(&mut w, &connect, probed.take(), cancel).await {
             Err(ending) => ending,
             Ok((mut conn, subscription)) => {
+                // Beside the subscription, not in front of it (imsg-protocol A10 step 3).
+                let timeout = Duration::from_millis(account.settings().probe_timeout_ms);
+                account.caps.learn_bridge_beside(timeout);
                 account.set_state(AccountState::Watching, None);
                 tracing::info!(account = %account.id, pid = ?conn.client.pid(), "watching for messages");
                 let healthy_since = Instant::now();

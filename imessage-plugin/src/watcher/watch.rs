@@ -182,7 +182,7 @@ impl Watch {
     /// it, and its answer is the account's fresh capability snapshot; a lenient one answers
     /// −32601 at once. Skipped once the server is known to be lenient.
     pub(super) async fn initialize(&mut self, conn: &mut Connection) {
-        let known = self.account.caps.last();
+        let known = self.account.caps.version_basis();
         if known
             .as_ref()
             .is_some_and(|k| k.profile == crate::imsg::capabilities::Profile::Lenient)
@@ -236,8 +236,6 @@ impl Watch {
             .await;
     }
 
-    /// `include_reactions` on the subscription exactly when the host takes reaction events,
-    /// `reactionNotifications` is not `off` and this imsg can report tapbacks (§2.4).
     /// A reload happened since the subscription's params were last checked (the pump then
     /// resubscribes when `include_reactions` should change).
     pub(super) fn subscription_settings_changed(&mut self) -> bool {
@@ -250,13 +248,21 @@ impl Watch {
         changed
     }
 
+    /// `include_reactions` on the subscription exactly when the host takes reaction events,
+    /// `reactionNotifications` is not `off` and this imsg can report tapbacks (§2.4).
     pub(super) async fn wants_reactions(&self, settings: &crate::config::AccountConfig) -> bool {
         use crate::config::ReactionNotifications;
         if !self.inbound.reactions || settings.reaction_notifications == ReactionNotifications::Off
         {
             return false;
         }
-        match self.account.capabilities(false).await {
+        // The version and profile decide it, so no wait for the bridge status (a lenient
+        // `imsg status --json` may take seconds); learned only when nothing was probed.
+        let basis = match self.account.caps.version_basis() {
+            Some(snapshot) => Ok(snapshot),
+            None => self.account.capabilities(false).await,
+        };
+        match basis {
             Ok(snapshot) => match snapshot.features().take(Feature::ReactionsInbound) {
                 Ok(()) => true,
                 _ => {

@@ -24,6 +24,9 @@
 //! Each host reports its mean batch and its main thread's CPU. The echo round trip is
 //! measured through both Python hosts too.
 //!
+//! First, start-up: launching the gateway → imsg-sim answering the first `watch.subscribe`,
+//! and how many imsg processes started before it (`STARTS` runs, default 3; 0 skips it).
+//!
 //! Knobs (environment): `MESSAGES` (default 100,000), `RUNS` (5), `PACED` (100,000 messages
 //! at 20,000/s), `ECHOES` (200 at 50/s), `RSS_MESSAGES` (1,000,000: peak RSS sampled at 200k,
 //! 600k and 1M; 0 skips it), `PYTHON` (the interpreter, `python3`), `PYTHON_ROWS` (`0` skips
@@ -144,7 +147,14 @@ impl Gateway {
     }
 
     fn start(&self, echo: bool) -> Child {
+        self.start_with_env(echo, &[])
+    }
+
+    fn start_with_env(&self, echo: bool, vars: &[(&str, &Path)]) -> Child {
         let mut cmd = Command::new(artifact("host-stub"));
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
         cmd.arg("--config")
             .arg(self.path("gateway.json5"))
             .arg("--plugins")
@@ -186,7 +196,12 @@ fn count_lines(stdout: &mut impl Read, n: u64, mut at: impl FnMut(u64)) -> u128 
 }
 
 fn started_ns(path: &Path) -> u128 {
-    for _ in 0..1000 {
+    wait_for_stamp(path, 1000)
+}
+
+/// The unix-ns stamp imsg-sim writes to `path`, polled every 5 ms up to `tries` times.
+fn wait_for_stamp(path: &Path, tries: u32) -> u128 {
+    for _ in 0..tries {
         if let Some(t) = std::fs::read_to_string(path)
             .ok()
             .and_then(|t| t.trim().parse().ok())
@@ -245,6 +260,61 @@ fn whole_process(n: u64, checkpoints: &[u64]) -> Sample {
     let gw = burst_gateway(n);
     let child = gw.start(false);
     timed_burst(&gw, child, n, checkpoints)
+}
+
+/// One start-up: launching `host-stub gateway` → imsg-sim answering the first
+/// `watch.subscribe` (the burst's `started` stamp, written then), in ms, and how many imsg
+/// processes started before the request reached it (imsg-sim notes every start and every
+/// request in its record).
+fn launch_to_subscribe() -> (f64, usize) {
+    let gw = Gateway::new(json!({"messages": 0, "started": "STARTED"}));
+    let started = gw.path("started");
+    let record = gw.path("record.jsonl");
+    let scenario_path = gw.path("scenario.json");
+    let scenario = std::fs::read_to_string(&scenario_path).unwrap().replace(
+        "\"STARTED\"",
+        &Value::from(started.display().to_string()).to_string(),
+    );
+    std::fs::write(&scenario_path, scenario).unwrap();
+    let launched = unix_ns();
+    let child = gw.start_with_env(false, &[("IMSG_SIM_RECORD", &record)]);
+    // Up to 30 s: a loaded machine must not fail the run, only slow it.
+    let subscribed = wait_for_stamp(&started, 6000);
+    stop(child);
+    // In file order: starts are noted as each process begins, requests as they arrive.
+    let starts = std::fs::read_to_string(&record)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .take_while(|r| !(r["dir"] == "in" && r["line"].as_str().is_some_and(is_subscribe)))
+        .filter(|r| r.get("invocation").is_some())
+        .count();
+    ((subscribed - launched) as f64 / 1e6, starts)
+}
+
+fn is_subscribe(line: &str) -> bool {
+    serde_json::from_str::<Value>(line).is_ok_and(|v| v["method"] == "watch.subscribe")
+}
+
+fn start_row(runs: u64) {
+    let mut ms = Vec::new();
+    let mut starts = Vec::new();
+    for _ in 0..runs {
+        let (t, n) = launch_to_subscribe();
+        ms.push(t);
+        starts.push(n);
+    }
+    let runs_text: Vec<String> = ms
+        .iter()
+        .zip(&starts)
+        .map(|(t, n)| format!("{t:.0} ms ({n} starts)"))
+        .collect();
+    println!(
+        "start: launch → first watch.subscribe answered, median {:.0} ms over {runs} runs; imsg processes started before it: {} [{}]",
+        median(&ms),
+        starts.iter().max().copied().unwrap_or(0),
+        runs_text.join(", ")
+    );
 }
 
 /// The bare loop over the same bytes: `imsg-sim burst N | bench-gateway --bare[-println]`.
@@ -645,6 +715,10 @@ fn main() {
     let runs = env_number("RUNS", 5).max(1);
     // Before anything runs: a missing python3 stops the benchmark now, not after minutes.
     let py = python();
+    let starts = env_number("STARTS", 3);
+    if starts > 0 {
+        start_row(starts);
+    }
     rust_rows(n, runs);
 
     if let Some(py) = &py {

@@ -227,3 +227,82 @@ fn a_bridge_that_goes_away_is_noticed_at_once_and_its_return_within_a_minute() {
     });
     assert!(gateway.stop().success());
 }
+
+/// The simulator processes started before the first `watch.subscribe` reached one, in
+/// order: every start is in the record (`invocation`, written as the process starts), so the
+/// one-shot `--version`, `rpc --help` and `status --json` count too.
+fn starts_before_subscribe(record: &[Value]) -> Vec<Value> {
+    let subscribed = record
+        .iter()
+        .position(|r| r["dir"] == "in" && method_of(r).as_deref() == Some("watch.subscribe"))
+        .expect("a subscription");
+    record[..subscribed]
+        .iter()
+        .filter_map(|r| r.get("invocation").cloned())
+        .collect()
+}
+
+/// Issue 22 item 6: start-up runs the probe once (imsg-protocol A10), its child becomes the
+/// watcher, and a lenient server's `imsg status --json` is learned beside the subscription,
+/// not in front of it. Six starts in a row before; at most three now.
+#[test]
+fn start_up_starts_at_most_three_imsg_processes_before_subscribing() {
+    for (name, scenario) in [
+        ("lenient", json!({})),
+        ("strict", json!({"profile": "strict", "version": "0.15.0"})),
+    ] {
+        let env = SimEnv::new(scenario, json!({}));
+        // Every child inherits it: the one-shot ones, run without the scenario, record too.
+        let record_path = env.path("record.jsonl").display().to_string();
+        let gateway = env.start_with_env(false, &[("IMSG_SIM_RECORD", &record_path)]);
+        let record = env.record();
+        let starts = starts_before_subscribe(&record);
+        assert!(
+            starts.len() <= 3,
+            "{name}: {} starts: {starts:?}",
+            starts.len()
+        );
+        assert!(
+            !starts.iter().any(|s| s[0] == "status"),
+            "{name}: status --json before the subscription: {starts:?}"
+        );
+        if name == "lenient" {
+            // The bridge is still learned, beside the subscription.
+            wait_until("status --json after subscribing", WAIT, || {
+                env.record().iter().any(|r| r["invocation"][0] == "status")
+            });
+            wait_until("the lenient snapshot", WAIT, || {
+                live(&env)["profile"] == "lenient"
+            });
+        }
+        assert!(gateway.stop().success());
+    }
+}
+
+/// A10 step 4: on a strict imsg the first request of every rpc child is `initialize`: the
+/// readiness probe's (which the watcher takes over), and a `--probe`'s own children.
+#[test]
+fn a_strict_imsg_sees_initialize_first_on_every_child_the_probe_included() {
+    let env = SimEnv::new(json!({"profile": "strict"}), json!({}));
+    let gateway = env.start(false);
+    // The running gateway probes again and learns its capabilities anew.
+    assert_eq!(probed(&env)["profile"], "strict");
+    let record = env.record();
+    let pids: std::collections::BTreeSet<i64> = record
+        .iter()
+        .filter(|r| r["dir"] == "in")
+        .filter_map(|r| r["pid"].as_i64())
+        .collect();
+    assert!(
+        pids.len() >= 2,
+        "the watcher and the probe's children: {pids:?}"
+    );
+    for pid in pids {
+        let first = record
+            .iter()
+            .filter(|r| r["dir"] == "in" && r["pid"].as_i64() == Some(pid))
+            .find_map(method_of);
+        assert_eq!(first.as_deref(), Some("initialize"), "child {pid}");
+    }
+    assert!(gateway.stop().success());
+}

@@ -149,6 +149,7 @@ fn main() {
             std::process::exit(2);
         }
     };
+    record_invocation(&scenario);
     let sim = match Sim::from_scenario(&scenario) {
         Ok(s) => s,
         Err(e) => {
@@ -186,6 +187,32 @@ fn main() {
             let _ = writeln!(stdout, "{}", root_help(&shown_version, has_rpc));
             std::process::exit(1);
         }
+    }
+}
+
+/// Notes this process start in the record (`IMSG_SIM_RECORD`, else the scenario's), so tests
+/// can count every start, the one-shot `--version`, `rpc --help` and `status --json` ones
+/// included (they have no rpc server to record their requests).
+fn record_invocation(scenario: &Value) {
+    let path = std::env::var("IMSG_SIM_RECORD").ok().or_else(|| {
+        let record = scenario.pointer("/control/record")?;
+        record.as_str().map(str::to_string)
+    });
+    let Some(path) = path else { return };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let unix_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let entry = serde_json::json!({"invocation": argv, "pid": std::process::id(),
+        "unix_ns": unix_ns.to_string()});
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        // One write per line: several simulator processes append to this file.
+        let _ = f.write_all(format!("{entry}\n").as_bytes());
     }
 }
 
