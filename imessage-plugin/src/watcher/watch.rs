@@ -130,7 +130,7 @@ impl Watch {
                 start_ms,
                 account.commands.clone(),
             ),
-            pairing: Pairing::for_account(&account),
+            pairing: Pairing::for_account(account),
             catchup,
             outbox: Outbox::new(batch_bound(&account.features)),
             last_inbound_ms: None,
