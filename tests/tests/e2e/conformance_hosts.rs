@@ -779,10 +779,16 @@ fn host_kept_pairing(s: &Session, env: &SimEnv) {
     let again = host_request(s, "pairing.upsert");
     s.answer(&again, Ok(json!({"code": HOST_CODE, "created": false})));
     // The host keeps pairing: the plugin's own pairing calls say so.
-    let listed = s.call("call", json!({"method": "pairing.list", "payload": {}}));
-    assert_eq!(listed["error"]["data"]["code"], "unsupported", "{listed}");
-    let why = listed["error"]["data"]["message"].as_str().unwrap_or("");
-    assert!(why.contains("pairing.host"), "{listed}");
+    for (method, payload) in [
+        ("pairing.list", json!({})),
+        ("pairing.approve", json!({"code": HOST_CODE})),
+        ("pairing.revoke", json!({"senderId": STRANGER})),
+    ] {
+        let answer = s.call("call", json!({"method": method, "payload": payload}));
+        assert_eq!(answer["error"]["data"]["code"], "unsupported", "{answer}");
+        let why = answer["error"]["data"]["message"].as_str().unwrap_or("");
+        assert!(why.contains("pairing.host"), "{answer}");
+    }
     // Approved in the host: the sender's next DM is read against the host's new list (within
     // the 5 s cache too) and delivered, its commands authorized as a paired sender's.
     stranger_dm(env, "/status");
