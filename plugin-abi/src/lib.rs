@@ -19,7 +19,7 @@
 //! |---|---|---|
 //! | `deliver` | [`types::InboundEvent`] | `Ok` = durably taken (see "Delivery" below) |
 //! | `log` | [`types::LogRecord`] | – |
-//! | `request` | a [`contract::HostMethod`] and its payload (`config.write`) | its reply, or an error |
+//! | `request` | a [`contract::HostMethod`] and its payload (`config.write`; `pairing.upsert`, `pairing.allowFrom` under `pairing.host`) | its reply, or an error |
 //!
 //! Everything that crosses the boundary is either an `abi_stable` FFI-safe type or a JSON
 //! string whose shape is one of the serde types in [`types`] and [`contract`]. Every error is a

@@ -99,6 +99,11 @@ pub mod features {
     pub const BATCH_DELIVERY: &str = "deliver.batch";
     /// The host takes `reaction` events (tapbacks).
     pub const REACTION_EVENTS: &str = "event.reaction";
+    /// The host keeps the pairing requests and the allow store (OpenClaw's pairing runtime):
+    /// the plugin asks it through [`HostMethod::PairingUpsert`](crate::contract::HostMethod)
+    /// and `PairingAllowFrom` instead of keeping `pairing.json` and `allow.json`, and answers
+    /// its own `pairing.list/approve/revoke` calls with `unsupported`.
+    pub const PAIRING_HOST: &str = "pairing.host";
     /// The batch bound when the host names none.
     pub const DEFAULT_MAX_BATCH: u32 = 256;
 }

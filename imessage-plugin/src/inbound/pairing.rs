@@ -2,6 +2,8 @@
 //! store, per account, in files another process (`host-stub pairing approve`) may change
 //! while the gateway runs.
 
+pub(crate) mod host;
+
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 

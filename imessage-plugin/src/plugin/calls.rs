@@ -231,7 +231,10 @@ impl ImessagePlugin {
             let now = timeutil::now_ms();
             let mut out = Vec::new();
             for account in running.accounts.iter().filter(|a| named(only, a)) {
-                let requests = running.pairing_store(account).list(now).map_err(io_error)?;
+                let requests = running
+                    .pairing_store(account)?
+                    .list(now)
+                    .map_err(io_error)?;
                 out.extend(requests.into_iter().map(|q| PairingRequest {
                     expires_at: q.expires_at(),
                     code: q.code,
@@ -268,7 +271,7 @@ impl ImessagePlugin {
             let account = running.account(r.account_id.as_deref())?;
             let id = crate::support::handle::normalize_sender(&r.sender_id);
             let removed = running
-                .pairing_store(account)
+                .pairing_store(account)?
                 .revoke(&id)
                 .map_err(io_error)?;
             Ok(PairingRevokeReply {
@@ -371,7 +374,7 @@ fn approve(
         .iter()
         .filter(|a| named(r.account_id.as_deref(), a))
     {
-        let store: PairingStore = running.pairing_store(account);
+        let store: PairingStore = running.pairing_store(account)?;
         if store.find(&code, now).map_err(io_error)?.is_some() {
             matches.push(account.clone());
         }
@@ -386,7 +389,7 @@ fn approve(
         }
     };
     let request = running
-        .pairing_store(&account)
+        .pairing_store(&account)?
         .approve(&code, now)
         .map_err(io_error)?
         .ok_or_else(not_pending)?;

@@ -104,7 +104,11 @@ impl Running {
             warnings.push(text);
             account.set_state(crate::account::AccountState::DuplicateSource, None);
         }
-        if settings.enabled && settings.dm_policy == crate::config::DmPolicy::Allowlist {
+        let own_pairing = !self.features.has(plugin_abi::types::features::PAIRING_HOST);
+        if own_pairing
+            && settings.enabled
+            && settings.dm_policy == crate::config::DmPolicy::Allowlist
+        {
             let mut store = PairingStore::new(&account.dir);
             let n = store.allow_list().len();
             if n > 0 {
@@ -151,8 +155,16 @@ impl Running {
             .ok_or_else(unknown)
     }
 
-    fn pairing_store(&self, account: &Account) -> PairingStore {
-        PairingStore::new(&account.dir)
+    /// The account's own pairing files, or `unsupported` when the host keeps pairing: its
+    /// requests and allow store are not here to list or change.
+    fn pairing_store(&self, account: &Account) -> Result<PairingStore, PluginError> {
+        if self.features.has(plugin_abi::types::features::PAIRING_HOST) {
+            return Err(PluginError::new(
+                ErrorCode::Unsupported,
+                "pairing is kept by the host (pairing.host); use the host's own pairing commands",
+            ));
+        }
+        Ok(PairingStore::new(&account.dir))
     }
 }
 

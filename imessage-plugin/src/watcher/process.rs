@@ -205,15 +205,7 @@ impl Watch {
         // A repeat of a message still waiting for its acknowledgement is a duplicate too.
         let seen = self.catchup.is_seen(&key) || self.outbox.holds(&key);
         let created_ms = m.created_ms();
-        let verdict = self.inbound.evaluate(&Input {
-            message: m,
-            key: &key,
-            seen,
-            created_ms,
-            newest_ms: self.catchup.newest_ms(),
-            allow_store: self.pairing.allow_list_cached(now),
-            now_ms: now,
-        });
+        let verdict = self.verdict(m, &key, seen, created_ms, now);
         self.note_outbound(m, &verdict);
         let mut conversation = None;
         let mut early_typing = false;
@@ -262,6 +254,46 @@ impl Watch {
             conversation,
             early_typing,
         });
+    }
+
+    /// The pipeline's verdict. The host's allow store (`pairing.host`) is cached for seconds,
+    /// so a DM bound for the pairing flow is judged once more when the host's list changed
+    /// since: an approval applies to the sender's next DM instead of earning a new code.
+    fn verdict(
+        &mut self,
+        m: &ImsgMessage,
+        key: &str,
+        seen: bool,
+        created_ms: Option<i64>,
+        now: i64,
+    ) -> Verdict {
+        let newest_ms = self.catchup.newest_ms();
+        let mut rechecked = false;
+        loop {
+            let verdict = self.inbound.evaluate(&Input {
+                message: m,
+                key,
+                seen,
+                created_ms,
+                newest_ms,
+                allow_store: self.pairing.allow_list_cached(now),
+                now_ms: now,
+            });
+            let pairing = matches!(verdict, Verdict::Pairing { .. });
+            if rechecked || !pairing || !self.pairing.recheck(now) {
+                return verdict;
+            }
+            // The first judgement counted a pairing drop that the second replaces.
+            if let Some(n) = self
+                .inbound
+                .stats
+                .drops
+                .get_mut(DropCode::PairingPending.as_str())
+            {
+                *n = n.saturating_sub(1);
+            }
+            rechecked = true;
+        }
     }
 
     fn finish(&mut self, p: Pending, now: i64) {
@@ -466,13 +498,13 @@ impl Watch {
                     .await;
                 tracing::info!(
                     account = %self.account.id,
-                    "pairing requested by an unknown sender; list pending codes with `host-stub pairing list imessage`"
+                    "pairing requested by an unknown sender; {}", self.pairing.where_listed()
                 );
                 if let Err(e) = self
                     .pairing
                     .set_notified(sender_id, delivered, timeutil::now_ms())
                 {
-                    tracing::error!(account = %self.account.id, "updating pairing.json: {e}");
+                    tracing::error!(account = %self.account.id, "{e}");
                 }
             }
             Ok(Challenge::Pending) => {}

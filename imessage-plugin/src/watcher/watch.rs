@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::connection::Connection;
 use crate::account::{Account, Configured};
 use crate::imsg::rpc::CallError;
-use crate::inbound::pairing::PairingStore;
+use crate::inbound::pairing::host::Pairing;
 use crate::inbound::Inbound;
 use crate::state::cursor::{Batch, Catchup};
 use crate::support::sync::LockExt;
@@ -30,7 +30,7 @@ pub(super) struct Watch {
     pub(super) account: Arc<Account>,
     pub(super) inbound: Inbound,
     pub(super) catchup: Catchup,
-    pub(super) pairing: PairingStore,
+    pub(super) pairing: Pairing,
     /// The current subscription asked for tapbacks (`include_reactions`).
     pub(super) reactions_subscribed: bool,
     /// The config generation the subscription's params were last checked against.
@@ -130,7 +130,7 @@ impl Watch {
                 start_ms,
                 account.commands.clone(),
             ),
-            pairing: PairingStore::new(&account.dir),
+            pairing: Pairing::for_account(account),
             catchup,
             outbox: Outbox::new(batch_bound(&account.features)),
             last_inbound_ms: None,

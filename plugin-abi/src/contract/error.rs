@@ -92,7 +92,8 @@ error_codes! {
     /// `actions.unsend`): `iMessage <react|edit|unsend> is disabled in config.`
     Disabled = "disabled",
     /// imsg or the conversation cannot do it: the capability is missing (the message gives
-    /// the reason), a custom emoji without `tapback.emoji` ≥ 2, edit or unsend on SMS.
+    /// the reason), a custom emoji without `tapback.emoji` ≥ 2, edit or unsend on SMS. Also
+    /// `pairing.list/approve/revoke` when the host keeps pairing (`pairing.host`).
     Unsupported = "unsupported",
     /// Edit or unsend of a message this account did not send (within the last 12 hours).
     NotOwnMessage = "not_own_message",

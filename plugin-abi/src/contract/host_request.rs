@@ -1,6 +1,7 @@
 //! Plugin → host requests ([`HostCallbacks::request`](crate::HostCallbacks::request)): their
 //! method names and payloads.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -19,14 +20,28 @@ pub enum HostMethod {
     /// `{"ok":true,"path":…,"backup":…}`; the plugin only tells success from error).
     #[serde(rename = "config.write")]
     ConfigWrite,
+    /// With [`features::PAIRING_HOST`](crate::types::features::PAIRING_HOST). Payload
+    /// [`PairingUpsert`], reply [`PairingUpsertReply`].
+    #[serde(rename = "pairing.upsert")]
+    PairingUpsert,
+    /// With [`features::PAIRING_HOST`](crate::types::features::PAIRING_HOST). Payload
+    /// [`PairingAllowFrom`], reply [`PairingAllowFromReply`].
+    #[serde(rename = "pairing.allowFrom")]
+    PairingAllowFrom,
 }
 
 impl HostMethod {
-    pub const ALL: &'static [HostMethod] = &[HostMethod::ConfigWrite];
+    pub const ALL: &'static [HostMethod] = &[
+        HostMethod::ConfigWrite,
+        HostMethod::PairingUpsert,
+        HostMethod::PairingAllowFrom,
+    ];
 
     pub const fn as_str(self) -> &'static str {
         match self {
             HostMethod::ConfigWrite => "config.write",
+            HostMethod::PairingUpsert => "pairing.upsert",
+            HostMethod::PairingAllowFrom => "pairing.allowFrom",
         }
     }
 
@@ -34,6 +49,8 @@ impl HostMethod {
     pub fn parse(name: &str) -> Result<HostMethod, PluginError> {
         match name {
             "config.write" => Ok(HostMethod::ConfigWrite),
+            "pairing.upsert" => Ok(HostMethod::PairingUpsert),
+            "pairing.allowFrom" => Ok(HostMethod::PairingAllowFrom),
             other => Err(PluginError::new(
                 ErrorCode::UnknownMethod,
                 format!("this host does not support {other}"),
@@ -107,4 +124,65 @@ impl ConfigEdit {
             ConfigEdit::Unset { .. } => "unset",
         }
     }
+}
+
+/// `pairing.upsert`: a DM from a sender that `dmPolicy: "pairing"` does not admit yet. The
+/// host records a pending request for the sender (or keeps the one it has) and answers its
+/// code; `created` is false when a request was already pending (or the host's queue is full,
+/// then `code` may be empty), and the plugin sends the pairing reply only when it is true, so a
+/// pending sender's next DM gets no second reply.
+///
+/// ```text
+/// {"senderId":"+15550002222","chatId":8,"meta":{},"accountId":"default"}
+///   -> {"code":"K7M2QX9D","created":true}
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PairingUpsert {
+    /// The normalized sender (`+15550002222`, `user@example.com`): the id the allow store
+    /// must hold to admit it.
+    pub sender_id: String,
+    /// The conversation the DM came in, for an approval notice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_id: Option<i64>,
+    /// Extra fields the host may show next to the request.
+    #[serde(default)]
+    pub meta: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
+}
+
+/// The answer to [`PairingUpsert`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PairingUpsertReply {
+    /// The pending request's code (shown to the sender in the pairing reply).
+    #[serde(default)]
+    pub code: String,
+    /// True when this call created the request: only then is the pairing reply sent.
+    #[serde(default)]
+    pub created: bool,
+}
+
+/// `pairing.allowFrom`: the senders approved through pairing for the account. The plugin
+/// asks again at most every few seconds while messages come, and once more before it asks
+/// for a pairing code, so an approval applies to the sender's next DM. A `"*"` entry is
+/// ignored (pairing never admits everyone).
+///
+/// ```text
+/// {"accountId":"default"} -> {"allowFrom":["+15550002222"]}
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PairingAllowFrom {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
+}
+
+/// The answer to [`PairingAllowFrom`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PairingAllowFromReply {
+    #[serde(default)]
+    pub allow_from: Vec<String>,
 }

@@ -20,9 +20,9 @@
 //! |---|---|---|---|
 //! | `config.validate` (no start needed) | [`ConfigValidate`] | [`ConfigValidateReply`] | `config_invalid` |
 //! | `config.reload` | [`ConfigReload`] | [`ConfigReloadReply`] | `config_invalid` (the running config stays) |
-//! | `pairing.list` | [`PairingList`] | [`PairingListReply`] | `internal` (state files) |
-//! | `pairing.approve` | [`PairingApprove`] | [`PairingApproveReply`] | `invalid_request` (no such code; pending in several accounts), `internal` |
-//! | `pairing.revoke` | [`PairingRevoke`] | [`PairingRevokeReply`] | `internal` |
+//! | `pairing.list` | [`PairingList`] | [`PairingListReply`] | `internal` (state files), `unsupported` (the host keeps pairing: `pairing.host`) |
+//! | `pairing.approve` | [`PairingApprove`] | [`PairingApproveReply`] | `invalid_request` (no such code; pending in several accounts), `internal`, `unsupported` |
+//! | `pairing.revoke` | [`PairingRevoke`] | [`PairingRevokeReply`] | `internal`, `unsupported` |
 //! | `target.normalize` (no start needed) | [`TargetNormalize`] | [`TargetSelector`] | `invalid_target` |
 //! | `capabilities.get` | [`CapabilitiesGet`] | [`Capabilities`] | `imsg_unavailable` |
 //! | `chat.typing` | [`ChatTyping`] | [`ChatTypingReply`] | `invalid_target` |
@@ -68,8 +68,17 @@
 //! # Plugin → host
 //!
 //! [`HostCallbacks::request`](crate::HostCallbacks::request) carries the methods of
-//! [`HostMethod`]: today [`ConfigWrite`]. A host that does not implement one answers
-//! `unknown_method`.
+//! [`HostMethod`]: [`ConfigWrite`], and for a host that lists
+//! [`features::PAIRING_HOST`](crate::types::features::PAIRING_HOST) (it keeps the pairing
+//! requests and the allow store itself) [`PairingUpsert`] and [`PairingAllowFrom`]. A host
+//! that does not implement one answers `unknown_method`.
+//!
+//! ```text
+//! request("pairing.upsert", {"senderId":"+15550002222","chatId":8,"meta":{},"accountId":"default"})
+//!   -> {"code":"K7M2QX9D","created":true}     (the plugin sends the pairing reply)
+//! request("pairing.allowFrom", {"accountId":"default"})
+//!   -> {"allowFrom":["+15550002222"]}
+//! ```
 
 mod error;
 mod host_request;
@@ -85,7 +94,10 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::Value;
 
 pub use error::{ErrorCode, UnknownErrorCode};
-pub use host_request::{ConfigEdit, ConfigWrite, HostMethod};
+pub use host_request::{
+    ConfigEdit, ConfigWrite, HostMethod, PairingAllowFrom, PairingAllowFromReply, PairingUpsert,
+    PairingUpsertReply,
+};
 pub use methods::*;
 
 use crate::types::{PluginDescription, PluginError};

@@ -314,6 +314,38 @@ fn config_write_is_the_plugins_payload() {
 }
 
 #[test]
+fn pairing_host_requests_are_the_bridges_payloads() {
+    // What the OpenClaw channel package reads and answers (examples/openclaw-channel).
+    let upsert = round_trip::<PairingUpsert>(json!(
+        {"senderId": "+15550002222", "chatId": 8, "meta": {}, "accountId": "default"}
+    ));
+    assert_eq!(upsert.sender_id, "+15550002222");
+    assert_eq!(upsert.chat_id, Some(8));
+    let bare = round_trip::<PairingUpsert>(json!({"senderId": "a@example.com", "meta": {}}));
+    assert_eq!((bare.chat_id, bare.account_id), (None, None));
+    let created = round_trip::<PairingUpsertReply>(json!({"code": "K7M2QX9D", "created": true}));
+    assert!(created.created);
+    // OpenClaw's queue-full answer may carry no code: read as "not created".
+    let full: PairingUpsertReply = serde_json::from_value(json!({"code": ""})).unwrap();
+    assert_eq!((full.code.as_str(), full.created), ("", false));
+    round_trip::<PairingAllowFrom>(json!({"accountId": "default"}));
+    let allow = round_trip::<PairingAllowFromReply>(json!({"allowFrom": ["+15550002222"]}));
+    assert_eq!(allow.allow_from, ["+15550002222"]);
+    let empty: PairingAllowFromReply = serde_json::from_value(json!({})).unwrap();
+    assert!(empty.allow_from.is_empty());
+    for (method, wire) in [
+        (HostMethod::PairingUpsert, "pairing.upsert"),
+        (HostMethod::PairingAllowFrom, "pairing.allowFrom"),
+    ] {
+        assert_eq!(serde_json::to_value(method).unwrap(), json!(wire));
+        assert_eq!(HostMethod::parse(wire).unwrap(), method);
+        assert_eq!(method.as_str(), wire);
+        assert!(HostMethod::ALL.contains(&method));
+    }
+    assert_eq!(crate::types::features::PAIRING_HOST, "pairing.host");
+}
+
+#[test]
 fn decode_names_the_field_at_fault() {
     let e =
         CallRequest::decode("chat.typing", json!({"to": "chat_id:1", "on": "yes"})).unwrap_err();

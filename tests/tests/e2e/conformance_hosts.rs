@@ -724,6 +724,99 @@ fn bounded_ordered_batches(s: &Session, env: &SimEnv) {
     s.wait_account("all routed", |a| a["routed"] == 5);
 }
 
+/// The code the pairing host hands out (the plugin must show the host's, not its own).
+const HOST_CODE: &str = "HOSTK7M2";
+
+/// The next `host.request` (any other message is held): its method must be `method`.
+fn host_request(s: &Session, method: &str) -> Value {
+    let asked = s.next_where(&format!("host.request {method}"), |m| {
+        m["method"] == "host.request"
+    });
+    assert_eq!(asked["params"]["method"], method, "{asked}");
+    asked
+}
+
+fn answer_allow_from(s: &Session, allow: &[&str]) {
+    let asked = host_request(s, "pairing.allowFrom");
+    assert_eq!(
+        asked["params"]["payload"]["accountId"], "default",
+        "{asked}"
+    );
+    s.answer(&asked, Ok(json!({ "allowFrom": allow })));
+}
+
+fn stranger_dm(env: &SimEnv, text: &str) {
+    env.insert(json!({"chat_id": 8, "handle": STRANGER, "text": text}));
+}
+
+fn pairing_replies(env: &SimEnv) -> Vec<Value> {
+    env.sends()
+        .into_iter()
+        .filter(|p| p["chat_id"] == 8)
+        .collect()
+}
+
+/// Issue 24 item 5: under `pairing.host` the host records the request and keeps the allow
+/// store; the plugin shows the host's code once and admits the sender once the host lists it.
+fn host_kept_pairing(s: &Session, env: &SimEnv) {
+    stranger_dm(env, "hello?");
+    answer_allow_from(s, &[]);
+    let upsert = host_request(s, "pairing.upsert");
+    assert_eq!(
+        upsert["params"]["payload"],
+        json!({"senderId": STRANGER, "chatId": 8, "meta": {}, "accountId": "default"})
+    );
+    s.answer(&upsert, Ok(json!({"code": HOST_CODE, "created": true})));
+    wait_until("the pairing reply with the host's code", WAIT, || {
+        !pairing_replies(env).is_empty()
+    });
+    let text = pairing_replies(env)[0]["text"].to_string();
+    assert!(text.contains(HOST_CODE), "the host's code: {text}");
+    assert!(text.contains(STRANGER), "the sender id: {text}");
+    // Pending: the host answers `created: false`, and no second reply goes out.
+    stranger_dm(env, "still there?");
+    answer_allow_from(s, &[]);
+    let again = host_request(s, "pairing.upsert");
+    s.answer(&again, Ok(json!({"code": HOST_CODE, "created": false})));
+    // The host keeps pairing: the plugin's own pairing calls say so.
+    for (method, payload) in [
+        ("pairing.list", json!({})),
+        ("pairing.approve", json!({"code": HOST_CODE})),
+        ("pairing.revoke", json!({"senderId": STRANGER})),
+    ] {
+        let answer = s.call("call", json!({"method": method, "payload": payload}));
+        assert_eq!(answer["error"]["data"]["code"], "unsupported", "{answer}");
+        let why = answer["error"]["data"]["message"].as_str().unwrap_or("");
+        assert!(why.contains("pairing.host"), "{answer}");
+    }
+    // Approved in the host: the sender's next DM is read against the host's new list (within
+    // the 5 s cache too) and delivered, its commands authorized as a paired sender's.
+    stranger_dm(env, "/status");
+    answer_allow_from(s, &[STRANGER]);
+    let deliver = s.deliver("the approved sender's DM");
+    let event = &deliver["params"];
+    assert_eq!(
+        (&event["senderId"], &event["text"]),
+        (&json!(STRANGER), &json!("/status")),
+        "{deliver}"
+    );
+    assert_eq!(event["commandAuthorized"], true, "{deliver}");
+    assert_eq!(event["senderIsOwner"], false, "{deliver}");
+    s.answer(&deliver, Ok(json!({})));
+    s.wait_account("the approved DM routed", |a| a["routed"] == 1);
+    assert_eq!(pairing_replies(env).len(), 1, "one pairing reply in all");
+    assert!(
+        !std::fs::exists(env.path("state/imessage/default/pairing.json")).unwrap_or(true),
+        "the plugin kept no pairing file of its own"
+    );
+    let logs = s.logs.lock().unwrap();
+    let leaked: Vec<&Value> = logs
+        .iter()
+        .filter(|l| l.to_string().contains(STRANGER))
+        .collect();
+    assert!(leaked.is_empty(), "no handle in info logs: {leaked:?}");
+}
+
 // ---- the suites ---------------------------------------------------------------------------
 
 /// Every scenario of §3 but batches, on one started instance.
@@ -767,6 +860,18 @@ fn batch_suite(name: &'static str, open: Open) {
     step(&s, "start as a batch host", || start(&s, &env, host));
     step(&s, "bounded, ordered batches", || {
         bounded_ordered_batches(&s, &env)
+    });
+    step(&s, "stop ends with plugin.closed", || stop(&s));
+}
+
+/// A host that lists `pairing.host` and answers `pairing.upsert` and `pairing.allowFrom`.
+fn pairing_host_suite(name: &'static str, open: Open) {
+    let env = sim_env(json!({}));
+    let s = Session::new(name, open(&env));
+    let host = json!({"features": [features::PAIRING_HOST]});
+    step(&s, "start as a pairing host", || start(&s, &env, host));
+    step(&s, "pairing kept by the host", || {
+        host_kept_pairing(&s, &env)
     });
     step(&s, "stop ends with plugin.closed", || stop(&s));
 }
@@ -849,4 +954,19 @@ fn c_abi_gets_bounded_ordered_batches() {
 #[test]
 fn stdio_bridge_gets_bounded_ordered_batches() {
     batch_suite("stdio", stdio_bridge);
+}
+
+#[test]
+fn abi_stable_host_keeps_pairing() {
+    pairing_host_suite("abi_stable", abi_host);
+}
+
+#[test]
+fn c_abi_host_keeps_pairing() {
+    pairing_host_suite("C ABI", c_abi);
+}
+
+#[test]
+fn stdio_bridge_host_keeps_pairing() {
+    pairing_host_suite("stdio", stdio_bridge);
 }
