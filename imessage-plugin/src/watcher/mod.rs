@@ -36,8 +36,6 @@ use watch::Watch;
 
 /// How often finished messages are persisted (seen keys, then the cursor).
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
-/// Delivery retries after a refusal: 1 s, 4 s, 16 s (§6.3).
-const DELIVERY_RETRIES: [u64; 3] = [1, 4, 16];
 
 /// With the `fault-injection` feature (tests only), a message with exactly this text makes
 /// processing panic, to exercise the restart and quarantine path end to end.

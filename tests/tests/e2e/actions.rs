@@ -165,9 +165,9 @@ fn custom_emoji_needs_the_capability_and_a_stalled_bridge_is_an_unknown_outcome_
         "custom emoji tapbacks need an imsg build that reports capabilities.features[\"tapback.emoji\"] >= 2",
     );
     assert!(env.requests("tapback").is_empty());
-    // 186: the bridge stalls (the simulator answers "Timed out waiting for response" after
-    // 10 s): possibly done, never retried.
-    env.inbox_applied(json!({"op": "set", "bridge": "timeout"}));
+    // 186: the bridge stalls (imsg answers "Timed out waiting for response" after 10 s; the
+    // simulator here after 300 ms): possibly done, never retried.
+    env.inbox_applied(json!({"op": "set", "bridge": {"timeout_ms": 300}}));
     let out = action(&env, "react", &d0, &["--reaction", "love"]);
     refused(&out, "tapback may have taken effect; not retried");
     assert_eq!(env.requests("tapback").len(), 1, "exactly one request");
