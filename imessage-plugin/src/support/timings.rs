@@ -40,6 +40,9 @@ pub struct Timings {
     /// Caps the configured `sendTimeoutMs` (whose minimum is 10 s) so a test of a send that
     /// is never answered need not wait 10 s. `None` in production.
     pub send_timeout_cap: Option<Duration>,
+    /// Caps the watcher's restart backoff (200 ms, then 1, 2, 4 … 60 s) so a test that
+    /// crashes imsg again and again need not sit through it. `None` in production.
+    pub restart_cap: Option<Duration>,
 }
 
 impl Default for Timings {
@@ -56,6 +59,7 @@ impl Default for Timings {
             read_receipt_window: s(2),
             settle_polls: [s(2), s(3), s(5)],
             send_timeout_cap: None,
+            restart_cap: None,
         }
     }
 }
@@ -95,6 +99,7 @@ impl Timings {
                 "readReceiptWindowMs" => t.read_receipt_window = one()?,
                 "settlePollMs" => t.settle_polls = three(key, value)?,
                 "sendTimeoutMs" => t.send_timeout_cap = Some(one()?),
+                "restartMaxMs" => t.restart_cap = Some(one()?),
                 _ => {
                     return Err(format!(
                         "unknown key \"{key}\" (known: {})",
@@ -112,6 +117,11 @@ impl Timings {
         self.send_timeout_cap
             .map_or(configured, |cap| cap.min(configured))
     }
+
+    /// The wait before a watcher restart the backoff chose.
+    pub fn restart_delay(&self, backoff: Duration) -> Duration {
+        self.restart_cap.map_or(backoff, |cap| cap.min(backoff))
+    }
 }
 
 const KEYS: &[&str] = &[
@@ -125,6 +135,7 @@ const KEYS: &[&str] = &[
     "readReceiptWindowMs",
     "settlePollMs",
     "sendTimeoutMs",
+    "restartMaxMs",
 ];
 
 /// A timer of at least 1 ms and at most a day: 0 would make the keepalive and retry loops spin.
@@ -162,6 +173,10 @@ mod tests {
         assert_eq!(t.actions_idle, Duration::from_secs(60));
         assert_eq!(t.settle_polls.map(|d| d.as_secs()), [2, 3, 5]);
         assert_eq!(t.send_timeout(150_000), Duration::from_secs(150));
+        assert_eq!(
+            t.restart_delay(Duration::from_secs(60)),
+            Duration::from_secs(60)
+        );
         assert_eq!(Timings::parse("").unwrap(), t);
     }
 
@@ -181,6 +196,11 @@ mod tests {
             "a cap only"
         );
         assert_eq!(t.typing_keepalive, Duration::from_secs(8));
+        let t = Timings::parse("restartMaxMs=100").unwrap();
+        assert_eq!(
+            t.restart_delay(Duration::from_secs(4)),
+            Duration::from_millis(100)
+        );
     }
 
     #[test]

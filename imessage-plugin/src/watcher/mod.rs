@@ -153,7 +153,8 @@ pub async fn run_with(
                 tracing::debug!(account = %account.id, "watcher panic message: {panic}");
                 account.note_panic(what);
                 account.set_state(AccountState::Recovering, None);
-                if sleep_or_cancel(crate::support::backoff::restart_delay(panics), &cancel).await {
+                let delay = crate::support::backoff::restart_delay(panics);
+                if sleep_or_cancel(account.timings.restart_delay(delay), &cancel).await {
                     account.set_state(AccountState::Stopped, None);
                     return;
                 }
@@ -241,7 +242,7 @@ async fn watch_account(
         }
         let retry = restarts.after(ending);
         account.set_state(retry.state, Some(retry.error));
-        if sleep_or_cancel(retry.after, cancel).await {
+        if sleep_or_cancel(account.timings.restart_delay(retry.after), cancel).await {
             break;
         }
     }
