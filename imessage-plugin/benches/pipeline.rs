@@ -203,6 +203,7 @@ fn run(config: &Value, n: usize, rate: Option<u64>, sink: Sink) -> Outcome {
         settings,
         host,
         Arc::new(features),
+        Default::default(),
     ));
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -23,6 +23,7 @@ use crate::outbound::send::Receipt;
 use crate::outbound::Plan;
 use crate::state::media::MediaDir;
 use crate::support::timeutil;
+use crate::support::timings::Timings;
 use plugin_abi::types::PluginError;
 
 /// Where an account's watch is (channel-behaviour.md §10.3); a string only in status.
@@ -111,6 +112,8 @@ pub struct Account {
     pub inflight: Mutex<crate::state::inflight::InFlight>,
     /// The row a process that died left in flight, with how many starts found it so.
     pub crashed: Mutex<Option<crate::state::inflight::Record>>,
+    /// The fixed timers of this start (production values unless a test shrank them).
+    pub timings: Timings,
 }
 
 /// Logs where the account's imsg is and whether outbound media paths are restricted.
@@ -178,6 +181,7 @@ impl Account {
         account: AccountConfig,
         host: Arc<HostHandle>,
         features: Arc<HostFeatures>,
+        timings: Timings,
     ) -> Account {
         let dir = state_dir.join("imessage").join(&account.key);
         let media_dir = state_dir.join("imessage").join("media").join(&account.key);
@@ -194,7 +198,11 @@ impl Account {
         );
         let (inflight, crashed) = open_inflight(&dir, &account.id);
         let caps = Arc::new(Cache::new(source.clone()));
-        let child = Arc::new(ActionsChild::new(source.spawn_config(), caps.clone()));
+        let child = Arc::new(ActionsChild::new(
+            source.spawn_config(),
+            caps.clone(),
+            timings.actions_idle,
+        ));
         let outbound = Arc::new(SendPath::new(crate::outbound::path::Parts {
             id: account.id.clone(),
             dir: dir.clone(),
@@ -205,6 +213,7 @@ impl Account {
             caps: caps.clone(),
             actions: child.clone(),
             limiter,
+            timings,
         }));
         Account {
             inflight: Mutex::new(inflight),
@@ -213,7 +222,7 @@ impl Account {
             dir,
             media: MediaDir::new(media_dir),
             source,
-            actions: Arc::new(Actions::new(account.id.clone(), child)),
+            actions: Arc::new(Actions::new(account.id.clone(), child, timings)),
             config: RwLock::new(Configured {
                 whole: config,
                 account,
@@ -232,6 +241,7 @@ impl Account {
             suspect: Mutex::new(None),
             caps,
             outbound,
+            timings,
         }
     }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crate::imsg::capabilities::Snapshot;
 use crate::imsg::child::ActionsChild;
+use crate::support::timings::Timings;
 
 pub use read::{after_ack, mark_read};
 
@@ -26,12 +27,15 @@ pub struct Actions {
     pub typing: Mutex<typing::Typing>,
     /// Routed inbound messages and their chats, for message actions (actions.md §3.0).
     pub index: Mutex<index::MessageIndex>,
+    /// The keepalive, typing and read-receipt timers of this start.
+    pub timings: Timings,
 }
 
 impl Actions {
-    pub fn new(id: String, child: Arc<ActionsChild>) -> Actions {
+    pub fn new(id: String, child: Arc<ActionsChild>, timings: Timings) -> Actions {
         Actions {
             id,
+            timings,
             child,
             read_receipts: Mutex::new(Default::default()),
             typing: Mutex::new(Default::default()),

@@ -17,8 +17,6 @@ use crate::outbound::target;
 use crate::support::sync::LockExt;
 use crate::support::timeutil;
 
-/// At most one read receipt per conversation in this window.
-const READ_EVERY_MS: i64 = 2_000;
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Per-account state of the read receipts.
@@ -31,18 +29,15 @@ pub struct ReadReceipts {
 }
 
 impl ReadReceipts {
-    /// Whether `to` may be marked read now; records it when so.
-    fn admit(&mut self, to: &str, now_ms: i64) -> bool {
-        if self
-            .last
-            .get(to)
-            .is_some_and(|t| now_ms - t < READ_EVERY_MS)
-        {
+    /// Whether `to` may be marked read now, at most once per `window_ms` (2 s); records it
+    /// when so.
+    fn admit(&mut self, to: &str, now_ms: i64, window_ms: i64) -> bool {
+        if self.last.get(to).is_some_and(|t| now_ms - t < window_ms) {
             return false;
         }
         // Old entries are of no use once their window is over.
         if self.last.len() > 1024 {
-            self.last.retain(|_, t| now_ms - *t < READ_EVERY_MS);
+            self.last.retain(|_, t| now_ms - *t < window_ms);
         }
         self.last.insert(to.to_string(), now_ms);
         true
@@ -92,11 +87,12 @@ pub fn after_ack(actions: &Arc<Actions>, settings: &AccountConfig, conversations
     }
     let probe_timeout = Duration::from_millis(settings.probe_timeout_ms);
     let now = timeutil::now_ms();
+    let window_ms = actions.timings.read_receipt_window.as_millis() as i64;
     let admitted: Vec<String> = {
         let mut receipts = actions.read_receipts.locked();
         conversations
             .into_iter()
-            .filter(|to| receipts.admit(to, now))
+            .filter(|to| receipts.admit(to, now, window_ms))
             .collect()
     };
     for to in admitted {
@@ -130,10 +126,10 @@ mod tests {
     #[test]
     fn one_receipt_per_conversation_per_two_seconds() {
         let mut r = ReadReceipts::default();
-        assert!(r.admit("chat_id:7", 0));
-        assert!(!r.admit("chat_id:7", 1_999));
-        assert!(r.admit("chat_id:42", 1_999), "per conversation");
-        assert!(r.admit("chat_id:7", 2_000));
+        assert!(r.admit("chat_id:7", 0, 2_000));
+        assert!(!r.admit("chat_id:7", 1_999, 2_000));
+        assert!(r.admit("chat_id:42", 1_999, 2_000), "per conversation");
+        assert!(r.admit("chat_id:7", 2_000, 2_000));
     }
 
     #[test]

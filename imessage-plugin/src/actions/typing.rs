@@ -22,10 +22,9 @@ use crate::outbound::target;
 use crate::support::sync::LockExt;
 use crate::support::timeutil;
 
-const KEEPALIVE: Duration = Duration::from_secs(8);
-const EARLY_MAX_MS: i64 = 60_000;
+// The keepalive (8 s), the early maximum (60 s) and the request timeout (10 s) are in
+// `Actions::timings`.
 const HOST_MAX_MS: i64 = 10 * 60_000;
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// After this many failures in a row typing is off for [`OFF_FOR_MS`].
 const MAX_FAILURES: u32 = 3;
 const OFF_FOR_MS: i64 = 10 * 60_000;
@@ -107,7 +106,7 @@ pub fn start(actions: &Arc<Actions>, settings: &AccountConfig, to: &str, origin:
     let Some(key) = key(to) else { return };
     let now = timeutil::now_ms();
     let max = match origin {
-        Origin::Early => EARLY_MAX_MS,
+        Origin::Early => actions.timings.typing_early_max.as_millis() as i64,
         Origin::Host => HOST_MAX_MS,
     };
     let mut typing = actions.typing.locked();
@@ -180,7 +179,7 @@ async fn send(actions: &Arc<Actions>, service: &str, to: &str, on: bool) -> Resu
     })?;
     actions
         .child
-        .request("typing", params, REQUEST_TIMEOUT)
+        .request("typing", params, actions.timings.typing_request)
         .await
         .map(|_| ())
         .map_err(|e| Failed {
@@ -253,7 +252,7 @@ async fn run(
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(KEEPALIVE) => {
+            _ = tokio::time::sleep(actions.timings.typing_keepalive) => {
                 let idle = timeutil::now_ms() - refreshed_ms.load(Ordering::Relaxed);
                 if idle >= max_ms.load(Ordering::Relaxed) {
                     break;

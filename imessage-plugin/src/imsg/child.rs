@@ -14,9 +14,6 @@ use crate::imsg::capabilities::Cache;
 use crate::imsg::rpc::{CallError, RpcClient, SpawnConfig};
 use crate::support::timeutil;
 
-/// The actions child closes after this long without a request.
-const IDLE: Duration = Duration::from_secs(60);
-
 /// One `imsg rpc` child started on first use and replaced when it died or was closed: the
 /// account's sender (a slow send never stalls the watch stream; replaced after an `unknown`)
 /// and its actions child each live in one.
@@ -84,14 +81,17 @@ pub struct ActionsChild {
     /// When the child was last asked something (idle close).
     used_ms: AtomicI64,
     caps: Arc<Cache>,
+    /// Closed after this long without a request (`Timings::actions_idle`, a minute).
+    idle: Duration,
 }
 
 impl ActionsChild {
-    pub fn new(spawn: SpawnConfig, caps: Arc<Cache>) -> ActionsChild {
+    pub fn new(spawn: SpawnConfig, caps: Arc<Cache>, idle: Duration) -> ActionsChild {
         ActionsChild {
             slot: tokio::sync::Mutex::new(ChildSlot::new(spawn)),
             used_ms: AtomicI64::new(0),
             caps,
+            idle,
         }
     }
 
@@ -100,7 +100,7 @@ impl ActionsChild {
         &self.caps
     }
 
-    /// One request, starting the child when needed; the child is closed after [`IDLE`]
+    /// One request, starting the child when needed; the child is closed after its idle time
     /// without requests.
     pub async fn request(
         self: &Arc<Self>,
@@ -129,9 +129,9 @@ impl ActionsChild {
         }
         let idle = self.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(IDLE).await;
+            tokio::time::sleep(idle.idle).await;
             let used = idle.used_ms.load(Ordering::Relaxed);
-            if timeutil::now_ms() - used >= IDLE.as_millis() as i64 {
+            if timeutil::now_ms() - used >= idle.idle.as_millis() as i64 {
                 idle.close().await;
             }
         });

@@ -26,10 +26,9 @@ use crate::outbound::{attempt, Plan};
 use crate::state::ledger::{self, Line, State};
 use crate::support::sync::LockExt;
 use crate::support::timeutil;
+use crate::support::timings::Timings;
 
 const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
-/// When a fresh uncertainty is asked about: +2, +5, +10 s (§7.3).
-const PATIENT_POLLS: [u64; 3] = [2, 3, 5];
 
 /// Counters for `AccountStatus.outbound`.
 #[derive(Default)]
@@ -139,6 +138,9 @@ pub struct SendPath {
     sends: SendStats,
     unsettled: Mutex<Vec<Unsettled>>,
     recent_own: Mutex<VecDeque<OwnRow>>,
+    /// When a fresh uncertainty is asked about (+2, +5, +10 s, §7.3) and the send timeout's
+    /// test-only cap.
+    timings: Timings,
 }
 
 /// What a [`SendPath`] is built from.
@@ -152,6 +154,7 @@ pub struct Parts {
     pub caps: Arc<Cache>,
     pub actions: Arc<ActionsChild>,
     pub limiter: Limiter,
+    pub timings: Timings,
 }
 
 impl SendPath {
@@ -170,6 +173,7 @@ impl SendPath {
             sends: SendStats::default(),
             unsettled: Mutex::new(Vec::new()),
             recent_own: Mutex::new(VecDeque::new()),
+            timings: p.timings,
         }
     }
 
@@ -286,7 +290,7 @@ impl SendPath {
                 let to = send::Sender {
                     slot: &self.sender,
                     echo: &self.echo,
-                    timeout: Duration::from_millis(settings.send_timeout_ms),
+                    timeout: self.timings.send_timeout(settings.send_timeout_ms),
                     account_id: &self.id,
                     remote_host: self.remote_host.as_deref(),
                 };
@@ -425,9 +429,13 @@ impl SendPath {
     /// `delivered`): asked on the actions child, never the sender's. `patient` asks at +2,
     /// +5 and +10 s (a fresh uncertainty), else once.
     pub async fn settle_attempt(self: &Arc<Self>, attempt: &str, patient: bool) -> bool {
-        let waits: &[u64] = if patient { &PATIENT_POLLS } else { &[0] };
+        let waits: &[Duration] = if patient {
+            &self.timings.settle_polls
+        } else {
+            &[Duration::ZERO]
+        };
         for wait in waits {
-            tokio::time::sleep(Duration::from_secs(*wait)).await;
+            tokio::time::sleep(*wait).await;
             let answer = self
                 .actions
                 .request(

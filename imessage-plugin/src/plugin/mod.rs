@@ -71,6 +71,8 @@ struct Running {
     accounts: Vec<Arc<Account>>,
     /// Account id → its watcher's stop signal and task.
     watchers: BTreeMap<String, (CancellationToken, tokio::task::JoinHandle<()>)>,
+    /// The fixed timers, read once at start (a test-only override shrinks them).
+    timings: crate::support::timings::Timings,
 }
 
 impl Running {
@@ -89,6 +91,7 @@ impl Running {
             settings.clone(),
             host.clone(),
             self.features.clone(),
+            self.timings,
         ));
         let watches = self.watch && settings.enabled && watching.contains(&settings.id);
         if watches {
@@ -271,6 +274,8 @@ impl Plugin for ImessagePlugin {
                 ));
             }
             let config = Arc::new(load_config(&ctx.config)?);
+            let timings = crate::support::timings::Timings::from_env()
+                .map_err(PluginError::invalid_request)?;
             for warning in &config.warnings {
                 tracing::warn!("{warning}");
             }
@@ -290,6 +295,7 @@ impl Plugin for ImessagePlugin {
                 features: Arc::new(ctx.host.clone()),
                 accounts: Vec::new(),
                 watchers: BTreeMap::new(),
+                timings,
             };
             let mut report = StartReport {
                 accounts: Vec::new(),

@@ -1,5 +1,5 @@
 //! Small helpers every layer may use and that use nothing of the plugin: lock poisoning,
-//! panics in spawned tasks, time formatting, backoff, and handle normalisation (shared by
+//! panics in spawned tasks, time formatting, backoff, the fixed timers, and handle normalisation (shared by
 //! config, inbound, outbound and actions, so it sits below all of them).
 
 pub mod backoff;
@@ -7,3 +7,4 @@ pub mod handle;
 pub mod sync;
 pub mod task;
 pub mod timeutil;
+pub mod timings;

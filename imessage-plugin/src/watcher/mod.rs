@@ -37,8 +37,6 @@ use watch::Watch;
 
 /// How often finished messages are persisted (seen keys, then the cursor).
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
-/// Delivery retries after a refusal: 1 s, 4 s, 16 s (§6.3).
-const DELIVERY_RETRIES: [u64; 3] = [1, 4, 16];
 
 /// With the `fault-injection` feature (tests only), a message with exactly this text makes
 /// processing panic, to exercise the restart and quarantine path end to end.
@@ -160,7 +158,8 @@ pub async fn run_with(
                 tracing::debug!(account = %account.id, "watcher panic message: {panic}");
                 account.note_panic(what);
                 account.set_state(AccountState::Recovering, None);
-                if sleep_or_cancel(crate::support::backoff::restart_delay(panics), &cancel).await {
+                let delay = crate::support::backoff::restart_delay(panics);
+                if sleep_or_cancel(account.timings.restart_delay(delay), &cancel).await {
                     account.set_state(AccountState::Stopped, None);
                     return;
                 }
@@ -265,7 +264,7 @@ async fn watch_account(
         }
         let retry = restarts.after(ending);
         account.set_state(retry.state, Some(retry.error));
-        if sleep_or_cancel(retry.after, cancel).await {
+        if sleep_or_cancel(account.timings.restart_delay(retry.after), cancel).await {
             break;
         }
     }

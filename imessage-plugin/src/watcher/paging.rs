@@ -23,8 +23,6 @@ use crate::support::sync::LockExt;
 pub(super) const PAGE_SIZE: i64 = 100;
 /// Consecutive failed pages before falling back to the watch replay.
 const MAX_FAILURES: u32 = 3;
-/// How often a page is asked again while the database is unreadable.
-const DATABASE_RETRY: Duration = Duration::from_secs(30);
 
 /// One `messages.after` answer.
 #[derive(Debug)]
@@ -153,7 +151,8 @@ impl Watch {
                         tracing::warn!(account = %self.account.id, "the Messages database is not readable; catch-up waits for it ({})", e.describe());
                         waiting_for_database = true;
                     }
-                    if sleep_or_cancel(DATABASE_RETRY, cancel).await {
+                    // Every 30 s: an unreadable database is waited for, not counted as a failure.
+                    if sleep_or_cancel(self.account.timings.database_retry, cancel).await {
                         return Paged::Stop(None);
                     }
                     continue;

@@ -4,14 +4,13 @@
 //! held messages in order.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use plugin_abi::types::InboundEvent;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use super::sleep_or_cancel;
 use super::watch::Watch;
-use super::{sleep_or_cancel, DELIVERY_RETRIES};
 use crate::account::Configured;
 use crate::config::TypingMode;
 use crate::imsg::message::{ImsgMessage, Malformed};
@@ -316,20 +315,20 @@ impl Watch {
         }
         let mut acknowledged = true;
         if self.outbox.events() > 0 {
-            let mut attempt = 0;
+            // Retried after 1 s, 4 s and 16 s (§6.3).
+            let mut retries = self.account.timings.delivery_retries.into_iter();
             loop {
-                match self.account.host.deliver_json(self.outbox.payload()) {
-                    Ok(()) => break,
-                    Err(e) if attempt < DELIVERY_RETRIES.len() => {
+                let refused = self.account.host.deliver_json(self.outbox.payload());
+                match (refused, retries.next()) {
+                    (Ok(()), _) => break,
+                    (Err(e), Some(delay)) => {
                         let what = self.outbox.describe();
                         tracing::warn!(account = %self.account.id, "host refused {what}: {e}; retrying");
-                        let delay = Duration::from_secs(DELIVERY_RETRIES[attempt]);
                         if sleep_or_cancel(delay, cancel).await {
                             return false;
                         }
-                        attempt += 1;
                     }
-                    Err(e) => {
+                    (Err(e), None) => {
                         let what = self.outbox.describe();
                         tracing::error!(account = %self.account.id, "delivery failed for {what} after 4 attempts: {e}");
                         acknowledged = false;

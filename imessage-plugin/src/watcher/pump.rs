@@ -15,9 +15,6 @@ use crate::account::AccountState;
 use crate::imsg::rpc::Event;
 use crate::support::backoff;
 
-/// How often a strict server's `status` refreshes the capability snapshot (actions.md §1.2).
-const STATUS_EVERY: Duration = Duration::from_secs(60);
-
 /// Why pumping stopped.
 pub(super) enum Exit {
     /// Cancelled: the account is stopping.
@@ -59,7 +56,8 @@ pub(super) async fn pump(
             _ = tick.tick() => {
                 w.flush();
                 last_flush = Instant::now();
-                if last_status.elapsed() >= STATUS_EVERY
+                // A strict server's `status` refreshes the snapshot every minute (§1.2).
+                if last_status.elapsed() >= w.account.timings.status_poll
                     || w.account.caps.status_due.swap(false, std::sync::atomic::Ordering::Relaxed)
                 {
                     last_status = Instant::now();

@@ -157,21 +157,29 @@ fn fixture_child() {
     println!("CARRIED ON");
 }
 
-#[test]
-fn panic_in_a_plugin_method_is_an_error_value() {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
+/// Runs the ignored test `name` of this module alone in a child process of this test binary,
+/// with `vars` set: for what must not happen in (or leak into) the process every other test
+/// shares.
+fn run_child(name: &str, vars: &[(&str, &str)]) -> std::process::Output {
+    // The test's path inside the one e2e binary.
+    let module = module_path!()
+        .split_once("::")
+        .map_or("abi", |(_, path)| path);
+    std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            // The test's path inside the one e2e binary.
-            concat!(module_path!(), "::fixture_child")
-                .split_once("::")
-                .map_or("abi::fixture_child", |(_, path)| path),
+            &format!("{module}::{name}"),
             "--include-ignored",
             "--nocapture",
         ])
-        .env("FIXTURE_CHILD", "1")
+        .envs(vars.iter().copied())
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn panic_in_a_plugin_method_is_an_error_value() {
+    let out = run_child("fixture_child", &[("FIXTURE_CHILD", "1")]);
     let text = common::stdout(&out);
     assert!(
         out.status.success() && text.contains("CARRIED ON"),
@@ -183,6 +191,25 @@ fn panic_in_a_plugin_method_is_an_error_value() {
 
 #[test]
 fn a_hung_send_does_not_block_other_calls() {
+    // In a child process: the plugin runs in-process, and only this test's instance may see
+    // the send timeout capped below the least `sendTimeoutMs` (10 s).
+    let out = run_child(
+        "hung_send_child",
+        &[(common::TIMINGS, "sendTimeoutMs=1000")],
+    );
+    let text = common::stdout(&out);
+    assert!(
+        out.status.success() && text.contains("HUNG SEND SETTLED"),
+        "child failed: status {:?}\nstdout:\n{text}\nstderr:\n{}",
+        out.status,
+        common::stderr(&out)
+    );
+}
+
+/// Runs in a child process (see `a_hung_send_does_not_block_other_calls`).
+#[test]
+#[ignore = "run as a child process by a_hung_send_does_not_block_other_calls"]
+fn hung_send_child() {
     let dir = tempfile::tempdir().unwrap();
     let scenario = dir.path().join("scenario.json");
     std::fs::write(
@@ -242,6 +269,7 @@ fn a_hung_send_does_not_block_other_calls() {
     let receipt = sender.join().unwrap().unwrap();
     assert_eq!(receipt.parts[0].outcome, "unknown");
     client.stop().unwrap();
+    println!("HUNG SEND SETTLED");
 }
 
 #[test]

@@ -59,10 +59,10 @@ fn refused(out: &Output, reason: &str) {
 }
 
 /// A gateway on a strict 0.15 simulator with the bridge ready, and the owner's DM routed.
-fn gateway_with_a_routed_dm(scenario: Value) -> (SimEnv, Running, String) {
+fn gateway_with_a_routed_dm(scenario: Value, config: Value) -> (SimEnv, Running, String) {
     let mut s = json!({"profile": "strict", "version": "0.15.0", "bridge": "ready"});
     common::sim::merge(&mut s, &scenario);
-    let env = SimEnv::new(s, json!({}));
+    let env = SimEnv::new(s, config);
     let gateway = env.start(false);
     env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "dinner at 7?"}));
     let routed = gateway.wait_messages(1, WAIT);
@@ -72,7 +72,11 @@ fn gateway_with_a_routed_dm(scenario: Value) -> (SimEnv, Running, String) {
 
 #[test]
 fn tapbacks_go_by_name_to_the_chat_of_the_message_cases_182_to_185() {
-    let (env, gateway, d0) = gateway_with_a_routed_dm(json!({}));
+    // Ten tapbacks to one chat: a burst above the default 5 would be paced at 3 s each.
+    let (env, gateway, d0) = gateway_with_a_routed_dm(
+        json!({}),
+        json!({"channels": {"imessage": {"rateLimit": {"chatBurst": 20}}}}),
+    );
     // 182: a classic kind always goes by name, whichever alias the host used.
     for how in [
         ["--reaction", "like"],
@@ -159,15 +163,15 @@ fn tapbacks_go_by_name_to_the_chat_of_the_message_cases_182_to_185() {
 #[test]
 fn custom_emoji_needs_the_capability_and_a_stalled_bridge_is_an_unknown_outcome_183_186() {
     // 0.14 has no tapback.emoji: refused before anything is written.
-    let (env, gateway, d0) = gateway_with_a_routed_dm(json!({"version": "0.14.0"}));
+    let (env, gateway, d0) = gateway_with_a_routed_dm(json!({"version": "0.14.0"}), json!({}));
     refused(
         &action(&env, "react", &d0, &["--emoji", "🎉"]),
         "custom emoji tapbacks need an imsg build that reports capabilities.features[\"tapback.emoji\"] >= 2",
     );
     assert!(env.requests("tapback").is_empty());
-    // 186: the bridge stalls (the simulator answers "Timed out waiting for response" after
-    // 10 s): possibly done, never retried.
-    env.inbox_applied(json!({"op": "set", "bridge": "timeout"}));
+    // 186: the bridge stalls (imsg answers "Timed out waiting for response" after 10 s; the
+    // simulator here after 300 ms): possibly done, never retried.
+    env.inbox_applied(json!({"op": "set", "bridge": {"timeout_ms": 300}}));
     let out = action(&env, "react", &d0, &["--reaction", "love"]);
     refused(&out, "tapback may have taken effect; not retried");
     assert_eq!(env.requests("tapback").len(), 1, "exactly one request");

@@ -163,6 +163,8 @@ fn a_crashing_simulator_loses_and_doubles_nothing() {
         json!({"faults": {"exit_after": {"notifications": 500, "code": 3}}}),
         json!({}),
     );
+    // The restart backoff (1, 2, 4 s after the first) is not what this test is about.
+    env.gw.set_timings("restartMaxMs=200");
     let gateway = env.start(false);
     env.inbox(burst(total));
     let routed = gateway.wait_messages(total, Duration::from_secs(120));

@@ -14,6 +14,10 @@ use serde_json::{json, Value};
 const A0: &str = "902213b2-bb8f-5b99-9e86-fbaac70123aa";
 const A1: &str = "524a9759-afba-59cb-802d-2dd8b7a42cbe";
 
+/// A lost reply turns `unknown` after 1 s instead of the least `sendTimeoutMs` (10 s), and is
+/// asked about at +200, +500 and +1000 ms instead of +2, +5 and +10 s.
+const FAST_UNKNOWN: &str = "sendTimeoutMs=1000,settlePollMs=200/300/500";
+
 fn strict_015(extra: Value, config: Value) -> SimEnv {
     let mut s = json!({"profile": "strict", "version": "0.15.0", "bridge": "ready"});
     common::sim::merge(&mut s, &extra);
@@ -115,6 +119,7 @@ fn a_lost_reply_is_settled_by_send_status_on_another_child_case_193() {
         json!({"send": {"mode": "lost_reply"}}),
         json!({"channels": {"imessage": {"sendTimeoutMs": 10000}}}),
     );
+    env.gw.set_timings(FAST_UNKNOWN);
     let (out, receipt) = send(&env, "chat_id:7", "on my way", "q-42");
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
     assert_eq!(receipt["parts"][0]["outcome"], "sent");
@@ -136,13 +141,14 @@ fn a_part_that_never_arrived_stays_unknown_and_is_never_resent_case_194() {
         json!({"send": {"mode": "lost_reply", "write_row": false}}),
         json!({"channels": {"imessage": {"sendTimeoutMs": 10000}}}),
     );
+    env.gw.set_timings(FAST_UNKNOWN);
     let (out, receipt) = send(&env, "chat_id:7", "on my way", "q-42");
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(receipt["parts"][0]["outcome"], "unknown");
     assert_eq!(
         requests(&env, "message.send_status").len(),
         3,
-        "+2, +5, +10 s"
+        "+2, +5, +10 s (shrunk)"
     );
     // The host repeats: asked once more, still unknown, nothing sent.
     let (_, again) = send(&env, "chat_id:7", "on my way", "q-42");
@@ -184,6 +190,7 @@ fn an_untracked_unknown_is_settled_by_its_echo_case_197() {
         json!({"send": {"mode": "lost_reply"}}),
         json!({"channels": {"imessage": {"sendTimeoutMs": 10000}}}),
     );
+    env.gw.set_timings(FAST_UNKNOWN);
     let gateway = env.start(false);
     let (_, receipt) = send(&env, "chat_id:7", "see you soon", "u-1");
     assert_eq!(receipt["parts"][0]["outcome"], "unknown");

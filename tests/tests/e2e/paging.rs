@@ -7,7 +7,6 @@
 use crate::common;
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use common::sim::{wait_until, SimEnv};
 use serde_json::{json, Value};
@@ -133,21 +132,38 @@ fn a_burst_larger_than_imsgs_buffer_loses_nothing() {
 
 #[test]
 fn an_unreadable_database_is_waited_for_not_given_up_on() {
-    // The first page finds the database unreadable (−32002): catch-up waits 30 s and pages
-    // then, instead of counting it as a failure.
+    // The first page finds the database unreadable (−32002): catch-up waits (30 s, shrunk
+    // here) and pages then, instead of counting it as a failure.
     let env = SimEnv::new(
         json!({"profile": "strict", "messages": backlog(101, 5),
             "faults": {"database_unavailable": {"messages.after": 1}}}),
         json!({}),
     );
     env.write_cursor(100);
+    env.gw.set_timings("dbRetryMs=500");
     let gateway = env.spawn(false, &[]);
-    let routed = gateway.wait_messages(5, Duration::from_secs(90));
+    let routed = gateway.wait_messages(5, WAIT);
     assert_once_in_order(&routed, 5);
-    assert_eq!(
-        env.requests("messages.after").len(),
-        2,
-        "-32002, then the page"
+    // Both pages on the watcher's child, the second after the retry time: waited for, not
+    // asked again at once.
+    let pages: Vec<(i64, u64)> = env
+        .record()
+        .iter()
+        .filter(|r| r["dir"] == "in")
+        .filter(|r| {
+            r["line"]
+                .as_str()
+                .and_then(|l| serde_json::from_str::<Value>(l).ok())
+                .is_some_and(|line| line["method"] == "messages.after")
+        })
+        .map(|r| (r["pid"].as_i64().unwrap(), r["t_ms"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(pages.len(), 2, "-32002, then the page: {pages:?}");
+    assert_eq!(pages[0].0, pages[1].0, "one child");
+    assert!(
+        pages[1].1 - pages[0].1 >= 500,
+        "asked again after {} ms, before the retry time",
+        pages[1].1 - pages[0].1
     );
     assert!(env
         .stderr()

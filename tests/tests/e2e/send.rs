@@ -159,12 +159,14 @@ fn a_send_that_never_answers_is_unknown_and_never_repeated() {
         json!({"faults": {"delay_ms": {"send": 600000}}}),
         json!({"channels": {"imessage": {"sendTimeoutMs": 10000}}}),
     );
+    // The configured 10 s (the least sendTimeoutMs takes), capped for the test.
+    env.gw.set_timings("sendTimeoutMs=1000");
     // Two chunks: the first never answers, so the second is not attempted (case 128).
     let text = words(5000);
     let started = Instant::now();
     let out = send(&env, &["--target", "chat_id:42", "--text", &text, "--json"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(started.elapsed() >= Duration::from_secs(10));
+    assert!(started.elapsed() >= Duration::from_secs(1));
     let receipt: Value = serde_json::from_str(&common::stdout(&out)).unwrap();
     assert_eq!(receipt["ok"], false);
     assert_eq!(receipt["chunks"], 2);
@@ -175,6 +177,20 @@ fn a_send_that_never_answers_is_unknown_and_never_repeated() {
         1,
         "exactly one send request, no retry"
     );
+}
+
+#[test]
+fn a_bad_test_timing_fails_the_start_naming_it() {
+    let env = SimEnv::new(json!({}), json!({}));
+    env.gw.set_timings("statusPollMs=300,statusPoll=5");
+    let out = send(&env, &["--target", "chat_id:7", "--text", "hi", "--json"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        common::stderr(&out).contains("IMESSAGE_TEST_TIMINGS: unknown key \"statusPoll\""),
+        "{}",
+        common::stderr(&out)
+    );
+    assert!(env.send_requests().is_empty());
 }
 
 #[test]

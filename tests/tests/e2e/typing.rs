@@ -80,15 +80,29 @@ fn a_dm_shows_typing_until_the_reply_is_sent() {
 #[test]
 fn typing_is_kept_alive_every_eight_seconds_while_no_reply_comes() {
     let env = SimEnv::new(json!({"profile": "strict", "bridge": "ready"}), json!({}));
+    // The 8 s keepalive, shrunk.
+    env.gw.set_timings("typingKeepaliveMs=500");
     let gateway = start(&env, false);
     env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "think about it"}));
     gateway.wait_messages(1, WAIT);
-    wait_until("a keepalive", Duration::from_secs(20), || {
+    wait_until("a keepalive", WAIT, || {
         typing(&env).iter().filter(|p| p["typing"] == true).count() >= 2
     });
     assert!(
         typing(&env).iter().all(|p| p["typing"] == true),
         "not stopped yet"
+    );
+    // Written again by the timer, not a second start at once.
+    let at: Vec<u64> = env
+        .record()
+        .iter()
+        .filter(|r| r["effect"] == "typing")
+        .filter_map(|r| r["t_ms"].as_u64())
+        .collect();
+    assert!(
+        at[1] - at[0] >= 500,
+        "a keepalive after {} ms",
+        at[1] - at[0]
     );
     // The account stops: typing is turned off.
     assert!(gateway.stop().success());
@@ -149,12 +163,13 @@ fn a_slow_typing_call_never_delays_the_reply() {
 
 #[test]
 fn an_unanswered_typing_start_is_still_stopped() {
-    // The start goes unanswered past its 10 s timeout: the indicator may be showing, so the
-    // reply still stops it (a refused start, case 179, writes no stop).
+    // The start goes unanswered past its timeout (10 s, shrunk to 1 s here): the indicator
+    // may be showing, so the reply still stops it (a refused start, case 179, writes no stop).
     let env = SimEnv::new(
-        json!({"profile": "strict", "bridge": "ready", "faults": {"delay_ms": {"typing": 11000}}}),
+        json!({"profile": "strict", "bridge": "ready", "faults": {"delay_ms": {"typing": 1500}}}),
         json!({}),
     );
+    env.gw.set_timings("typingTimeoutMs=1000");
     let gateway = start(&env, true);
     env.insert(json!({"chat_id": 7, "handle": "+15550001111", "text": "still there?"}));
     gateway.wait_messages(1, WAIT);
@@ -171,5 +186,7 @@ fn an_unanswered_typing_start_is_still_stopped() {
             json!({"chat_id": 7, "typing": false})
         ]
     );
+    // The start did time out (else this would be the ordinary stop after an answered start).
+    assert!(env.stderr().contains("typing start failed for conv"));
     assert!(gateway.stop().success());
 }

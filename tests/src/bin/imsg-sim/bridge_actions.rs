@@ -34,6 +34,12 @@ fn allowed(extra: &[&'static str]) -> Vec<&'static str> {
     keys
 }
 
+/// A bridge that stalls: imsg answers after `ms` that it timed out.
+fn bridge_timeout(operation: &str, ms: u64) -> RpcError {
+    std::thread::sleep(Duration::from_millis(ms));
+    RpcError::internal(format!("Timed out waiting for response to '{operation}'"))
+}
+
 impl Sim {
     /// The target message's GUID, or the error imsg gives without one.
     fn message_target(p: &Params) -> Result<String, RpcError> {
@@ -75,11 +81,15 @@ impl Sim {
     fn bridge_ready_for(&self, operation: &str) -> Result<(), RpcError> {
         match &self.bridge {
             Value::String(s) if s == "ready" => Ok(()),
-            Value::String(s) if s == "timeout" => {
-                std::thread::sleep(Duration::from_millis(10_000));
-                Err(RpcError::internal(format!(
-                    "Timed out waiting for response to '{operation}'"
-                )))
+            // imsg's bridge gives up after 10 s; `{"timeout_ms": n}` stalls n ms instead, so
+            // a test need not wait the real 10 s.
+            Value::String(s) if s == "timeout" => Err(bridge_timeout(operation, 10_000)),
+            Value::Object(o) if o.contains_key("timeout_ms") => {
+                let ms = o
+                    .get("timeout_ms")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(10_000);
+                Err(bridge_timeout(operation, ms))
             }
             Value::Object(o) if o.contains_key("error") => Err(RpcError::internal(format!(
                 "Dylib error: {}",

@@ -13,9 +13,9 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 /// The one bound on waiting for something that should happen. Generous, because a wait
-/// ends as soon as its condition holds: only a failing test waits this long. Waits on the
-/// plugin's own timers (60 s status poll, 8 s typing keepalive) name their bound where they
-/// wait.
+/// ends as soon as its condition holds: only a failing test waits this long. A test that
+/// needs one of the plugin's own timers (60 s status poll, 8 s typing keepalive) shrinks it
+/// with [`Gateway::set_timings`] and names its bound where it waits.
 pub const WAIT: Duration = Duration::from_secs(60);
 
 /// `target/<profile>/`, found from this test binary (`target/<profile>/deps/<test>`).
@@ -61,7 +61,13 @@ pub fn plugin_library(lib_name: &str) -> PathBuf {
 /// A scratch gateway: `<dir>/gateway.json5`, `<dir>/plugins/`, `<dir>/state/`.
 pub struct Gateway {
     pub dir: tempfile::TempDir,
+    /// The plugin's shrunk timers ([`TIMINGS`]) for every host-stub this gateway runs.
+    timings: std::sync::Mutex<Option<String>>,
 }
+
+/// The test-only variable that shrinks the plugin's fixed timers (status poll, database
+/// retry, typing keepalive, …; `imessage-plugin/src/support/timings.rs` lists the keys).
+pub const TIMINGS: &str = "IMESSAGE_TEST_TIMINGS";
 
 impl Gateway {
     pub fn new(plugins: &[&str]) -> Gateway {
@@ -76,7 +82,10 @@ impl Gateway {
             )
             .expect("copy plugin");
         }
-        Gateway { dir }
+        Gateway {
+            dir,
+            timings: Default::default(),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -91,6 +100,12 @@ impl Gateway {
         std::fs::write(self.config_path(), json5).unwrap();
     }
 
+    /// Runs the plugin with these timers from now on (`statusPollMs=300,dbRetryMs=200`), in
+    /// the gateway and in every one-shot command, so no test waits a real minute.
+    pub fn set_timings(&self, spec: &str) {
+        *self.timings.lock().unwrap() = Some(spec.to_string());
+    }
+
     /// `host-stub` with this gateway's config, plugins and state folders.
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(host_stub());
@@ -102,6 +117,10 @@ impl Gateway {
             .arg(self.path().join("state"))
             .env_remove("RUST_LOG")
             .env_remove("HOST_STUB_CONFIG");
+        match self.timings.lock().unwrap().as_deref() {
+            Some(spec) => cmd.env(TIMINGS, spec),
+            None => cmd.env_remove(TIMINGS),
+        };
         cmd
     }
 
