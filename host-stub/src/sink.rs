@@ -170,3 +170,56 @@ impl Sink {
         Ok(taken.iter().map(|t| t.message_id.to_string()).collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// stdout, shared with the test.
+    #[derive(Clone, Default)]
+    struct Out(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Out {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn message(account: &str, id: &str) -> Value {
+        serde_json::json!({"type": "message", "accountId": account, "messageId": id, "text": "hi"})
+    }
+
+    #[test]
+    fn a_message_id_is_printed_once_per_account_within_a_batch_and_across_deliveries() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Out::default();
+        let sink = Sink::new(Box::new(out.clone()), dir.path(), None);
+        let batch = serde_json::json!({"type": "batch", "events": [
+            message("a", "M1"), message("a", "M2"), message("a", "M1"), message("b", "M1"),
+        ]});
+        let taken = sink.take("imessage", &batch.to_string()).unwrap();
+        assert_eq!(taken, ["M1", "M2", "M1"]);
+        let printed = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(printed.lines().count(), 3, "{printed}");
+        assert!(printed.starts_with(r#"{"channel":"imessage","#));
+        // Delivered again (after a crash): acknowledged, not printed.
+        let again = sink
+            .take("imessage", &message("b", "M1").to_string())
+            .unwrap();
+        assert!(again.is_empty());
+        assert_eq!(
+            out.0
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count(),
+            3
+        );
+    }
+}
