@@ -12,6 +12,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub const CAP: usize = 10_000;
 
@@ -19,8 +20,9 @@ pub struct AccountLog {
     cap: usize,
     path: PathBuf,
     file: File,
-    order: VecDeque<String>,
-    set: HashSet<String>,
+    /// One allocation per id, shared by the order and the set.
+    order: VecDeque<Arc<str>>,
+    set: HashSet<Arc<str>>,
     lines_in_file: usize,
 }
 
@@ -33,7 +35,7 @@ impl AccountLog {
                 let line = line?;
                 let id = line.trim();
                 if !id.is_empty() {
-                    order.push_back(id.to_string());
+                    order.push_back(Arc::from(id));
                     lines_in_file += 1;
                 }
             }
@@ -85,8 +87,9 @@ impl AccountLog {
             buf.push_str(id);
             buf.push('\n');
             self.lines_in_file += 1;
-            self.order.push_back(id.to_string());
-            self.set.insert(id.to_string());
+            let id: Arc<str> = Arc::from(id);
+            self.order.push_back(id.clone());
+            self.set.insert(id);
         }
         if buf.is_empty() {
             return Ok(());
@@ -123,6 +126,8 @@ pub struct Delivered {
     cap: usize,
     dir: PathBuf,
     logs: HashMap<String, AccountLog>,
+    /// The `channel/account` key being looked up, reused: one lookup per delivered message.
+    key: String,
 }
 
 impl Delivered {
@@ -135,13 +140,18 @@ impl Delivered {
             cap,
             dir: dir.to_path_buf(),
             logs: HashMap::new(),
+            key: String::new(),
         }
     }
 
     /// The log of one channel account, opened on first use.
     pub fn account(&mut self, channel: &str, account: &str) -> std::io::Result<&mut AccountLog> {
-        let key = format!("{channel}/{account}");
-        if !self.logs.contains_key(&key) {
+        let key = &mut self.key;
+        key.clear();
+        key.push_str(channel);
+        key.push('/');
+        key.push_str(account);
+        if !self.logs.contains_key(key.as_str()) {
             let safe = |s: &str| -> String {
                 s.chars()
                     .map(|c| {
@@ -160,7 +170,10 @@ impl Delivered {
             self.logs
                 .insert(key.clone(), AccountLog::open(path, self.cap)?);
         }
-        Ok(self.logs.get_mut(&key).expect("inserted above"))
+        Ok(self
+            .logs
+            .get_mut(self.key.as_str())
+            .expect("inserted above"))
     }
 }
 

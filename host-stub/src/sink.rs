@@ -4,6 +4,7 @@
 //! return `Ok`. A library module so the pipeline benchmark delivers into this very code.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::io::Write;
 use std::sync::mpsc::Sender;
 use std::sync::Mutex;
@@ -88,6 +89,8 @@ impl Sink {
         let mut delivered = sink.delivered.lock().map_err(|_| "state lock poisoned")?;
         let mut lines = String::with_capacity(event.len() + events.len() * 32);
         let mut taken: Vec<Head> = Vec::with_capacity(events.len());
+        // (account, message id) of `taken`: a batch holds hundreds in a burst.
+        let mut in_batch: HashSet<(Cow<str>, Cow<str>)> = HashSet::with_capacity(events.len());
         let prefix = format!("{{\"channel\":{},", Value::from(channel));
         for raw in events {
             let message: Head = serde_json::from_str(raw.get())
@@ -103,10 +106,9 @@ impl Sink {
             let log = delivered
                 .account(channel, &message.account_id)
                 .map_err(|e| format!("reading the delivered-id store: {e}"))?;
-            let repeated = log.contains(&message.message_id)
-                || taken.iter().any(|t| {
-                    t.message_id == message.message_id && t.account_id == message.account_id
-                });
+            // Borrowed from `event` unless escaped: cloning them costs no allocation.
+            let ids = (message.account_id.clone(), message.message_id.clone());
+            let repeated = log.contains(&message.message_id) || in_batch.contains(&ids);
             if repeated {
                 tracing::debug!(message_id = %message.message_id, "repeated messageId acknowledged without printing");
                 continue;
@@ -117,6 +119,7 @@ impl Sink {
             }
             lines.push_str(body);
             lines.push('\n');
+            in_batch.insert(ids);
             taken.push(message);
         }
         if taken.is_empty() {
@@ -165,5 +168,58 @@ impl Sink {
             }
         }
         Ok(taken.iter().map(|t| t.message_id.to_string()).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// stdout, shared with the test.
+    #[derive(Clone, Default)]
+    struct Out(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Out {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn message(account: &str, id: &str) -> Value {
+        serde_json::json!({"type": "message", "accountId": account, "messageId": id, "text": "hi"})
+    }
+
+    #[test]
+    fn a_message_id_is_printed_once_per_account_within_a_batch_and_across_deliveries() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Out::default();
+        let sink = Sink::new(Box::new(out.clone()), dir.path(), None);
+        let batch = serde_json::json!({"type": "batch", "events": [
+            message("a", "M1"), message("a", "M2"), message("a", "M1"), message("b", "M1"),
+        ]});
+        let taken = sink.take("imessage", &batch.to_string()).unwrap();
+        assert_eq!(taken, ["M1", "M2", "M1"]);
+        let printed = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(printed.lines().count(), 3, "{printed}");
+        assert!(printed.starts_with(r#"{"channel":"imessage","#));
+        // Delivered again (after a crash): acknowledged, not printed.
+        let again = sink
+            .take("imessage", &message("b", "M1").to_string())
+            .unwrap();
+        assert!(again.is_empty());
+        assert_eq!(
+            out.0
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count(),
+            3
+        );
     }
 }

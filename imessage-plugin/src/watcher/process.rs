@@ -59,28 +59,28 @@ impl Watch {
             self.baseline = Some(self.baseline.map_or(before, |b| b.min(before)));
         }
         let key = m.dedupe_key();
-        let marker = crate::state::inflight::marker_key(&key);
-        let crashes = match self.account.crashed.locked().as_ref() {
-            Some(r) if r.key == marker => r.crashes,
-            _ => 0,
-        };
-        if crashes >= crate::state::inflight::QUARANTINE_AFTER {
-            *self.account.crashed.locked() = None;
-            let reason = format!("the process ended {crashes} times while processing it");
-            self.quarantine(&m, &reason, "ended the process twice");
-            return Ok(());
+        {
+            let marker = crate::state::inflight::marker_key(&key);
+            let crashes = match self.account.crashed.locked().as_ref() {
+                Some(r) if r.key == marker => r.crashes,
+                _ => 0,
+            };
+            if crashes >= crate::state::inflight::QUARANTINE_AFTER {
+                *self.account.crashed.locked() = None;
+                let reason = format!("the process ended {crashes} times while processing it");
+                self.quarantine(&m, &reason, "ended the process twice");
+                return Ok(());
+            }
+            let mut inflight = self.account.inflight.locked();
+            inflight.begin(&marker, m.cursor_id(), crashes);
         }
-        self.account
-            .inflight
-            .locked()
-            .begin(&crate::state::inflight::Record {
-                key: marker,
-                rowid: m.cursor_id(),
-                crashes,
-            });
-        let outcome =
-            crate::support::task::catch(self.handle(subscription, &m, dead_subscriptions)).await;
-        self.account.inflight.locked().clear();
+        let handled = self.handle(subscription, &m, key, dead_subscriptions);
+        let outcome = crate::support::task::catch(handled).await;
+        // A row that left something held is cleared by the commit that delivers it (the pump
+        // commits before it waits); the next row's record replaces this one before that.
+        if outcome.is_err() || self.outbox.is_empty() {
+            self.account.inflight.locked().clear();
+        }
         match outcome {
             Ok(()) => Ok(()),
             Err(panic) => self.after_panic(&m, &panic),
@@ -177,6 +177,7 @@ impl Watch {
         &mut self,
         subscription: Option<i64>,
         m: &ImsgMessage,
+        key: String,
         dead_subscriptions: &HashSet<i64>,
     ) {
         // A lenient server may write one more row after `watch.unsubscribe`.
@@ -200,7 +201,6 @@ impl Watch {
             std::future::pending::<()>().await;
         }
         let now = timeutil::now_ms();
-        let key = m.dedupe_key();
         // A repeat of a message still waiting for its acknowledgement is a duplicate too.
         let seen = self.catchup.is_seen(&key) || self.outbox.holds(&key);
         let created_ms = m.created_ms();
@@ -313,6 +313,9 @@ impl Watch {
         if self.outbox.is_empty() {
             return true;
         }
+        // The last row's in-flight record (left for the next row to replace): the host's
+        // delivery, and the wait after it, are no row's doing.
+        self.account.inflight.locked().clear();
         let mut acknowledged = true;
         if self.outbox.events() > 0 {
             // Retried after 1 s, 4 s and 16 s (§6.3).
@@ -339,22 +342,28 @@ impl Watch {
         }
         let now = timeutil::now_ms();
         let (held, effects) = self.outbox.take();
-        let mut read = Vec::new();
+        let mut read: Vec<String> = Vec::new();
+        let mut typing_in: Option<String> = None;
         for mut p in held {
             if p.routed {
                 if acknowledged {
                     self.inbound.stats.routed += 1;
                     self.last_inbound_ms = Some(now);
                     if let Some(to) = p.conversation.take() {
-                        if p.early_typing {
+                        // A burst from one conversation starts (or refreshes) typing there
+                        // once, with the same `now`; it is marked read once too.
+                        if p.early_typing && typing_in.as_deref() != Some(to.as_str()) {
                             crate::actions::typing::start(
                                 &self.account.actions,
                                 self.inbound.settings(),
                                 &to,
                                 crate::actions::typing::Origin::Early,
                             );
+                            typing_in = Some(to.clone());
                         }
-                        read.push(to);
+                        if read.last() != Some(&to) {
+                            read.push(to);
+                        }
                     }
                 } else {
                     self.inbound.count_drop(DropCode::DeliveryFailed);
