@@ -123,3 +123,19 @@ fn config_schema_prints_the_plugins_schema() {
     let stderr = common::stderr(&out);
     assert!(stderr.contains("has no config schema"), "{stderr}");
 }
+
+/// The OpenClaw package's `channelConfigs.imessage.schema` is the library's generated schema,
+/// committed (OpenClaw reads the manifest before any code runs): it may not drift. Regenerate:
+/// `host-stub --plugins target/debug config schema` into that key.
+#[test]
+fn the_openclaw_manifest_carries_the_generated_schema() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/openclaw-channel/openclaw.plugin.json");
+    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(
+        manifest["channelConfigs"]["imessage"]["schema"],
+        imessage::config::schema::schema(),
+        "{} is out of date: regenerate its channelConfigs.imessage.schema with `host-stub config schema`",
+        path.display()
+    );
+}
