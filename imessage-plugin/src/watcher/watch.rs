@@ -130,7 +130,12 @@ impl Watch {
                 start_ms,
                 account.commands.clone(),
             ),
-            pairing: Pairing::for_account(account),
+            pairing: Pairing::choose(
+                &account.features,
+                account.host.clone(),
+                &account.id,
+                &account.dir,
+            ),
             catchup,
             outbox: Outbox::new(batch_bound(&account.features)),
             last_inbound_ms: None,

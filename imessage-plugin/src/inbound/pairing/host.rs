@@ -13,7 +13,6 @@ use plugin_abi::types::{features, PluginError};
 use serde_json::Value;
 
 use super::{Challenge, PairingStore};
-use crate::account::Account;
 
 /// How long a known sender's DMs use the allow store as last read from the host: each read is
 /// a round trip into the host (a Node process for OpenClaw), too costly per message, while a
@@ -174,12 +173,18 @@ pub enum Pairing {
 }
 
 impl Pairing {
-    pub fn for_account(account: &Account) -> Pairing {
-        if account.features.has(features::PAIRING_HOST) {
-            let host: Arc<dyn PairingHost> = account.host.clone();
-            Pairing::Host(HostPairing::new(host, &account.id))
+    /// The host's store when it lists `pairing.host`, else the files in `dir`. The caller
+    /// hands over what the choice needs: this leaf never names the account that owns it.
+    pub fn choose(
+        host_features: &plugin_abi::types::HostFeatures,
+        host: Arc<dyn PairingHost>,
+        account_id: &str,
+        dir: &std::path::Path,
+    ) -> Pairing {
+        if host_features.has(features::PAIRING_HOST) {
+            Pairing::Host(HostPairing::new(host, account_id))
         } else {
-            Pairing::Files(PairingStore::new(&account.dir))
+            Pairing::Files(PairingStore::new(dir))
         }
     }
 
