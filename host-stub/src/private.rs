@@ -99,23 +99,9 @@ fn my_uid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
-/// Why a state folder with this owner and mode is unsafe for a process running as `me`.
+/// The one rule, in plugin-abi (host and plugin share it).
 pub fn folder_problem(dir: &Path, mode: u32, owner: u32, me: u32) -> Option<String> {
-    let shown = dir.display();
-    if owner != me {
-        return Some(format!(
-            "state folder {shown} belongs to uid {owner}, not to you (uid {me}); \
-             use a folder of your own (--state-dir) or run chown {me} {shown}"
-        ));
-    }
-    if mode & 0o022 != 0 {
-        return Some(format!(
-            "state folder {shown} is writable by group or others (mode {:04o}); \
-             run chmod 700 {shown}",
-            mode & 0o7777
-        ));
-    }
-    None
+    plugin_abi::state_dir::folder_problem(dir, mode, owner, me, " (--state-dir)")
 }
 
 /// At start: the state folder is created 0700 when missing, and refused when another user

@@ -113,6 +113,7 @@ pub mod chp;
 pub mod contract;
 pub mod guard;
 pub mod host;
+pub mod state_dir;
 pub mod types;
 
 use abi_stable::{

@@ -126,25 +126,9 @@ fn take_lock(path: &Path, wait: bool) -> std::io::Result<Option<FileLock>> {
     }
 }
 
-/// Why a state folder with this owner and mode is unsafe for a process running as `me`:
-/// whoever else can write there can swap the pairing and allow stores or the cursor (ssh's
-/// StrictModes rule). Readable by others is the user's choice.
+/// The one rule, in plugin-abi (host and plugin share it).
 pub fn folder_problem(dir: &Path, mode: u32, owner: u32, me: u32) -> Option<String> {
-    let shown = dir.display();
-    if owner != me {
-        return Some(format!(
-            "state folder {shown} belongs to uid {owner}, not to you (uid {me}); \
-             use a folder of your own or run chown {me} {shown}"
-        ));
-    }
-    if mode & 0o022 != 0 {
-        return Some(format!(
-            "state folder {shown} is writable by group or others (mode {:04o}); \
-             run chmod 700 {shown}",
-            mode & 0o7777
-        ));
-    }
-    None
+    plugin_abi::state_dir::folder_problem(dir, mode, owner, me, "")
 }
 
 /// At start: the host's state folder is created 0700 when missing; it, and the plugin's own
