@@ -100,8 +100,11 @@ export class AccountBridge {
       host: { features: HOST_FEATURES },
     });
     for (const w of report?.warnings ?? []) this.log.warn?.(`imessage: ${w}`);
-    if (replay.length) this.log.info?.(`imessage ${this.o.accountId}: replaying ${replay.length} turn(s) acknowledged before a restart`);
-    for (const { id, event } of replay) this.#schedule(id, event);
+    if (replay.length) {
+      const answered = replay.filter((r) => r.replies.length > 0).length;
+      this.log.info?.(`imessage ${this.o.accountId}: replaying ${replay.length} turn(s) acknowledged before a restart (${answered} already answered by OpenClaw: their journaled replies are re-sent, not dispatched again)`);
+    }
+    for (const { id, event, replies } of replay) this.#schedule(id, event, replies);
     return description;
   }
 
@@ -183,12 +186,12 @@ export class AccountBridge {
     return {};
   }
 
-  /** @param {string} id @param {any} ev */
-  #schedule(id, ev) {
+  /** @param {string} id @param {any} ev @param {unknown[]} [replies] journaled before a restart */
+  #schedule(id, ev, replies = []) {
     const key = String(ev?.sessionKey ?? id);
     const prev = this.sessions.get(key) ?? Promise.resolve();
     const next = prev
-      .then(() => this.#runTurnWithRetry(id, ev))
+      .then(() => this.#runTurnWithRetry(id, ev, replies))
       // Not settled (the child went away): left open in the journal, replayed at the next start.
       // Handed over: already journaled done at adoption.
       .then((outcome) => (outcome === "settled" ? this.#finish(id) : undefined));
@@ -220,9 +223,13 @@ export class AccountBridge {
    * after a crash OpenClaw's restart recovery resumes it, and a replay from here would run it
    * a second time. Outcome: "settled" | "handed-over" | "open" (the child went away; the turn
    * stays in the journal and replays at the next start).
-   * @param {string} id @param {any} ev
+   *
+   * A turn with `replies` journaled before a restart is not dispatched: OpenClaw ran it and
+   * handed us its reply (and has recorded it as finished, so it would refuse it as a duplicate);
+   * the journaled send requests are sent again under their keys instead.
+   * @param {string} id @param {any} ev @param {unknown[]} [replies]
    */
-  async #runTurnWithRetry(id, ev) {
+  async #runTurnWithRetry(id, ev, replies = []) {
     const turn = { adopted: false };
     const handOver = () => {
       if (turn.adopted) return;
@@ -231,7 +238,8 @@ export class AccountBridge {
     };
     for (let attempt = 1; ; attempt++) {
       try {
-        await this.#runTurn(ev, handOver);
+        if (replies.length) await this.#resend(id, replies);
+        else await this.#runTurn(id, ev, handOver);
         return turn.adopted ? "handed-over" : "settled";
       } catch (e) {
         const msg = /** @type {any} */ (e)?.message ?? String(e);
@@ -250,8 +258,23 @@ export class AccountBridge {
     }
   }
 
-  /** @param {any} ev @param {() => void} [onAdopted] */
-  async #runTurn(ev, onAdopted) {
+  /**
+   * Sends the replies journaled for a turn before a restart, under their own keys: the send
+   * ledger answers an already-sent key without sending it again.
+   * @param {string} id @param {unknown[]} replies
+   */
+  async #resend(id, replies) {
+    let replayed = 0;
+    for (const req of replies) {
+      const r = await this.send(/** @type {Record<string, unknown>} */ (req));
+      if (r?.replayed) replayed++;
+    }
+    this.o.onStatus?.({ lastOutboundAt: Date.now() });
+    this.log.info?.(`imessage: turn for ${id} was answered before the restart; re-sent its ${replies.length} journaled reply payload(s) (${replayed} already sent)`);
+  }
+
+  /** @param {string} id journal id @param {any} ev @param {() => void} [onAdopted] */
+  async #runTurn(id, ev, onAdopted) {
     this.o.onStatus?.({ lastInboundAt: Date.now() });
     if (ev.type === "reaction") {
       // A tapback is context for the next turn, not a turn of its own (as in OpenClaw).
@@ -277,12 +300,18 @@ export class AccountBridge {
       },
       dispatcherOptions: {
         deliver: async (/** @type {any} */ payload) => {
+          const i = index++;
           const req = toSendRequest(payload, {
             accountId: this.o.accountId,
             to: ev.to,
-            idempotencyKey: replyKey(this.o.accountId, ev.messageId, index++),
+            idempotencyKey: replyKey(this.o.accountId, ev.messageId, i),
           });
-          if (req) await this.send(req);
+          if (req) {
+            // Durable before it is sent: OpenClaw has already recorded this turn as finished
+            // and will not answer it again after a crash (see journal.js).
+            await this.journal.reply(id, i, req);
+            await this.send(req);
+          }
           this.o.onStatus?.({ lastOutboundAt: Date.now() });
         },
         // OpenClaw reports a failed deliver here (and in the settled receipt) and settles the

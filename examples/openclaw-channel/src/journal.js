@@ -10,6 +10,13 @@
 // library replays after a crash before our ack reached it) is acknowledged without a turn.
 // A crash between a turn's replies and its "done" replays that turn; its replies then reuse
 // the same idempotency keys, so the library's send ledger sends nothing twice.
+//
+// Each reply payload OpenClaw hands to `deliver` is journaled ("reply", with its send request)
+// before it goes to the library. OpenClaw records a turn as finished (its restart-recovery
+// "terminal" source id) before the dispatcher delivers the reply, and refuses that message
+// ever after as a duplicate; a crash in between would otherwise lose the reply. At the next
+// start a turn with journaled replies is not dispatched again: its replies are re-sent under
+// their keys (the send ledger drops any already sent) and it is marked done.
 
 import { promises as fs } from "node:fs";
 import path from "node:path";
@@ -18,7 +25,7 @@ import path from "node:path";
 export const REMEMBER_DONE = 10_000;
 
 /**
- * @typedef {{ t: "taken", id: string, event: unknown } | { t: "done", id: string }} Entry
+ * @typedef {{ t: "taken", id: string, event: unknown } | { t: "reply", id: string, i: number, req: unknown } | { t: "done", id: string }} Entry
  */
 
 /**
@@ -28,6 +35,8 @@ export const REMEMBER_DONE = 10_000;
 export function replay(text) {
   /** @type {Map<string, unknown>} */
   const open = new Map();
+  /** @type {Map<string, Map<number, unknown>>} reply payloads journaled for open ids */
+  const replies = new Map();
   /** @type {string[]} */
   const done = [];
   for (const line of text.split("\n")) {
@@ -40,12 +49,17 @@ export function replay(text) {
     }
     if (typeof e?.id !== "string") continue;
     if (e.t === "taken") open.set(e.id, e.event);
-    else if (e.t === "done") {
+    else if (e.t === "reply") {
+      if (!open.has(e.id) || !Number.isInteger(e.i)) continue;
+      if (!replies.has(e.id)) replies.set(e.id, new Map());
+      replies.get(e.id)?.set(e.i, e.req);
+    } else if (e.t === "done") {
       open.delete(e.id);
+      replies.delete(e.id);
       done.push(e.id);
     }
   }
-  return { open, done: done.slice(-REMEMBER_DONE) };
+  return { open, replies, done: done.slice(-REMEMBER_DONE) };
 }
 
 export class Journal {
@@ -54,6 +68,8 @@ export class Journal {
     this.file = file;
     /** @type {Map<string, unknown>} taken, not yet done */
     this.open = new Map();
+    /** @type {Map<string, Map<number, unknown>>} reply send requests of open ids, by payload index */
+    this.replies = new Map();
     /** @type {Set<string>} */
     this.done = new Set();
     this.lines = 0;
@@ -70,6 +86,7 @@ export class Journal {
     });
     const state = replay(text);
     this.open = state.open;
+    this.replies = state.replies;
     this.done = new Set(state.done);
     await this.#compact();
     this.fh = await fs.open(this.file, "a", 0o600);
@@ -80,9 +97,27 @@ export class Journal {
     return this.open.has(id) || this.done.has(id);
   }
 
-  /** Events acknowledged before a crash whose turn never finished, in arrival order. */
+  /**
+   * Events acknowledged before a crash whose turn never finished, in arrival order, each with
+   * the reply send requests journaled for it (in payload order; empty if none reached us).
+   */
   unfinished() {
-    return [...this.open.entries()].map(([id, event]) => ({ id, event }));
+    return [...this.open.entries()].map(([id, event]) => ({
+      id,
+      event,
+      replies: [...(this.replies.get(id) ?? new Map()).entries()].sort((a, b) => a[0] - b[0]).map(([, req]) => req),
+    }));
+  }
+
+  /**
+   * Records one reply payload of an open turn durably (one fsync), before it is sent.
+   * @param {string} id @param {number} i payload index @param {unknown} req the send request
+   */
+  async reply(id, i, req) {
+    if (!this.open.has(id)) return;
+    if (!this.replies.has(id)) this.replies.set(id, new Map());
+    this.replies.get(id)?.set(i, req);
+    await this.#append([{ t: "reply", id, i, req }]);
   }
 
   /** Records new events durably (one fsync for all). @param {{ id: string, event: unknown }[]} items */
@@ -97,6 +132,7 @@ export class Journal {
     if (ids.length === 0) return;
     for (const id of ids) {
       this.open.delete(id);
+      this.replies.delete(id);
       this.done.add(id);
     }
     await this.#append(ids.map((id) => ({ t: "done", id })));
@@ -124,6 +160,7 @@ export class Journal {
     const body = [
       ...[...this.done].map((id) => JSON.stringify({ t: "done", id })),
       ...[...this.open.entries()].map(([id, event]) => JSON.stringify({ t: "taken", id, event })),
+      ...[...this.replies.entries()].flatMap(([id, byIndex]) => [...byIndex.entries()].map(([i, req]) => JSON.stringify({ t: "reply", id, i, req }))),
     ].join("\n");
     const fh = await fs.open(tmp, "w", 0o600);
     try {
@@ -133,6 +170,6 @@ export class Journal {
       await fh.close();
     }
     await fs.rename(tmp, this.file);
-    this.lines = this.done.size + this.open.size;
+    this.lines = body ? body.split("\n").length : 0;
   }
 }

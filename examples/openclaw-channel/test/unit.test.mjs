@@ -130,6 +130,37 @@ test("bridge: turns acknowledged but unfinished before a crash run at the next s
   assert.deepEqual(run.dispatched.map((c) => c.MessageSid), ["M9"]);
 });
 
+test("bridge: a turn answered before a crash (reply journaled, done not) is not dispatched again; its reply is re-sent under its key", async () => {
+  const dir = tmp();
+  writeFileSync(path.join(dir, "libimessage.so"), "");
+  // Like OpenClaw after a SIGKILL between recording the turn as finished and our send: the
+  // reply reached deliver (journaled) but not the library; OpenClaw would refuse the turn now.
+  const first = await runBridge(dir, [dm("M7")]);
+  assert.deepEqual(first.dispatched.map((c) => c.MessageSid), ["M7"]);
+  const j = new Journal(path.join(dir, "default", "journal.jsonl"));
+  await j.load();
+  await j.take([{ id: eventId(dm("M8")), event: dm("M8") }]);
+  await j.reply(eventId(dm("M8")), 0, { accountId: "default", to: "+15550001111", media: [], text: "answer", idempotencyKey: "openclaw:default:M8:0" });
+  await j.reply("not-open", 0, { text: "ignored" });
+  await j.close();
+  const again = new Journal(path.join(dir, "default", "journal.jsonl"));
+  await again.load();
+  assert.deepEqual(again.unfinished().map((u) => [u.id, u.replies.length]), [[eventId(dm("M8")), 1]], "replies survive compaction, only for open ids");
+  await again.close();
+  const run = await runBridge(dir, [], async () => {
+    throw new Error("must not dispatch a turn OpenClaw already answered");
+  });
+  assert.deepEqual(run.dispatched, []);
+  const sends = run.lines.filter((l) => l.in?.method === "send").map((l) => l.in.params);
+  assert.deepEqual(sends.map((s) => [s.idempotencyKey, s.text]), [["openclaw:default:M8:0", "answer"]]);
+  const last = new Journal(path.join(dir, "default", "journal.jsonl"));
+  await last.load();
+  assert.deepEqual(last.unfinished(), []);
+  assert.equal(last.replies.size, 0);
+  await last.close();
+  assert.equal(replay('{"t":"taken","id":"x","event":1}\n{"t":"reply","id":"x","i":0,"req":{}}\n{"t":"done","id":"x"}\n').replies.size, 0);
+});
+
 test("bridge: a turn whose dispatch throws, or whose reply failed to send, runs again with the same reply keys", async () => {
   const dir = tmp();
   writeFileSync(path.join(dir, "libimessage.so"), "");
