@@ -150,8 +150,7 @@ ok("channels status --probe shows the account connected");
 const stateDir = path.join(home, "imessage-rs");
 const gatewayLog = path.join(home, "gateway.log");
 const readLines = (/** @type {string} */ f) => (existsSync(f) ? readFileSync(f, "utf8").split("\n").filter(Boolean).map((l) => { try { return JSON.parse(l); } catch { return {}; } }) : []);
-/** Events the package acknowledged (its journal), one per message id. */
-const taken = () => readLines(path.join(stateDir, "default", "journal.jsonl")).filter((e) => e.t === "taken").map((e) => e.event ?? {});
+/** Message ids whose turn the package journaled as done. */
 const doneIds = () => new Set(readLines(path.join(stateDir, "default", "journal.jsonl")).filter((e) => e.t === "done").map((e) => e.id));
 /** Idempotency keys the library's send ledger marked sent (its outbox, under the child's state dir). */
 function sentKeys() {
@@ -188,13 +187,19 @@ await scenario("stranger's DM gets a pairing code; pairing list shows it; approv
 
 await scenario("group message without mention dropped, with mention dispatched", async () => {
   const g0 = sends().length;
-  const t0 = taken().length;
+  // OpenClaw's own "message processed" log lines, not the package journal: a channel reload
+  // (the pairing approval above changes the config) reopens and compacts the journal.
+  const log0 = readFileSync(gatewayLog, "utf8").length;
   insert({ chat_id: 42, handle: "+15550003333", text: "no mention here" });
   insert({ chat_id: 42, handle: "+15550003333", text: "@bot hi" });
   await waitFor("a reply in the group (the agent-failure reply proves dispatch)", () => sendsTo(42, g0).length > 0, 90_000);
   // The library delivers in row order, so both messages were decided before this reply.
-  const turns = taken().slice(t0).filter((e) => e.chatId === 42);
-  if (turns.length !== 1 || turns[0].text !== "@bot hi") throw new Error(`expected exactly the mentioned message to be dispatched, got ${JSON.stringify(turns.map((e) => e.text))}`);
+  const processed = [...readFileSync(gatewayLog, "utf8").slice(log0).replace(/\x1b\[[0-9;]*m/g, "")
+    .matchAll(/message processed: channel=imessage chatId=chat_id:42 messageId=(\S+)/g)].map((m) => m[1]);
+  const mentioned = [...inboundIds(/^@bot hi$/)];
+  const unmentioned = [...inboundIds(/^no mention here$/)];
+  const ok = processed.length === 1 && mentioned.includes(processed[0]) && !unmentioned.some((id) => processed.includes(id));
+  if (!ok) throw new Error(`expected exactly the mentioned message ${JSON.stringify(mentioned)} to be dispatched, got ${JSON.stringify(processed)}`);
   const key = `openclaw:default:${turns[0].messageId}:0`;
   await waitFor(`the reply sent under idempotency key ${key}`, () => sentKeys().has(key), 30_000);
   const n = sendsTo(42, g0).length;
