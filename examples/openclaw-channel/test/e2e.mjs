@@ -200,7 +200,7 @@ await scenario("group message without mention dropped, with mention dispatched",
   const unmentioned = [...inboundIds(/^no mention here$/)];
   const ok = processed.length === 1 && mentioned.includes(processed[0]) && !unmentioned.some((id) => processed.includes(id));
   if (!ok) throw new Error(`expected exactly the mentioned message ${JSON.stringify(mentioned)} to be dispatched, got ${JSON.stringify(processed)}`);
-  const key = `openclaw:default:${turns[0].messageId}:0`;
+  const key = `openclaw:default:${processed[0]}:0`;
   await waitFor(`the reply sent under idempotency key ${key}`, () => sentKeys().has(key), 30_000);
   const n = sendsTo(42, g0).length;
   if (n !== 1) throw new Error(`expected one group reply, got ${n}`);
