@@ -31,14 +31,19 @@ fn attachment_row(filename: &str) -> Value {
                          "uti": "public.jpeg", "total_bytes": 2048, "missing": false}]})
 }
 
-#[test]
-fn attachments_inside_the_roots_are_staged_and_others_are_not() {
-    let env = SimEnv::new(json!({}), json!({}));
-    let (home, _file) = home_with_attachment(&env);
-    // Rewrite the scenario's home and the account's roots now that the paths exist.
+/// A home with one attachment, and the account reading attachments from its roots (the
+/// scenario's home and the roots are rewritten now that the paths exist).
+fn with_attachment_roots(env: &SimEnv) {
+    let (home, _file) = home_with_attachment(env);
     env.merge_scenario(json!({"home": home}));
     env.merge_config(json!({"channels": {"imessage": {"includeAttachments": true,
         "attachmentRoots": [format!("{home}/Library/Messages/Attachments")]}}}));
+}
+
+#[test]
+fn attachments_inside_the_roots_are_staged_and_others_are_not() {
+    let env = SimEnv::new(json!({}), json!({}));
+    with_attachment_roots(&env);
 
     let gateway = env.start(false);
     env.insert(attachment_row(
@@ -68,10 +73,7 @@ fn attachments_inside_the_roots_are_staged_and_others_are_not() {
 #[test]
 fn staging_also_cleans_old_media_while_the_gateway_runs_issue_21() {
     let env = SimEnv::new(json!({}), json!({}));
-    let (home, _file) = home_with_attachment(&env);
-    env.merge_scenario(json!({"home": home}));
-    env.merge_config(json!({"channels": {"imessage": {"includeAttachments": true,
-        "attachmentRoots": [format!("{home}/Library/Messages/Attachments")]}}}));
+    with_attachment_roots(&env);
     let gateway = env.start(false);
     // Staged two days and a minute ago, after the clean at start.
     let media = env.path("state/imessage/media/default");

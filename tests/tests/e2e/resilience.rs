@@ -14,6 +14,17 @@ const PANIC_TEXT: &str = "__imessage_fault_injection_panic__";
 /// test can kill the gateway in the middle of it, as a stack overflow or an abort would.
 const HANG_TEXT: &str = "__imessage_fault_injection_hang__";
 
+/// The dead-letter file of the default account and its entries.
+fn quarantined(env: &SimEnv) -> (std::path::PathBuf, Vec<Value>) {
+    let file = env.path("state/imessage/default/quarantine.jsonl");
+    let text = std::fs::read_to_string(&file).expect("the dead-letter file exists");
+    let entries = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (file, entries)
+}
+
 fn owner(text: &str) -> Value {
     json!({"chat_id": 7, "handle": "+15550001111", "text": text})
 }
@@ -61,13 +72,8 @@ fn a_message_that_panics_twice_is_quarantined_and_never_replayed() {
         "{log}"
     );
     assert!(log.contains("panicked twice and was quarantined"), "{log}");
-    let file = env.path("state/imessage/default/quarantine.jsonl");
-    let text = std::fs::read_to_string(&file).expect("the dead-letter file exists");
-    let entries: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(entries.len(), 1, "{text}");
+    let (file, entries) = quarantined(&env);
+    assert_eq!(entries.len(), 1, "{entries:?}");
     assert_eq!(entries[0]["message"]["text"], PANIC_TEXT);
     assert_eq!(entries[0]["message"]["sender"], "+15550001111");
     assert!(entries[0]["guid"].as_str().is_some_and(|g| !g.is_empty()));
@@ -163,13 +169,8 @@ fn a_row_that_kills_the_gateway_twice_is_quarantined_on_the_third_start() {
         log.contains("ended the process twice and was quarantined"),
         "{log}"
     );
-    let file = env.path("state/imessage/default/quarantine.jsonl");
-    let text = std::fs::read_to_string(&file).expect("the dead-letter file exists");
-    let entries: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(entries.len(), 1, "{text}");
+    let (_, entries) = quarantined(&env);
+    assert_eq!(entries.len(), 1, "{entries:?}");
     assert_eq!(entries[0]["message"]["text"], HANG_TEXT);
     assert_eq!(account["quarantine"]["count"], 1, "{account}");
 }
