@@ -7,15 +7,16 @@
 //!
 //! The folders are the architecture, read top down (no module names one above it):
 //!
-//! - `plugin`: the host edge (describe/start/stop/send/status, `call`, log forwarding);
+//! - `plugin`: the host edge (describe/start/stop/send/status, `call`, log forwarding) and
+//!   `plugin::ffi`, the ABI exports (abi_stable root module, `chp_*` C functions);
 //! - `account`: the per-account owner that composes the parts below;
 //! - `watcher`, `outbound`, `actions`: the pipelines (receive, send, actions child);
 //! - `inbound`, `echo`: pure decisions on one inbound message and the echo guards;
 //! - `imsg`: the protocol edge (rpc client, messages, capabilities, remote, probe);
 //! - `config`, `state`, `support`: settings, durable files and small helpers.
 //!
-//! Pure decisions stay free of I/O so they are tested without processes, and `ffi` is the
-//! only module that touches abi_stable.
+//! Pure decisions stay free of I/O so they are tested without processes, and `plugin::ffi`
+//! is the only module that touches the ABIs.
 
 // No custom global allocator: mimalloc was tried (+8 % in the pipeline benchmark) and
 // crashed in its thread initialisation when a second mimalloc instance lived in the same
@@ -25,7 +26,6 @@ pub mod account;
 mod actions;
 pub mod config;
 pub mod echo;
-mod ffi;
 mod imsg;
 mod inbound;
 pub mod outbound;

@@ -1,6 +1,7 @@
 //! The plugin instance: turns host calls into work on the plugin's own runtime.
 
 mod calls;
+mod ffi;
 mod logging;
 pub(crate) mod panic_hook;
 

@@ -1,5 +1,5 @@
 //! The committed header is what cbindgen (pinned) generates from libimessage's exports
-//! (`imessage-plugin/src/ffi.rs`), and the fixture's copy of the template (`src/chp.rs`)
+//! (`imessage-plugin/src/plugin/ffi.rs`), and the fixture's copy of the template (`src/chp.rs`)
 //! generates the very same header, so the header describes both libraries and a change to
 //! one copy's declarations or docs without the other fails here.
 //! `CHP_BLESS=1 cargo test -p fixture-plugin --test chp_header` rewrites it from libimessage.
@@ -27,7 +27,7 @@ fn generate(source: &Path) -> String {
 #[test]
 fn the_committed_header_matches_libimessage_and_the_template() {
     let header = crate_dir().join("../../plugin-abi/include/channel_plugin.h");
-    let libimessage = crate_dir().join("../../imessage-plugin/src/ffi.rs");
+    let libimessage = crate_dir().join("../../imessage-plugin/src/plugin/ffi.rs");
     let generated = generate(&libimessage);
     assert!(
         generated.contains("chp_instance *chp_new(const char *options_json);"),

@@ -77,7 +77,7 @@ fn require_chp_exports(library: &Path) {
     if found.is_null() {
         let line = format!(
             "libimessage ({}) DOES NOT EXPORT chp_new YET: this host test fails until \
-             imessage-plugin's ffi.rs exports the chp_* functions",
+             imessage-plugin's plugin/ffi.rs exports the chp_* functions",
             library.display()
         );
         eprintln!("!!!!!!!! {line} !!!!!!!!");
