@@ -245,7 +245,7 @@ fn run(config: &Value, n: usize, rate: Option<u64>, sink: Sink) -> Outcome {
     let began = Instant::now();
     runtime.block_on(async {
         let watcher = tokio::spawn(imessage::watcher::run_with(
-            account.clone(),
+            account.watcher_parts(),
             cancel.clone(),
             false,
             connect,

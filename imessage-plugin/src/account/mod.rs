@@ -1,9 +1,10 @@
 //! One account at run time: its folders, its source signature, the state shared between its
-//! watcher task and host calls (echo registry, sender process, status), and its sends.
+//! watcher task and host calls (echo registry, sender process, status), and its sends. The
+//! watcher gets [`crate::watcher::Parts`], handles to what it needs, never the account.
 
-use crate::support::sync::{LockExt, RwLockExt};
+use crate::support::sync::LockExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use plugin_abi::guard::HostHandle;
@@ -12,106 +13,48 @@ use serde_json::Value;
 
 use crate::actions::message_actions::Context as ActionContext;
 use crate::actions::Actions;
-use crate::config::{AccountConfig, Config};
+use crate::config::{AccountConfig, Config, Configured, Live};
 use crate::echo::EchoRegistry;
 use crate::imsg::capabilities::{Cache, Snapshot};
 use crate::imsg::child::ActionsChild;
 use crate::imsg::source::Source;
-use crate::inbound::Stats;
 use crate::outbound::path::SendPath;
 use crate::outbound::send::Receipt;
 use crate::outbound::Plan;
 use crate::state::media::MediaDir;
 use crate::support::timeutil;
 use crate::support::timings::Timings;
+use crate::watcher::crash::CrashGuards;
+use crate::watcher::status::Status;
 use plugin_abi::types::PluginError;
 
-/// Where an account's watch is (channel-behaviour.md §10.3); a string only in status.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum AccountState {
-    Starting,
-    Watching,
-    Recovering,
-    /// A permission failure (Full Disk Access): re-probed on a long timer, never in a loop.
-    Blocked,
-    /// Another account or process watches the same Messages database.
-    DuplicateSource,
-    #[default]
-    Stopped,
-}
+pub use crate::watcher::status::{AccountState, StatusState};
 
-impl AccountState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AccountState::Starting => "starting",
-            AccountState::Watching => "watching",
-            AccountState::Recovering => "recovering",
-            AccountState::Blocked => "blocked",
-            AccountState::DuplicateSource => "duplicate_source",
-            AccountState::Stopped => "stopped",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct StatusState {
-    pub state: AccountState,
-    pub last_error: Option<String>,
-    pub last_inbound_ms: Option<i64>,
-    pub last_outbound_ms: Option<i64>,
-    pub cursor: Option<(i64, Option<i64>)>,
-    pub stats: Stats,
-    /// Panics caught in processing, and messages quarantined for panicking twice.
-    pub panics: u64,
-    pub quarantined: u64,
-    /// `watch.overflow` endings, and when the recent ones happened (for the warning).
-    pub watch_overflows: u64,
-    /// Reaction events the host took.
-    pub reactions_delivered: u64,
-    pub recent_overflows: std::collections::VecDeque<i64>,
-}
-
-/// The config an account runs with: the whole validated config and this account's effective
-/// settings, replaced together by a reload.
-#[derive(Clone)]
-pub struct Configured {
-    pub whole: Arc<Config>,
-    pub account: AccountConfig,
-}
-
-/// One account: the owner of its parts. The watcher and host calls share it; the parts below
-/// it (the send path, the actions, the capability cache) never name it.
+/// One account: the owner of its parts. Host calls share it; the parts below it (the
+/// watcher, the send path, the actions, the capability cache) never name it.
 pub struct Account {
     pub id: String,
     pub dir: PathBuf,
     /// Staged attachments and outbound uploads.
-    pub media: MediaDir,
-    config: RwLock<Configured>,
+    pub media: Arc<MediaDir>,
+    /// The settings; a reload replaces them and the watcher picks them up.
+    live: Arc<Live>,
     pub source: Source,
     pub echo: Arc<Mutex<EchoRegistry>>,
-    pub status: Mutex<StatusState>,
+    pub status: Arc<Status>,
     pub host: Arc<HostHandle>,
     /// What the host understands beyond the base contract (`StartContext.host`).
     pub features: Arc<HostFeatures>,
     /// Control-command names: the host's, else the defaults (§9.1).
     pub commands: Arc<crate::inbound::policy::CommandNames>,
-    /// Bumped by every config reload that applies without a restart; the watcher picks the
-    /// new settings up before its next message.
-    pub generation: std::sync::atomic::AtomicU64,
     /// The last capability snapshot learned (actions.md §1.2) and its one learner.
     pub caps: Arc<Cache>,
     /// The actions child and what runs on it: read receipts, typing, message actions.
     pub actions: Arc<Actions>,
     /// Sends: the sender child, rate limits, idempotency, settling unknown outcomes.
     pub outbound: Arc<SendPath>,
-    /// The dedupe key of the message whose processing last panicked. It outlives the watcher
-    /// restart that follows, so a second panic on the same message quarantines it.
-    pub suspect: Mutex<Option<String>>,
-    /// The message being processed, on disk, so a row that kills the process (a stack
-    /// overflow, an abort) is found at the next start.
-    pub inflight: Mutex<crate::state::inflight::InFlight>,
-    /// The row a process that died left in flight, with how many starts found it so.
-    pub crashed: Mutex<Option<crate::state::inflight::Record>>,
+    /// Panicking and process-ending rows, remembered across the watcher's restarts.
+    crash: Arc<CrashGuards>,
     /// The fixed timers of this start (production values unless a test shrank them).
     pub timings: Timings,
 }
@@ -140,40 +83,6 @@ fn log_source(account: &AccountConfig, source: &Source, features: &HostFeatures)
     }
 }
 
-/// The in-flight marker, and the row a process that died left in it.
-fn open_inflight(
-    dir: &Path,
-    id: &str,
-) -> (
-    crate::state::inflight::InFlight,
-    Option<crate::state::inflight::Record>,
-) {
-    let (inflight, crashed) = match crate::state::inflight::InFlight::open(dir) {
-        Ok(opened) => opened,
-        Err(e) => {
-            tracing::warn!(
-                "{e}; a message that crashes the process may be replayed at every start"
-            );
-            (crate::state::inflight::InFlight::disabled(), None)
-        }
-    };
-    if let Some(r) = &crashed {
-        tracing::error!(
-            account = %id,
-            rowid = r.rowid,
-            "the process ended while row {} was being processed ({} time(s)); {}",
-            r.rowid,
-            r.crashes,
-            if r.crashes >= crate::state::inflight::QUARANTINE_AFTER {
-                "it will be quarantined when it comes again"
-            } else {
-                "it will be tried once more"
-            }
-        );
-    }
-    (inflight, crashed)
-}
-
 impl Account {
     pub fn new(
         state_dir: &Path,
@@ -196,7 +105,7 @@ impl Account {
             account.rate_limit,
             crate::outbound::ratelimit::persist::load(&dir),
         );
-        let (inflight, crashed) = open_inflight(&dir, &account.id);
+        let crash = Arc::new(CrashGuards::open(&dir, &account.id));
         let caps = Arc::new(Cache::new(source.clone()));
         let child = Arc::new(ActionsChild::new(
             source.spawn_config(),
@@ -216,29 +125,20 @@ impl Account {
             timings,
         }));
         Account {
-            inflight: Mutex::new(inflight),
-            crashed: Mutex::new(crashed),
+            crash,
             id: account.id.clone(),
             dir,
-            media: MediaDir::new(media_dir),
+            media: Arc::new(MediaDir::new(media_dir)),
             source,
             actions: Arc::new(Actions::new(account.id.clone(), child, timings)),
-            config: RwLock::new(Configured {
-                whole: config,
-                account,
-            }),
+            live: Arc::new(Live::new(config, account)),
             echo,
-            status: Mutex::new(StatusState {
-                state: AccountState::Stopped,
-                ..Default::default()
-            }),
+            status: Arc::new(Status::default()),
             host,
             commands: Arc::new(crate::inbound::policy::CommandNames::new(
                 features.command_names.as_deref(),
             )),
             features,
-            generation: std::sync::atomic::AtomicU64::new(0),
-            suspect: Mutex::new(None),
             caps,
             outbound,
             timings,
@@ -251,21 +151,37 @@ impl Account {
             .limiter
             .locked()
             .set_limits(settings.rate_limit);
-        *self.config.write_locked() = Configured {
-            whole: config,
-            account: settings,
-        };
-        self.generation
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.live.replace(config, settings);
     }
 
     /// The whole config and the account's settings, read together.
     pub fn configured(&self) -> Configured {
-        self.config.read_locked().clone()
+        self.live.configured()
     }
 
     pub fn settings(&self) -> AccountConfig {
-        self.config.read_locked().account.clone()
+        self.live.settings()
+    }
+
+    /// What the watcher works with: handles to the parts it shares with the account.
+    pub fn watcher_parts(&self) -> Arc<crate::watcher::Parts> {
+        Arc::new(crate::watcher::Parts {
+            id: self.id.clone(),
+            dir: self.dir.clone(),
+            media: self.media.clone(),
+            source: self.source.clone(),
+            live: self.live.clone(),
+            status: self.status.clone(),
+            host: self.host.clone(),
+            features: self.features.clone(),
+            commands: self.commands.clone(),
+            caps: self.caps.clone(),
+            actions: self.actions.clone(),
+            outbound: self.outbound.clone(),
+            echo: self.echo.clone(),
+            crash: self.crash.clone(),
+            timings: self.timings,
+        })
     }
 
     fn probe_timeout(&self) -> Duration {
@@ -278,15 +194,10 @@ impl Account {
         self.caps.get(refresh, false, self.probe_timeout()).await
     }
 
-    /// A snapshot learned on one of the account's own children (initialize, status).
-    pub fn note_capabilities(&self, snapshot: Snapshot) {
-        self.caps.note(snapshot);
-    }
-
     /// Sends a plugin-generated text (pairing codes, refusals, approval notices).
     pub async fn send(&self, plan: &Plan) -> Receipt {
         let settings = self.settings();
-        let owner_dm = self.is_owner_dm(plan, &settings);
+        let owner_dm = self.actions.is_owner_dm(plan, &settings);
         let receipt = self.outbound.send(plan, &settings, owner_dm).await;
         self.after_send(plan, &receipt);
         receipt
@@ -295,7 +206,7 @@ impl Account {
     /// Sends a host's request (rate limits, idempotency: [`SendPath::send_request`]).
     pub async fn send_request(&self, plan: &Plan) -> Result<Receipt, PluginError> {
         let settings = self.settings();
-        let owner_dm = self.is_owner_dm(plan, &settings);
+        let owner_dm = self.actions.is_owner_dm(plan, &settings);
         let receipt = self
             .outbound
             .send_request(plan, &settings, owner_dm)
@@ -304,17 +215,11 @@ impl Account {
         Ok(receipt)
     }
 
-    fn is_owner_dm(&self, plan: &Plan, settings: &AccountConfig) -> bool {
-        crate::outbound::path::is_owner_dm(&plan.target, settings, |chat_id| {
-            self.actions.index.locked().dm_handle(chat_id)
-        })
-    }
-
-    /// A reply to a conversation ends the typing shown there (any outcome).
+    /// What follows every send of the account's (the watcher's replies do the same).
     fn after_send(&self, plan: &Plan, receipt: &Receipt) {
-        crate::actions::typing::stop_scope(&self.actions, &plan.target.echo_scope().to_string());
+        self.actions.after_send(plan);
         if receipt.any_sent() {
-            self.status.locked().last_outbound_ms = Some(timeutil::now_ms());
+            self.status.note_outbound();
         }
     }
 
@@ -333,21 +238,6 @@ impl Account {
             settings,
             echo: &self.echo,
             limiter: &self.outbound.limiter,
-        }
-    }
-
-    /// Counts a caught panic and shows it as the last error.
-    pub fn note_panic(&self, what: String) {
-        let mut s = self.status.locked();
-        s.panics += 1;
-        s.last_error = Some(what);
-    }
-
-    pub fn set_state(&self, state: AccountState, error: Option<String>) {
-        let mut s = self.status.locked();
-        s.state = state;
-        if error.is_some() {
-            s.last_error = error;
         }
     }
 

@@ -12,8 +12,11 @@ pub(crate) mod typing;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::config::AccountConfig;
 use crate::imsg::capabilities::Snapshot;
 use crate::imsg::child::ActionsChild;
+use crate::outbound::Plan;
+use crate::support::sync::LockExt;
 use crate::support::timings::Timings;
 
 pub use read::{after_ack, mark_read};
@@ -41,6 +44,20 @@ impl Actions {
             typing: Mutex::new(Default::default()),
             index: Mutex::new(Default::default()),
         }
+    }
+
+    /// Whether `plan` answers in the owner's own DM ([`crate::outbound::path::is_owner_dm`]),
+    /// a chat id's handle found in the index of routed messages.
+    pub fn is_owner_dm(&self, plan: &Plan, settings: &AccountConfig) -> bool {
+        crate::outbound::path::is_owner_dm(&plan.target, settings, |chat_id| {
+            self.index.locked().dm_handle(chat_id)
+        })
+    }
+
+    /// Whoever sends decides this after the send, whatever its outcome: a reply to a
+    /// conversation ends the typing shown there.
+    pub fn after_send(&self, plan: &Plan) {
+        typing::stop_scope(self, &plan.target.echo_scope().to_string());
     }
 
     /// The snapshot to gate a bridge call on: on a lenient server at most 10 s old (§1.2).

@@ -8,6 +8,7 @@
 pub mod allow;
 pub mod fields;
 pub mod globals;
+pub mod live;
 pub mod rate_limit;
 pub mod read;
 pub mod rules;
@@ -21,6 +22,7 @@ use serde_json::Value;
 
 pub use allow::{AllowEntry, GroupKey};
 pub use globals::{Agent, Binding, Globals, Peer};
+pub use live::{Configured, Live};
 pub use section::{GroupEntry, Groups};
 
 use read::Diag;

@@ -106,7 +106,9 @@ impl Running {
             );
             tracing::warn!("{text}");
             warnings.push(text);
-            account.set_state(crate::account::AccountState::DuplicateSource, None);
+            account
+                .status
+                .set_state(crate::account::AccountState::DuplicateSource, None);
         }
         let own_pairing = !self.features.has(plugin_abi::types::features::PAIRING_HOST);
         if own_pairing
@@ -123,7 +125,7 @@ impl Running {
             let cancel = CancellationToken::new();
             let task = self
                 .runtime
-                .spawn(watcher::run(account.clone(), cancel.clone()));
+                .spawn(watcher::run(account.watcher_parts(), cancel.clone()));
             self.watchers.insert(settings.id.clone(), (cancel, task));
         }
         self.accounts.push(account);

@@ -18,7 +18,6 @@ use super::sleep_or_cancel;
 use super::watch::Watch;
 use crate::imsg::message::{ImsgMessage, Malformed};
 use crate::imsg::rpc::CallError;
-use crate::support::sync::LockExt;
 
 pub(super) const PAGE_SIZE: i64 = 100;
 /// Consecutive failed pages before falling back to the watch replay.
@@ -80,7 +79,7 @@ impl Watch {
     /// Counts a `watch.overflow` in status; warns when they come often.
     pub(super) fn note_overflow(&self) {
         let now = crate::support::timeutil::now_ms();
-        let mut s = self.account.status.locked();
+        let mut s = self.parts.status.locked();
         s.watch_overflows += 1;
         s.recent_overflows.push_back(now);
         while s
@@ -92,15 +91,15 @@ impl Watch {
         }
         if s.recent_overflows.len() > OVERFLOW_WARN {
             let n = s.recent_overflows.len();
-            tracing::warn!(account = %self.account.id, "watch overflowed {n} times in 10 min; the gateway is not keeping up");
+            tracing::warn!(account = %self.parts.id, "watch overflowed {n} times in 10 min; the gateway is not keeping up");
         }
     }
 
     /// Whether this watch catches up by paging: a strict server offering `messages.after`
     /// and catch-up on.
     fn can_page(&self) -> bool {
-        let snapshot = self.account.caps.last();
-        self.account.settings().catchup.enabled
+        let snapshot = self.parts.caps.last();
+        self.parts.live.settings().catchup.enabled
             && snapshot.is_some_and(|s| s.features().on(Feature::MessagesAfter))
     }
 
@@ -129,7 +128,7 @@ impl Watch {
                 }
             }
         }
-        let settings = self.account.settings();
+        let settings = self.parts.live.settings();
         let reactions = self.wants_reactions(&settings).await;
         let timeout = Duration::from_secs(if settings.include_attachments { 30 } else { 10 });
         let no_dead = HashSet::new();
@@ -148,11 +147,11 @@ impl Watch {
                 // imsg-protocol A9): wait for it rather than give up on paging (§4.2).
                 Err(CallError::Rpc(e)) if e.code == -32002 => {
                     if !waiting_for_database {
-                        tracing::warn!(account = %self.account.id, "the Messages database is not readable; catch-up waits for it ({})", e.describe());
+                        tracing::warn!(account = %self.parts.id, "the Messages database is not readable; catch-up waits for it ({})", e.describe());
                         waiting_for_database = true;
                     }
                     // Every 30 s: an unreadable database is waited for, not counted as a failure.
-                    if sleep_or_cancel(self.account.timings.database_retry, cancel).await {
+                    if sleep_or_cancel(self.parts.timings.database_retry, cancel).await {
                         return Paged::Stop(None);
                     }
                     continue;
@@ -160,10 +159,10 @@ impl Watch {
                 Err(e) => {
                     failures += 1;
                     if failures >= MAX_FAILURES || matches!(e, CallError::ChildExited { .. }) {
-                        tracing::warn!(account = %self.account.id, "messages.after failed {failures} times; catching up through the watch replay instead ({e})");
+                        tracing::warn!(account = %self.parts.id, "messages.after failed {failures} times; catching up through the watch replay instead ({e})");
                         return Paged::Skipped;
                     }
-                    tracing::debug!(account = %self.account.id, "messages.after: {e}");
+                    tracing::debug!(account = %self.parts.id, "messages.after: {e}");
                     let wait = Duration::from_secs(1 << (failures - 1));
                     if sleep_or_cancel(wait, cancel).await {
                         return Paged::Stop(None);
@@ -199,7 +198,7 @@ impl Watch {
                 break;
             }
         }
-        tracing::info!(account = %self.account.id, pages, "caught up through messages.after to row {since}");
+        tracing::info!(account = %self.parts.id, pages, "caught up through messages.after to row {since}");
         Paged::From(since)
     }
 }

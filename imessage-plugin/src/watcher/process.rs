@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::sleep_or_cancel;
 use super::watch::Watch;
-use crate::account::Configured;
+use crate::config::Configured;
 use crate::config::TypingMode;
 use crate::imsg::message::{ImsgMessage, Malformed};
 use crate::inbound::pairing::{self, Challenge};
@@ -35,7 +35,7 @@ impl Watch {
                 self.inbound.count_drop(DropCode::Malformed);
                 tracing::debug!(
                     "drop reason=malformed account={} keys={}",
-                    self.account.id,
+                    self.parts.id,
                     bad.keys.join(",")
                 );
                 Ok(())
@@ -61,17 +61,17 @@ impl Watch {
         let key = m.dedupe_key();
         {
             let marker = crate::state::inflight::marker_key(&key);
-            let crashes = match self.account.crashed.locked().as_ref() {
+            let crashes = match self.parts.crash.crashed.locked().as_ref() {
                 Some(r) if r.key == marker => r.crashes,
                 _ => 0,
             };
             if crashes >= crate::state::inflight::QUARANTINE_AFTER {
-                *self.account.crashed.locked() = None;
+                *self.parts.crash.crashed.locked() = None;
                 let reason = format!("the process ended {crashes} times while processing it");
                 self.quarantine(&m, &reason, "ended the process twice");
                 return Ok(());
             }
-            let mut inflight = self.account.inflight.locked();
+            let mut inflight = self.parts.crash.inflight.locked();
             inflight.begin(&marker, m.cursor_id(), crashes);
         }
         let handled = self.handle(subscription, &m, key, dead_subscriptions);
@@ -79,7 +79,7 @@ impl Watch {
         // A row that left something held is cleared by the commit that delivers it (the pump
         // commits before it waits); the next row's record replaces this one before that.
         if outcome.is_err() || self.outbox.is_empty() {
-            self.account.inflight.locked().clear();
+            self.parts.crash.inflight.locked().clear();
         }
         match outcome {
             Ok(()) => Ok(()),
@@ -92,20 +92,20 @@ impl Watch {
         let guid = m.guid.as_deref().unwrap_or("");
         let rowid = m.cursor_id();
         let again = {
-            let mut suspect = self.account.suspect.locked();
+            let mut suspect = self.parts.crash.suspect.locked();
             let again = suspect.as_deref() == Some(key.as_str());
             *suspect = if again { None } else { Some(key.clone()) };
             again
         };
         // The log line names the message, never its text or handles; the panic's own text may
         // quote either, so it goes to the dead-letter entry and the debug log only.
-        tracing::debug!(account = %self.account.id, guid, "panic while processing: {panic}");
+        tracing::debug!(account = %self.parts.id, guid, "panic while processing: {panic}");
         if !again {
             let what = format!(
                 "processing message {guid} (row {rowid}) panicked; restarting from the cursor"
             );
-            tracing::error!(account = %self.account.id, guid, rowid, "{what}");
-            self.account.note_panic(what.clone());
+            tracing::error!(account = %self.parts.id, guid, rowid, "{what}");
+            self.parts.status.note_panic(what.clone());
             return Err(what);
         }
         self.quarantine(m, panic, "panicked twice");
@@ -120,14 +120,14 @@ impl Watch {
         let rowid = m.cursor_id();
         let entry = json!({
             "at": timeutil::format_ms(timeutil::now_ms()),
-            "accountId": self.account.id,
+            "accountId": self.parts.id,
             "guid": guid,
             "rowid": rowid,
             "chatId": m.chat_id,
             "panic": reason,
             "message": m,
         });
-        let what = match crate::state::quarantine::record(&self.account.dir, &entry) {
+        let what = match crate::state::quarantine::record(&self.parts.dir, &entry) {
             Ok(file) => format!(
                 "message {guid} (row {rowid}) {summary} and was quarantined in {}",
                 file.display()
@@ -137,9 +137,9 @@ impl Watch {
                 "message {guid} (row {rowid}) {summary}; writing it to the quarantine file failed ({e}); skipped"
             ),
         };
-        tracing::error!(account = %self.account.id, guid, rowid, "{what}");
-        self.account.note_panic(what);
-        self.account.status.locked().quarantined += 1;
+        tracing::error!(account = %self.parts.id, guid, rowid, "{what}");
+        self.parts.status.note_panic(what);
+        self.parts.status.locked().quarantined += 1;
         self.inbound.count_drop(DropCode::Quarantined);
         let seen = self.catchup.is_seen(&key) || self.outbox.holds(&key);
         self.outbox.push(Pending {
@@ -155,20 +155,17 @@ impl Watch {
 
     /// A reload that needs no restart applies from the next message on; true when one did.
     pub(super) fn apply_reload(&mut self) -> bool {
-        let generation = self
-            .account
-            .generation
-            .load(std::sync::atomic::Ordering::SeqCst);
+        let generation = self.parts.live.generation();
         if generation == self.generation {
             return false;
         }
         let Configured {
             whole: config,
             account: settings,
-        } = self.account.configured();
+        } = self.parts.live.configured();
         self.inbound.reconfigure(config, settings);
         self.generation = generation;
-        tracing::info!(account = %self.account.id, "reloaded settings apply from this message on");
+        tracing::info!(account = %self.parts.id, "reloaded settings apply from this message on");
         true
     }
 
@@ -197,7 +194,7 @@ impl Watch {
         if m.text.as_deref() == Some(super::FAULT_HANG_TEXT) {
             // Stands for a row that ends the process (a stack overflow, an abort): the test
             // kills the gateway while it waits here.
-            tracing::warn!(account = %self.account.id, "fault injection: holding row {}", m.cursor_id());
+            tracing::warn!(account = %self.parts.id, "fault injection: holding row {}", m.cursor_id());
             std::future::pending::<()>().await;
         }
         let now = timeutil::now_ms();
@@ -301,7 +298,7 @@ impl Watch {
             return;
         }
         if let Some(warning) = self.catchup.finish(p.key, p.rowid, p.created_ms, now) {
-            tracing::warn!(account = %self.account.id, "{warning}");
+            tracing::warn!(account = %self.parts.id, "{warning}");
         }
     }
 
@@ -315,25 +312,25 @@ impl Watch {
         }
         // The last row's in-flight record (left for the next row to replace): the host's
         // delivery, and the wait after it, are no row's doing.
-        self.account.inflight.locked().clear();
+        self.parts.crash.inflight.locked().clear();
         let mut acknowledged = true;
         if self.outbox.events() > 0 {
             // Retried after 1 s, 4 s and 16 s (§6.3).
-            let mut retries = self.account.timings.delivery_retries.into_iter();
+            let mut retries = self.parts.timings.delivery_retries.into_iter();
             loop {
-                let refused = self.account.host.deliver_json(self.outbox.payload());
+                let refused = self.parts.host.deliver_json(self.outbox.payload());
                 match (refused, retries.next()) {
                     (Ok(()), _) => break,
                     (Err(e), Some(delay)) => {
                         let what = self.outbox.describe();
-                        tracing::warn!(account = %self.account.id, "host refused {what}: {e}; retrying");
+                        tracing::warn!(account = %self.parts.id, "host refused {what}: {e}; retrying");
                         if sleep_or_cancel(delay, cancel).await {
                             return false;
                         }
                     }
                     (Err(e), None) => {
                         let what = self.outbox.describe();
-                        tracing::error!(account = %self.account.id, "delivery failed for {what} after 4 attempts: {e}");
+                        tracing::error!(account = %self.parts.id, "delivery failed for {what} after 4 attempts: {e}");
                         acknowledged = false;
                         break;
                     }
@@ -354,7 +351,7 @@ impl Watch {
                         // once, with the same `now`; it is marked read once too.
                         if p.early_typing && typing_in.as_deref() != Some(to.as_str()) {
                             crate::actions::typing::start(
-                                &self.account.actions,
+                                &self.parts.actions,
                                 self.inbound.settings(),
                                 &to,
                                 crate::actions::typing::Origin::Early,
@@ -372,7 +369,7 @@ impl Watch {
             self.finish(p, now);
         }
         // Read receipts run on the actions child, in the background (actions.md §3.2).
-        crate::actions::after_ack(&self.account.actions, self.inbound.settings(), read);
+        crate::actions::after_ack(&self.parts.actions, self.inbound.settings(), read);
         if acknowledged {
             for effect in effects {
                 self.config_write(effect).await;
@@ -389,10 +386,10 @@ impl Watch {
             return;
         };
         let json = serde_json::to_string(&InboundEvent::Reaction(*event)).unwrap_or_default();
-        match self.account.host.deliver_json(&json) {
-            Ok(()) => self.account.status.locked().reactions_delivered += 1,
+        match self.parts.host.deliver_json(&json) {
+            Ok(()) => self.parts.status.locked().reactions_delivered += 1,
             Err(e) => {
-                tracing::warn!(account = %self.account.id, "reaction event refused by host: {e}");
+                tracing::warn!(account = %self.parts.id, "reaction event refused by host: {e}");
                 self.inbound.count_drop(DropCode::ReactionRefused);
             }
         }
@@ -404,15 +401,15 @@ impl Watch {
     /// with it; a refusal is answered with its reason.
     async fn config_write(&mut self, effect: AfterAck) {
         let mut request = effect.config_write;
-        request["accountId"] = json!(self.account.id);
-        match self.account.host.request("config.write", &request) {
+        request["accountId"] = json!(self.parts.id);
+        match self.parts.host.request("config.write", &request) {
             Ok(_) => {
-                tracing::info!(account = %self.account.id, path = %request["path"], "config write applied by the host")
+                tracing::info!(account = %self.parts.id, path = %request["path"], "config write applied by the host")
             }
             Err(e) => {
                 // The host's reasons may quote the value, which came from a message.
-                tracing::warn!(account = %self.account.id, code = %e.code, "the host did not apply the config write (reasons at debug level)");
-                tracing::debug!(account = %self.account.id, "the host did not apply the config write: {e}");
+                tracing::warn!(account = %self.parts.id, code = %e.code, "the host did not apply the config write (reasons at debug level)");
+                tracing::debug!(account = %self.parts.id, "the host did not apply the config write: {e}");
                 let reason = if e.errors.is_empty() {
                     e.message.clone()
                 } else {
@@ -428,12 +425,12 @@ impl Watch {
     /// conversation it answers in and whether typing starts early, or `None` when it could
     /// not be encoded.
     async fn hand_over(&mut self, m: &ImsgMessage, accepted: Accepted) -> Option<(String, bool)> {
-        self.account.actions.index.locked().record(m);
+        self.parts.actions.index.locked().record(m);
         let mut routed = accepted.message;
         if !accepted.attachments.is_empty() {
             routed.media = crate::watcher::staging::stage(
-                &self.account.media,
-                self.account.source.remote_host.as_deref(),
+                &self.parts.media,
+                self.parts.source.remote_host.as_deref(),
                 self.inbound.settings(),
                 m,
                 &accepted.attachments,
@@ -466,7 +463,7 @@ impl Watch {
                 Some((to, early_typing))
             }
             Err(e) => {
-                tracing::error!(account = %self.account.id, "encoding routed message {message_id}: {e}");
+                tracing::error!(account = %self.parts.id, "encoding routed message {message_id}: {e}");
                 None
             }
         }
@@ -483,10 +480,10 @@ impl Watch {
                 verdict,
                 Verdict::Route(_) | Verdict::React(_) | Verdict::Refuse { .. }
             );
-            self.account.outbound.note_inbound(m, admitted);
+            self.parts.outbound.note_inbound(m, admitted);
         }
         if m.is_from_me == Some(true) {
-            self.account.outbound.settle_from_echo(m);
+            self.parts.outbound.settle_from_echo(m);
         }
     }
 
@@ -505,34 +502,43 @@ impl Watch {
                     .send_plain(&to, &pairing::pairing_text(sender_id, &code))
                     .await;
                 tracing::info!(
-                    account = %self.account.id,
+                    account = %self.parts.id,
                     "pairing requested by an unknown sender; {}", self.pairing.where_listed()
                 );
                 if let Err(e) = self
                     .pairing
                     .set_notified(sender_id, delivered, timeutil::now_ms())
                 {
-                    tracing::error!(account = %self.account.id, "{e}");
+                    tracing::error!(account = %self.parts.id, "{e}");
                 }
             }
             Ok(Challenge::Pending) => {}
             Ok(Challenge::QueueFull) => {
-                tracing::info!("pairing queue full for account {}", self.account.id)
+                tracing::info!("pairing queue full for account {}", self.parts.id)
             }
-            Err(e) => tracing::error!(account = %self.account.id, "pairing store: {e}"),
+            Err(e) => tracing::error!(account = %self.parts.id, "pairing store: {e}"),
         }
     }
 
-    /// Sends a plugin-generated text; true when it reached imsg (`sent` or `unknown`).
+    /// Sends a plugin-generated text as the account does (owner DM, typing ended after it,
+    /// the last outbound time); true when it reached imsg (`sent` or `unknown`).
     async fn send_plain(&self, to: &str, text: &str) -> bool {
-        let settings = self.account.settings();
+        let settings = self.parts.live.settings();
         match outbound::plan_plain(to, text, &settings) {
-            Ok(plan) => self.account.send(&plan).await.reached_imsg(),
+            Ok(plan) => {
+                let owner_dm = self.parts.actions.is_owner_dm(&plan, &settings);
+                let receipt = self.parts.outbound.send(&plan, &settings, owner_dm).await;
+                self.parts.actions.after_send(&plan);
+                if receipt.any_sent() {
+                    self.parts.status.note_outbound();
+                }
+                receipt.reached_imsg()
+            }
             Err(e) => {
                 // The target is a handle or a chat GUID that embeds one: its hash only.
                 let conv = crate::inbound::conversation_hash(to);
-                tracing::warn!(account = %self.account.id, "cannot reply to conversation {conv}; the reply was not sent (details at debug level)");
-                tracing::debug!(account = %self.account.id, "cannot reply to {to}: {e:?}");
+                tracing::warn!(account = %self.parts.id, "cannot reply to conversation {conv}; the reply was not sent (details at debug level)");
+                tracing::debug!(account = %self.parts.id, "cannot reply to {to}: {e:?}");
                 false
             }
         }

@@ -9,9 +9,9 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::connection::Connection;
+use super::status::AccountState;
 use super::watch::Watch;
 use super::{sleep_or_cancel, FLUSH_EVERY};
-use crate::account::AccountState;
 use crate::imsg::rpc::Event;
 use crate::support::backoff;
 
@@ -57,8 +57,8 @@ pub(super) async fn pump(
                 w.flush();
                 last_flush = Instant::now();
                 // A strict server's `status` refreshes the snapshot every minute (§1.2).
-                if last_status.elapsed() >= w.account.timings.status_poll
-                    || w.account.caps.status_due.swap(false, std::sync::atomic::Ordering::Relaxed)
+                if last_status.elapsed() >= w.parts.timings.status_poll
+                    || w.parts.caps.status_due.swap(false, std::sync::atomic::Ordering::Relaxed)
                 {
                     last_status = Instant::now();
                     w.refresh_status(conn).await;
@@ -66,7 +66,7 @@ pub(super) async fn pump(
                 // A reload that turns tapbacks on or off resubscribes on the same child, from
                 // the cursor (actions.md §2.4, case 213).
                 if w.subscription_settings_changed() {
-                    let settings = w.account.settings();
+                    let settings = w.parts.live.settings();
                     if w.wants_reactions(&settings).await != w.reactions_subscribed {
                         let again = Again::Reactions(subscription);
                         match resubscribe(w, conn, again, &mut dead_subscriptions, cancel).await {
@@ -167,9 +167,9 @@ async fn resubscribe(
     match again {
         Again::Reactions(_) => unsubscribe(conn, old).await,
         Again::Failing(_, text, failures) => {
-            tracing::warn!(account = %w.account.id, "watch failing: {text}");
+            tracing::warn!(account = %w.parts.id, "watch failing: {text}");
             let error = Some(format!("watch failing: {text}"));
-            w.account.set_state(AccountState::Recovering, error);
+            w.parts.status.set_state(AccountState::Recovering, error);
             unsubscribe(conn, old).await;
             if sleep_or_cancel(backoff::resubscribe_delay(failures), cancel).await {
                 return Err(Exit::Stop);
@@ -183,7 +183,7 @@ async fn resubscribe(
                 (a, c) => a.or(c),
             };
             w.note_overflow();
-            tracing::warn!(account = %w.account.id, "watch overflowed; catching up after row {resume:?}");
+            tracing::warn!(account = %w.parts.id, "watch overflowed; catching up after row {resume:?}");
             match w.page(conn, resume, cancel).await {
                 super::paging::Paged::From(since) => resume = Some(since),
                 super::paging::Paged::Skipped => {}
@@ -195,7 +195,7 @@ async fn resubscribe(
     match w.subscribe(conn, resume).await {
         Ok(id) => {
             if !reactions {
-                w.account.set_state(AccountState::Watching, None);
+                w.parts.status.set_state(AccountState::Watching, None);
             }
             Ok(id)
         }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::account::AccountState;
+use super::status::AccountState;
 use crate::support::backoff;
 
 /// How long a permission-blocked account waits before trying again: 5 min, or

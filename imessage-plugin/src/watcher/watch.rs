@@ -10,12 +10,12 @@ use plugin_abi::types::{features, HostFeatures};
 use serde_json::{json, Value};
 
 use super::connection::Connection;
-use crate::account::{Account, Configured};
+use super::Parts;
+use crate::config::Configured;
 use crate::imsg::rpc::CallError;
 use crate::inbound::pairing::host::Pairing;
 use crate::inbound::Inbound;
 use crate::state::cursor::{Batch, Catchup};
-use crate::support::sync::LockExt;
 use crate::support::timeutil;
 use crate::watcher::unacked::Outbox;
 
@@ -27,7 +27,7 @@ pub(super) struct Watch {
     pub(super) last_inbound_ms: Option<i64>,
     /// The account's config generation the pipeline was built with.
     pub(super) generation: u64,
-    pub(super) account: Arc<Account>,
+    pub(super) parts: Arc<Parts>,
     pub(super) inbound: Inbound,
     pub(super) catchup: Catchup,
     pub(super) pairing: Pairing,
@@ -98,58 +98,53 @@ fn start_persister(
 
 impl Watch {
     /// Opens the account's catch-up state and builds the pipeline.
-    pub(super) fn open(account: &Arc<Account>) -> Watch {
+    pub(super) fn open(parts: &Arc<Parts>) -> Watch {
         let start_ms = timeutil::now_ms();
-        crate::state::media::clean_old(&account.media.dir);
+        crate::state::media::clean_old(&parts.media.dir);
         let Configured {
             whole: config,
             account: settings,
-        } = account.configured();
-        let (catchup, report) = Catchup::open(&account.dir, &account.source.signature(), start_ms);
+        } = parts.live.configured();
+        let (catchup, report) = Catchup::open(&parts.dir, &parts.source.signature(), start_ms);
         for w in report.warnings {
-            tracing::warn!(account = %account.id, "{w}");
+            tracing::warn!(account = %parts.id, "{w}");
         }
         for e in report.errors {
-            tracing::error!(account = %account.id, "{e}");
+            tracing::error!(account = %parts.id, "{e}");
         }
-        let persister = start_persister(account.id.clone())
+        let persister = start_persister(parts.id.clone())
             .map_err(|e| {
-                tracing::warn!(account = %account.id, "no cursor writer thread ({e}); writing in place")
+                tracing::warn!(account = %parts.id, "no cursor writer thread ({e}); writing in place")
             })
             .ok();
         let mut w = Watch {
             reactions_subscribed: false,
-            subscription_generation: account.generation.load(std::sync::atomic::Ordering::SeqCst),
+            subscription_generation: parts.live.generation(),
             baseline: None,
             reaction: None,
             inbound: Inbound::new(
                 config,
                 settings,
-                account.echo.clone(),
-                account.source.remote_host.is_some(),
+                parts.echo.clone(),
+                parts.source.remote_host.is_some(),
                 start_ms,
-                account.commands.clone(),
+                parts.commands.clone(),
             ),
-            pairing: Pairing::choose(
-                &account.features,
-                account.host.clone(),
-                &account.id,
-                &account.dir,
-            ),
+            pairing: Pairing::choose(&parts.features, parts.host.clone(), &parts.id, &parts.dir),
             catchup,
-            outbox: Outbox::new(batch_bound(&account.features)),
+            outbox: Outbox::new(batch_bound(&parts.features)),
             last_inbound_ms: None,
-            generation: account.generation.load(std::sync::atomic::Ordering::SeqCst),
+            generation: parts.live.generation(),
             persister,
-            account: account.clone(),
+            parts: parts.clone(),
         };
-        w.inbound.reactions = account.features.has(features::REACTION_EVENTS);
+        w.inbound.reactions = parts.features.has(features::REACTION_EVENTS);
         w.sync_status();
         w
     }
 
     pub(super) fn sync_status(&self) {
-        let mut s = self.account.status.locked();
+        let mut s = self.parts.status.locked();
         s.stats = self.inbound.stats.clone();
         // A watcher restarted by a reload has routed nothing yet: keep the account's time.
         if self.last_inbound_ms.is_some() {
@@ -167,7 +162,7 @@ impl Watch {
             };
             if let Some(batch) = unsent {
                 if let Err(e) = batch.write() {
-                    tracing::error!(account = %self.account.id, "persisting the cursor failed: {e}");
+                    tracing::error!(account = %self.parts.id, "persisting the cursor failed: {e}");
                 }
             }
         }
@@ -187,7 +182,7 @@ impl Watch {
     /// it, and its answer is the account's fresh capability snapshot; a lenient one answers
     /// −32601 at once. Skipped once the server is known to be lenient.
     pub(super) async fn initialize(&mut self, conn: &mut Connection) {
-        let known = self.account.caps.version_basis();
+        let known = self.parts.caps.version_basis();
         if known
             .as_ref()
             .is_some_and(|k| k.profile == crate::imsg::capabilities::Profile::Lenient)
@@ -214,25 +209,25 @@ impl Watch {
         version_text: Option<String>,
     ) {
         match conn.request(method, params, Duration::from_secs(10)).await {
-            Ok(result) => {
-                self.account
-                    .note_capabilities(crate::imsg::capabilities::Snapshot::from_strict(
-                        version_text,
-                        &result,
-                        timeutil::now_ms(),
-                    ))
-            }
+            Ok(result) => self
+                .parts
+                .caps
+                .note(crate::imsg::capabilities::Snapshot::from_strict(
+                    version_text,
+                    &result,
+                    timeutil::now_ms(),
+                )),
             Err(crate::imsg::rpc::CallError::Rpc(e)) if e.code == -32601 => {
-                tracing::debug!(account = %self.account.id, "{method}: a lenient imsg")
+                tracing::debug!(account = %self.parts.id, "{method}: a lenient imsg")
             }
-            Err(e) => tracing::debug!(account = %self.account.id, "{method}: {e}"),
+            Err(e) => tracing::debug!(account = %self.parts.id, "{method}: {e}"),
         }
     }
 
     /// Strict servers: `status {}` on the watcher's child every 60 s keeps the snapshot fresh
     /// (a bridge that comes back shows without anyone asking).
     pub(super) async fn refresh_status(&mut self, conn: &mut Connection) {
-        let known = self.account.caps.last();
+        let known = self.parts.caps.last();
         let Some(known) = known.filter(|k| k.profile == crate::imsg::capabilities::Profile::Strict)
         else {
             return;
@@ -244,10 +239,7 @@ impl Watch {
     /// A reload happened since the subscription's params were last checked (the pump then
     /// resubscribes when `include_reactions` should change).
     pub(super) fn subscription_settings_changed(&mut self) -> bool {
-        let now = self
-            .account
-            .generation
-            .load(std::sync::atomic::Ordering::SeqCst);
+        let now = self.parts.live.generation();
         let changed = now != self.subscription_generation;
         self.subscription_generation = now;
         changed
@@ -263,16 +255,19 @@ impl Watch {
         }
         // The version and profile decide it, so no wait for the bridge status (a lenient
         // `imsg status --json` may take seconds); learned only when nothing was probed.
-        let basis = match self.account.caps.version_basis() {
+        let basis = match self.parts.caps.version_basis() {
             Some(snapshot) => Ok(snapshot),
-            None => self.account.capabilities(false).await,
+            None => {
+                let timeout = Duration::from_millis(settings.probe_timeout_ms);
+                self.parts.caps.get(false, false, timeout).await
+            }
         };
         match basis {
             Ok(snapshot) => match snapshot.features().take(Feature::ReactionsInbound) {
                 Ok(()) => true,
                 _ => {
                     tracing::warn!(
-                        account = %self.account.id,
+                        account = %self.parts.id,
                         "reactionNotifications is \"{}\" but this imsg build ({}) cannot report tapbacks; update imsg to 0.5.0 or newer",
                         settings.reaction_notifications.as_str(),
                         snapshot.version_text.as_deref().unwrap_or("unknown version")
@@ -281,7 +276,7 @@ impl Watch {
                 }
             },
             Err(e) => {
-                tracing::debug!(account = %self.account.id, "no include_reactions: {e}");
+                tracing::debug!(account = %self.parts.id, "no include_reactions: {e}");
                 false
             }
         }
@@ -293,7 +288,7 @@ impl Watch {
         conn: &mut Connection,
         resume: Option<i64>,
     ) -> Result<i64, CallError> {
-        let settings = self.account.settings();
+        let settings = self.parts.live.settings();
         let mut params = json!({"attachments": settings.include_attachments});
         let since = resume.or_else(|| {
             settings
@@ -313,7 +308,7 @@ impl Watch {
                 // is typically far lower than that.
                 if cursor > newest + 100 {
                     tracing::warn!(
-                        account = %self.account.id,
+                        account = %self.parts.id,
                         "cursor {cursor} is past the newest message {newest}; chat.db may have been replaced; starting at the live tail"
                     );
                     since = None;
