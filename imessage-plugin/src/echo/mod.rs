@@ -6,17 +6,13 @@
 //! that returned no id.
 
 use std::collections::{HashMap, VecDeque};
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 
 use regex::Regex;
-use serde::{Deserialize, Serialize};
 use unicode_normalization::UnicodeNormalization;
 
-use crate::state::store;
+use crate::state::sent::{SentLog, SentRow};
 
 pub const SENT_ID_TTL_MS: i64 = 12 * 3600 * 1000;
 pub const SENT_ID_CAP: usize = 2000;
@@ -108,25 +104,6 @@ struct TextEntry {
     state: TextState,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct SentId {
-    id: String,
-    text: String,
-    scope: String,
-    at: i64,
-    /// The chat's GUID when imsg reported it (the message index's selector, actions.md
-    /// §3.0).
-    #[serde(default, rename = "chatGuid", skip_serializing_if = "Option::is_none")]
-    chat_guid: Option<String>,
-    /// Edits made through `message.edit` (iMessage allows five).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    edits: u32,
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
-}
-
 /// A message this account sent, as the registry knows it (actions.md §3.0).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnMessage {
@@ -140,12 +117,12 @@ pub struct OwnMessage {
 pub struct EchoRegistry {
     next: u64,
     texts: Vec<TextEntry>,
-    sent: HashMap<String, SentId>,
+    sent: HashMap<String, SentRow>,
     /// The numeric row ids among `sent` (keys `rowid:<n>`), for lookups without formatting.
     rowids: std::collections::HashSet<i64>,
     order: VecDeque<String>,
-    file: Option<PathBuf>,
-    file_lines: usize,
+    /// `sent.jsonl`, where the ids persist (none for a registry in memory only).
+    file: Option<SentLog>,
 }
 
 /// A handle on a registered part, to finish after the send's response.
@@ -161,43 +138,30 @@ impl EchoRegistry {
             rowids: std::collections::HashSet::new(),
             order: VecDeque::new(),
             file: None,
-            file_lines: 0,
         }
     }
 
     /// Loads `sent.jsonl` from the account folder and rewrites it without expired lines.
     pub fn open(dir: &Path, now_ms: i64) -> Self {
         let mut r = Self::in_memory();
-        let path = dir.join("sent.jsonl");
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            for line in text.lines() {
-                if let Ok(s) = serde_json::from_str::<SentId>(line) {
-                    if now_ms - s.at <= SENT_ID_TTL_MS {
-                        r.insert_sent(s);
-                    }
-                }
+        let (log, rows) = SentLog::load(dir);
+        for s in rows {
+            if now_ms - s.at <= SENT_ID_TTL_MS {
+                r.insert_sent(s);
             }
         }
-        r.file = Some(path);
+        r.file = Some(log);
         r.rewrite();
         r
     }
 
+    /// Compacts the file to the live entries, oldest first.
     fn rewrite(&mut self) {
-        let Some(path) = &self.file else { return };
-        let mut text = String::new();
-        for id in &self.order {
-            if let Some(s) = self.sent.get(id) {
-                text.push_str(&serde_json::to_string(s).unwrap_or_default());
-                text.push('\n');
-            }
-        }
-        if store::write_atomic(path, text.as_bytes()).is_ok() {
-            self.file_lines = self.order.len();
-        }
+        let Some(log) = &mut self.file else { return };
+        log.compact(self.order.iter().filter_map(|id| self.sent.get(id)));
     }
 
-    fn insert_sent(&mut self, s: SentId) {
+    fn insert_sent(&mut self, s: SentRow) {
         if let Some(n) = s.id.strip_prefix("rowid:").and_then(|n| n.parse().ok()) {
             self.rowids.insert(n);
         }
@@ -266,7 +230,7 @@ impl EchoRegistry {
             .into_iter()
             .chain(rowid.map(|r| format!("rowid:{r}")))
         {
-            self.insert_sent(SentId {
+            self.insert_sent(SentRow {
                 id,
                 text: text.to_string(),
                 scope: scope.clone(),
@@ -281,34 +245,12 @@ impl EchoRegistry {
         }
     }
 
+    /// Persists the `added` newest entries; compacts the file once it has doubled the cap.
     fn append(&mut self, added: usize) {
-        let Some(path) = self.file.clone() else {
-            return;
-        };
-        let lines: Vec<String> = self
-            .order
-            .iter()
-            .rev()
-            .take(added)
-            .filter_map(|id| self.sent.get(id))
-            .map(|s| serde_json::to_string(s).unwrap_or_default())
-            .collect();
-        let ok = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .and_then(|mut f| {
-                for l in lines.iter().rev() {
-                    writeln!(f, "{l}")?;
-                }
-                Ok(())
-            });
-        if ok.is_ok() {
-            self.file_lines += added;
-        }
-        if self.file_lines > 2 * SENT_ID_CAP {
+        let Some(log) = &mut self.file else { return };
+        let from = self.order.len().saturating_sub(added);
+        log.append(self.order.range(from..).filter_map(|id| self.sent.get(id)));
+        if log.due_for_compaction(SENT_ID_CAP) {
             self.rewrite();
         }
     }
@@ -360,7 +302,7 @@ impl EchoRegistry {
     }
 
     /// Re-persists one entry after a change (the last line of an id wins on load).
-    fn update(&mut self, guid: &str, change: impl FnOnce(&mut SentId)) {
+    fn update(&mut self, guid: &str, change: impl FnOnce(&mut SentRow)) {
         let Some(key) = self.sent_key(guid) else {
             return;
         };
