@@ -9,7 +9,8 @@
 //!
 //! - `plugin`: the host edge (describe/start/stop/send/status, `call`, log forwarding) and
 //!   `plugin::ffi`, the ABI exports (abi_stable root module, `chp_*` C functions);
-//! - `account`: the per-account owner that composes the parts below;
+//! - `account`: the per-account owner that composes the parts below (the watcher gets
+//!   `watcher::Parts`, handles to what it needs, never the owner);
 //! - `watcher`, `outbound`, `actions`: the pipelines (receive, send, actions child);
 //! - `inbound`, `echo`: pure decisions on one inbound message and the echo guards;
 //! - `imsg`: the protocol edge (rpc client, messages, capabilities, remote, probe);
