@@ -168,10 +168,18 @@ impl Server {
                 }
             }
         }
-        let listener = UnixListener::bind(path)
-            .map_err(|e| NotServing::Io(format!("binding {}: {e}", path.display())))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| NotServing::Io(format!("{}: {e}", path.display())))?;
+        // Bound under a private name, made 0600, then renamed into place: a client that
+        // checks the socket's mode never sees it between bind and chmod.
+        let fresh = dir.join(format!(".control.sock.{}", std::process::id()));
+        let _ = std::fs::remove_file(&fresh);
+        let listener = UnixListener::bind(&fresh)
+            .map_err(|e| NotServing::Io(format!("binding {}: {e}", fresh.display())))?;
+        std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o600))
+            .and_then(|()| std::fs::rename(&fresh, path))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&fresh);
+                NotServing::Io(format!("{}: {e}", path.display()))
+            })?;
         let closing = Arc::new(AtomicBool::new(false));
         let stop = closing.clone();
         let accept = std::thread::Builder::new()
