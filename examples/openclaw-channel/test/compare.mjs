@@ -146,7 +146,12 @@ function processed(log, guid) {
   const m = log.match(new RegExp(`message processed: channel=imessage chatId=(\\S+) messageId=${esc(guid)} sessionId=\\S+ sessionKey=(\\S+) outcome=(\\S+)`));
   return m ? { chatId: m[1], sessionKey: m[2], result: m[3] } : null;
 }
-const received = (/** @type {string} */ log, /** @type {string} */ guid) => new RegExp(`message received: channel=imessage \\S+ messageId=${esc(guid)}\\b`).test(log);
+/** A turn started: the package logs the row's guid, the official plugin its row id. @param {Side} s @param {string} log @param {string} guid */
+function received(s, log, guid) {
+  const rowid = simRows(s).find((r) => r.guid === guid)?.id;
+  const ids = rowid === undefined ? esc(guid) : `(?:${esc(guid)}|${rowid})`;
+  return new RegExp(`message received: channel=imessage \\S+ messageId=${ids} `).test(log);
+}
 
 /** The session key a tapback went to, if it became a system event. @param {Side} s @param {string} guid @param {string} target */
 function reactionEvent(s, guid, target) {
@@ -218,7 +223,7 @@ async function runCase(s, c, guid, caseGuids) {
   appendFileSync(s.sim.inbox, `${JSON.stringify({ op: "insert", row: { ...spec.barrier, guid: barrier, text: `barrier ${seq}` } })}\n`);
   const bChat = spec.barrier.chat_id;
   await waitFor(`${s.label}: the barrier processed and answered`, () => processed(logText(s), barrier) && sends(s).slice(sent0).some((p) => p.chat_id === bChat), 240_000);
-  await waitFor(`${s.label}: the case's turn finished`, () => { const l = logText(s); return !received(l, guid) || processed(l, guid); }, 240_000);
+  await waitFor(`${s.label}: the case's turn finished`, () => { const l = logText(s); return !received(s, l, guid) || processed(l, guid); }, 240_000);
   return classify(s, c, guid, botReply, sent0, note);
 }
 
