@@ -108,15 +108,23 @@ async function installOfficial(s) {
   step(`${s.label}: ${info.plugin.packageName}@${info.plugin.version} installed from ${trust.installSource} (${trust.installSpec}), trust=${trust.reason}`);
 }
 
-/** @param {Side} s */
-function configure(s) {
+/** Deep merge of plain objects; arrays and scalars in `over` replace. @param {any} base @param {any} over */
+function merge(base, over) {
+  if (!over || typeof over !== "object" || Array.isArray(over) || !base || typeof base !== "object" || Array.isArray(base)) return structuredClone(over);
+  const out = { ...base };
+  for (const [k, v] of Object.entries(over)) out[k] = k in base ? merge(base[k], v) : structuredClone(v);
+  return out;
+}
+
+/** @param {Side} s @param {any} config the shared part (spec.config plus any case's patch) */
+function configure(s, config) {
   const cfgPath = path.join(s.home, ".openclaw", "openclaw.json");
   const cfg = JSON.parse(readFileSync(cfgPath, "utf8"));
   if (s.name === "ours") {
     cfg.plugins.entries["imessage-rs"].config = { library: path.join(binDir, "libimessage.so"), hostStub: path.join(binDir, "host-stub"), stateDir: path.join(s.home, "imessage-rs") };
   }
   cfg.gateway = { mode: "local", port: s.port, auth: { mode: "token", token: "compare-token" } };
-  const shared = structuredClone(spec.config);
+  const shared = structuredClone(config);
   shared.channels.imessage = { ...shared.channels.imessage, cliPath: path.join(binDir, "imsg-sim"), dbPath: s.sim.scenario };
   writeFileSync(cfgPath, JSON.stringify({ ...cfg, ...shared }, null, 2));
 }
@@ -130,6 +138,7 @@ function startGateway(s) {
   s.gateway.on("exit", (code, sig) => { if (!stopping) fail(`${s.label}: gateway exited (${code ?? sig}); see ${s.log}`); });
 }
 let stopping = false;
+for (const sig of /** @type {const} */ (["SIGINT", "SIGTERM"])) process.on(sig, () => fail(`stopped by ${sig}`));
 
 // --- readers over the gateway log, imsg-sim's record and chat journal ---
 
@@ -146,12 +155,13 @@ function processed(log, guid) {
   const m = log.match(new RegExp(`message processed: channel=imessage chatId=(\\S+) messageId=${esc(guid)} sessionId=\\S+ sessionKey=(\\S+) outcome=(\\S+)`));
   return m ? { chatId: m[1], sessionKey: m[2], result: m[3] } : null;
 }
-/** A turn started: the package logs the row's guid, the official plugin its row id. @param {Side} s @param {string} log @param {string} guid */
-function received(s, log, guid) {
-  const rowid = simRows(s).find((r) => r.guid === guid)?.id;
-  const ids = rowid === undefined ? esc(guid) : `(?:${esc(guid)}|${rowid})`;
-  return new RegExp(`message received: channel=imessage \\S+ messageId=${ids} `).test(log);
-}
+/**
+ * A turn started in the row's chat since the case began (`log` is the part after that). The
+ * package logs the row's guid as messageId, the official plugin another number, so the chat is
+ * what both share; the barrier has a chat of its own and cases run one at a time.
+ * @param {string} log @param {number} chatId
+ */
+const received = (log, chatId) => log.includes(`message received: channel=imessage chatId=chat_id:${chatId} `);
 
 /** The session key a tapback went to, if it became a system event. @param {Side} s @param {string} guid @param {string} target */
 function reactionEvent(s, guid, target) {
@@ -218,21 +228,25 @@ async function runCase(s, c, guid, caseGuids) {
     row.reaction = { type: c.row.reaction_on_bot_reply, target_guid: botReply };
   }
   const sent0 = sends(s).length;
+  const log0 = logText(s).length;
   const barrier = guidFor(100_000 + seq);
   appendFileSync(s.sim.inbox, `${JSON.stringify({ op: "insert", row })}\n`);
   appendFileSync(s.sim.inbox, `${JSON.stringify({ op: "insert", row: { ...spec.barrier, guid: barrier, text: `barrier ${seq}` } })}\n`);
   const bChat = spec.barrier.chat_id;
   await waitFor(`${s.label}: the barrier processed and answered`, () => processed(logText(s), barrier) && sends(s).slice(sent0).some((p) => p.chat_id === bChat), 240_000);
-  await waitFor(`${s.label}: the case's turn finished`, () => { const l = logText(s); return !received(s, l, guid) || processed(l, guid); }, 240_000);
+  await waitFor(`${s.label}: the case's turn finished`, () => { const l = logText(s); return !received(l.slice(log0), c.row.chat_id) || processed(l, guid); }, 240_000);
   return classify(s, c, guid, botReply, sent0, note);
 }
 
 /** @param {Side} s @param {any} c @param {string} guid @param {string} botReply @param {number} sent0 @param {string | null} note */
 function classify(s, c, guid, botReply, sent0, note) {
-  const replies = sends(s).slice(sent0).filter((p) => p.chat_id === c.row.chat_id || (!p.chat_id && p.to)).filter((p) => p.chat_id !== spec.barrier.chat_id);
+  const after = sends(s).slice(sent0).filter((p) => p.chat_id !== spec.barrier.chat_id);
+  const replies = after.filter((p) => p.chat_id === c.row.chat_id);
   const kinds = replies.map((p) => replyKind(String(p.text ?? "")));
   const how = [...new Set(replies.map(target))].join(" | ");
-  const base = { replies: kinds, target: how, note };
+  // A send outside the row's chat (e.g. to a handle) while the case ran: shown, not compared.
+  const elsewhere = after.filter((p) => p.chat_id !== c.row.chat_id).map((p) => `${replyKind(String(p.text ?? ""))} via ${target(p)}`);
+  const base = { replies: kinds, target: how, note: [note, ...elsewhere.map((e) => `also sent ${e}`)].filter(Boolean).join("; ") || null };
   const p = processed(logText(s), guid);
   if (p) return { ...base, outcome: "dispatched", sessionKey: p.sessionKey, detail: `outcome=${p.result}` };
   if (c.row.reaction_on_bot_reply) {
@@ -250,14 +264,29 @@ const official = makeSide("official", "@openclaw/imessage");
 sides.push(ours, official);
 step(`homes under ${root} (each side: gateway.log, record.jsonl, chat.journal)`);
 await Promise.all([installOurs(ours), installOfficial(official)]);
-for (const s of sides) {
-  s.port = /** @type {number} */ (await freePort());
-  configure(s);
-  startGateway(s);
+/** How many watch subscriptions imsg-sim has answered. @param {Side} s */
+const subscriptions = (s) => readJsonLines(s.sim.record).filter((r) => r.dir === "out" && String(r.line).includes('"subscription"')).length;
+/** (Re)starts both gateways with `config` and waits for each to subscribe anew. @param {any} config */
+async function startAll(config) {
+  stopping = true;
+  await Promise.all(sides.map((s) => new Promise((resolve) => {
+    const g = s.gateway;
+    if (!g || g.exitCode !== null || g.signalCode !== null) return resolve(null);
+    g.once("exit", resolve);
+    g.kill("SIGTERM");
+  })));
+  stopping = false;
+  const before = sides.map(subscriptions);
+  for (const s of sides) {
+    s.port ||= /** @type {number} */ (await freePort());
+    configure(s, config);
+    startGateway(s);
+  }
+  await Promise.all(sides.map((s, i) => waitFor(`${s.label}: imsg-sim's watch.subscribe`, () => subscriptions(s) > before[i], 240_000))).catch((e) => fail(e.message));
+  step("both gateways subscribed to imsg-sim");
 }
-const subscribed = (/** @type {Side} */ s) => readJsonLines(s.sim.record).some((r) => r.dir === "out" && String(r.line).includes('"subscription"'));
-await Promise.all(sides.map((s) => waitFor(`${s.label}: imsg-sim's watch.subscribe`, () => subscribed(s), 240_000))).catch((e) => fail(e.message));
-step("both gateways subscribed to imsg-sim");
+let config = spec.config;
+await startAll(config);
 
 /** @type {Record<string, string>} */
 const caseGuids = {};
@@ -266,6 +295,11 @@ for (const [i, c] of spec.cases.entries()) {
   const guid = guidFor(i + 1);
   caseGuids[i] = guid;
   if (only && !only.test(c.name)) continue;
+  if (c.config) {
+    config = merge(config, c.config);
+    step(`restarting both gateways with ${JSON.stringify(c.config)}`);
+    await startAll(config);
+  }
   seq++;
   const [a, b] = await Promise.all(sides.map((s) => runCase(s, c, guid, caseGuids))).catch((e) => fail(`case "${c.name}": ${e.message}`));
   results.push({ name: c.name, expect: c.expect, deliberate: c.deliberate, ours: a, official: b });
@@ -278,7 +312,9 @@ process.exitCode = report(results);
 /** Prints the table and the differences; 1 if any difference is not a documented one. @param {any[]} rows */
 function report(rows) {
   const cell = (/** @type {any} */ r) => [r.outcome, r.sessionKey, r.detail, r.replies.length ? `replies=${r.replies.join("+")}` : "", r.target ? `via ${r.target}` : "", r.note ? `(${r.note})` : ""].filter(Boolean).join(" ");
-  const same = (/** @type {any} */ r) => r.ours.outcome === r.official.outcome && (r.ours.sessionKey ?? "") === (r.official.sessionKey ?? "");
+  // Outcome and session key; for a command, also whether OpenClaw answered it (status card).
+  const card = (/** @type {any} */ x) => x.replies.includes("status-card");
+  const same = (/** @type {any} */ r) => r.ours.outcome === r.official.outcome && (r.ours.sessionKey ?? "") === (r.official.sessionKey ?? "") && card(r.ours) === card(r.official);
   let real = 0;
   console.log("\n| # | case | expected | imessage-rs | @openclaw/imessage | verdict |\n|---|---|---|---|---|---|");
   for (const [i, r] of rows.entries()) {
