@@ -11,9 +11,12 @@
 // - system event (tapback): the official plugin logs `reaction system event queued session=<key>`;
 //   this package journals the event with its session key (state dir journal.jsonl);
 // - pairing: a send to the row's chat (imsg-sim's record) that carries a pairing code;
+// - a command's fate: OpenClaw's command handler logs `Ignoring /<cmd> from unauthorized sender`
+//   when the CommandAuthorized flag (and its owner checks) refuse it; a status card when not;
 // - dropped: none of those once the case is settled. Settled = a barrier DM sent after the case
 //   (from an allowed sender, in its own chat) has been processed and answered, and every turn
 //   that started has finished. No fixed sleeps.
+// A case with `config` restarts both gateways with that patch for it and the cases after it.
 import { execFile, spawn } from "node:child_process";
 import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import net from "node:net";
@@ -235,7 +238,9 @@ async function runCase(s, c, guid, caseGuids) {
   const bChat = spec.barrier.chat_id;
   await waitFor(`${s.label}: the barrier processed and answered`, () => processed(logText(s), barrier) && sends(s).slice(sent0).some((p) => p.chat_id === bChat), 240_000);
   await waitFor(`${s.label}: the case's turn finished`, () => { const l = logText(s); return !received(l.slice(log0), c.row.chat_id) || processed(l, guid); }, 240_000);
-  return classify(s, c, guid, botReply, sent0, note);
+  // OpenClaw's command handler names a refused command (not the chat); cases run one at a time.
+  const refused = /Ignoring \/\S+ from unauthorized sender/.test(logText(s).slice(log0));
+  return { ...classify(s, c, guid, botReply, sent0, note), refused };
 }
 
 /** @param {Side} s @param {any} c @param {string} guid @param {string} botReply @param {number} sent0 @param {string | null} note */
@@ -311,9 +316,10 @@ process.exitCode = report(results);
 
 /** Prints the table and the differences; 1 if any difference is not a documented one. @param {any[]} rows */
 function report(rows) {
-  const cell = (/** @type {any} */ r) => [r.outcome, r.sessionKey, r.detail, r.replies.length ? `replies=${r.replies.join("+")}` : "", r.target ? `via ${r.target}` : "", r.note ? `(${r.note})` : ""].filter(Boolean).join(" ");
-  // Outcome and session key; for a command, also whether OpenClaw answered it (status card).
-  const card = (/** @type {any} */ x) => x.replies.includes("status-card");
+  const cell = (/** @type {any} */ r) => [r.outcome, r.sessionKey, r.detail, r.refused ? "command refused by OpenClaw (unauthorized)" : "", r.replies.length ? `replies=${r.replies.join("+")}` : "", r.target ? `via ${r.target}` : "", r.note ? `(${r.note})` : ""].filter(Boolean).join(" ");
+  // Outcome and session key; for a command, also whether OpenClaw answered it (status card) or
+  // refused it as unauthorized (the CommandAuthorized flag each plugin handed over).
+  const card = (/** @type {any} */ x) => `${x.replies.includes("status-card")}/${x.refused}`;
   const same = (/** @type {any} */ r) => r.ours.outcome === r.official.outcome && (r.ours.sessionKey ?? "") === (r.official.sessionKey ?? "") && card(r.ours) === card(r.official);
   let real = 0;
   console.log("\n| # | case | expected | imessage-rs | @openclaw/imessage | verdict |\n|---|---|---|---|---|---|");
