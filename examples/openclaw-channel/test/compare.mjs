@@ -307,7 +307,7 @@ for (const [i, c] of spec.cases.entries()) {
   }
   seq++;
   const [a, b] = await Promise.all(sides.map((s) => runCase(s, c, guid, caseGuids))).catch((e) => fail(`case "${c.name}": ${e.message}`));
-  results.push({ name: c.name, expect: c.expect, deliberate: c.deliberate, ours: a, official: b });
+  results.push({ name: c.name, expect: c.expect, deliberate: c.deliberate, why: c.why, ours: a, official: b });
   step(`case ${i + 1} "${c.name}": imessage-rs ${a.outcome} ${a.sessionKey ?? ""} / official ${b.outcome} ${b.sessionKey ?? ""}`);
 }
 stopping = true;
@@ -327,6 +327,9 @@ function report(rows) {
     const verdict = same(r) ? "same" : r.deliberate ? `deliberate: ${r.deliberate}` : "DIVERGENCE";
     if (verdict === "DIVERGENCE") real++;
     console.log(`| ${i + 1} | ${r.name} | ${r.expect} | ${cell(r.ours)} | ${cell(r.official)} | ${verdict} |`);
+  }
+  for (const [i, r] of rows.entries()) {
+    if (!same(r)) console.log(`- case ${i + 1} (${r.deliberate ? `deliberate: ${r.deliberate}` : "DIVERGENCE"}): imessage-rs ${r.ours.outcome}, official ${r.official.outcome}${r.why ? `; ${r.why}` : ""}`);
   }
   writeFileSync(path.join(root, "compare-result.json"), JSON.stringify(rows, null, 2));
   console.log(`\ncompare: ${rows.length} case(s), ${rows.filter(same).length} same, ${rows.filter((r) => !same(r) && r.deliberate).length} deliberate difference(s), ${real} divergence(s); details in ${path.join(root, "compare-result.json")}`);
