@@ -66,10 +66,10 @@ class CountingGateway(gateway.Gateway):
     deliveries = 0
     messages = 0
 
-    def deliver(self, rid, event: dict) -> None:
+    def deliver(self, rid, kept: gateway.Kept) -> None:
         self.deliveries += 1
-        self.messages += len(gateway.message_events(event))
-        super().deliver(rid, event)
+        self.messages += len(kept)
+        super().deliver(rid, kept)
 
 
 async def chp_host(instance: chp.Instance, args: List[str], echo: bool) -> int:
@@ -118,26 +118,26 @@ class Bridge:
         rid = next(self.ids)
         return self.post({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
 
-    def deliver(self, rid, event: dict) -> None:
+    def deliver(self, rid, kept: gateway.Kept) -> None:
         """Durable first (one write, one fsync), then printed, then acknowledged."""
-        messages = gateway.message_events(event)
-        lines = "".join(json.dumps(m, separators=(",", ":")) + "\n" for m in messages)
-        self.durable.write(lines.encode("utf-8"))
+        messages, lines = gateway.routed_lines(kept)
+        self.durable.write(lines)
         self.durable.flush()
         os.fsync(self.durable.fileno())
-        sys.stdout.write(lines)
-        sys.stdout.flush()
+        sys.stdout.buffer.write(lines)
+        sys.stdout.buffer.flush()
         self.post({"jsonrpc": "2.0", "id": rid, "result": {}})
         self.deliveries += 1
-        self.messages += len(messages)
+        self.messages += len(kept)
         for m in messages if self.echo else ():
             self.request("send", gateway.echo_request(m))
 
-    def handle(self, message: dict, start_id: int) -> bool:
+    def handle(self, line: bytes, start_id: int) -> bool:
         """Takes one message from the bridge; False once the session is over."""
+        message, kept = gateway.decode(line.decode("utf-8"))
         method = message.get("method")
         if method == "deliver":
-            self.deliver(message["id"], message.get("params") or {})
+            self.deliver(message["id"], kept)
         elif method == "plugin.closed":
             return False
         elif method == "log":
@@ -156,12 +156,13 @@ def run_serve(args: List[str], echo: bool) -> int:
     proc = subprocess.Popen(
         [host_stub, "--plugins", plugins, "--state-dir", state_dir, "--log-level", "warn",
          "serve", "--channel", "imessage"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        # A batch is one line of ~100 KiB: read it in large chunks, not 8 KiB ones.
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=1 << 20)
     bridge = Bridge(proc, delivered, echo)
     start_id = bridge.request("start", start_params(read_config(config), state_dir, int(max_batch)))
     try:
         for line in proc.stdout:
-            if not bridge.handle(json.loads(line), start_id):
+            if not bridge.handle(line, start_id):
                 break
     except KeyboardInterrupt:
         # EOF on the bridge's stdin is `stop`; drain until `plugin.closed`.

@@ -30,7 +30,8 @@
 //! Knobs (environment): `MESSAGES` (default 100,000), `RUNS` (5), `PACED` (100,000 messages
 //! at 20,000/s), `ECHOES` (200 at 50/s), `RSS_MESSAGES` (1,000,000: peak RSS sampled at 200k,
 //! 600k and 1M; 0 skips it), `PYTHON` (the interpreter, `python3`), `PYTHON_ROWS` (`0` skips
-//! the Python rows; without it a missing interpreter stops the benchmark before it starts).
+//! the Python rows; without it a missing interpreter stops the benchmark before it starts),
+//! `RUST_ROWS` (`0` skips the host-stub gateway burst rows, to iterate on the Python ones).
 //! Medians are over `RUNS`; the machine is noisy, so compare numbers from one run of this
 //! binary.
 
@@ -719,7 +720,9 @@ fn main() {
     if starts > 0 {
         start_row(starts);
     }
-    rust_rows(n, runs);
+    if std::env::var("RUST_ROWS").as_deref() != Ok("0") {
+        rust_rows(n, runs);
+    }
 
     if let Some(py) = &py {
         python_rows(py, n, runs);
