@@ -221,9 +221,10 @@ class Gateway:
             self.h.post({"jsonrpc": "2.0", "id": rid, "error": {
                 "code": -32000, "message": "the host could not store it"}})
             return
+        # Acknowledged before printed: the plugin prepares the next delivery meanwhile.
+        self.h.post({"jsonrpc": "2.0", "id": rid, "result": {}})
         sys.stdout.buffer.write(lines)
         sys.stdout.buffer.flush()
-        self.h.post({"jsonrpc": "2.0", "id": rid, "result": {}})
         for m in messages if self.echo else ():
             sent = self.request("send", echo_request(m))
             sent.add_done_callback(report_failure("send"))

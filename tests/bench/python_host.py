@@ -119,14 +119,14 @@ class Bridge:
         return self.post({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
 
     def deliver(self, rid, kept: gateway.Kept) -> None:
-        """Durable first (one write, one fsync), then printed, then acknowledged."""
+        """Durable first (one write, one fsync), then acknowledged, then printed."""
         messages, lines = gateway.routed_lines(kept)
         self.durable.write(lines)
         self.durable.flush()
         os.fsync(self.durable.fileno())
+        self.post({"jsonrpc": "2.0", "id": rid, "result": {}})
         sys.stdout.buffer.write(lines)
         sys.stdout.buffer.flush()
-        self.post({"jsonrpc": "2.0", "id": rid, "result": {}})
         self.deliveries += 1
         self.messages += len(kept)
         for m in messages if self.echo else ():
