@@ -4,21 +4,21 @@ compared with.
 
     python_host.py chp      LIBRARY CONFIG STATE_DIR DELIVERED MAX_BATCH [--echo]
     python_host.py serve    HOST_STUB PLUGINS CONFIG STATE_DIR DELIVERED MAX_BATCH [--echo]
-    python_host.py baseline ROUTED DURABLE STARTED BATCH [--dumps]
+    python_host.py baseline ROUTED DURABLE STARTED BATCH
 
 `chp` is examples/python-host itself: chp.py and gateway.py's asyncio Gateway (wakeup fd,
 add_reader), started asking for batches. `serve` drives `host-stub serve` over its stdin and
-stdout with a plain blocking loop. Both append each delivery's routed messages to DELIVERED
-with one write and one fsync, print them as JSON lines on stdout, and only then acknowledge;
-with --echo they answer every message as gateway.py's echo agent does. SIGINT stops them
+stdout with a plain blocking loop. Both parse each message once (gateway.decode) and append
+each delivery's routed messages, as the plugin's own JSON text, to DELIVERED with one write and
+one fsync, acknowledge, then print them as JSON lines on stdout; with --echo they answer every
+message as gateway.py's echo agent does. SIGINT stops them
 (`stop`, then `plugin.closed`); at exit they print `deliveries D messages M cpu S` on stderr (S:
 the main thread's CPU seconds, the Python host's own work).
 
 `baseline` is the floor: it reads ROUTED (the routed JSON lines a host printed), parses each
-line, and every BATCH lines writes them to DURABLE, fsyncs and prints them. It writes its
-start time (unix ns) to STARTED just before its loop, as imsg-sim does before a burst. With
---dumps it writes `json.dumps` of each parsed line instead of the line itself: the same JSON
-work per message as the hosts (parse, serialise), so its ratio shows what the transport adds.
+line, and every BATCH lines writes them to DURABLE, fsyncs and prints them: the hosts' JSON
+and durable work without the transport. It writes its start time (unix ns) to STARTED just
+before its loop, as imsg-sim does before a burst.
 """
 
 import asyncio
@@ -177,7 +177,7 @@ def run_serve(args: List[str], echo: bool) -> int:
     return code
 
 
-def run_baseline(args: List[str], dumps: bool) -> int:
+def run_baseline(args: List[str]) -> int:
     routed, durable_path, started, batch = args[0], args[1], args[2], int(args[3])
     out = sys.stdout.buffer
     with open(routed, "rb") as src, open(durable_path, "ab") as durable:
@@ -195,9 +195,7 @@ def run_baseline(args: List[str], dumps: bool) -> int:
         with open(started, "w") as f:
             f.write(str(time.time_ns()))
         for line in src:
-            message = json.loads(line)
-            if dumps:
-                line = (json.dumps(message, separators=(",", ":")) + "\n").encode("utf-8")
+            json.loads(line)
             pending.append(line)
             if len(pending) >= batch:
                 commit()
@@ -206,13 +204,13 @@ def run_baseline(args: List[str], dumps: bool) -> int:
 
 
 def main(argv: List[str]) -> int:
-    echo, dumps = "--echo" in argv, "--dumps" in argv
-    args = [a for a in argv[1:] if a not in ("--echo", "--dumps")]
+    echo = "--echo" in argv
+    args = [a for a in argv[1:] if a != "--echo"]
     # mode → (runner, argument count after the mode)
     modes = {
         "chp": (lambda rest: run_chp(rest, echo), 5),
         "serve": (lambda rest: run_serve(rest, echo), 6),
-        "baseline": (lambda rest: run_baseline(rest, dumps), 4),
+        "baseline": (run_baseline, 4),
     }
     mode = modes.get(args[0]) if args else None
     if mode is None or len(args) - 1 != mode[1]:
