@@ -4,11 +4,11 @@
 
 The library is the last argument or $CHP_LIBRARY (e.g. plugins/libimessage.so); the config
 is the gateway config as plain JSON ({"channels": {"imessage": {...}}}). The gateway starts
-the plugin asking for batches, prints every routed message as one JSON line on stdout,
-appends each delivery to <delivered.jsonl> and fsyncs it (once per delivery or batch)
-before it acknowledges, and answers each message with an echo agent: a `send` of
-"echo: <text>" whose idempotency key is derived from the messageId, so a redelivered message
-is never answered twice. Plugin logs go to stderr. SIGINT, SIGTERM or EOF on stdin posts
+the plugin asking for batches, appends each delivery's routed messages to <delivered.jsonl>
+as JSON lines (each the plugin's own text of that message) and fsyncs it (once per delivery
+or batch) before it acknowledges, prints the same lines on stdout, and answers each message
+with an echo agent: a `send` of "echo: <text>" whose idempotency key is derived from the
+messageId, so a redelivered message is never answered twice. Plugin logs go to stderr. SIGINT, SIGTERM or EOF on stdin posts
 `stop`; the gateway drains until `plugin.closed`, frees the instance and exits 0.
 
 asyncio, standard library only, Python 3.9+. Nothing here blocks the event loop: the loop
