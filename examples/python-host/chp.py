@@ -138,8 +138,12 @@ class Instance:
 
     def next_message(self, timeout_ms: int = 0) -> Optional[dict]:
         """The next plugin → host message, or None (0: do not wait, negative: wait)."""
-        text = self._library.take(self._lib.chp_next_message(self._h(), timeout_ms))
+        text = self.next_text(timeout_ms)
         return None if text is None else json.loads(text)
+
+    def next_text(self, timeout_ms: int = 0) -> Optional[str]:
+        """next_message's JSON text, undecoded: for a host that keeps what it was sent."""
+        return self._library.take(self._lib.chp_next_message(self._h(), timeout_ms))
 
     def wakeup_fd(self) -> int:
         return self._lib.chp_wakeup_fd(self._h())

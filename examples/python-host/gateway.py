@@ -4,11 +4,11 @@
 
 The library is the last argument or $CHP_LIBRARY (e.g. plugins/libimessage.so); the config
 is the gateway config as plain JSON ({"channels": {"imessage": {...}}}). The gateway starts
-the plugin asking for batches, prints every routed message as one JSON line on stdout,
-appends each delivery to <delivered.jsonl> and fsyncs it (once per delivery or batch)
-before it acknowledges, and answers each message with an echo agent: a `send` of
-"echo: <text>" whose idempotency key is derived from the messageId, so a redelivered message
-is never answered twice. Plugin logs go to stderr. SIGINT, SIGTERM or EOF on stdin posts
+the plugin asking for batches, appends each delivery's routed messages to <delivered.jsonl>
+as JSON lines (each the plugin's own text of that message) and fsyncs it (once per delivery
+or batch) before it acknowledges, prints the same lines on stdout, and answers each message
+with an echo agent: a `send` of "echo: <text>" whose idempotency key is derived from the
+messageId, so a redelivered message is never answered twice. Plugin logs go to stderr. SIGINT, SIGTERM or EOF on stdin posts
 `stop`; the gateway drains until `plugin.closed`, frees the instance and exits 0.
 
 asyncio, standard library only, Python 3.9+. Nothing here blocks the event loop: the loop
@@ -22,7 +22,7 @@ import json
 import os
 import signal
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import chp
 
@@ -32,6 +32,113 @@ def message_events(event: dict) -> List[dict]:
     if event.get("type") == "batch":
         return [m for e in event.get("events", []) for m in message_events(e)]
     return [event] if event.get("type") == "message" else []
+
+
+# A gateway stores what it was sent. `decode` parses a message once and keeps the exact text
+# of each delivered event, so the stored and printed lines are the plugin's own JSON, byte for
+# byte, and no message is serialised again (json.dumps per message was most of the host's work).
+_DECODER = json.JSONDecoder()
+_SPACE = " \t\n\r"
+Kept = List[Tuple[Any, str]]
+
+
+def _skip(text: str, i: int) -> int:
+    while i < len(text) and text[i] in _SPACE:
+        i += 1
+    return i
+
+
+def _expect(text: str, i: int, char: str) -> int:
+    i = _skip(text, i)
+    if text[i] != char:
+        raise ValueError(f"expected {char!r} at character {i}, found {text[i]!r}")
+    return _skip(text, i + 1)
+
+
+def _object(text: str, i: int, member: Callable[[str, int], Tuple[Any, int]]) -> Tuple[dict, int]:
+    """The object at text[i] and the index after it; member(key, j) decodes the value at j."""
+    obj: Dict[str, Any] = {}
+    i = _expect(text, i, "{")
+    if text[i] == "}":
+        return obj, i + 1
+    while True:
+        key, i = _DECODER.raw_decode(text, i)
+        if not isinstance(key, str):
+            raise ValueError(f"an object key is not a string at character {i}")
+        obj[key], i = member(key, _expect(text, i, ":"))
+        i = _skip(text, i)
+        if text[i] == "}":
+            return obj, i + 1
+        i = _expect(text, i, ",")
+
+
+def _array(text: str, i: int, kept: Kept) -> Tuple[list, int]:
+    """The array at text[i] and the index after it; each element also goes to kept with its text."""
+    items: list = []
+    i = _expect(text, i, "[")
+    if text[i] == "]":
+        return items, i + 1
+    while True:
+        item, end = _DECODER.raw_decode(text, i)
+        items.append(item)
+        kept.append((item, text[i:end]))
+        # The plugin's JSON is compact: `,{` between elements, taken without the calls below.
+        if text[end] == "," and text[end + 1] not in _SPACE:
+            i = end + 1
+            continue
+        i = _skip(text, end)
+        if text[i] == "]":
+            return items, i + 1
+        i = _expect(text, i, ",")
+
+
+def decode(text: str) -> Tuple[Any, Kept]:
+    """One plugin → host message (what json.loads gives) and the events it carries, each with
+    its JSON text: each of `params.events` for a batch, else `params` itself. ValueError when
+    the text is not JSON."""
+    start = _skip(text, 0)
+    if not text.startswith("{", start):
+        return json.loads(text), []
+    kept: Kept = []
+
+    def params_member(key: str, i: int) -> Tuple[Any, int]:
+        if key == "events" and text.startswith("[", i):
+            return _array(text, i, kept)
+        return _DECODER.raw_decode(text, i)
+
+    def member(key: str, i: int) -> Tuple[Any, int]:
+        if key != "params" or not text.startswith("{", i):
+            return _DECODER.raw_decode(text, i)
+        params, end = _object(text, i, params_member)
+        if "events" not in params:
+            kept.append((params, text[i:end]))
+        return params, end
+
+    try:
+        message, end = _object(text, start, member)
+    except IndexError:
+        raise ValueError(f"the message ends early ({len(text)} characters)") from None
+    if _skip(text, end) != len(text):
+        raise ValueError(f"extra data after the message at character {end}")
+    return message, kept
+
+
+def routed_lines(kept: Kept) -> Tuple[List[dict], bytes]:
+    """The routed messages among delivered events, and their JSON lines (UTF-8) as the plugin
+    wrote them (its JSON is compact: one line each); other event types are skipped."""
+    messages: List[dict] = []
+    lines: List[str] = []
+    for event, text in kept:
+        kind = event.get("type") if isinstance(event, dict) else None
+        if kind == "message":
+            messages.append(event)
+            lines.append(text)
+        elif kind == "batch":
+            # A batch inside a batch: the plugin never sends one, but it would still be stored.
+            for m in message_events(event):
+                messages.append(m)
+                lines.append(json.dumps(m, separators=(",", ":"), ensure_ascii=False))
+    return messages, ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
 
 
 def echo_request(message: dict) -> dict:
@@ -75,12 +182,13 @@ class Gateway:
         except BlockingIOError:
             pass
         while not self.closed.done():
-            message = self.h.next_message(0)
-            if message is None:
+            text = self.h.next_text(0)
+            if text is None:
                 break
-            self.handle(message)
+            self.handle(*decode(text))
 
-    def handle(self, message: dict) -> None:
+    def handle(self, message: dict, kept: Kept) -> None:
+        """One plugin → host message; kept: its delivered events with their text (decode)."""
         method = message.get("method")
         if method == "log":
             print("log:", json.dumps(message.get("params")), file=sys.stderr, flush=True)
@@ -88,7 +196,7 @@ class Gateway:
             print("gateway: plugin.closed", file=sys.stderr, flush=True)
             self.closed.set_result(None)
         elif method == "deliver":
-            self.deliver(message["id"], message.get("params") or {})
+            self.deliver(message["id"], kept)
         elif method is not None and "id" in message:
             # `host.request` (config.write, …) or anything newer: this host implements none.
             if method == "host.request":
@@ -100,13 +208,12 @@ class Gateway:
         else:
             print("gateway: ignored:", json.dumps(message), file=sys.stderr, flush=True)
 
-    def deliver(self, rid: Any, event: dict) -> None:
+    def deliver(self, rid: Any, kept: Kept) -> None:
         """Durable first (one write, one fsync), then the acknowledgement, then the replies.
         A failed write refuses it, and the plugin delivers the same events again later."""
-        messages = message_events(event)
-        lines = "".join(json.dumps(m, separators=(",", ":")) + "\n" for m in messages)
+        messages, lines = routed_lines(kept)
         try:
-            self.delivered.write(lines.encode("utf-8"))
+            self.delivered.write(lines)
             self.delivered.flush()
             os.fsync(self.delivered.fileno())
         except OSError as e:
@@ -114,9 +221,10 @@ class Gateway:
             self.h.post({"jsonrpc": "2.0", "id": rid, "error": {
                 "code": -32000, "message": "the host could not store it"}})
             return
-        sys.stdout.write(lines)
-        sys.stdout.flush()
+        # Acknowledged before printed: the plugin prepares the next delivery meanwhile.
         self.h.post({"jsonrpc": "2.0", "id": rid, "result": {}})
+        sys.stdout.buffer.write(lines)
+        sys.stdout.buffer.flush()
         for m in messages if self.echo else ():
             sent = self.request("send", echo_request(m))
             sent.add_done_callback(report_failure("send"))

@@ -4,21 +4,21 @@ compared with.
 
     python_host.py chp      LIBRARY CONFIG STATE_DIR DELIVERED MAX_BATCH [--echo]
     python_host.py serve    HOST_STUB PLUGINS CONFIG STATE_DIR DELIVERED MAX_BATCH [--echo]
-    python_host.py baseline ROUTED DURABLE STARTED BATCH [--dumps]
+    python_host.py baseline ROUTED DURABLE STARTED BATCH
 
 `chp` is examples/python-host itself: chp.py and gateway.py's asyncio Gateway (wakeup fd,
 add_reader), started asking for batches. `serve` drives `host-stub serve` over its stdin and
-stdout with a plain blocking loop. Both append each delivery's routed messages to DELIVERED
-with one write and one fsync, print them as JSON lines on stdout, and only then acknowledge;
-with --echo they answer every message as gateway.py's echo agent does. SIGINT stops them
+stdout with a plain blocking loop. Both parse each message once (gateway.decode) and append
+each delivery's routed messages, as the plugin's own JSON text, to DELIVERED with one write and
+one fsync, acknowledge, then print them as JSON lines on stdout; with --echo they answer every
+message as gateway.py's echo agent does. SIGINT stops them
 (`stop`, then `plugin.closed`); at exit they print `deliveries D messages M cpu S` on stderr (S:
 the main thread's CPU seconds, the Python host's own work).
 
 `baseline` is the floor: it reads ROUTED (the routed JSON lines a host printed), parses each
-line, and every BATCH lines writes them to DURABLE, fsyncs and prints them. It writes its
-start time (unix ns) to STARTED just before its loop, as imsg-sim does before a burst. With
---dumps it writes `json.dumps` of each parsed line instead of the line itself: the same JSON
-work per message as the hosts (parse, serialise), so its ratio shows what the transport adds.
+line, and every BATCH lines writes them to DURABLE, fsyncs and prints them: the hosts' JSON
+and durable work without the transport. It writes its start time (unix ns) to STARTED just
+before its loop, as imsg-sim does before a burst.
 """
 
 import asyncio
@@ -66,10 +66,10 @@ class CountingGateway(gateway.Gateway):
     deliveries = 0
     messages = 0
 
-    def deliver(self, rid, event: dict) -> None:
+    def deliver(self, rid, kept: gateway.Kept) -> None:
         self.deliveries += 1
-        self.messages += len(gateway.message_events(event))
-        super().deliver(rid, event)
+        self.messages += len(kept)
+        super().deliver(rid, kept)
 
 
 async def chp_host(instance: chp.Instance, args: List[str], echo: bool) -> int:
@@ -118,26 +118,26 @@ class Bridge:
         rid = next(self.ids)
         return self.post({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
 
-    def deliver(self, rid, event: dict) -> None:
-        """Durable first (one write, one fsync), then printed, then acknowledged."""
-        messages = gateway.message_events(event)
-        lines = "".join(json.dumps(m, separators=(",", ":")) + "\n" for m in messages)
-        self.durable.write(lines.encode("utf-8"))
+    def deliver(self, rid, kept: gateway.Kept) -> None:
+        """Durable first (one write, one fsync), then acknowledged, then printed."""
+        messages, lines = gateway.routed_lines(kept)
+        self.durable.write(lines)
         self.durable.flush()
         os.fsync(self.durable.fileno())
-        sys.stdout.write(lines)
-        sys.stdout.flush()
         self.post({"jsonrpc": "2.0", "id": rid, "result": {}})
+        sys.stdout.buffer.write(lines)
+        sys.stdout.buffer.flush()
         self.deliveries += 1
-        self.messages += len(messages)
+        self.messages += len(kept)
         for m in messages if self.echo else ():
             self.request("send", gateway.echo_request(m))
 
-    def handle(self, message: dict, start_id: int) -> bool:
+    def handle(self, line: bytes, start_id: int) -> bool:
         """Takes one message from the bridge; False once the session is over."""
+        message, kept = gateway.decode(line.decode("utf-8"))
         method = message.get("method")
         if method == "deliver":
-            self.deliver(message["id"], message.get("params") or {})
+            self.deliver(message["id"], kept)
         elif method == "plugin.closed":
             return False
         elif method == "log":
@@ -156,12 +156,13 @@ def run_serve(args: List[str], echo: bool) -> int:
     proc = subprocess.Popen(
         [host_stub, "--plugins", plugins, "--state-dir", state_dir, "--log-level", "warn",
          "serve", "--channel", "imessage"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        # A batch is one line of ~100 KiB: read it in large chunks, not 8 KiB ones.
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=1 << 20)
     bridge = Bridge(proc, delivered, echo)
     start_id = bridge.request("start", start_params(read_config(config), state_dir, int(max_batch)))
     try:
         for line in proc.stdout:
-            if not bridge.handle(json.loads(line), start_id):
+            if not bridge.handle(line, start_id):
                 break
     except KeyboardInterrupt:
         # EOF on the bridge's stdin is `stop`; drain until `plugin.closed`.
@@ -176,7 +177,7 @@ def run_serve(args: List[str], echo: bool) -> int:
     return code
 
 
-def run_baseline(args: List[str], dumps: bool) -> int:
+def run_baseline(args: List[str]) -> int:
     routed, durable_path, started, batch = args[0], args[1], args[2], int(args[3])
     out = sys.stdout.buffer
     with open(routed, "rb") as src, open(durable_path, "ab") as durable:
@@ -194,9 +195,7 @@ def run_baseline(args: List[str], dumps: bool) -> int:
         with open(started, "w") as f:
             f.write(str(time.time_ns()))
         for line in src:
-            message = json.loads(line)
-            if dumps:
-                line = (json.dumps(message, separators=(",", ":")) + "\n").encode("utf-8")
+            json.loads(line)
             pending.append(line)
             if len(pending) >= batch:
                 commit()
@@ -205,13 +204,13 @@ def run_baseline(args: List[str], dumps: bool) -> int:
 
 
 def main(argv: List[str]) -> int:
-    echo, dumps = "--echo" in argv, "--dumps" in argv
-    args = [a for a in argv[1:] if a not in ("--echo", "--dumps")]
+    echo = "--echo" in argv
+    args = [a for a in argv[1:] if a != "--echo"]
     # mode → (runner, argument count after the mode)
     modes = {
         "chp": (lambda rest: run_chp(rest, echo), 5),
         "serve": (lambda rest: run_serve(rest, echo), 6),
-        "baseline": (lambda rest: run_baseline(rest, dumps), 4),
+        "baseline": (run_baseline, 4),
     }
     mode = modes.get(args[0]) if args else None
     if mode is None or len(args) - 1 != mode[1]:

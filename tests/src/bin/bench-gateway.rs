@@ -18,9 +18,9 @@
 //! its stdin/stdout). Each asks for batched delivery (`maxBatch` 256, as host-stub gateway),
 //! makes every delivery durable with one write and one fsync, prints the routed lines, then
 //! acknowledges. Their ratio is to a Python loop that reads the same routed lines from a file,
-//! parses each, and writes + fsyncs + prints them per 256 (the floor for Python doing the
-//! same durable work), and to a second loop that also serialises each message again, as the
-//! hosts do (`json.dumps` per message): what the transport adds beyond Python's JSON work.
+//! parses each, and writes + fsyncs + prints them per 256: the floor for Python doing the same
+//! durable work, and the same JSON work as the hosts (each parses every message once and
+//! stores the plugin's own text of it), so the ratio is what the transport adds.
 //! Each host reports its mean batch and its main thread's CPU. The echo round trip is
 //! measured through both Python hosts too.
 //!
@@ -30,7 +30,8 @@
 //! Knobs (environment): `MESSAGES` (default 100,000), `RUNS` (5), `PACED` (100,000 messages
 //! at 20,000/s), `ECHOES` (200 at 50/s), `RSS_MESSAGES` (1,000,000: peak RSS sampled at 200k,
 //! 600k and 1M; 0 skips it), `PYTHON` (the interpreter, `python3`), `PYTHON_ROWS` (`0` skips
-//! the Python rows; without it a missing interpreter stops the benchmark before it starts).
+//! the Python rows; without it a missing interpreter stops the benchmark before it starts),
+//! `RUST_ROWS` (`0` skips the host-stub gateway burst rows, to iterate on the Python ones).
 //! Medians are over `RUNS`; the machine is noisy, so compare numbers from one run of this
 //! binary.
 
@@ -475,9 +476,8 @@ impl Python {
     }
 
     /// The baseline: a Python loop reading the routed lines from a file, parsing each,
-    /// writing and fsyncing them per `PY_MAX_BATCH` and printing them; with `dumps` it
-    /// serialises each again first, as the hosts do (their JSON work without the transport).
-    fn baseline(&self, routed: &Path, n: u64, dumps: bool) -> f64 {
+    /// writing and fsyncing them per `PY_MAX_BATCH` and printing them.
+    fn baseline(&self, routed: &Path, n: u64) -> f64 {
         let dir = tempfile::tempdir().unwrap();
         let started = dir.path().join("started");
         let mut child = self
@@ -487,7 +487,6 @@ impl Python {
             .arg(dir.path().join("durable.jsonl"))
             .arg(&started)
             .arg(PY_MAX_BATCH.to_string())
-            .args(dumps.then_some("--dumps"))
             .stdout(Stdio::piped())
             .spawn()
             .expect("start the Python baseline");
@@ -523,54 +522,46 @@ impl HostReport {
     }
 }
 
-/// One Python host's run, as printed: time, rate, its report, both ratios.
-fn host_row(name: &str, n: u64, seconds: f64, r: HostReport, base: f64, base_dumps: f64) -> String {
+/// One Python host's run, as printed: time, rate, its report, its ratio.
+fn host_row(name: &str, n: u64, seconds: f64, r: HostReport, base: f64) -> String {
     format!(
-        "{name} {seconds:.3} s ({:.0} msg/s, mean batch {:.0}, host CPU {:.2} s, ratio {:.2}, to the dumps loop {:.2})",
+        "{name} {seconds:.3} s ({:.0} msg/s, mean batch {:.0}, host CPU {:.2} s, ratio {:.2})",
         n as f64 / seconds,
         r.mean_batch,
         r.cpu,
         seconds / base,
-        seconds / base_dumps,
     )
 }
 
-/// The Python rows: both hosts and the two baselines, `runs` times, then their medians.
+/// The Python rows: both hosts and the baseline, `runs` times, then their medians.
 fn python_rows(py: &Python, n: u64, runs: u64) {
-    println!("Python hosts: {n} messages in a burst, batched delivery (maxBatch {PY_MAX_BATCH}), one write + fsync per batch before the ack; baseline: a Python loop over the same routed lines from a file, parse each, write + fsync per {PY_MAX_BATCH} (the dumps loop also serialises each again, as the hosts do); {runs} runs");
+    println!("Python hosts: {n} messages in a burst, batched delivery (maxBatch {PY_MAX_BATCH}), one write + fsync per batch before the ack; baseline: a Python loop over the same routed lines from a file, parse each, write + fsync per {PY_MAX_BATCH}; {runs} runs");
     let routed_dir = tempfile::tempdir().unwrap();
     let routed = routed_dir.path().join("routed.jsonl");
-    let mut times: [Vec<f64>; 4] = Default::default();
+    let mut times: [Vec<f64>; 3] = Default::default();
     for run in 1..=runs {
         let keep = (run == 1).then_some(routed.as_path());
         let (c, cr) = py.burst(n, PyHost::CAbi, keep);
         let (s, sr) = py.burst(n, PyHost::Stdio, None);
-        let (b, d) = (
-            py.baseline(&routed, n, false),
-            py.baseline(&routed, n, true),
-        );
+        let b = py.baseline(&routed, n);
         println!(
-            "  run {run}: {}; {}; baseline {b:.3} s ({:.0} msg/s); dumps loop {d:.3} s ({:.0} msg/s)",
-            host_row("C ABI host", n, c, cr, b, d),
-            host_row("stdio bridge host", n, s, sr, b, d),
+            "  run {run}: {}; {}; baseline {b:.3} s ({:.0} msg/s)",
+            host_row("C ABI host", n, c, cr, b),
+            host_row("stdio bridge host", n, s, sr, b),
             n as f64 / b,
-            n as f64 / d,
         );
-        for (all, t) in times.iter_mut().zip([c, s, b, d]) {
+        for (all, t) in times.iter_mut().zip([c, s, b]) {
             all.push(t);
         }
     }
-    let [c, s, b, d] = times.map(|t| median(&t));
+    let [c, s, b] = times.map(|t| median(&t));
     println!(
-        "median: Python via C ABI {c:.3} s = {:.0} msg/s, ratio {:.2} ({:.2} to the dumps loop) | Python via host-stub serve {s:.3} s = {:.0} msg/s, ratio {:.2} ({:.2}) | Python baseline loop {b:.3} s = {:.0} msg/s | dumps loop {d:.3} s = {:.0} msg/s",
+        "median: Python via C ABI {c:.3} s = {:.0} msg/s, ratio {:.2} | Python via host-stub serve {s:.3} s = {:.0} msg/s, ratio {:.2} | Python baseline loop {b:.3} s = {:.0} msg/s",
         n as f64 / c,
         c / b,
-        c / d,
         n as f64 / s,
         s / b,
-        s / d,
         n as f64 / b,
-        n as f64 / d,
     );
 }
 
@@ -719,7 +710,9 @@ fn main() {
     if starts > 0 {
         start_row(starts);
     }
-    rust_rows(n, runs);
+    if std::env::var("RUST_ROWS").as_deref() != Ok("0") {
+        rust_rows(n, runs);
+    }
 
     if let Some(py) = &py {
         python_rows(py, n, runs);

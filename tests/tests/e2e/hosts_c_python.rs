@@ -375,3 +375,18 @@ fn the_python_host_gets_a_dm_from_imsg_sim_acknowledges_and_echoes() {
     }
     a_dm_is_stored_acknowledged_and_echoed(python_gateway(), None, "gateway: plugin.closed");
 }
+
+/// examples/python-host/test_gateway.py: the gateway stores and prints each routed message as
+/// the plugin's own JSON text, byte for byte, and decodes everything else as json.loads does.
+#[test]
+fn the_python_gateway_keeps_the_plugins_json_text() {
+    if !have("python3") {
+        return;
+    }
+    let out = Command::new("python3")
+        .args(["-B", "-m", "unittest", "test_gateway"])
+        .current_dir(examples().join("python-host"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+}
