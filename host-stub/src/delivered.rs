@@ -10,11 +10,61 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
+use std::hash::{BuildHasher, Hasher};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub const CAP: usize = 10_000;
+
+/// FxHash (rustc's) for message ids and account keys. Per delivered message host-stub
+/// hashes an id about five times; with std's SipHash that cost more than printing the line.
+/// The ids come from imsg (GUIDs) and the plugin, not from someone who could pick colliding
+/// ones.
+#[derive(Clone, Copy, Default)]
+pub struct FastHash;
+
+impl BuildHasher for FastHash {
+    type Hasher = FxHasher;
+    fn build_hasher(&self) -> FxHasher {
+        FxHasher(0)
+    }
+}
+
+pub struct FxHasher(u64);
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0xf135_7aea_2e62_a9c5);
+    }
+}
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(word);
+            self.add(u64::from_le_bytes(w));
+        }
+        let mut tail = [0u8; 8];
+        tail[..words.remainder().len()].copy_from_slice(words.remainder());
+        self.add(u64::from_le_bytes(tail));
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        // The multiply leaves the low bits weakest; hashbrown picks buckets with them.
+        self.0.rotate_left(26)
+    }
+}
 
 pub struct AccountLog {
     cap: usize,
@@ -22,7 +72,7 @@ pub struct AccountLog {
     file: File,
     /// One allocation per id, shared by the order and the set.
     order: VecDeque<Arc<str>>,
-    set: HashSet<Arc<str>>,
+    set: HashSet<Arc<str>, FastHash>,
     lines_in_file: usize,
 }
 
@@ -125,7 +175,7 @@ impl AccountLog {
 pub struct Delivered {
     cap: usize,
     dir: PathBuf,
-    logs: HashMap<String, AccountLog>,
+    logs: HashMap<String, AccountLog, FastHash>,
     /// The `channel/account` key being looked up, reused: one lookup per delivered message.
     key: String,
 }
@@ -139,7 +189,7 @@ impl Delivered {
         Delivered {
             cap,
             dir: dir.to_path_buf(),
-            logs: HashMap::new(),
+            logs: HashMap::default(),
             key: String::new(),
         }
     }

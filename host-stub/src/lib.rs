@@ -3,4 +3,5 @@
 
 pub mod delivered;
 pub mod private;
+pub mod scan;
 pub mod sink;

@@ -9,11 +9,10 @@ use std::io::Write;
 use std::sync::mpsc::Sender;
 use std::sync::Mutex;
 
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::delivered::Delivered;
+use crate::delivered::{Delivered, FastHash};
+use crate::scan::Cursor;
 
 /// A routed message the echo agent should answer.
 pub struct Reply {
@@ -32,23 +31,99 @@ pub struct Sink {
     pub replies: Mutex<Option<Sender<Reply>>>,
 }
 
-/// What host-stub reads of a delivered event; the rest is printed as the plugin wrote it.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// What host-stub reads of one delivered event; the rest is printed as the plugin wrote it.
+#[derive(Default)]
 struct Head<'a> {
-    #[serde(rename = "type", borrow)]
     kind: Cow<'a, str>,
-    #[serde(default, borrow)]
     account_id: Cow<'a, str>,
-    #[serde(default, borrow)]
     message_id: Cow<'a, str>,
-    #[serde(default, borrow)]
     to: Cow<'a, str>,
-    #[serde(default, borrow)]
     text: Cow<'a, str>,
-    /// The events of a `batch`.
-    #[serde(default, borrow)]
-    events: Vec<&'a RawValue>,
+}
+
+/// A delivery read in one pass (see [`crate::scan`]): its type, and for a `message`, a
+/// `reaction` or each event of a `batch`, the event's text with what host-stub reads of it.
+struct Delivery<'a> {
+    kind: Cow<'a, str>,
+    events: Vec<(&'a str, Head<'a>)>,
+}
+
+impl<'a> Delivery<'a> {
+    fn read(text: &'a str) -> Result<Delivery<'a>, String> {
+        let mut cursor = Cursor::new(text);
+        let start = cursor.ws();
+        let mut events = Vec::new();
+        let top = Head::read(&mut cursor, Some(&mut events))?;
+        cursor.end()?;
+        if top.kind != "batch" {
+            events = vec![(cursor.since(start).trim_end(), top)];
+            let kind = events[0].1.kind.clone();
+            return Ok(Delivery { kind, events });
+        }
+        Ok(Delivery {
+            kind: top.kind,
+            events,
+        })
+    }
+}
+
+impl<'a> Head<'a> {
+    /// The object at the cursor. The fields host-stub reads must be strings when present, and
+    /// appear once; `type` must be present. With `batch`, the items of an `events` array are
+    /// read as events into it.
+    fn read(
+        cursor: &mut Cursor<'a>,
+        mut batch: Option<&mut Vec<(&'a str, Head<'a>)>>,
+    ) -> Result<Head<'a>, String> {
+        let mut head = Head::default();
+        let mut seen = [false; 6];
+        cursor.object(|cursor, key| {
+            let (slot, at) = match key.as_ref() {
+                "type" => (&mut head.kind, 0),
+                "accountId" => (&mut head.account_id, 1),
+                "messageId" => (&mut head.message_id, 2),
+                "to" => (&mut head.to, 3),
+                "text" => (&mut head.text, 4),
+                // A batch's events (its `type` comes first as plugins write it; a later one
+                // is checked by the caller).
+                "events" if batch.is_some() && (!seen[0] || head.kind == "batch") => {
+                    if std::mem::replace(&mut seen[5], true) {
+                        return Err(format!("duplicate field `{key}`"));
+                    }
+                    return match batch.as_deref_mut() {
+                        Some(events) => read_events(cursor, events),
+                        None => cursor.skip(),
+                    };
+                }
+                _ => return cursor.skip(),
+            };
+            if std::mem::replace(&mut seen[at], true) {
+                return Err(format!("duplicate field `{key}`"));
+            }
+            *slot = cursor
+                .string()
+                .map_err(|e| format!("field `{key}` is not a string: {e}"))?;
+            Ok(())
+        })?;
+        if !seen[0] {
+            return Err("missing field `type`".into());
+        }
+        Ok(head)
+    }
+}
+
+/// The items of a batch's `events` array.
+fn read_events<'a>(
+    cursor: &mut Cursor<'a>,
+    events: &mut Vec<(&'a str, Head<'a>)>,
+) -> Result<(), String> {
+    cursor.array(|cursor| {
+        let start = cursor.ws();
+        let head = Head::read(cursor, None)
+            .map_err(|e| format!("message event has an unexpected shape: {e}"))?;
+        events.push((cursor.since(start), head));
+        Ok(())
+    })
 }
 
 impl Sink {
@@ -71,57 +146,15 @@ impl Sink {
     /// account, then the plugin is acknowledged. A delivery that cannot be taken is refused
     /// whole: nothing in it is acknowledged, and the plugin delivers it again.
     pub fn take(&self, channel: &str, event: &str) -> Result<Vec<String>, String> {
-        let sink = self;
-        let head: Head =
-            serde_json::from_str(event).map_err(|e| format!("event is not a JSON event: {e}"))?;
-        let single;
-        let events: &[&RawValue] = match head.kind.as_ref() {
-            "batch" => &head.events,
-            "message" | "reaction" => {
-                single = [serde_json::from_str::<&RawValue>(event).map_err(|e| e.to_string())?];
-                &single
-            }
-            _ => {
-                tracing::debug!(channel = %channel, "ignoring a {} event", head.kind);
-                return Ok(Vec::new());
-            }
-        };
-        let mut delivered = sink.delivered.lock().map_err(|_| "state lock poisoned")?;
-        let mut lines = String::with_capacity(event.len() + events.len() * 32);
-        let mut taken: Vec<Head> = Vec::with_capacity(events.len());
-        // (account, message id) of `taken`: a batch holds hundreds in a burst.
-        let mut in_batch: HashSet<(Cow<str>, Cow<str>)> = HashSet::with_capacity(events.len());
-        let prefix = format!("{{\"channel\":{},", Value::from(channel));
-        for raw in events {
-            let message: Head = serde_json::from_str(raw.get())
-                .map_err(|e| format!("message event has an unexpected shape: {e}"))?;
-            // Messages and tapbacks are printed; a kind host-stub does not know is skipped.
-            if message.kind != "message" && message.kind != "reaction" {
-                continue;
-            }
-            let body = raw
-                .get()
-                .strip_prefix('{')
-                .ok_or("a message event is not a JSON object")?;
-            let log = delivered
-                .account(channel, &message.account_id)
-                .map_err(|e| format!("reading the delivered-id store: {e}"))?;
-            // Borrowed from `event` unless escaped: cloning them costs no allocation.
-            let ids = (message.account_id.clone(), message.message_id.clone());
-            let repeated = log.contains(&message.message_id) || in_batch.contains(&ids);
-            if repeated {
-                tracing::debug!(message_id = %message.message_id, "repeated messageId acknowledged without printing");
-                continue;
-            }
-            lines.push_str(&prefix);
-            if body.trim_start().starts_with('}') {
-                lines.pop();
-            }
-            lines.push_str(body);
-            lines.push('\n');
-            in_batch.insert(ids);
-            taken.push(message);
+        let delivery =
+            Delivery::read(event).map_err(|e| format!("event is not a JSON event: {e}"))?;
+        if !matches!(delivery.kind.as_ref(), "batch" | "message" | "reaction") {
+            tracing::debug!(channel = %channel, "ignoring a {} event", delivery.kind);
+            return Ok(Vec::new());
         }
+        let mut delivered = self.delivered.lock().map_err(|_| "state lock poisoned")?;
+        let prefix = format!("{{\"channel\":{},", Value::from(channel));
+        let (lines, taken) = new_lines(&mut delivered, channel, &prefix, delivery.events)?;
         if taken.is_empty() {
             return Ok(Vec::new());
         }
@@ -131,43 +164,95 @@ impl Sink {
         // can recover from: a kill in that window prints the lines of this one delivery again
         // after the restart, with the same messageIds; none is ever lost.
         {
-            let mut out = sink.stdout.lock().map_err(|_| "stdout lock poisoned")?;
+            let mut out = self.stdout.lock().map_err(|_| "stdout lock poisoned")?;
             out.write_all(lines.as_bytes())
                 .and_then(|_| out.flush())
                 .map_err(|e| format!("writing stdout: {e}"))?;
         }
         // The lines are out: a failure to record them is logged, not returned, since the
         // plugin would retry the delivery and print them again now.
-        let mut accounts: Vec<&str> = taken.iter().map(|t| t.account_id.as_ref()).collect();
-        accounts.sort_unstable();
-        accounts.dedup();
-        for account in accounts {
-            let ids = taken
-                .iter()
-                .filter(|t| t.account_id == account)
-                .map(|t| t.message_id.as_ref());
-            let recorded = delivered
-                .account(channel, account)
-                .and_then(|log| log.record_all(ids));
-            if let Err(e) = recorded {
-                tracing::error!(account, "recording delivered ids failed: {e}; after a crash these messages may be printed again");
-            }
-        }
+        record(&mut delivered, channel, &taken);
         drop(delivered);
-        if let Ok(replies) = sink.replies.lock() {
-            if let Some(tx) = replies.as_ref() {
-                // The echo agent answers messages, never tapbacks.
-                for message in taken.iter().filter(|t| t.kind == "message") {
-                    let _ = tx.send(Reply {
-                        channel: channel.to_string(),
-                        account_id: message.account_id.to_string(),
-                        to: message.to.to_string(),
-                        text: format!("echo: {}", message.text),
-                    });
-                }
-            }
-        }
+        self.queue_replies(channel, &taken);
         Ok(taken.iter().map(|t| t.message_id.to_string()).collect())
+    }
+
+    fn queue_replies(&self, channel: &str, taken: &[Head]) {
+        let Ok(replies) = self.replies.lock() else {
+            return;
+        };
+        let Some(tx) = replies.as_ref() else { return };
+        // The echo agent answers messages, never tapbacks.
+        for message in taken.iter().filter(|t| t.kind == "message") {
+            let _ = tx.send(Reply {
+                channel: channel.to_string(),
+                account_id: message.account_id.to_string(),
+                to: message.to.to_string(),
+                text: format!("echo: {}", message.text),
+            });
+        }
+    }
+}
+
+/// The lines to print for `events` (each prefixed with the channel) and the heads of the
+/// events they print: messages and tapbacks whose id this account has not printed before,
+/// in this delivery or an earlier one. A kind host-stub does not know is skipped.
+fn new_lines<'a>(
+    delivered: &mut Delivered,
+    channel: &str,
+    prefix: &str,
+    events: Vec<(&'a str, Head<'a>)>,
+) -> Result<(String, Vec<Head<'a>>), String> {
+    let size = events.iter().map(|(e, _)| e.len() + prefix.len() + 1).sum();
+    let mut lines = String::with_capacity(size);
+    let mut taken: Vec<Head> = Vec::with_capacity(events.len());
+    // (account, message id) of `taken`: a batch holds hundreds in a burst.
+    let mut in_batch: HashSet<(Cow<str>, Cow<str>), FastHash> =
+        HashSet::with_capacity_and_hasher(events.len(), FastHash);
+    for (event, message) in events {
+        if message.kind != "message" && message.kind != "reaction" {
+            continue;
+        }
+        let body = event
+            .strip_prefix('{')
+            .ok_or("a message event is not a JSON object")?;
+        let log = delivered
+            .account(channel, &message.account_id)
+            .map_err(|e| format!("reading the delivered-id store: {e}"))?;
+        // Borrowed from `event` unless escaped: cloning them costs no allocation.
+        let ids = (message.account_id.clone(), message.message_id.clone());
+        if log.contains(&message.message_id) || in_batch.contains(&ids) {
+            tracing::debug!(message_id = %message.message_id, "repeated messageId acknowledged without printing");
+            continue;
+        }
+        lines.push_str(prefix);
+        if body.trim_start().starts_with('}') {
+            lines.pop();
+        }
+        lines.push_str(body);
+        lines.push('\n');
+        in_batch.insert(ids);
+        taken.push(message);
+    }
+    Ok((lines, taken))
+}
+
+/// Records the ids of `taken` and makes them durable: one write and one sync per account.
+fn record(delivered: &mut Delivered, channel: &str, taken: &[Head]) {
+    let mut accounts: Vec<&str> = taken.iter().map(|t| t.account_id.as_ref()).collect();
+    accounts.sort_unstable();
+    accounts.dedup();
+    for account in accounts {
+        let ids = taken
+            .iter()
+            .filter(|t| t.account_id == account)
+            .map(|t| t.message_id.as_ref());
+        let recorded = delivered
+            .account(channel, account)
+            .and_then(|log| log.record_all(ids));
+        if let Err(e) = recorded {
+            tracing::error!(account, "recording delivered ids failed: {e}; after a crash these messages may be printed again");
+        }
     }
 }
 
@@ -220,6 +305,39 @@ mod tests {
                 .filter(|b| **b == b'\n')
                 .count(),
             3
+        );
+    }
+
+    #[test]
+    fn an_event_is_printed_as_written_and_a_field_of_the_wrong_type_refuses_the_delivery() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Out::default();
+        let sink = Sink::new(Box::new(out.clone()), dir.path(), None);
+        // Whitespace, escapes and nested values as a plugin may write them: printed verbatim,
+        // the escaped id decoded for the delivered-id log.
+        let event = r#" { "type" : "message", "accountId":"a", "media":[{"to":"x"}], "messageId":"M\u0031", "text":"say \"hi\"" }"#;
+        let batch = format!(r#"{{"type":"batch","events":[{event}, {{"type":"typing","x":1}}]}}"#);
+        assert_eq!(sink.take("imessage", &batch).unwrap(), ["M1"]);
+        let printed = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let body = event.trim_start().strip_prefix('{').unwrap();
+        assert_eq!(printed, format!("{{\"channel\":\"imessage\",{body}\n"));
+        assert!(sink
+            .take("imessage", &message("a", "M1").to_string())
+            .unwrap()
+            .is_empty());
+        for bad in [
+            r#"{"type":"message","accountId":"a","messageId":7}"#,
+            r#"{"type":"message","accountId":"a","messageId":"M2","messageId":"M3"}"#,
+            r#"{"type":"batch","events":[{"accountId":"a","messageId":"M4"}]}"#,
+            r#"{"type":"batch","events":["M5"]}"#,
+            r#"{"type":"message","messageId":"M6""#,
+        ] {
+            assert!(sink.take("imessage", bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            printed.len(),
+            out.0.lock().unwrap().len(),
+            "nothing more printed"
         );
     }
 }
