@@ -7,6 +7,7 @@ import { promises as fs } from "node:fs";
 import path from "node:path";
 
 import { Journal } from "./journal.js";
+import { probe } from "./probe.js";
 import { configForAccount, eventId, flatten, replyKey, toMsgContext, toSendRequest } from "./map.js";
 import { HandlerError, RpcPeer } from "./rpc.js";
 
@@ -182,7 +183,7 @@ export class AccountBridge {
       if (!this.journal.seen(id) && !fresh.some((f) => f.id === id)) fresh.push({ id, event: ev });
     }
     await this.journal.take(fresh);
-    setImmediate(() => fresh.forEach(({ id, event }) => this.#schedule(id, event)));
+    setImmediate(probe.wrap("bridge.schedule", () => fresh.forEach(({ id, event }) => this.#schedule(id, event))));
     return {};
   }
 
@@ -283,7 +284,7 @@ export class AccountBridge {
     }
     const rt = this.o.channelRuntime;
     if (!rt?.reply?.dispatchReplyWithBufferedBlockDispatcher) throw new Error("OpenClaw gave no channel runtime to dispatch with");
-    const raw = toMsgContext(ev);
+    const raw = probe.slice("map.toMsgContext", () => toMsgContext(ev));
     const ctx = rt.reply.finalizeInboundContext ? rt.reply.finalizeInboundContext(raw) : raw;
     let index = 0;
     /** @type {unknown} */
@@ -301,11 +302,13 @@ export class AccountBridge {
       dispatcherOptions: {
         deliver: async (/** @type {any} */ payload) => {
           const i = index++;
-          const req = toSendRequest(payload, {
-            accountId: this.o.accountId,
-            to: ev.to,
-            idempotencyKey: replyKey(this.o.accountId, ev.messageId, i),
-          });
+          const req = probe.slice("map.toSendRequest", () =>
+            toSendRequest(payload, {
+              accountId: this.o.accountId,
+              to: ev.to,
+              idempotencyKey: replyKey(this.o.accountId, ev.messageId, i),
+            }),
+          );
           if (req) {
             // Durable before it is sent: OpenClaw has already recorded this turn as finished
             // and will not answer it again after a crash (see journal.js).

@@ -3,6 +3,8 @@
 // answered through `onRequest`. Everything is asynchronous stream I/O on the event loop; no
 // call here blocks it.
 
+import { probe } from "./probe.js";
+
 /**
  * @typedef {{ code: number, message: string, data?: unknown }} RpcErrorObject
  * @typedef {(method: string, params: any) => Promise<unknown>} RequestHandler
@@ -48,9 +50,14 @@ export class RpcPeer {
     this.closed = false;
     const splitter = new LineSplitter();
     input.setEncoding?.("utf8");
-    input.on("data", (chunk) => {
-      for (const line of splitter.push(String(chunk))) this.#receive(line);
-    });
+    // Everything the child sends starts here: splitting, parsing, and the synchronous start of
+    // each handler (the loop probe times it, see probe.js).
+    input.on(
+      "data",
+      probe.wrap("rpc.data", (chunk) => {
+        for (const line of splitter.push(String(chunk))) this.#receive(line);
+      }),
+    );
     input.on("end", () => this.close(new Error("the bridge closed its output")));
     input.on("error", (e) => this.close(e));
   }
@@ -76,7 +83,7 @@ export class RpcPeer {
   /** @param {unknown} msg */
   #write(msg) {
     if (this.closed) return;
-    this.output.write(`${JSON.stringify(msg)}\n`);
+    probe.slice("rpc.write", () => this.output.write(`${JSON.stringify(msg)}\n`));
   }
 
   /** @param {string} line */
