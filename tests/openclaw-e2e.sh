@@ -39,7 +39,9 @@ step "node $(node --version), openclaw $oc_ver ready"
 
 # 2. The binaries under test.
 if [[ -z "${IMESSAGE_BIN_DIR:-}" ]]; then
-  (cd "$repo" && cargo build -q -p imessage-plugin -p host-stub -p imessage-tests)
+  # Exactly the build of README's `cargo test --workspace --locked` (same units, same features:
+  # imessage-tests turns on imessage-plugin/fault-injection), so right after it this is a no-op.
+  (cd "$repo" && cargo test --workspace --locked --no-run -q)
   target="$(cd "$repo" && cargo metadata --format-version 1 --no-deps | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).target_directory))')"
   IMESSAGE_BIN_DIR="$target/debug"
 fi

@@ -173,7 +173,8 @@ const MAX_SLICE_CPU_MS = 20;
 function summarizeProbe(ws) {
   const max = (/** @type {(l: any) => number} */ f) => Math.max(0, ...ws.map(f));
   const worst = ws.reduce((w, l) => (l.pkg.maxCpuMs > (w?.pkg.maxCpuMs ?? -1) ? l : w), null);
-  return `${ws.length} s; loop delay max ${max((l) => l.loop.maxMs)} ms, worst 1-s p99 ${max((l) => l.loop.p99Ms)} ms; package: ${ws.reduce((n, l) => n + l.pkg.slices, 0)} slices, ${Math.round(ws.reduce((n, l) => n + l.pkg.cpuMs, 0))} ms CPU, longest ${max((l) => l.pkg.maxCpuMs)} ms CPU (${worst?.pkg.worst}) / ${max((l) => l.pkg.maxWallMs)} ms wall`;
+  const p99s = ws.map((l) => l.loop.p99Ms).sort((a, b) => a - b);
+  return `${ws.length} s; loop delay max ${max((l) => l.loop.maxMs)} ms, 1-s p99 median ${p99s[p99s.length >> 1]} ms / worst ${max((l) => l.loop.p99Ms)} ms; package: ${ws.reduce((n, l) => n + l.pkg.slices, 0)} slices, ${Math.round(ws.reduce((n, l) => n + l.pkg.cpuMs, 0))} ms CPU, longest ${max((l) => l.pkg.maxCpuMs)} ms CPU (${worst?.pkg.worst}) / ${max((l) => l.pkg.maxWallMs)} ms wall`;
 }
 const sendsTo = (/** @type {number} */ chatId, from = 0) => sends().slice(from).filter((s) => s.chat_id === chatId);
 
