@@ -95,7 +95,7 @@ export class AccountBridge {
     });
     const description = await this.rpc.request("describe", {});
     const report = await this.rpc.request("start", {
-      config: configForAccount(this.o.cfg, this.o.accountId),
+      config: probe.slice("map.configForAccount", () => configForAccount(this.o.cfg, this.o.accountId)),
       stateDir: this.dir,
       watch: true,
       host: { features: HOST_FEATURES },

@@ -96,9 +96,10 @@ async function runBridge(/** @type {string} */ dir, /** @type {unknown[]} */ eve
   });
   await bridge.start();
   const lines = () => (existsSync(record) ? readFileSync(record, "utf8").trim().split("\n").map((l) => JSON.parse(l)) : []);
-  // Wait on a positive marker: every delivery answered and every turn's journal entry done.
-  for (let i = 0; i < 500 && !lines().some((l) => l.delivered !== undefined); i++) await new Promise((r) => setTimeout(r, 10));
-  for (let i = 0; i < 500 && bridge.sessions.size > 0; i++) await new Promise((r) => setTimeout(r, 10));
+  // Wait on a positive marker (every delivery answered, every turn settled); 30 s deadlines
+  // leave room for a loaded machine.
+  for (let i = 0; i < 3000 && !lines().some((l) => l.delivered !== undefined); i++) await new Promise((r) => setTimeout(r, 10));
+  for (let i = 0; i < 3000 && bridge.sessions.size > 0; i++) await new Promise((r) => setTimeout(r, 10));
   await bridge.stop();
   return { lines: lines(), dispatched };
 }
