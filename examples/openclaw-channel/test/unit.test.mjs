@@ -188,6 +188,47 @@ test("bridge: a turn whose dispatch throws, or whose reply failed to send, runs 
   assert.equal(failedSends(undefined), 0);
 });
 
+test("bridge: a stop during a turn lets it finish through the live child; a turn queued behind it stays open; a second stop waits for the first", async () => {
+  // Seen in the e2e: a pairing approval hot-reloads the channel while a turn runs; OpenClaw's
+  // stopAccount and the account loop both stopped the bridge, the second crashed on the
+  // first's teardown, and the turn's reply hit a closed journal and was lost.
+  const dir = tmp();
+  writeFileSync(path.join(dir, "libimessage.so"), "");
+  const record = path.join(dir, "record.jsonl");
+  process.env.FAKE_SERVE_RECORD = record;
+  process.env.FAKE_SERVE_EVENTS = JSON.stringify([dm("M1"), dm("M2")]); // one session: M2 waits for M1
+  const lines = () => (existsSync(record) ? readFileSync(record, "utf8").trim().split("\n").map((l) => JSON.parse(l)) : []);
+  /** @type {(v?: unknown) => void} */
+  let release = () => {};
+  const gate = new Promise((r) => (release = r));
+  /** @type {string[]} */
+  const dispatched = [];
+  const bridge = new AccountBridge({
+    accountId: "default", cfg: { channels: { imessage: {} } }, hostStub: path.join(here, "fake-serve.mjs"),
+    library: path.join(dir, "libimessage.so"), stateDir: dir,
+    channelRuntime: { reply: { dispatchReplyWithBufferedBlockDispatcher: async (/** @type {any} */ p) => {
+      dispatched.push(p.ctx.MessageSid);
+      await gate;
+      await p.dispatcherOptions.deliver({ text: `reply to ${p.ctx.MessageSid}` });
+    } } },
+  });
+  await bridge.start();
+  for (let i = 0; i < 3000 && !(dispatched.length && lines().some((l) => l.delivered !== undefined)); i++) await new Promise((r) => setTimeout(r, 10));
+  assert.deepEqual(dispatched, ["M1"], "M1 in flight, M2 delivered and queued");
+  const first = bridge.stop();
+  const second = bridge.stop();
+  assert.equal(first, second, "one stop, shared");
+  release();
+  await Promise.all([first, second]);
+  assert.deepEqual(dispatched, ["M1"], "no turn starts once stopping");
+  const methods = lines().filter((l) => l.in?.method).map((l) => l.in.method);
+  assert.deepEqual(methods.filter((m) => m === "send" || m === "stop"), ["send", "stop"], "the reply went out before the child was stopped");
+  const j = new Journal(path.join(dir, "default", "journal.jsonl"));
+  await j.load();
+  assert.deepEqual(j.unfinished().map((u) => u.id), [eventId(dm("M2"))], "M1 done, M2 left for the next start");
+  await j.close();
+});
+
 test("journal: appends made while an fsync is in flight share the next one, and each resolves only once durable", async () => {
   const file = path.join(tmp(), "j", "journal.jsonl");
   const j = new Journal(file);
