@@ -15,6 +15,9 @@ const pkg = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const { values: args } = parseArgs({ options: { openclaw: { type: "string" }, "bin-dir": { type: "string" } } });
 const binDir = path.resolve(String(args["bin-dir"]));
 const ocBin = String(args.openclaw);
+// `cargo test --workspace` leaves the library (a dev-dependency of the tests) in deps/ only, and
+// deps/ always holds the newest build (a `cargo build` writes there before copying it up).
+const library = [path.join(binDir, "deps"), binDir].map((d) => path.join(d, "libimessage.so")).find((f) => existsSync(f)) ?? path.join(binDir, "libimessage.so");
 const t0 = Date.now();
 const step = (/** @type {string} */ m) => console.log(`openclaw-e2e: ${m} (${Math.round((Date.now() - t0) / 1000)} s)`);
 let passed = 0;
@@ -104,7 +107,7 @@ const port = await new Promise((resolve) => { const s = net.createServer().liste
 const token = "e2e-token";
 const cfgPath = path.join(home, ".openclaw", "openclaw.json");
 const cfg = JSON.parse(readFileSync(cfgPath, "utf8"));
-cfg.plugins.entries["imessage-rs"].config = { library: path.join(binDir, "libimessage.so"), hostStub: path.join(binDir, "host-stub"), stateDir: path.join(home, "imessage-rs") };
+cfg.plugins.entries["imessage-rs"].config = { library, hostStub: path.join(binDir, "host-stub"), stateDir: path.join(home, "imessage-rs") };
 cfg.gateway = { mode: "local", port, auth: { mode: "token", token } };
 cfg.channels = { imessage: { cliPath: path.join(binDir, "imsg-sim"), dbPath: sim.scenario, allowFrom: [OWNER, ...Array.from({ length: 12 }, (_, i) => `+1555010${String(i).padStart(4, "0")}`)], dmPolicy: "pairing", groupPolicy: "open" } };
 cfg.messages = { groupChat: { mentionPatterns: ["@bot\\b"] } };
@@ -113,7 +116,7 @@ writeFileSync(cfgPath, JSON.stringify(cfg, null, 2));
 // --- 3. does host-stub serve exist yet? (one line, then stop: nothing below can pass without it) ---
 const probeDir = path.join(home, "probe-plugins");
 mkdirSync(probeDir, { recursive: true });
-symlinkSync(path.join(binDir, "libimessage.so"), path.join(probeDir, "libimessage.so"));
+symlinkSync(library, path.join(probeDir, "libimessage.so"));
 const serveProbe = await new Promise((resolve) => {
   const c = spawn(path.join(binDir, "host-stub"), ["--plugins", probeDir, "--state-dir", path.join(home, "probe-state"), "serve"], { stdio: ["pipe", "pipe", "pipe"] });
   let out = "", err = "";
