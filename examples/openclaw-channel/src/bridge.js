@@ -98,7 +98,8 @@ export class AccountBridge {
         resolve({ code, signal });
       }),
     );
-    child.once("error", (e) => this.rpc?.close(new Error(`cannot run ${this.o.hostStub}: ${e.message}`)));
+    // `on`, not `once`: a second 'error' (a failed kill, say) unheard would crash the gateway.
+    child.on("error", (e) => this.rpc?.close(new Error(`cannot run ${this.o.hostStub}: ${e.message}`)));
     child.stderr?.setEncoding("utf8");
     child.stderr?.on("data", (d) => this.log.debug?.(`[imessage ${this.o.accountId}] ${String(d).trimEnd()}`));
     if (!child.stdout || !child.stdin) throw new Error("host-stub serve has no stdio");

@@ -60,6 +60,9 @@ export class RpcPeer {
     );
     input.on("end", () => this.close(new Error("the bridge closed its output")));
     input.on("error", (e) => this.close(e));
+    // A write to a child that has just exited fails with EPIPE, emitted as an 'error' event;
+    // unheard, it would take the whole gateway down with it.
+    output.on?.("error", (e) => this.close(new Error(`cannot write to the bridge: ${e.message}`)));
   }
 
   /** @param {string} method @param {unknown} params @returns {Promise<any>} */

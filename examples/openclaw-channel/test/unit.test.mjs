@@ -5,6 +5,7 @@ import { mkdtempSync, readFileSync, writeFileSync, existsSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { test } from "node:test";
+import { PassThrough, Writable } from "node:stream";
 import { fileURLToPath } from "node:url";
 
 import { AccountBridge, failedSends } from "../src/bridge.js";
@@ -12,6 +13,7 @@ import { Journal, replay } from "../src/journal.js";
 import { checkFile, choosePaths } from "../src/locate.js";
 import { configForAccount, eventId, replyKey, toMsgContext, toSnapshot } from "../src/map.js";
 import { LoopProbe, RESOLUTION_MS, SliceStats, windowLine } from "../src/probe.js";
+import { RpcPeer } from "../src/rpc.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const tmp = () => mkdtempSync(path.join(os.tmpdir(), "imessage-oc-"));
@@ -227,6 +229,19 @@ test("bridge: a stop during a turn lets it finish through the live child; a turn
   await j.load();
   assert.deepEqual(j.unfinished().map((u) => u.id), [eventId(dm("M2"))], "M1 done, M2 left for the next start");
   await j.close();
+});
+
+test("rpc: a write to a bridge that has gone (EPIPE) closes the peer and fails what is pending; it never throws into the host", async () => {
+  // Seen in the e2e: a host.request answered just after the child exited crashed the gateway
+  // with an unhandled 'error' event (write EPIPE).
+  const input = new PassThrough();
+  const output = new Writable({ write: (_chunk, _enc, cb) => cb(Object.assign(new Error("write EPIPE"), { code: "EPIPE" })) });
+  const peer = new RpcPeer(input, output, { onRequest: async () => ({}), onNotification: () => {} });
+  await assert.rejects(peer.request("status", {}), /status not answered: cannot write to the bridge: write EPIPE/);
+  assert.equal(peer.closed, true);
+  await assert.rejects(peer.request("send", {}), /cannot send send: the bridge is closed/);
+  input.write(`${JSON.stringify({ jsonrpc: "2.0", id: 9, method: "host.request", params: {} })}\n`);
+  await new Promise((r) => setImmediate(r));
 });
 
 test("journal: appends made while an fsync is in flight share the next one, and each resolves only once durable", async () => {
