@@ -206,11 +206,15 @@ await scenario("group message without mention dropped, with mention dispatched",
   insert({ chat_id: 42, handle: "+15550003333", text: "no mention here" });
   insert({ chat_id: 42, handle: "+15550003333", text: "@bot hi" });
   await waitFor("a reply in the group (the agent-failure reply proves dispatch)", () => sendsTo(42, g0).length > 0, 90_000);
-  // The library delivers in row order, so both messages were decided before this reply.
-  const processed = [...readFileSync(gatewayLog, "utf8").slice(log0).replace(/\x1b\[[0-9;]*m/g, "")
+  // The library delivers in row order and one session's turns run in order, so once the
+  // mentioned message's turn is logged, the unmentioned one was decided. OpenClaw logs the
+  // line after the turn's reply went out: wait for it rather than read the log once.
+  const processedNow = () => [...readFileSync(gatewayLog, "utf8").slice(log0).replace(/\x1b\[[0-9;]*m/g, "")
     .matchAll(/message processed: channel=imessage chatId=chat_id:42 messageId=(\S+)/g)].map((m) => m[1]);
   const mentioned = [...inboundIds(/^@bot hi$/)];
   const unmentioned = [...inboundIds(/^no mention here$/)];
+  const processed = await waitFor("OpenClaw's 'message processed' line for the mentioned message", () => { const p = processedNow(); return p.some((id) => mentioned.includes(id)) ? p : null; }, 30_000)
+    .catch(() => processedNow());
   const ok = processed.length === 1 && mentioned.includes(processed[0]) && !unmentioned.some((id) => processed.includes(id));
   if (!ok) throw new Error(`expected exactly the mentioned message ${JSON.stringify(mentioned)} to be dispatched, got ${JSON.stringify(processed)}`);
   const key = `openclaw:default:${processed[0]}:0`;
