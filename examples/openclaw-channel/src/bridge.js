@@ -7,6 +7,7 @@ import { promises as fs } from "node:fs";
 import path from "node:path";
 
 import { Journal } from "./journal.js";
+import { probe } from "./probe.js";
 import { configForAccount, eventId, flatten, replyKey, toMsgContext, toSendRequest } from "./map.js";
 import { HandlerError, RpcPeer } from "./rpc.js";
 
@@ -22,6 +23,21 @@ export const TURN_ATTEMPTS = 5;
  * without a model; a recovery that runs a long model turn can outlast it (see NOTES.md).
  */
 export const NOT_RUN_ATTEMPTS = 6;
+
+/** How long a stop waits for turns in flight before it stops the child (OpenClaw itself defers a restart until replies complete). */
+export const STOP_DRAIN_MS = 60_000;
+
+/** True when every promise settled within `ms`. @param {Promise<unknown>[]} ps @param {number} ms */
+async function settledWithin(ps, ms) {
+  /** @type {NodeJS.Timeout | undefined} */
+  let timer;
+  const late = new Promise((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  try {
+    return await Promise.race([Promise.allSettled(ps).then(() => true), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 /** OpenClaw settled the dispatch without running the turn or sending anything. */
 class NotRun extends Error {}
@@ -82,7 +98,8 @@ export class AccountBridge {
         resolve({ code, signal });
       }),
     );
-    child.once("error", (e) => this.rpc?.close(new Error(`cannot run ${this.o.hostStub}: ${e.message}`)));
+    // `on`, not `once`: a second 'error' (a failed kill, say) unheard would crash the gateway.
+    child.on("error", (e) => this.rpc?.close(new Error(`cannot run ${this.o.hostStub}: ${e.message}`)));
     child.stderr?.setEncoding("utf8");
     child.stderr?.on("data", (d) => this.log.debug?.(`[imessage ${this.o.accountId}] ${String(d).trimEnd()}`));
     if (!child.stdout || !child.stdin) throw new Error("host-stub serve has no stdio");
@@ -94,7 +111,7 @@ export class AccountBridge {
     });
     const description = await this.rpc.request("describe", {});
     const report = await this.rpc.request("start", {
-      config: configForAccount(this.o.cfg, this.o.accountId),
+      config: probe.slice("map.configForAccount", () => configForAccount(this.o.cfg, this.o.accountId)),
       stateDir: this.dir,
       watch: true,
       host: { features: HOST_FEATURES },
@@ -120,24 +137,43 @@ export class AccountBridge {
     return this.rpc.request("status", { probe, accountId: this.o.accountId });
   }
 
-  /** Stops the library (bounded), then the child; waits for turns in flight. */
-  async stop(graceMs = 10_000) {
-    const child = this.child;
-    if (!child || !this.rpc) return;
+  /**
+   * Stops the account: no new turn starts; turns in flight finish first (bounded by
+   * `drainMs`) so their replies still reach the live child and the journal; then the library
+   * and the child stop (bounded by `graceMs`), and the journal closes. Idempotent: OpenClaw's
+   * `stopAccount` and the account loop's own cleanup both call it during a hot reload, and the
+   * second call must wait for the first rather than tear down what it is still using.
+   * Turns that did not start are left open in the journal and replay at the next start.
+   */
+  stop(graceMs = 10_000, drainMs = STOP_DRAIN_MS) {
+    this.stopping ??= this.#stop(graceMs, drainMs);
+    return this.stopping;
+  }
+
+  /** @param {number} graceMs @param {number} drainMs */
+  async #stop(graceMs, drainMs) {
     this.down = true;
+    const child = this.child;
+    const rpc = this.rpc;
+    if (!child || !rpc) return;
+    if (!(await settledWithin([...this.sessions.values()], drainMs))) {
+      this.log.warn?.(`imessage ${this.o.accountId}: turns still running ${drainMs} ms after stop; their unsent replies replay at the next start`);
+    }
     const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
     try {
-      await this.rpc.request("stop", {}).catch(() => {});
+      await rpc.request("stop", {}).catch(() => {});
       await Promise.race([this.closed, this.exited]);
       child.stdin?.end();
       await this.exited;
     } finally {
       clearTimeout(timer);
     }
+    // A turn that outlived the drain fails its send now (the child is gone) and settles open;
+    // its journal entries must still land, so the journal closes after it.
     await Promise.allSettled([...this.sessions.values()]);
     await this.flushing;
     await this.journal.close();
-    this.rpc.close(new Error("stopped"));
+    rpc.close(new Error("stopped"));
     this.rpc = null;
     this.child = null;
   }
@@ -182,7 +218,7 @@ export class AccountBridge {
       if (!this.journal.seen(id) && !fresh.some((f) => f.id === id)) fresh.push({ id, event: ev });
     }
     await this.journal.take(fresh);
-    setImmediate(() => fresh.forEach(({ id, event }) => this.#schedule(id, event)));
+    setImmediate(probe.wrap("bridge.schedule", () => fresh.forEach(({ id, event }) => this.#schedule(id, event))));
     return {};
   }
 
@@ -237,6 +273,8 @@ export class AccountBridge {
       this.#finish(id);
     };
     for (let attempt = 1; ; attempt++) {
+      // Stopping: a turn that has not started stays open in the journal for the next start.
+      if (this.down) return turn.adopted ? "handed-over" : "open";
       try {
         if (replies.length) await this.#resend(id, replies);
         else await this.#runTurn(id, ev, handOver);
@@ -283,7 +321,7 @@ export class AccountBridge {
     }
     const rt = this.o.channelRuntime;
     if (!rt?.reply?.dispatchReplyWithBufferedBlockDispatcher) throw new Error("OpenClaw gave no channel runtime to dispatch with");
-    const raw = toMsgContext(ev);
+    const raw = probe.slice("map.toMsgContext", () => toMsgContext(ev));
     const ctx = rt.reply.finalizeInboundContext ? rt.reply.finalizeInboundContext(raw) : raw;
     let index = 0;
     /** @type {unknown} */
@@ -301,11 +339,13 @@ export class AccountBridge {
       dispatcherOptions: {
         deliver: async (/** @type {any} */ payload) => {
           const i = index++;
-          const req = toSendRequest(payload, {
-            accountId: this.o.accountId,
-            to: ev.to,
-            idempotencyKey: replyKey(this.o.accountId, ev.messageId, i),
-          });
+          const req = probe.slice("map.toSendRequest", () =>
+            toSendRequest(payload, {
+              accountId: this.o.accountId,
+              to: ev.to,
+              idempotencyKey: replyKey(this.o.accountId, ev.messageId, i),
+            }),
+          );
           if (req) {
             // Durable before it is sent: OpenClaw has already recorded this turn as finished
             // and will not answer it again after a crash (see journal.js).

@@ -8,6 +8,7 @@ import os from "node:os";
 import { AccountBridge } from "./bridge.js";
 import { locate } from "./locate.js";
 import { listAccountIds, toSendRequest, toSnapshot } from "./map.js";
+import { probe } from "./probe.js";
 
 /** Running accounts of this gateway process, by account id (for outbound sends). */
 /** @type {Map<string, AccountBridge>} */
@@ -26,7 +27,8 @@ function resolveAccount(cfg, accountId) {
   const id = accountId || listAccountIds(cfg)[0];
   const section = cfg?.channels?.imessage ?? {};
   const acc = section.accounts?.[id] ?? {};
-  const where = locate(cfg);
+  // Two stat calls, synchronous because OpenClaw's resolveAccount is; the loop probe times them.
+  const where = probe.slice("locate", () => locate(cfg));
   return {
     accountId: id,
     enabled: section.enabled !== false && acc.enabled !== false,
@@ -57,6 +59,7 @@ function outboundKey(ctx) {
 
 /** Starts one account and keeps it until the abort signal (restarting a crashed child). @param {any} ctx */
 async function startAccount(ctx) {
+  probe.start();
   const account = ctx.account ?? resolveAccount(ctx.cfg, ctx.accountId);
   if (account.error) {
     ctx.setStatus?.({ ...ctx.getStatus?.(), accountId: ctx.accountId, running: false, lastError: account.error });

@@ -5,6 +5,9 @@
 //   deliver(batch) -> append "taken" for each new id, one fsync -> ack -> dispatch each ->
 //   append "done" (one fsync per settled batch)
 //
+// All appends go through one group commit (at most one write + fsync in flight; whatever
+// arrives meanwhile shares the next fsync), on libuv's pool, never on the event loop.
+//
 // A crash after the ack leaves "taken" without "done": `unfinished()` hands those back at the
 // next start, so nothing acknowledged is lost. A redelivery of an id already taken (the
 // library replays after a crash before our ack reached it) is acknowledged without a turn.
@@ -20,6 +23,8 @@
 
 import { promises as fs } from "node:fs";
 import path from "node:path";
+
+import { probe } from "./probe.js";
 
 /** How many finished ids we remember for de-duplication (host-stub keeps the same number). */
 export const REMEMBER_DONE = 10_000;
@@ -75,6 +80,11 @@ export class Journal {
     this.lines = 0;
     /** @type {import("node:fs/promises").FileHandle | null} */
     this.fh = null;
+    /** @type {{ text: string, count: number, waiters: { resolve: () => void, reject: (e: Error) => void }[] } | null} the next commit, still open */
+    this.batch = null;
+    /** The commit in progress (one write + one fsync at a time). */
+    this.writer = Promise.resolve();
+    this.fsyncs = 0;
   }
 
   /** Reads the journal, compacts it to what still matters, and opens it for appending. */
@@ -84,7 +94,7 @@ export class Journal {
       if (e.code === "ENOENT") return "";
       throw new Error(`cannot read journal ${this.file}: ${e.message}`);
     });
-    const state = replay(text);
+    const state = probe.slice("journal.replay", () => replay(text));
     this.open = state.open;
     this.replies = state.replies;
     this.done = new Set(state.done);
@@ -135,33 +145,65 @@ export class Journal {
       this.replies.delete(id);
       this.done.add(id);
     }
-    await this.#append(ids.map((id) => ({ t: "done", id })));
     if (this.done.size > REMEMBER_DONE * 2) {
-      this.done = new Set([...this.done].slice(-REMEMBER_DONE));
+      this.done = probe.slice("journal.trim", () => new Set([...this.done].slice(-REMEMBER_DONE)));
     }
+    await this.#append(ids.map((id) => ({ t: "done", id })));
   }
 
   async close() {
+    await this.writer;
     await this.fh?.close();
     this.fh = null;
   }
 
-  /** @param {Entry[]} entries */
-  async #append(entries) {
-    if (!this.fh) throw new Error(`journal ${this.file} is not open`);
-    await this.fh.write(entries.map((e) => `${JSON.stringify(e)}\n`).join(""));
-    await this.fh.sync();
-    this.lines += entries.length;
+  /**
+   * Group commit: entries appended while a commit is in flight join the next one, so the
+   * package holds at most one of libuv's pool threads (write, then fsync) however many turns
+   * finish at once, and one fsync covers them all. Resolves once the entries are durable.
+   * @param {Entry[]} entries
+   * @returns {Promise<void>}
+   */
+  #append(entries) {
+    if (!this.fh) return Promise.reject(new Error(`journal ${this.file} is not open`));
+    const text = probe.slice("journal.encode", () => entries.map((e) => `${JSON.stringify(e)}\n`).join(""));
+    return new Promise((resolve, reject) => {
+      if (!this.batch) {
+        this.batch = { text: "", count: 0, waiters: [] };
+        this.writer = this.writer.then(() => this.#commit());
+      }
+      this.batch.text += text;
+      this.batch.count += entries.length;
+      this.batch.waiters.push({ resolve, reject });
+    });
+  }
+
+  /** Writes and fsyncs the open batch; never rejects (its waiters get the error). */
+  async #commit() {
+    const b = this.batch;
+    this.batch = null;
+    if (!b) return;
+    try {
+      if (!this.fh) throw new Error(`journal ${this.file} is not open`);
+      await this.fh.write(b.text);
+      await this.fh.sync();
+      this.fsyncs++;
+      this.lines += b.count;
+      for (const w of b.waiters) w.resolve();
+    } catch (e) {
+      const err = new Error(`cannot append to journal ${this.file}: ${/** @type {any} */ (e)?.message ?? e}`);
+      for (const w of b.waiters) w.reject(err);
+    }
   }
 
   /** Rewrites the file with only open entries and the remembered done ids (write, fsync, rename). */
   async #compact() {
     const tmp = `${this.file}.tmp`;
-    const body = [
+    const body = probe.slice("journal.compact", () => [
       ...[...this.done].map((id) => JSON.stringify({ t: "done", id })),
       ...[...this.open.entries()].map(([id, event]) => JSON.stringify({ t: "taken", id, event })),
       ...[...this.replies.entries()].flatMap(([id, byIndex]) => [...byIndex.entries()].map(([i, req]) => JSON.stringify({ t: "reply", id, i, req }))),
-    ].join("\n");
+    ].join("\n"));
     const fh = await fs.open(tmp, "w", 0o600);
     try {
       await fh.write(body ? `${body}\n` : "");

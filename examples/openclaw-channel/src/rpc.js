@@ -3,6 +3,8 @@
 // answered through `onRequest`. Everything is asynchronous stream I/O on the event loop; no
 // call here blocks it.
 
+import { probe } from "./probe.js";
+
 /**
  * @typedef {{ code: number, message: string, data?: unknown }} RpcErrorObject
  * @typedef {(method: string, params: any) => Promise<unknown>} RequestHandler
@@ -48,11 +50,19 @@ export class RpcPeer {
     this.closed = false;
     const splitter = new LineSplitter();
     input.setEncoding?.("utf8");
-    input.on("data", (chunk) => {
-      for (const line of splitter.push(String(chunk))) this.#receive(line);
-    });
+    // Everything the child sends starts here: splitting, parsing, and the synchronous start of
+    // each handler (the loop probe times it, see probe.js).
+    input.on(
+      "data",
+      probe.wrap("rpc.data", (chunk) => {
+        for (const line of splitter.push(String(chunk))) this.#receive(line);
+      }),
+    );
     input.on("end", () => this.close(new Error("the bridge closed its output")));
     input.on("error", (e) => this.close(e));
+    // A write to a child that has just exited fails with EPIPE, emitted as an 'error' event;
+    // unheard, it would take the whole gateway down with it.
+    output.on?.("error", (e) => this.close(new Error(`cannot write to the bridge: ${e.message}`)));
   }
 
   /** @param {string} method @param {unknown} params @returns {Promise<any>} */
@@ -76,7 +86,7 @@ export class RpcPeer {
   /** @param {unknown} msg */
   #write(msg) {
     if (this.closed) return;
-    this.output.write(`${JSON.stringify(msg)}\n`);
+    probe.slice("rpc.write", () => this.output.write(`${JSON.stringify(msg)}\n`));
   }
 
   /** @param {string} line */

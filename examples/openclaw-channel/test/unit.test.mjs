@@ -5,12 +5,15 @@ import { mkdtempSync, readFileSync, writeFileSync, existsSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { test } from "node:test";
+import { PassThrough, Writable } from "node:stream";
 import { fileURLToPath } from "node:url";
 
 import { AccountBridge, failedSends } from "../src/bridge.js";
 import { Journal, replay } from "../src/journal.js";
 import { checkFile, choosePaths } from "../src/locate.js";
 import { configForAccount, eventId, replyKey, toMsgContext, toSnapshot } from "../src/map.js";
+import { LoopProbe, RESOLUTION_MS, SliceStats, windowLine } from "../src/probe.js";
+import { RpcPeer } from "../src/rpc.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const tmp = () => mkdtempSync(path.join(os.tmpdir(), "imessage-oc-"));
@@ -95,9 +98,10 @@ async function runBridge(/** @type {string} */ dir, /** @type {unknown[]} */ eve
   });
   await bridge.start();
   const lines = () => (existsSync(record) ? readFileSync(record, "utf8").trim().split("\n").map((l) => JSON.parse(l)) : []);
-  // Wait on a positive marker: every delivery answered and every turn's journal entry done.
-  for (let i = 0; i < 500 && !lines().some((l) => l.delivered !== undefined); i++) await new Promise((r) => setTimeout(r, 10));
-  for (let i = 0; i < 500 && bridge.sessions.size > 0; i++) await new Promise((r) => setTimeout(r, 10));
+  // Wait on a positive marker (every delivery answered, every turn settled); 30 s deadlines
+  // leave room for a loaded machine.
+  for (let i = 0; i < 3000 && !lines().some((l) => l.delivered !== undefined); i++) await new Promise((r) => setTimeout(r, 10));
+  for (let i = 0; i < 3000 && bridge.sessions.size > 0; i++) await new Promise((r) => setTimeout(r, 10));
   await bridge.stop();
   return { lines: lines(), dispatched };
 }
@@ -184,4 +188,157 @@ test("bridge: a turn whose dispatch throws, or whose reply failed to send, runs 
   await again.close();
   assert.equal(failedSends({ settledReceipt: { counts: { block: { failedAfterSend: 1 }, final: { failedBeforeSend: 2 } } } }), 3);
   assert.equal(failedSends(undefined), 0);
+});
+
+test("bridge: a stop during a turn lets it finish through the live child; a turn queued behind it stays open; a second stop waits for the first", async () => {
+  // Seen in the e2e: a pairing approval hot-reloads the channel while a turn runs; OpenClaw's
+  // stopAccount and the account loop both stopped the bridge, the second crashed on the
+  // first's teardown, and the turn's reply hit a closed journal and was lost.
+  const dir = tmp();
+  writeFileSync(path.join(dir, "libimessage.so"), "");
+  const record = path.join(dir, "record.jsonl");
+  process.env.FAKE_SERVE_RECORD = record;
+  process.env.FAKE_SERVE_EVENTS = JSON.stringify([dm("M1"), dm("M2")]); // one session: M2 waits for M1
+  const lines = () => (existsSync(record) ? readFileSync(record, "utf8").trim().split("\n").map((l) => JSON.parse(l)) : []);
+  /** @type {(v?: unknown) => void} */
+  let release = () => {};
+  const gate = new Promise((r) => (release = r));
+  /** @type {string[]} */
+  const dispatched = [];
+  const bridge = new AccountBridge({
+    accountId: "default", cfg: { channels: { imessage: {} } }, hostStub: path.join(here, "fake-serve.mjs"),
+    library: path.join(dir, "libimessage.so"), stateDir: dir,
+    channelRuntime: { reply: { dispatchReplyWithBufferedBlockDispatcher: async (/** @type {any} */ p) => {
+      dispatched.push(p.ctx.MessageSid);
+      await gate;
+      await p.dispatcherOptions.deliver({ text: `reply to ${p.ctx.MessageSid}` });
+    } } },
+  });
+  await bridge.start();
+  for (let i = 0; i < 3000 && !(dispatched.length && lines().some((l) => l.delivered !== undefined)); i++) await new Promise((r) => setTimeout(r, 10));
+  assert.deepEqual(dispatched, ["M1"], "M1 in flight, M2 delivered and queued");
+  const first = bridge.stop();
+  const second = bridge.stop();
+  assert.equal(first, second, "one stop, shared");
+  release();
+  await Promise.all([first, second]);
+  assert.deepEqual(dispatched, ["M1"], "no turn starts once stopping");
+  const methods = lines().filter((l) => l.in?.method).map((l) => l.in.method);
+  assert.deepEqual(methods.filter((m) => m === "send" || m === "stop"), ["send", "stop"], "the reply went out before the child was stopped");
+  const j = new Journal(path.join(dir, "default", "journal.jsonl"));
+  await j.load();
+  assert.deepEqual(j.unfinished().map((u) => u.id), [eventId(dm("M2"))], "M1 done, M2 left for the next start");
+  await j.close();
+});
+
+test("rpc: a write to a bridge that has gone (EPIPE) closes the peer and fails what is pending; it never throws into the host", async () => {
+  // Seen in the e2e: a host.request answered just after the child exited crashed the gateway
+  // with an unhandled 'error' event (write EPIPE).
+  const input = new PassThrough();
+  const output = new Writable({ write: (_chunk, _enc, cb) => cb(Object.assign(new Error("write EPIPE"), { code: "EPIPE" })) });
+  const peer = new RpcPeer(input, output, { onRequest: async () => ({}), onNotification: () => {} });
+  await assert.rejects(peer.request("status", {}), /status not answered: cannot write to the bridge: write EPIPE/);
+  assert.equal(peer.closed, true);
+  await assert.rejects(peer.request("send", {}), /cannot send send: the bridge is closed/);
+  input.write(`${JSON.stringify({ jsonrpc: "2.0", id: 9, method: "host.request", params: {} })}\n`);
+  await new Promise((r) => setImmediate(r));
+});
+
+test("journal: appends made while an fsync is in flight share the next one, and each resolves only once durable", async () => {
+  const file = path.join(tmp(), "j", "journal.jsonl");
+  const j = new Journal(file);
+  await j.load();
+  const fh = /** @type {any} */ (j.fh);
+  const sync = fh.sync.bind(fh);
+  let durable = ""; // the file as of the last completed fsync
+  /** @type {() => void} */
+  let release = () => {};
+  const gate = new Promise((r) => (release = () => r(undefined)));
+  let inFlight = false;
+  fh.sync = async () => {
+    inFlight = true;
+    if (j.fsyncs === 0) await gate; // hold the first fsync so later appends pile up behind it
+    await sync();
+    durable = readFileSync(file, "utf8");
+    inFlight = false;
+  };
+  /** @type {string[]} */
+  const early = [];
+  const check = (/** @type {string} */ entry) => () => {
+    if (!durable.includes(entry)) early.push(entry);
+  };
+  const first = j.take([{ id: "m0", event: 0 }]).then(check('"id":"m0"'));
+  for (let i = 0; i < 100 && !inFlight; i++) await new Promise((r) => setTimeout(r, 5));
+  assert.ok(inFlight, "the first commit reached its fsync");
+  const more = Array.from({ length: 20 }, (_, k) =>
+    k % 2 ? j.reply(`m${k - 1}`, 0, { k }).then(check(`"t":"reply","id":"m${k - 1}"`)) : j.take([{ id: `m${k}`, event: k }]).then(check(`"t":"taken","id":"m${k}"`)),
+  );
+  release();
+  await Promise.all([first, ...more]);
+  await j.finish(["m0", "m2"]);
+  assert.deepEqual(early, [], "no append resolved before an fsync covered its entry");
+  assert.equal(j.fsyncs, 3, "one fsync for m0, one for the 20 appends made meanwhile, one for finish");
+  assert.equal(durable.split("\n").filter(Boolean).length, 1 + 20 + 2);
+  await j.close();
+  const again = new Journal(file);
+  await again.load();
+  assert.deepEqual(again.unfinished().map((u) => [u.id, u.replies.length]), [4, 6, 8, 10, 12, 14, 16, 18].map((k) => [`m${k}`, 1]));
+  await again.close();
+});
+
+test("journal: a failed write rejects its appends with the file named, and later appends still work", async () => {
+  const file = path.join(tmp(), "j", "journal.jsonl");
+  const j = new Journal(file);
+  await j.load();
+  const fh = /** @type {any} */ (j.fh);
+  const write = fh.write.bind(fh);
+  fh.write = async () => {
+    fh.write = write;
+    throw new Error("ENOSPC");
+  };
+  await assert.rejects(j.take([{ id: "a", event: 1 }]), new RegExp(`cannot append to journal ${file.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}: ENOSPC`));
+  await j.take([{ id: "b", event: 2 }]);
+  await j.close();
+  assert.match(readFileSync(file, "utf8"), /"id":"b"/);
+});
+
+test("loop probe: off by default; on, it times slices on the thread CPU clock and writes one line per window", async () => {
+  const off = new LoopProbe(undefined);
+  off.start();
+  assert.equal(off.slice("x", () => 7), 7);
+  assert.equal(off.stats.count, 0, "nothing measured when IMESSAGE_RS_LOOP_PROBE is unset");
+
+  const stats = new SliceStats();
+  stats.record("a", 1, 5);
+  stats.record("b", 3, 4);
+  const h = { max: 35e6, mean: 12e6, count: 90, percentile: () => 20e6 };
+  const line = windowLine(h, stats, 1000, 42);
+  assert.deepEqual(line, { t: 1000, pid: 42, loop: { maxMs: 35 - RESOLUTION_MS, p99Ms: 20 - RESOLUTION_MS, meanMs: 12 - RESOLUTION_MS, samples: 90 }, pkg: { slices: 2, cpuMs: 4, maxCpuMs: 3, maxWallMs: 5, worst: "b" } });
+  assert.equal(windowLine({ ...h, count: 0 }, new SliceStats(), 0).loop.maxMs, 0, "an empty histogram is no delay");
+
+  const file = path.join(tmp(), "probe.jsonl");
+  const on = new LoopProbe(file);
+  on.start();
+  // The histogram measures between its own timer ticks: let it tick before blocking the loop.
+  for (let i = 0; i < 100 && (on.hist?.count ?? 0) < 2; i++) await new Promise((r) => setTimeout(r, 10));
+  // Burns 30 ms of this thread's CPU (not wall time: a loaded machine would preempt it).
+  const cpuMs = () => {
+    const u = process.threadCpuUsage();
+    return (u.user + u.system) / 1000;
+  };
+  const busy = on.wrap("busy", (/** @type {number} */ ms) => {
+    const end = cpuMs() + ms;
+    while (cpuMs() < end);
+    return ms;
+  });
+  assert.equal(busy(30), 30);
+  assert.throws(() => on.slice("throws", () => { throw new Error("boom"); }), /boom/);
+  assert.equal(on.stats.worst, "busy");
+  assert.ok(on.stats.maxCpuMs >= 29, `a 30 ms busy loop measured ${on.stats.maxCpuMs} ms of CPU`);
+  assert.equal(on.stats.count, 2, "a throwing slice is still counted");
+  // Wait on the positive marker: the first window's line.
+  for (let i = 0; i < 100 && !(existsSync(file) && readFileSync(file, "utf8").includes("\n")); i++) await new Promise((r) => setTimeout(r, 50));
+  const first = JSON.parse(readFileSync(file, "utf8").split("\n")[0]);
+  assert.equal(first.pkg.worst, "busy");
+  assert.ok(first.loop.maxMs >= 15, `the busy loop held the event loop; the probe saw ${first.loop.maxMs} ms`);
 });
