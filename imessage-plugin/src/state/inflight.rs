@@ -10,6 +10,12 @@
 //! cache, and after a machine crash a lost marker only costs one more replay. The next row's
 //! record overwrites the last one, so the caller clears the marker only before it waits or
 //! hands anything to the host (see [`InFlight::clear`]), not after every row.
+//!
+//! The host's delivery runs beside row processing (the watcher pipelines it), so a process
+//! that dies then may have died in the host's `deliver`, no row's doing. A record written
+//! while a delivery was in flight says so (`overlap`); the delivery's end rewrites it without
+//! (one write per delivery, not per row). A record found with `overlap` counts no crash: the
+//! row is processed alone when it comes again, so a second death there is its own.
 
 use std::fs::File;
 use std::io::Read;
@@ -35,6 +41,9 @@ pub struct Record {
     pub rowid: i64,
     /// How many earlier starts found this row in flight.
     pub crashes: u32,
+    /// A delivery to the host was in flight too, so the death may not be this row's doing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub overlap: bool,
 }
 
 /// The form a dedupe key takes in the record; borrowed for the usual short key (this runs for
@@ -54,6 +63,8 @@ struct RecordRef<'a> {
     key: &'a str,
     rowid: i64,
     crashes: u32,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    overlap: bool,
 }
 
 /// The open marker file of one account.
@@ -63,6 +74,11 @@ pub struct InFlight {
     set: bool,
     /// The record being written, reused from row to row.
     buf: Vec<u8>,
+    /// A delivery to the host is in flight (between [`Self::delivery_started`] and
+    /// [`Self::delivery_ended`]).
+    delivering: bool,
+    /// The record on disk says `overlap`.
+    overlapped: bool,
 }
 
 impl InFlight {
@@ -84,14 +100,17 @@ impl InFlight {
         (&mut file)
             .take(RECORD_BYTES as u64)
             .read_to_end(&mut head)?;
+        // A death beside a delivery counts no crash (see the module docs).
         let found = parse(&head).map(|r| Record {
-            crashes: r.crashes.saturating_add(1),
+            crashes: r.crashes.saturating_add(u32::from(!r.overlap)),
             ..r
         });
         let mut marker = InFlight {
             file: Some(file),
             set: true,
             buf: Vec::with_capacity(RECORD_BYTES),
+            delivering: false,
+            overlapped: false,
         };
         marker.clear();
         Ok((marker, found))
@@ -103,12 +122,18 @@ impl InFlight {
             file: None,
             set: false,
             buf: Vec::new(),
+            delivering: false,
+            overlapped: false,
         }
     }
 
     /// Before a row's processing starts; `key` as [`marker_key`] gives it. It replaces the
     /// record of the row before, if that was not cleared.
     pub fn begin(&mut self, key: &str, rowid: i64, crashes: u32) {
+        self.write(key, rowid, crashes, self.delivering);
+    }
+
+    fn write(&mut self, key: &str, rowid: i64, crashes: u32, overlap: bool) {
         let Some(file) = &self.file else { return };
         let bytes = &mut self.buf;
         bytes.clear();
@@ -116,6 +141,7 @@ impl InFlight {
             key,
             rowid,
             crashes,
+            overlap,
         };
         if serde_json::to_writer(&mut *bytes, &record).is_err() || bytes.len() >= RECORD_BYTES {
             return;
@@ -123,6 +149,25 @@ impl InFlight {
         bytes.resize(RECORD_BYTES - 1, b' ');
         bytes.push(b'\n');
         self.set = file.write_all_at(bytes, 0).is_ok();
+        self.overlapped = self.set && overlap;
+    }
+
+    /// A delivery to the host starts: records written from now on say `overlap`.
+    pub fn delivery_started(&mut self) {
+        self.delivering = true;
+    }
+
+    /// The delivery returned: a record written during it no longer overlaps one, so it is
+    /// rewritten without `overlap` (a death from here on is that row's doing).
+    pub fn delivery_ended(&mut self) {
+        self.delivering = false;
+        if !(self.set && self.overlapped) {
+            return;
+        }
+        let Some(record) = parse(&self.buf) else {
+            return;
+        };
+        self.write(&record.key, record.rowid, record.crashes, false);
     }
 
     /// Nothing is in flight: called after a row that panicked, and before the process waits
@@ -135,6 +180,7 @@ impl InFlight {
         if let Some(file) = &self.file {
             // An empty first line: nothing in flight. The padding after it is ignored.
             self.set = file.write_all_at(b"\n", 0).is_err();
+            self.overlapped &= self.set;
         }
     }
 }
@@ -165,6 +211,7 @@ mod tests {
             key: key.into(),
             rowid: 7,
             crashes,
+            overlap: false,
         }
     }
 
@@ -212,8 +259,41 @@ mod tests {
             key: "G2".into(),
             rowid: 8,
             crashes: 1,
+            overlap: false,
         };
         assert_eq!(found, Some(expected));
+    }
+
+    #[test]
+    fn a_death_beside_a_delivery_counts_no_crash_until_the_delivery_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut marker, _) = InFlight::open(dir.path()).unwrap();
+        marker.delivery_started();
+        marker.begin("G1", 7, 1);
+        std::mem::forget(marker);
+        let found = InFlight::open(dir.path()).unwrap().1;
+        let beside = Record {
+            overlap: true,
+            ..record("G1", 1)
+        };
+        assert_eq!(found, Some(beside), "no crash counted, and it says why");
+
+        // The delivery returned while the row was still being processed: its own doing now.
+        let (mut marker, _) = InFlight::open(dir.path()).unwrap();
+        marker.delivery_started();
+        marker.begin("G1", 7, 1);
+        marker.delivery_ended();
+        std::mem::forget(marker);
+        assert_eq!(InFlight::open(dir.path()).unwrap().1, Some(record("G1", 2)));
+
+        // A delivery that ends after the record was cleared writes nothing back.
+        let (mut marker, _) = InFlight::open(dir.path()).unwrap();
+        marker.delivery_started();
+        marker.begin("G1", 7, 0);
+        marker.clear();
+        marker.delivery_ended();
+        std::mem::forget(marker);
+        assert_eq!(InFlight::open(dir.path()).unwrap().1, None);
     }
 
     #[test]
