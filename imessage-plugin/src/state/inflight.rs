@@ -6,8 +6,11 @@
 //! twice, the row is quarantined when it comes again, like a row that panicked twice.
 //!
 //! `<account dir>/inflight`, mode 0600: the first line is the record, the rest is padding.
-//! One `pwrite` per message and no fsync: a process crash keeps what was written to the page
-//! cache, and after a machine crash a lost marker only costs one more replay. The next row's
+//! The file is a shared writable mapping, so a record is a memory copy, not a syscall per
+//! message (it was the only one left on the message path); the mapped page is the page cache,
+//! so a process crash keeps what was written exactly as a `pwrite` would. No fsync: after a
+//! machine crash a lost marker only costs one more replay. Where the file cannot be mapped
+//! the record is written with `pwrite`. The next row's
 //! record overwrites the last one, so the caller clears the marker only before it waits or
 //! hands anything to the host (see [`InFlight::clear`]), not after every row.
 //!
@@ -70,6 +73,8 @@ struct RecordRef<'a> {
 /// The open marker file of one account.
 pub struct InFlight {
     file: Option<File>,
+    /// The file's first [`RECORD_BYTES`], mapped shared and writable.
+    map: Option<memmap2::MmapMut>,
     /// A record is on disk and not cleared yet.
     set: bool,
     /// The record being written, reused from row to row.
@@ -105,7 +110,16 @@ impl InFlight {
             crashes: r.crashes.saturating_add(u32::from(!r.overlap)),
             ..r
         });
+        let map = map_record(&file)
+            .map_err(|e| {
+                tracing::debug!(
+                    "mapping {}: {e}; the marker is written with pwrite",
+                    path.display()
+                )
+            })
+            .ok();
         let mut marker = InFlight {
+            map,
             file: Some(file),
             set: true,
             buf: Vec::with_capacity(RECORD_BYTES),
@@ -120,6 +134,7 @@ impl InFlight {
     pub fn disabled() -> InFlight {
         InFlight {
             file: None,
+            map: None,
             set: false,
             buf: Vec::new(),
             delivering: false,
@@ -134,7 +149,9 @@ impl InFlight {
     }
 
     fn write(&mut self, key: &str, rowid: i64, crashes: u32, overlap: bool) {
-        let Some(file) = &self.file else { return };
+        if self.file.is_none() {
+            return;
+        }
         let bytes = &mut self.buf;
         bytes.clear();
         let record = RecordRef {
@@ -148,7 +165,14 @@ impl InFlight {
         }
         bytes.resize(RECORD_BYTES - 1, b' ');
         bytes.push(b'\n');
-        self.set = file.write_all_at(bytes, 0).is_ok();
+        self.set = match (&mut self.map, &self.file) {
+            (Some(map), _) => {
+                store(map, bytes);
+                true
+            }
+            (None, Some(file)) => file.write_all_at(bytes, 0).is_ok(),
+            (None, None) => false,
+        };
         self.overlapped = self.set && overlap;
     }
 
@@ -177,11 +201,14 @@ impl InFlight {
         if !self.set {
             return;
         }
-        if let Some(file) = &self.file {
-            // An empty first line: nothing in flight. The padding after it is ignored.
+        // An empty first line: nothing in flight. The padding after it is ignored.
+        if let Some(map) = &mut self.map {
+            map[0] = b'\n';
+            self.set = false;
+        } else if let Some(file) = &self.file {
             self.set = file.write_all_at(b"\n", 0).is_err();
-            self.overlapped &= self.set;
         }
+        self.overlapped &= self.set;
     }
 }
 
@@ -190,6 +217,30 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.clear();
     }
+}
+
+/// Maps the record's bytes of `file`, growing the file to hold them.
+fn map_record(file: &File) -> std::io::Result<memmap2::MmapMut> {
+    if file.metadata()?.len() < RECORD_BYTES as u64 {
+        file.set_len(RECORD_BYTES as u64)?;
+    }
+    // SAFETY: the mapping covers bytes the file has (grown above) and lives no longer than
+    // this account's marker. The file is the account's own (0600, opened without following
+    // a symlink, the state folder locked by this process); were it truncated behind our back
+    // a write could fault, which is the accepted risk of any mapped state file.
+    unsafe { memmap2::MmapOptions::new().len(RECORD_BYTES).map_mut(file) }
+}
+
+/// Writes a whole record so that a process killed at any instant leaves either the empty
+/// first line or the complete record, never a mix of it and the last one: the first byte
+/// goes last, and until then the line reads as cleared.
+fn store(map: &mut [u8], record: &[u8]) {
+    use std::sync::atomic::{compiler_fence, Ordering};
+    map[0] = b'\n';
+    compiler_fence(Ordering::SeqCst);
+    map[1..record.len()].copy_from_slice(&record[1..]);
+    compiler_fence(Ordering::SeqCst);
+    map[0] = record[0];
 }
 
 fn parse(head: &[u8]) -> Option<Record> {
@@ -294,6 +345,23 @@ mod tests {
         marker.delivery_ended();
         std::mem::forget(marker);
         assert_eq!(InFlight::open(dir.path()).unwrap().1, None);
+    }
+
+    #[test]
+    fn a_short_marker_file_is_grown_and_records_through_the_mapping() {
+        let dir = tempfile::tempdir().unwrap();
+        // An older marker (or one cut short) holds less than a record.
+        std::fs::write(dir.path().join(FILE), b"\n").unwrap();
+        let (mut marker, found) = InFlight::open(dir.path()).unwrap();
+        assert_eq!(found, None);
+        assert!(marker.map.is_some(), "the marker is mapped");
+        marker.begin("G1", 7, 0);
+        // A plain reader (the next start) sees the record while this process still runs.
+        let text = std::fs::read(dir.path().join(FILE)).unwrap();
+        assert_eq!(parse(&text), Some(record("G1", 0)));
+        marker.clear();
+        let text = std::fs::read(dir.path().join(FILE)).unwrap();
+        assert_eq!(parse(&text), None);
     }
 
     #[test]
