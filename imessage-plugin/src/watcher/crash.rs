@@ -19,6 +19,15 @@ pub struct CrashGuards {
 }
 
 impl CrashGuards {
+    /// The row named by `marker` must be processed with no delivery in flight: the process
+    /// died beside a delivery while processing it, so only a death with it alone counts.
+    pub fn must_run_alone(&self, marker: &str) -> bool {
+        use crate::support::sync::LockExt;
+        matches!(self.crashed.locked().as_ref(), Some(r) if r.overlap && r.key == marker)
+    }
+}
+
+impl CrashGuards {
     /// Opens the in-flight marker in `dir` and reports the row a process that died left in it.
     pub fn open(dir: &Path, id: &str) -> CrashGuards {
         let (inflight, crashed) = match InFlight::open(dir) {
@@ -30,7 +39,14 @@ impl CrashGuards {
                 (InFlight::disabled(), None)
             }
         };
-        if let Some(r) = &crashed {
+        if let Some(r) = crashed.as_ref().filter(|r| r.overlap) {
+            tracing::warn!(
+                account = %id,
+                rowid = r.rowid,
+                "the process ended while row {} was being processed and a delivery to the host was in flight; the row will be processed alone when it comes again",
+                r.rowid
+            );
+        } else if let Some(r) = &crashed {
             tracing::error!(
                 account = %id,
                 rowid = r.rowid,

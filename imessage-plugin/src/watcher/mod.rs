@@ -8,13 +8,15 @@
 //! - `watch_account`: opens the state ([`watch`]), takes the source lock, probes readiness,
 //!   then connects, subscribes and pumps ([`pump`]) until cancelled, restarting the child on
 //!   one path with one backoff ([`supervisor`]) whenever it ends;
-//! - [`process`]: each message, with its own panic guard and the group commit to the host.
+//! - [`process`]: each message, with its own panic guard and the group commit to the host;
+//!   [`delivery`]: the one delivery in flight while the next one's rows are processed.
 //!
 //! Cancellation is a [`CancellationToken`]: `cancel()` ends the watch at its next await point;
 //! what was processed is delivered once more (no retry wait) and the state flushed to disk.
 
 mod connection;
 pub(crate) mod crash;
+mod delivery;
 mod paging;
 mod process;
 mod pump;

@@ -174,11 +174,11 @@ impl Watch {
             waiting_for_database = false;
             pages += 1;
             for m in page.messages {
-                if let Err(reason) = self.message(None, m, &no_dead).await {
+                if let Err(reason) = self.message(None, m, &no_dead, cancel).await {
                     return Paged::Stop(Some(reason));
                 }
                 if self.reaction.is_some() {
-                    if !self.commit(cancel).await {
+                    if !self.drain(cancel).await {
                         return Paged::Stop(None);
                     }
                     self.deliver_reaction();
@@ -186,7 +186,7 @@ impl Watch {
             }
             // Every row of the page finished (acknowledged or dropped) before the cursor
             // may pass them.
-            if !self.commit(cancel).await {
+            if !self.drain(cancel).await {
                 return Paged::Stop(None);
             }
             if let Some(next) = page.next_rowid {

@@ -19,7 +19,8 @@ use crate::inbound::{Accepted, DropCode, Input, Verdict};
 use crate::outbound;
 use crate::support::sync::LockExt;
 use crate::support::timeutil;
-use crate::watcher::unacked::{AfterAck, Pending};
+use crate::watcher::delivery::Delivery;
+use crate::watcher::unacked::{AfterAck, Pending, Sealed};
 
 impl Watch {
     /// One `message` notification: the typed message, or why it could not be used.
@@ -28,9 +29,13 @@ impl Watch {
         subscription: Option<i64>,
         message: Result<Box<ImsgMessage>, Malformed>,
         dead_subscriptions: &HashSet<i64>,
+        cancel: &CancellationToken,
     ) -> Result<(), String> {
         match message {
-            Ok(m) => self.supervised(subscription, *m, dead_subscriptions).await,
+            Ok(m) => {
+                self.supervised(subscription, *m, dead_subscriptions, cancel)
+                    .await
+            }
             Err(bad) => {
                 self.inbound.count_drop(DropCode::Malformed);
                 tracing::debug!(
@@ -53,6 +58,7 @@ impl Watch {
         subscription: Option<i64>,
         m: ImsgMessage,
         dead_subscriptions: &HashSet<i64>,
+        cancel: &CancellationToken,
     ) -> Result<(), String> {
         if self.catchup.rowid().is_none() {
             let before = m.cursor_id().saturating_sub(1);
@@ -61,6 +67,11 @@ impl Watch {
         let key = m.dedupe_key();
         {
             let marker = crate::state::inflight::marker_key(&key);
+            // The process died with this row and a delivery in flight at once: this time it
+            // runs alone, so a death now is its own (see `state::inflight`).
+            if self.parts.crash.must_run_alone(&marker) && !self.drain(cancel).await {
+                return Ok(());
+            }
             let crashes = match self.parts.crash.crashed.locked().as_ref() {
                 Some(r) if r.key == marker => r.crashes,
                 _ => 0,
@@ -141,7 +152,7 @@ impl Watch {
         self.parts.status.note_panic(what);
         self.parts.status.locked().quarantined += 1;
         self.inbound.count_drop(DropCode::Quarantined);
-        let seen = self.catchup.is_seen(&key) || self.outbox.holds(&key);
+        let seen = self.catchup.is_seen(&key) || self.held(&key);
         self.outbox.push(Pending {
             key,
             rowid,
@@ -199,7 +210,7 @@ impl Watch {
         }
         let now = timeutil::now_ms();
         // A repeat of a message still waiting for its acknowledgement is a duplicate too.
-        let seen = self.catchup.is_seen(&key) || self.outbox.holds(&key);
+        let seen = self.catchup.is_seen(&key) || self.held(&key);
         let created_ms = m.created_ms();
         let verdict = self.verdict(m, &key, seen, created_ms, now);
         self.note_outbound(m, &verdict);
@@ -303,44 +314,77 @@ impl Watch {
     }
 
     /// Hands what the outbox holds to the host (one `deliver` call, retried after a refusal)
-    /// and finishes every held message in order once it is acknowledged or given up. False
-    /// only when stopped while retrying: then nothing is finished, and all of it is replayed
-    /// after the restart.
+    /// once the delivery before it was answered and what that held was finished; returns
+    /// while the host works, so the rows of the next delivery are processed meanwhile. False
+    /// only when stopped while retrying (see [`Self::settle`]).
     pub(super) async fn commit(&mut self, cancel: &CancellationToken) -> bool {
         if self.outbox.is_empty() {
             return true;
         }
+        if !self.settle(cancel).await {
+            return false;
+        }
+        let sealed = self.outbox.seal();
+        if sealed.events == 0 {
+            // Only drops: nothing for the host, finished at once (in order: nothing in flight).
+            self.finish_held(sealed, true).await;
+        } else {
+            self.delivery = Some(Delivery::start(&self.parts, sealed));
+        }
+        true
+    }
+
+    /// [`Self::commit`], then waits for it: after `true` nothing is held or in flight.
+    pub(super) async fn drain(&mut self, cancel: &CancellationToken) -> bool {
+        self.commit(cancel).await && self.settle(cancel).await
+    }
+
+    /// Waits for the delivery in flight, retried after 1 s, 4 s and 16 s (§6.3), and
+    /// finishes every message it held, in order, once it is acknowledged or given up. False
+    /// only when stopped while retrying: then nothing of it nor of the outbox is finished
+    /// (one more attempt is made by the next [`Self::drain`], as a stop's last delivery).
+    pub(super) async fn settle(&mut self, cancel: &CancellationToken) -> bool {
         // The last row's in-flight record (left for the next row to replace): the host's
-        // delivery, and the wait after it, are no row's doing.
+        // delivery, the wait for it and its after-ack effects are no row's doing.
         self.parts.crash.inflight.locked().clear();
-        let mut acknowledged = true;
-        if self.outbox.events() > 0 {
-            // Retried after 1 s, 4 s and 16 s (§6.3).
-            let mut retries = self.parts.timings.delivery_retries.into_iter();
-            loop {
-                let refused = self.parts.host.deliver_json(self.outbox.payload());
-                match (refused, retries.next()) {
-                    (Ok(()), _) => break,
-                    (Err(e), Some(delay)) => {
-                        let what = self.outbox.describe();
-                        tracing::warn!(account = %self.parts.id, "host refused {what}: {e}; retrying");
-                        if sleep_or_cancel(delay, cancel).await {
-                            return false;
-                        }
-                    }
-                    (Err(e), None) => {
-                        let what = self.outbox.describe();
-                        tracing::error!(account = %self.parts.id, "delivery failed for {what} after 4 attempts: {e}");
-                        acknowledged = false;
-                        break;
+        let Some(mut delivery) = self.delivery.take() else {
+            return true;
+        };
+        let mut retries = self.parts.timings.delivery_retries.into_iter();
+        let acknowledged = loop {
+            match (delivery.answer(&self.parts).await, retries.next()) {
+                (Ok(()), _) => break true,
+                (Err(e), Some(delay)) => {
+                    let what = delivery.sealed.describe();
+                    tracing::warn!(account = %self.parts.id, "host refused {what}: {e}; retrying");
+                    if sleep_or_cancel(delay, cancel).await {
+                        self.delivery = Some(delivery);
+                        return false;
                     }
                 }
+                (Err(e), None) => {
+                    let what = delivery.sealed.describe();
+                    tracing::error!(account = %self.parts.id, "delivery failed for {what} after 4 attempts: {e}");
+                    break false;
+                }
             }
-        }
+        };
+        self.finish_held(delivery.sealed, acknowledged).await;
+        true
+    }
+
+    /// Finishes what one delivery held, in stream order, and runs what waited for its
+    /// acknowledgement: counters, early typing, read receipts, config writes.
+    async fn finish_held(&mut self, sealed: Sealed, acknowledged: bool) {
         let now = timeutil::now_ms();
-        let (held, effects) = self.outbox.take();
         let mut read: Vec<String> = Vec::new();
         let mut typing_in: Option<String> = None;
+        let mut sealed = sealed;
+        let held = std::mem::take(&mut sealed.held);
+        let effects = std::mem::take(&mut sealed.effects);
+        if let Some(buffer) = sealed.into_buffer() {
+            self.outbox.recycle(buffer);
+        }
         for mut p in held {
             if p.routed {
                 if acknowledged {
@@ -375,7 +419,12 @@ impl Watch {
                 self.config_write(effect).await;
             }
         }
-        true
+    }
+
+    /// Held for a delivery not yet answered: in the outbox or in flight. A repeat of such a
+    /// message is a duplicate too.
+    fn held(&self, key: &str) -> bool {
+        self.outbox.holds(key) || self.delivery.as_ref().is_some_and(|d| d.holds(key))
     }
 
     /// The reaction the last message produced (after what was held before it is delivered):

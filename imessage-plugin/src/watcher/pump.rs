@@ -53,6 +53,14 @@ pub(super) async fn pump(
             biased;
             _ = &mut cancelled => break Exit::Stop,
             event = conn.next_event() => event,
+            // The delivery in flight was answered while no row was waiting: finish it now,
+            // so the cursor, typing and read receipts do not wait for the next message.
+            _ = super::delivery::answered(&mut w.delivery) => {
+                if !w.settle(cancel).await {
+                    break Exit::Stop;
+                }
+                continue;
+            }
             _ = tick.tick() => {
                 w.flush();
                 last_flush = Instant::now();
@@ -85,12 +93,15 @@ pub(super) async fn pump(
                 message,
             }) => {
                 watch_failures = 0;
-                if let Err(reason) = w.message(subscription, message, &dead_subscriptions).await {
+                if let Err(reason) = w
+                    .message(subscription, message, &dead_subscriptions, cancel)
+                    .await
+                {
                     break Exit::Gone(reason);
                 }
                 if w.reaction.is_some() {
                     // In stream order: what is held before the tapback first.
-                    if !w.commit(cancel).await {
+                    if !w.drain(cancel).await {
                         break Exit::Stop;
                     }
                     w.deliver_reaction();
@@ -105,19 +116,8 @@ pub(super) async fn pump(
             Some(Event::Notification { method, params })
                 if method == "error" || method == "watch.overflow" =>
             {
-                let p: Value = params
-                    .as_deref()
-                    .and_then(|p| serde_json::from_str(p.get()).ok())
-                    .unwrap_or(Value::Null);
-                let sub = p.get("subscription").and_then(Value::as_i64).unwrap_or(0);
-                let again = if method == "error" {
-                    let text = p.pointer("/error/message").and_then(Value::as_str);
-                    let failures = watch_failures;
-                    watch_failures += 1;
-                    Again::Failing(sub, text.unwrap_or("unknown error").to_string(), failures)
-                } else {
-                    Again::Overflow(sub, p.get("resume_after_rowid").and_then(Value::as_i64))
-                };
+                let again =
+                    Again::from_notification(&method, params.as_deref(), &mut watch_failures);
                 match resubscribe(w, conn, again, &mut dead_subscriptions, cancel).await {
                     Ok(id) => subscription = id,
                     Err(exit) => break exit,
@@ -130,8 +130,9 @@ pub(super) async fn pump(
     };
     // Messages processed before the exit are delivered now (on stop, one attempt); what is
     // still unacknowledged is let go unfinished, so the next subscription replays it.
-    if !w.commit(cancel).await {
+    if !w.drain(cancel).await {
         w.outbox.take();
+        w.delivery = None;
     }
     w.flush();
     exit
@@ -147,6 +148,29 @@ enum Again {
     Overflow(i64, Option<i64>),
 }
 
+impl Again {
+    /// What an `error` or `watch.overflow` notification asks for; an error counts one more
+    /// failure in a row.
+    fn from_notification(
+        method: &str,
+        params: Option<&serde_json::value::RawValue>,
+        failures: &mut u32,
+    ) -> Again {
+        let p: Value = params
+            .and_then(|p| serde_json::from_str(p.get()).ok())
+            .unwrap_or(Value::Null);
+        let sub = p.get("subscription").and_then(Value::as_i64).unwrap_or(0);
+        if method == "error" {
+            let text = p.pointer("/error/message").and_then(Value::as_str);
+            let before = *failures;
+            *failures += 1;
+            Again::Failing(sub, text.unwrap_or("unknown error").to_string(), before)
+        } else {
+            Again::Overflow(sub, p.get("resume_after_rowid").and_then(Value::as_i64))
+        }
+    }
+}
+
 /// The one resubscribe path: what is held is settled first (a new subscription replays from
 /// the cursor), the old subscription is dropped, and the new one starts where `again` says.
 async fn resubscribe(
@@ -156,7 +180,7 @@ async fn resubscribe(
     dead_subscriptions: &mut HashSet<i64>,
     cancel: &CancellationToken,
 ) -> Result<i64, Exit> {
-    if !w.commit(cancel).await {
+    if !w.drain(cancel).await {
         return Err(Exit::Stop);
     }
     let (Again::Reactions(old) | Again::Failing(old, ..) | Again::Overflow(old, _)) = again;

@@ -12,6 +12,7 @@
 //! because the cursor is "the last finished row" and must never pass an unacknowledged one.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -56,6 +57,54 @@ pub struct Outbox {
     closed: bool,
     /// The first event's message id, for log lines.
     first_id: String,
+    /// A payload buffer back from an answered delivery, reused by the next [`Self::seal`].
+    spare: Vec<u8>,
+}
+
+/// What one delivery hands over, taken out of the outbox: the payload and the messages it
+/// finishes once answered. Shared with the thread that calls the host, read only.
+pub struct Sealed {
+    json: Arc<Vec<u8>>,
+    /// Where the payload starts in `json` (past the batch head for a lone event).
+    start: usize,
+    pub events: usize,
+    first_id: String,
+    pub held: Vec<Pending>,
+    pub effects: Vec<AfterAck>,
+    keys: HashSet<String>,
+}
+
+impl Sealed {
+    /// A handle on the payload for the delivery thread; see [`Self::text`].
+    pub fn payload(&self) -> (Arc<Vec<u8>>, usize) {
+        (self.json.clone(), self.start)
+    }
+
+    pub fn holds(&self, key: &str) -> bool {
+        !self.keys.is_empty() && self.keys.contains(key)
+    }
+
+    pub fn describe(&self) -> String {
+        describe(&self.first_id, self.events)
+    }
+
+    /// The payload buffer for reuse, once no delivery thread holds it any more.
+    pub fn into_buffer(self) -> Option<Vec<u8>> {
+        Arc::try_unwrap(self.json).ok()
+    }
+}
+
+/// The payload text of `json` from `start` (only serde_json output and ASCII punctuation are
+/// in the buffer).
+pub fn text(json: &[u8], start: usize) -> &str {
+    std::str::from_utf8(json.get(start..).unwrap_or_default()).unwrap_or_default()
+}
+
+fn describe(first_id: &str, events: usize) -> String {
+    match events {
+        1 => first_id.to_string(),
+        n => format!("{first_id} and {} more", n.saturating_sub(1)),
+    }
 }
 
 impl Outbox {
@@ -70,15 +119,12 @@ impl Outbox {
             after_ack: Vec::new(),
             closed: false,
             first_id: String::new(),
+            spare: Vec::new(),
         }
     }
 
     pub fn is_empty(&self) -> bool {
         self.pending.is_empty()
-    }
-
-    pub fn events(&self) -> usize {
-        self.events
     }
 
     /// No more events fit, or enough dropped messages wait: deliver before processing the
@@ -139,11 +185,35 @@ impl Outbox {
         std::str::from_utf8(bytes).unwrap_or_default()
     }
 
-    /// The first event's message id and how many there are, for log lines.
-    pub fn describe(&self) -> String {
-        match self.events {
-            1 => self.first_id.clone(),
-            n => format!("{} and {} more", self.first_id, n - 1),
+    /// Everything held, with its payload, for one delivery; the outbox is empty after and
+    /// fills the next delivery while this one is in flight.
+    pub fn seal(&mut self) -> Sealed {
+        let start = if self.events == 1 {
+            BATCH_HEAD.len()
+        } else {
+            self.payload();
+            0
+        };
+        let mut json = std::mem::take(&mut self.spare);
+        json.clear();
+        json.extend_from_slice(BATCH_HEAD);
+        std::mem::swap(&mut json, &mut self.json);
+        self.closed = false;
+        Sealed {
+            json: Arc::new(json),
+            start,
+            events: std::mem::take(&mut self.events),
+            first_id: self.first_id.clone(),
+            held: std::mem::take(&mut self.pending),
+            effects: std::mem::take(&mut self.after_ack),
+            keys: std::mem::take(&mut self.keys),
+        }
+    }
+
+    /// A sealed delivery's payload buffer, to be filled again.
+    pub fn recycle(&mut self, buffer: Vec<u8>) {
+        if self.spare.capacity() < buffer.capacity() {
+            self.spare = buffer;
         }
     }
 
@@ -191,9 +261,12 @@ mod tests {
         let batch: Value = serde_json::from_str(out.payload()).unwrap();
         assert_eq!(batch["type"], "batch");
         assert_eq!(batch["events"][1]["messageId"], "C");
-        assert_eq!(out.describe(), "A and 1 more");
         assert!(!out.is_full());
         assert!(out.holds("B"), "drops are held too, in order");
+        assert_eq!(out.seal().describe(), "A and 1 more");
+        out.push(pending("A", 1, true));
+        out.push(pending("B", 2, false));
+        out.push(pending("C", 3, true));
         let (held, _) = out.take();
         let keys: Vec<&str> = held.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, ["A", "B", "C"]);
@@ -209,6 +282,37 @@ mod tests {
         let batch: Value = serde_json::from_str(out.payload()).unwrap();
         assert_eq!(batch["events"].as_array().unwrap().len(), 3);
         assert_eq!(serde_json::from_str::<Value>(out.payload()).unwrap(), batch);
+    }
+
+    #[test]
+    fn a_sealed_delivery_leaves_the_outbox_empty_and_keeps_its_keys() {
+        let mut out = Outbox::new(3);
+        out.push_event(&json!({"messageId": "A"}), "A").unwrap();
+        out.push(pending("A", 1, true));
+        let one = out.seal();
+        let (json, start) = one.payload();
+        assert_eq!(text(&json, start), r#"{"messageId":"A"}"#);
+        drop(json);
+        assert!(out.is_empty() && !out.holds("A") && one.holds("A"));
+        assert_eq!((one.events, one.describe()), (1, "A".to_string()));
+        out.recycle(one.into_buffer().expect("no thread holds it"));
+
+        out.push(pending("B", 2, false));
+        out.push_event(&json!({"messageId": "C"}), "C").unwrap();
+        out.push(pending("C", 3, true));
+        out.push_event(&json!({"messageId": "D"}), "D").unwrap();
+        out.push(pending("D", 4, true));
+        let batch = out.seal();
+        let (json, start) = batch.payload();
+        let v: Value = serde_json::from_str(text(&json, start)).unwrap();
+        assert_eq!(v["events"].as_array().unwrap().len(), 2);
+        let keys: Vec<&str> = batch.held.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["B", "C", "D"]);
+        // The reused buffer starts clean.
+        out.push_event(&json!({"messageId": "E"}), "E").unwrap();
+        let next = out.seal();
+        let (json, start) = next.payload();
+        assert_eq!(text(&json, start), r#"{"messageId":"E"}"#);
     }
 
     #[test]

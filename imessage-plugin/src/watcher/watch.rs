@@ -22,6 +22,8 @@ use crate::watcher::unacked::Outbox;
 pub(super) struct Watch {
     /// Processed messages the host has not acknowledged yet (group commit).
     pub(super) outbox: Outbox,
+    /// The delivery the host is working on, while `outbox` fills the next one.
+    pub(super) delivery: Option<super::delivery::Delivery>,
     /// When the host last accepted a message; published to status with each flush, so the
     /// message path takes neither the status lock nor a second clock read.
     pub(super) last_inbound_ms: Option<i64>,
@@ -133,6 +135,7 @@ impl Watch {
             pairing: Pairing::choose(&parts.features, parts.host.clone(), &parts.id, &parts.dir),
             catchup,
             outbox: Outbox::new(batch_bound(&parts.features)),
+            delivery: None,
             last_inbound_ms: None,
             generation: parts.live.generation(),
             persister,
