@@ -11,9 +11,9 @@
 //! state only once the host acknowledged the events before it (or the delivery was given up),
 //! because the cursor is "the last finished row" and must never pass an unacknowledged one.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
+use rustc_hash::FxHashSet;
 use serde::Serialize;
 
 /// A processed message waiting for the acknowledgement of the delivery it belongs to.
@@ -50,8 +50,10 @@ pub struct Outbox {
     json: Vec<u8>,
     events: usize,
     pending: Vec<Pending>,
-    /// Dedupe keys of `pending`, so a repeat inside one delivery is seen as a duplicate.
-    keys: HashSet<String>,
+    /// Dedupe keys of `pending`, so a repeat inside one delivery is seen as a duplicate. Fx
+    /// hashing, as the catch-up state's: keys are GUIDs imsg assigns, not chosen by a party
+    /// that could aim collisions, and at most `MAX_PENDING` are held.
+    keys: FxHashSet<String>,
     after_ack: Vec<AfterAck>,
     /// `]}` was appended (by `payload`) and must go before another event.
     closed: bool,
@@ -71,7 +73,7 @@ pub struct Sealed {
     first_id: String,
     pub held: Vec<Pending>,
     pub effects: Vec<AfterAck>,
-    keys: HashSet<String>,
+    keys: FxHashSet<String>,
 }
 
 impl Sealed {
@@ -115,7 +117,7 @@ impl Outbox {
             json: BATCH_HEAD.to_vec(),
             events: 0,
             pending: Vec::new(),
-            keys: HashSet::new(),
+            keys: FxHashSet::default(),
             after_ack: Vec::new(),
             closed: false,
             first_id: String::new(),
