@@ -15,6 +15,17 @@ use super::unacked::Sealed;
 use super::Parts;
 use crate::support::sync::LockExt;
 
+/// How a delivery reaches the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Handoff {
+    /// On the watcher's own thread, now: nothing else is ready to overlap with it, and a hop
+    /// to a blocking thread would only add latency (paced at 20,000 msg/s the hop tripled
+    /// the p50, ~110 µs → ~400 µs). Retries and the stop's last delivery go this way too.
+    Inline,
+    /// On a blocking thread, while the watcher processes the rows already waiting.
+    Overlapped,
+}
+
 pub(super) struct Delivery {
     pub(super) sealed: Sealed,
     /// The host call running now, if any.
@@ -25,22 +36,28 @@ pub(super) struct Delivery {
 
 impl Delivery {
     /// Starts handing `sealed` to the host; one without events needs no call.
-    pub(super) fn start(parts: &Arc<Parts>, sealed: Sealed) -> Delivery {
+    pub(super) fn start(parts: &Arc<Parts>, sealed: Sealed, handoff: Handoff) -> Delivery {
         let mut d = Delivery {
             sealed,
             task: None,
             answer: None,
         };
         if d.sealed.events > 0 {
-            d.send(parts);
+            d.send(parts, handoff);
         }
         d
     }
 
-    fn send(&mut self, parts: &Arc<Parts>) {
+    fn send(&mut self, parts: &Arc<Parts>, handoff: Handoff) {
         // Rows begun from now until the host returns may not be blamed for a death.
         parts.crash.inflight.locked().delivery_started();
         let (json, start) = self.sealed.payload();
+        if handoff == Handoff::Inline {
+            let answer = parts.host.deliver_json(super::unacked::text(&json, start));
+            parts.crash.inflight.locked().delivery_ended();
+            self.answer = Some(answer);
+            return;
+        }
         let parts = parts.clone();
         self.task = Some(tokio::task::spawn_blocking(move || {
             let answer = parts.host.deliver_json(super::unacked::text(&json, start));
@@ -69,7 +86,7 @@ impl Delivery {
             return Ok(());
         }
         if self.task.is_none() && self.answer.is_none() {
-            self.send(parts);
+            self.send(parts, Handoff::Inline);
         }
         self.wait().await;
         self.answer.take().unwrap_or(Ok(()))

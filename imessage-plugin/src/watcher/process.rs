@@ -19,7 +19,7 @@ use crate::inbound::{Accepted, DropCode, Input, Verdict};
 use crate::outbound;
 use crate::support::sync::LockExt;
 use crate::support::timeutil;
-use crate::watcher::delivery::Delivery;
+use crate::watcher::delivery::{Delivery, Handoff};
 use crate::watcher::unacked::{AfterAck, Pending, Sealed};
 
 impl Watch {
@@ -317,7 +317,7 @@ impl Watch {
     /// once the delivery before it was answered and what that held was finished; returns
     /// while the host works, so the rows of the next delivery are processed meanwhile. False
     /// only when stopped while retrying (see [`Self::settle`]).
-    pub(super) async fn commit(&mut self, cancel: &CancellationToken) -> bool {
+    pub(super) async fn commit(&mut self, cancel: &CancellationToken, handoff: Handoff) -> bool {
         if self.outbox.is_empty() {
             return true;
         }
@@ -329,14 +329,14 @@ impl Watch {
             // Only drops: nothing for the host, finished at once (in order: nothing in flight).
             self.finish_held(sealed, true).await;
         } else {
-            self.delivery = Some(Delivery::start(&self.parts, sealed));
+            self.delivery = Some(Delivery::start(&self.parts, sealed, handoff));
         }
         true
     }
 
     /// [`Self::commit`], then waits for it: after `true` nothing is held or in flight.
     pub(super) async fn drain(&mut self, cancel: &CancellationToken) -> bool {
-        self.commit(cancel).await && self.settle(cancel).await
+        self.commit(cancel, Handoff::Inline).await && self.settle(cancel).await
     }
 
     /// Waits for the delivery in flight, retried after 1 s, 4 s and 16 s (§6.3), and

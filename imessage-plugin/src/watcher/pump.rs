@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::connection::Connection;
+use super::delivery::Handoff;
 use super::status::AccountState;
 use super::watch::Watch;
 use super::{sleep_or_cancel, FLUSH_EVERY};
@@ -42,12 +43,19 @@ pub(super) async fn pump(
     tokio::pin!(cancelled);
     let exit = loop {
         // Group commit: what is held goes to the host once nothing more is ready right now (so
-        // at low rates every message goes alone, at once) or the batch is full.
-        if !w.outbox.is_empty()
-            && (w.outbox.is_full() || !conn.more_ready())
-            && !w.commit(cancel).await
-        {
-            break Exit::Stop;
+        // at low rates every message goes alone, at once, on this thread) or the batch is full
+        // (then the host takes it beside the rows still waiting).
+        if !w.outbox.is_empty() {
+            let handoff = if conn.more_ready() {
+                Handoff::Overlapped
+            } else {
+                Handoff::Inline
+            };
+            if (w.outbox.is_full() || handoff == Handoff::Inline)
+                && !w.commit(cancel, handoff).await
+            {
+                break Exit::Stop;
+            }
         }
         let event = tokio::select! {
             biased;
