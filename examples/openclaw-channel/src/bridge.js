@@ -48,6 +48,7 @@ class NotRun extends Error {}
  *   accountId: string, cfg: any, hostStub: string, library: string, stateDir: string,
  *   channelRuntime?: any, system?: any, log?: Log,
  *   onStatus?: (patch: Record<string, unknown>) => void,
+ *   retryBaseMs?: number,
  * }} BridgeOptions
  */
 
@@ -121,7 +122,7 @@ export class AccountBridge {
       const answered = replay.filter((r) => r.replies.length > 0).length;
       this.log.info?.(`imessage ${this.o.accountId}: replaying ${replay.length} turn(s) acknowledged before a restart (${answered} already answered by OpenClaw: their journaled replies are re-sent, not dispatched again)`);
     }
-    for (const { id, event, replies } of replay) this.#schedule(id, event, replies);
+    for (const { id, event, replies } of replay) this.#schedule(id, event, replies, true);
     return description;
   }
 
@@ -222,12 +223,15 @@ export class AccountBridge {
     return {};
   }
 
-  /** @param {string} id @param {any} ev @param {unknown[]} [replies] journaled before a restart */
-  #schedule(id, ev, replies = []) {
+  /**
+   * @param {string} id @param {any} ev @param {unknown[]} [replies] journaled before a restart
+   * @param {boolean} [replayed] taken before this start and not finished then
+   */
+  #schedule(id, ev, replies = [], replayed = false) {
     const key = String(ev?.sessionKey ?? id);
     const prev = this.sessions.get(key) ?? Promise.resolve();
     const next = prev
-      .then(() => this.#runTurnWithRetry(id, ev, replies))
+      .then(() => this.#runTurnWithRetry(id, ev, replies, replayed))
       // Not settled (the child went away): left open in the journal, replayed at the next start.
       // Handed over: already journaled done at adoption.
       .then((outcome) => (outcome === "settled" ? this.#finish(id) : undefined));
@@ -263,10 +267,19 @@ export class AccountBridge {
    * A turn with `replies` journaled before a restart is not dispatched: OpenClaw ran it and
    * handed us its reply (and has recorded it as finished, so it would refuse it as a duplicate);
    * the journaled send requests are sent again under their keys instead.
-   * @param {string} id @param {any} ev @param {unknown[]} [replies]
+   *
+   * A replayed turn that OpenClaw still declines after the last attempt, with no reply
+   * journaled and never adopted, is one OpenClaw recorded as finished in its session store
+   * just before the crash, with its reply not yet handed to us (seen in the SIGKILL e2e: its
+   * restart-recovery record lists the turn as terminal, so it refuses it as a duplicate
+   * forever, and nothing of it was ever sent). It is run once more under a fresh `MessageSid`
+   * (`<messageId>:replay`), so OpenClaw takes it as a new turn; its reply keeps the message's
+   * own idempotency keys, so the library never sends twice what it already sent.
+   * @param {string} id @param {any} ev @param {unknown[]} [replies] @param {boolean} [replayed]
    */
-  async #runTurnWithRetry(id, ev, replies = []) {
+  async #runTurnWithRetry(id, ev, replies = [], replayed = false) {
     const turn = { adopted: false };
+    let rerun = false;
     const handOver = () => {
       if (turn.adopted) return;
       turn.adopted = true;
@@ -286,12 +299,19 @@ export class AccountBridge {
           this.log.warn?.(`imessage: turn for ${id} left for replay at the next start: ${msg}`);
           return turn.adopted ? "handed-over" : "open";
         }
+        if (attempt >= limit && e instanceof NotRun && replayed && !rerun && !turn.adopted && !replies.length) {
+          this.log.warn?.(`imessage: OpenClaw ended the turn for ${id} before the restart without handing over its reply, and refuses it as a duplicate now; running it once more as ${ev.messageId}:replay`);
+          rerun = true;
+          ev = { ...ev, messageSid: `${ev.messageId}:replay` };
+          attempt = 0;
+          continue;
+        }
         if (attempt >= limit) {
           this.log.error?.(`imessage: turn for ${id} failed after ${attempt} attempt(s), giving up: ${msg}`);
           return turn.adopted ? "handed-over" : "settled";
         }
         this.log.warn?.(`imessage: turn for ${id} not done (attempt ${attempt} of ${limit}), retrying: ${msg}`);
-        await new Promise((r) => setTimeout(r, Math.min(500 * 2 ** attempt, 30_000)));
+        await new Promise((r) => setTimeout(r, Math.min((this.o.retryBaseMs ?? 500) * 2 ** attempt, 30_000)));
       }
     }
   }

@@ -5,7 +5,7 @@
 /**
  * @typedef {{ sessionKey: string, agentId: string, accountId: string, chatType: string, to: string,
  *   senderId: string, text: string, messageId: string, wasMentioned: boolean,
- *   commandAuthorized: boolean, senderIsOwner?: boolean,
+ *   commandAuthorized: boolean, senderIsOwner?: boolean, messageSid?: string,
  *   replyTo?: { id?: string|null, text?: string|null, sender?: string|null } | null,
  *   media: { path: string, mime: string, size: number }[], createdAt?: string, chatName?: string,
  *   chatId?: number }} RoutedMessage
@@ -43,7 +43,8 @@ export function toMsgContext(m) {
     SessionKey: m.sessionKey,
     AgentId: m.agentId,
     AccountId: m.accountId,
-    MessageSid: m.messageId,
+    // `messageSid` only when a replayed turn must be run again under a fresh id (bridge.js).
+    MessageSid: m.messageSid ?? m.messageId,
     ChatType: group ? "group" : "direct",
     ConversationLabel: group ? (m.chatName ?? m.to) : m.senderId,
     SenderId: m.senderId,

@@ -81,7 +81,7 @@ test("journal: taken-but-unfinished entries survive a reopen, done ones are reme
 });
 
 /** Runs the bridge against fake-serve with `events`; returns the record and what was dispatched. */
-async function runBridge(/** @type {string} */ dir, /** @type {unknown[]} */ events, /** @type {any} */ dispatch = null) {
+async function runBridge(/** @type {string} */ dir, /** @type {unknown[]} */ events, /** @type {any} */ dispatch = null, /** @type {Record<string, unknown>} */ extra = {}) {
   const record = path.join(dir, `record-${Date.now()}.jsonl`);
   process.env.FAKE_SERVE_RECORD = record;
   process.env.FAKE_SERVE_EVENTS = JSON.stringify(events);
@@ -89,7 +89,7 @@ async function runBridge(/** @type {string} */ dir, /** @type {unknown[]} */ eve
   const dispatched = [];
   const bridge = new AccountBridge({
     accountId: "default", cfg: { channels: { imessage: {} } }, hostStub: path.join(here, "fake-serve.mjs"),
-    library: path.join(dir, "libimessage.so"), stateDir: dir,
+    library: path.join(dir, "libimessage.so"), stateDir: dir, ...extra,
     channelRuntime: { reply: { dispatchReplyWithBufferedBlockDispatcher: async (/** @type {any} */ p) => {
       dispatched.push(p.ctx);
       if (dispatch) return dispatch(p, dispatched.length);
@@ -341,4 +341,32 @@ test("loop probe: off by default; on, it times slices on the thread CPU clock an
   const first = JSON.parse(readFileSync(file, "utf8").split("\n")[0]);
   assert.equal(first.pkg.worst, "busy");
   assert.ok(first.loop.maxMs >= 15, `the busy loop held the event loop; the probe saw ${first.loop.maxMs} ms`);
+});
+
+test("bridge: a replayed turn OpenClaw keeps refusing (finished before the crash, its reply never handed over) runs once more under a fresh MessageSid with the message's own reply key", async () => {
+  const dir = tmp();
+  writeFileSync(path.join(dir, "libimessage.so"), "");
+  const j = new Journal(path.join(dir, "default", "journal.jsonl"));
+  await j.load();
+  await j.take([{ id: eventId(dm("M6")), event: dm("M6") }]);
+  await j.close();
+  // Like OpenClaw 2026.9.6 after a SIGKILL between recording the turn terminal and handing
+  // over its reply: every dispatch of that MessageSid settles without a run or a reply.
+  const refuse = async (/** @type {any} */ p) => {
+    if (p.ctx.MessageSid === "M6") return {};
+    await p.dispatcherOptions.deliver({ text: `reply to ${p.ctx.MessageSid}` });
+  };
+  const run = await runBridge(dir, [dm("M4")], refuse, { retryBaseMs: 1 });
+  const m6 = run.dispatched.filter((c) => c.MessageSid.startsWith("M6")).map((c) => c.MessageSid);
+  assert.deepEqual(m6, [...Array(6).fill("M6"), "M6:replay"], "six refusals, then one run under the fresh id");
+  const sends = run.lines.filter((l) => l.in?.method === "send").map((l) => l.in.params);
+  assert.deepEqual(sends.map((s) => [s.idempotencyKey, s.text]).sort(), [
+    ["openclaw:default:M4:0", "reply to M4"],
+    ["openclaw:default:M6:0", "reply to M6:replay"],
+  ]);
+  // A live (not replayed) turn OpenClaw declines is given up as before: no fresh id.
+  const dir2 = tmp();
+  writeFileSync(path.join(dir2, "libimessage.so"), "");
+  const live = await runBridge(dir2, [dm("M6")], refuse, { retryBaseMs: 1 });
+  assert.deepEqual(live.dispatched.map((c) => c.MessageSid), Array(6).fill("M6"));
 });
