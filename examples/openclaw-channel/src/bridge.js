@@ -42,6 +42,9 @@ async function settledWithin(ps, ms) {
 /** OpenClaw settled the dispatch without running the turn or sending anything. */
 class NotRun extends Error {}
 
+/** A send target without the channel prefix OpenClaw may add. @param {unknown} to */
+const conversation = (to) => String(to ?? "").replace(/^imessage:/i, "");
+
 /**
  * @typedef {{ info?: (m: string) => void, warn?: (m: string) => void, error?: (m: string) => void, debug?: (m: string) => void }} Log
  * @typedef {{
@@ -78,6 +81,8 @@ export class AccountBridge {
     /** @type {string[]} */
     this.finished = [];
     this.flushing = Promise.resolve();
+    /** @type {Set<string>} conversations sent to since this start (by us or OpenClaw's outbound adapter) */
+    this.sentTo = new Set();
   }
 
   /** Spawns the child, starts the library, and replays turns a crash left unfinished. */
@@ -129,6 +134,7 @@ export class AccountBridge {
   /** @param {Record<string, unknown>} req a SendRequest */
   send(req) {
     if (!this.rpc) return Promise.reject(new Error(`iMessage account ${this.o.accountId} is not running`));
+    this.sentTo.add(conversation(req.to));
     return this.rpc.request("send", { accountId: this.o.accountId, ...req });
   }
 
@@ -272,7 +278,10 @@ export class AccountBridge {
    * journaled and never adopted, is one OpenClaw recorded as finished in its session store
    * just before the crash, with its reply not yet handed to us (seen in the SIGKILL e2e: its
    * restart-recovery record lists the turn as terminal, so it refuses it as a duplicate
-   * forever, and nothing of it was ever sent). It is run once more under a fresh `MessageSid`
+   * forever, and nothing of it was ever sent). Unless OpenClaw has sent anything to that
+   * conversation since this start (then its own restart recovery took the turn: it sends "I'm
+   * continuing your interrupted request" and refuses our replay meanwhile; running it again
+   * would answer it twice, as one e2e run showed), it is run once more under a fresh `MessageSid`
    * (`<messageId>:replay`), so OpenClaw takes it as a new turn; its reply keeps the message's
    * own idempotency keys, so the library never sends twice what it already sent.
    * @param {string} id @param {any} ev @param {unknown[]} [replies] @param {boolean} [replayed]
@@ -299,7 +308,7 @@ export class AccountBridge {
           this.log.warn?.(`imessage: turn for ${id} left for replay at the next start: ${msg}`);
           return turn.adopted ? "handed-over" : "open";
         }
-        if (attempt >= limit && e instanceof NotRun && replayed && !rerun && !turn.adopted && !replies.length) {
+        if (attempt >= limit && e instanceof NotRun && replayed && !rerun && !turn.adopted && !replies.length && !this.sentTo.has(conversation(ev.to))) {
           this.log.warn?.(`imessage: OpenClaw ended the turn for ${id} before the restart without handing over its reply, and refuses it as a duplicate now; running it once more as ${ev.messageId}:replay`);
           rerun = true;
           ev = { ...ev, messageSid: `${ev.messageId}:replay` };

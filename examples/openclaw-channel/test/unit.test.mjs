@@ -92,7 +92,7 @@ async function runBridge(/** @type {string} */ dir, /** @type {unknown[]} */ eve
     library: path.join(dir, "libimessage.so"), stateDir: dir, ...extra,
     channelRuntime: { reply: { dispatchReplyWithBufferedBlockDispatcher: async (/** @type {any} */ p) => {
       dispatched.push(p.ctx);
-      if (dispatch) return dispatch(p, dispatched.length);
+      if (dispatch) return dispatch(p, dispatched.length, bridge);
       await p.dispatcherOptions.deliver({ text: `reply to ${p.ctx.MessageSid}` });
     } } },
   });
@@ -364,6 +364,23 @@ test("bridge: a replayed turn OpenClaw keeps refusing (finished before the crash
     ["openclaw:default:M4:0", "reply to M4"],
     ["openclaw:default:M6:0", "reply to M6:replay"],
   ]);
+  // OpenClaw's restart recovery took the turn (it sent its notice to that conversation through
+  // the outbound adapter while refusing our replay): no second run.
+  const dir3 = tmp();
+  writeFileSync(path.join(dir3, "libimessage.so"), "");
+  const j3 = new Journal(path.join(dir3, "default", "journal.jsonl"));
+  await j3.load();
+  await j3.take([{ id: eventId(dm("M6")), event: dm("M6") }]);
+  await j3.close();
+  let noticed = false;
+  const recovered = await runBridge(dir3, [], async (/** @type {any} */ p, /** @type {number} */ _n, /** @type {any} */ bridge) => {
+    if (!noticed) {
+      noticed = true;
+      await bridge.send({ to: "imessage:+15550001111", text: "I'm continuing your interrupted request", idempotencyKey: "recovery:1" });
+    }
+    return refuse(p);
+  }, { retryBaseMs: 1 });
+  assert.deepEqual(recovered.dispatched.map((c) => c.MessageSid), Array(6).fill("M6"));
   // A live (not replayed) turn OpenClaw declines is given up as before: no fresh id.
   const dir2 = tmp();
   writeFileSync(path.join(dir2, "libimessage.so"), "");
