@@ -24,6 +24,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs, promisify } from "node:util";
+import { findLibrary, waitFor } from "./harness.mjs";
 
 const run = promisify(execFile);
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -42,6 +43,7 @@ if (!args.openclaw || !args["bin-dir"]) {
 }
 const ocBin = String(args.openclaw);
 const binDir = path.resolve(String(args["bin-dir"]));
+const library = findLibrary(binDir);
 const spec = JSON.parse(readFileSync(String(args.cases), "utf8"));
 const only = args.only ? new RegExp(String(args.only), "i") : null;
 const t0 = Date.now();
@@ -77,16 +79,6 @@ function makeSide(name, label) {
 const oc = (/** @type {Side} */ s, /** @type {string[]} */ a, timeout = 300_000) => run(process.execPath, [ocBin, ...a], { env: s.env, timeout, maxBuffer: 1 << 24 });
 const firstLine = (/** @type {any} */ e) => String(e?.stderr || e?.stdout || e?.message || e).trim().split("\n")[0];
 
-/** @param {string} what @param {() => unknown} cond @param {number} ms */
-async function waitFor(what, cond, ms) {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await cond();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
 
 const freePort = () => new Promise((resolve) => { const srv = net.createServer().listen(0, () => { const p = /** @type {any} */ (srv.address()).port; srv.close(() => resolve(p)); }); });
 
@@ -124,7 +116,7 @@ function configure(s, config) {
   const cfgPath = path.join(s.home, ".openclaw", "openclaw.json");
   const cfg = JSON.parse(readFileSync(cfgPath, "utf8"));
   if (s.name === "ours") {
-    cfg.plugins.entries["imessage-rs"].config = { library: path.join(binDir, "libimessage.so"), hostStub: path.join(binDir, "host-stub"), stateDir: path.join(s.home, "imessage-rs") };
+    cfg.plugins.entries["imessage-rs"].config = { library, hostStub: path.join(binDir, "host-stub"), stateDir: path.join(s.home, "imessage-rs") };
   }
   cfg.gateway = { mode: "local", port: s.port, auth: { mode: "token", token: "compare-token" } };
   const shared = structuredClone(config);

@@ -9,15 +9,14 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs, promisify } from "node:util";
+import { findLibrary, waitFor } from "./harness.mjs";
 
 const run = promisify(execFile);
 const pkg = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const { values: args } = parseArgs({ options: { openclaw: { type: "string" }, "bin-dir": { type: "string" } } });
 const binDir = path.resolve(String(args["bin-dir"]));
 const ocBin = String(args.openclaw);
-// `cargo test --workspace` leaves the library (a dev-dependency of the tests) in deps/ only, and
-// deps/ always holds the newest build (a `cargo build` writes there before copying it up).
-const library = [path.join(binDir, "deps"), binDir].map((d) => path.join(d, "libimessage.so")).find((f) => existsSync(f)) ?? path.join(binDir, "libimessage.so");
+const library = findLibrary(binDir);
 const t0 = Date.now();
 const step = (/** @type {string} */ m) => console.log(`openclaw-e2e: ${m} (${Math.round((Date.now() - t0) / 1000)} s)`);
 let passed = 0;
@@ -85,16 +84,6 @@ writeFileSync(sim.scenario, JSON.stringify({
 const insert = (/** @type {Record<string, unknown>} */ row) => appendFileSync(sim.inbox, `${JSON.stringify({ op: "insert", row })}\n`);
 const record = () => (existsSync(sim.record) ? readFileSync(sim.record, "utf8").split("\n").filter(Boolean).map((l) => { try { return JSON.parse(l); } catch { return {}; } }) : []);
 const sends = () => record().filter((r) => r.effect === "send").map((r) => r.params ?? {});
-/** @param {string} what @param {() => unknown} cond @param {number} ms */
-async function waitFor(what, cond, ms) {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await cond();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 // --- 1. the package installs as a linked plugin ---
 await oc(["plugins", "install", "-l", pkg, "--force", "--accept-capabilities"]).catch((e) => fail(`plugins install: ${String(e.stderr || e.message).split("\n")[0]}`));
