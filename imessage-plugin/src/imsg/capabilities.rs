@@ -565,7 +565,11 @@ fn lenient_or(strict: bool, lenient: Result<(), String>) -> Result<(), String> {
 }
 
 /// Runs `cli <args>` with a timeout; its stdout when it exited, `None` otherwise.
-async fn run(cli: &str, args: &[&str], timeout: Duration) -> Option<String> {
+pub(super) async fn run(
+    cli: impl AsRef<std::ffi::OsStr>,
+    args: &[&str],
+    timeout: Duration,
+) -> Option<String> {
     let output = tokio::process::Command::new(cli)
         .args(args)
         .stdin(Stdio::null())

@@ -201,15 +201,8 @@ async fn checks(
 /// A10 step 2: the first non-empty line of `imsg --version`; `None` when it printed none
 /// (the version is then unknown and gated as 0.3.0).
 async fn version_line(cli: &Path, timeout: Duration) -> Option<String> {
-    let output = tokio::process::Command::new(cli)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(timeout, output).await.ok()?.ok()?;
-    String::from_utf8_lossy(&out.stdout)
+    super::capabilities::run(cli, &["--version"], timeout)
+        .await?
         .lines()
         .map(str::trim)
         .find(|l| !l.is_empty())

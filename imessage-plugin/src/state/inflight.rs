@@ -22,7 +22,7 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -92,14 +92,7 @@ impl InFlight {
     pub fn open(account_dir: &Path) -> std::io::Result<(InFlight, Option<Record>)> {
         crate::state::store::ensure_dir(account_dir)?;
         let path = account_dir.join(FILE);
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
+        let mut file = crate::state::store::open_private(&path)
             .map_err(crate::state::store::context("opening", &path))?;
         let mut head = Vec::with_capacity(RECORD_BYTES);
         (&mut file)

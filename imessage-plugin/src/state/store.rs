@@ -95,19 +95,24 @@ pub fn lock_file(path: &Path, wait: bool) -> std::io::Result<Option<FileLock>> {
     take_lock(path, wait).map_err(context("locking", path))
 }
 
-fn take_lock(path: &Path, wait: bool) -> std::io::Result<Option<FileLock>> {
-    if let Some(dir) = path.parent() {
-        ensure_dir(dir)?;
-    }
-    let file = OpenOptions::new()
+/// Opens `path` for reading and writing, created 0600 if missing, kept as it is otherwise,
+/// and never through a symlink someone planted (lock files, the in-flight marker).
+pub fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
+    OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
-        // A lock file is opened, never created through a link someone planted.
         .custom_flags(libc::O_NOFOLLOW)
-        .open(path)?;
+        .open(path)
+}
+
+fn take_lock(path: &Path, wait: bool) -> std::io::Result<Option<FileLock>> {
+    if let Some(dir) = path.parent() {
+        ensure_dir(dir)?;
+    }
+    let file = open_private(path)?;
     let flags = if wait {
         libc::LOCK_EX
     } else {
